@@ -1,0 +1,49 @@
+// dtrn: one binary, subcommands like git. The table below is the one list of them.
+#include <cstring>
+#include <exception>
+#include <iostream>
+#include <string>
+
+#include "commands.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  const char* summary;
+  int (*run)(int, char**);
+};
+
+constexpr Command kCommands[] = {
+    {"prep", "text files -> token shards, validation split and meta.json", dtrn::cli::run_prep},
+    {"tokenize", "text on stdin -> GPT-2 token ids on stdout (--decode: the reverse)",
+     dtrn::cli::run_tokenize},
+    {"info", "what this build of dtrn holds: backends, devices, version", dtrn::cli::run_info},
+};
+
+void print_help(std::ostream& os) {
+  os << "usage: dtrn <command> [options]   (dtrn <command> --help for details)\n\ncommands:\n";
+  for (const auto& c : kCommands) os << "  " << c.name << std::string(12 - std::strlen(c.name), ' ') << c.summary << "\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
+    print_help(argc < 2 ? std::cerr : std::cout);
+    return argc < 2 ? 2 : 0;
+  }
+  for (const auto& c : kCommands) {
+    if (std::strcmp(argv[1], c.name) == 0) {
+      try {
+        return c.run(argc, argv);
+      } catch (const std::exception& e) {
+        std::cerr << "dtrn " << c.name << ": " << e.what() << "\n";
+        return 1;
+      }
+    }
+  }
+  std::cerr << "dtrn: unknown command '" << argv[1] << "'\n";
+  print_help(std::cerr);
+  return 2;
+}

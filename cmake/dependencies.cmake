@@ -1,0 +1,39 @@
+# Finds dtrn's external dependencies. Everything here comes from Debian packages (deploy/install_deps.sh)
+# or the CUDA toolkit; optional parts are switched on where found (AUTO) so that a machine without them
+# still builds the runtime and the trainer.
+
+find_package(Threads REQUIRED)
+find_package(OpenMP REQUIRED COMPONENTS CXX)
+find_package(PkgConfig REQUIRED)
+
+# OpenBLAS: the CPU matmul. Debian installs cblas.h under /usr/include/x86_64-linux-gnu/openblas-pthread.
+find_path(CBLAS_INCLUDE_DIR cblas.h PATH_SUFFIXES openblas-pthread openblas x86_64-linux-gnu/openblas-pthread
+          HINTS /usr/include /usr/include/x86_64-linux-gnu REQUIRED)
+find_library(OPENBLAS_LIBRARY NAMES openblas REQUIRED)
+
+find_package(yaml-cpp REQUIRED)
+find_package(nlohmann_json 3 REQUIRED)
+pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
+
+# CUDA: AUTO builds the backend where nvcc is found, on PATH or in /usr/local/cuda.
+set(DTRN_HAVE_CUDA OFF)
+if(NOT DTRN_CUDA STREQUAL "OFF")
+  if(NOT CMAKE_CUDA_COMPILER)
+    find_program(DTRN_NVCC nvcc HINTS /usr/local/cuda/bin)
+    if(DTRN_NVCC)
+      set(CMAKE_CUDA_COMPILER ${DTRN_NVCC})
+    endif()
+  endif()
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+      set(CMAKE_CUDA_ARCHITECTURES 90)
+    endif()
+    enable_language(CUDA)
+    find_package(CUDAToolkit REQUIRED)
+    set(DTRN_HAVE_CUDA ON)
+  elseif(DTRN_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "DTRN_CUDA=ON but no CUDA compiler (nvcc) was found")
+  endif()
+endif()

@@ -1,0 +1,70 @@
+// Reverse-mode automatic differentiation over a recorded graph.
+//
+// Every op that reads a tensor with requires_grad (while grad mode is on) gives its output a grad_fn: a
+// Node that maps the output's gradient to one gradient per input and holds edges to the inputs' producers
+// (or to the leaf tensors themselves). Tensor::backward runs the nodes once each in reverse topological
+// order, summing gradients that meet, and accumulates into leaves' .grad. Backward itself runs with grad
+// mode off (no double backward). A node releases its saved tensors right after it has run, so a graph can
+// be backpropagated once; a second backward through it fails with a clear error.
+//
+// Note [Saving outputs]
+// A node that needs its op's output must save output.detach(): saving the output itself would make the
+// output own the node that owns the output, a reference cycle that leaks the whole graph.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dtrn/runtime/tensor.h"
+
+namespace dtrn {
+
+struct Edge {
+  std::shared_ptr<Node> node;        // an interior input: its producer
+  std::shared_ptr<TensorImpl> leaf;  // a leaf input that requires grad
+  bool valid() const { return node != nullptr || leaf != nullptr; }
+};
+
+class Node {
+ public:
+  using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>;
+
+  Node(std::string name, const std::vector<Tensor>& inputs, BackwardFn fn);
+
+  const std::string& name() const { return name_; }
+  const std::vector<Edge>& edges() const { return edges_; }
+  // One gradient per input (undefined where that input needs none). Runs once; then releases.
+  std::vector<Tensor> apply(const Tensor& grad_output);
+
+ private:
+  std::string name_;
+  std::vector<Edge> edges_;
+  std::vector<Shape> input_shapes_;
+  BackwardFn fn_;
+  bool released_ = false;
+};
+
+// Grad mode: on by default, per thread.
+bool grad_mode_enabled();
+class NoGradGuard {
+ public:
+  NoGradGuard();
+  ~NoGradGuard();
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
+// True when grad mode is on and any input requires grad.
+bool needs_grad(const std::vector<Tensor>& inputs);
+// Gives `output` a grad_fn over `inputs` when needs_grad(inputs); returns output for chaining.
+Tensor record(const std::string& name, Tensor output, const std::vector<Tensor>& inputs,
+              Node::BackwardFn backward);
+
+void run_backward(const Tensor& root, const Tensor& gradient);
+
+}  // namespace dtrn

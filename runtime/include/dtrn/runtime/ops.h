@@ -1,0 +1,73 @@
+// The differentiable ops of dtrn's runtime. Each takes and returns Tensors on one device, records its
+// backward when an input requires grad (autograd.h), and dispatches to that device's backend kernel.
+// Floating ops accept f64 and f32 on the CPU (f64 for gradient checks); the CUDA backend adds bf16.
+//
+// Shape letters, fixed throughout dtrn:
+//   B batch, T sequence length, C channels (d_model), H query heads, G key/value heads (H % G == 0),
+//   D head dimension, V vocabulary, N a flat count of rows (tokens), S sequences in a packed batch.
+// Shape mismatches throw dtrn::Error naming the op and both shapes.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "dtrn/runtime/tensor.h"
+
+namespace dtrn {
+
+// ---- Elementwise. Binary ops broadcast numpy-style; gradients are summed back to each input's shape.
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor scale(const Tensor& x, double alpha);       // alpha * x
+Tensor add_scalar(const Tensor& x, double beta);   // x + beta
+Tensor silu(const Tensor& x);                      // x * sigmoid(x)
+Tensor swiglu(const Tensor& gate, const Tensor& up);  // silu(gate) * up, same shapes
+
+// ---- Reductions.
+Tensor sum(const Tensor& x);                                 // -> [] (a scalar)
+Tensor sum(const Tensor& x, int64_t dim, bool keepdim = false);
+Tensor mean(const Tensor& x);
+Tensor mean(const Tensor& x, int64_t dim, bool keepdim = false);
+// Sums `x` down to `shape` over broadcast dimensions (the adjoint of broadcasting).
+Tensor sum_to_shape(const Tensor& x, const Shape& shape);
+
+// ---- Matrix products.
+// a: [..., M, K] (or [..., K, M] with trans_a), b: [..., K, N] (or [..., N, K] with trans_b) -> [..., M, N].
+// Leading (batch) dimensions must match, or b may be 2-D and is then shared by every batch.
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+// x: [..., in], weight: [out, in] (Hugging Face / PyTorch layout), bias: [out] or undefined -> [..., out].
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+
+// ---- Indexing along one dimension.
+// weight: [V, C], ids: i32/i64 [...] -> [..., C]. Backward scatter-adds into the weight's gradient.
+Tensor embedding(const Tensor& weight, const Tensor& ids);
+// x: [..., n, ...] with `index` (i32/i64 [m], values in [0, n)) along `dim` -> [..., m, ...].
+Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
+// base + scatter: out = base; out[index[i]] += src[i] along `dim` (repeated indices accumulate).
+Tensor index_add(const Tensor& base, int64_t dim, const Tensor& index, const Tensor& src);
+Tensor concat(const std::vector<Tensor>& parts, int64_t dim);
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim);
+
+// ---- Neural-network ops.
+// x: [..., C], weight: [C] -> x / sqrt(mean(x^2) + eps) * weight.
+Tensor rmsnorm(const Tensor& x, const Tensor& weight, double eps);
+// x: [N, H, D] (D even), positions: i32/i64 [N]. Rotate-half RoPE (Llama / Hugging Face layout): pairs
+// (i, i + D/2) rotate by angle positions[n] * theta^(-2i/D).
+Tensor rope(const Tensor& x, const Tensor& positions, double theta);
+// Softmax over the last dimension.
+Tensor softmax(const Tensor& x);
+// Causal attention over packed variable-length sequences (the flash-attn "varlen" form).
+// q: [N, H, D], k, v: [N, G, D]; cu_seqlens: i32 [S+1], 0 = cu[0] <= ... <= cu[S] = N. Within sequence s
+// (rows cu[s]..cu[s+1]-1, in position order) row i attends to rows j <= i of the same sequence only.
+// Query head h reads key/value head h / (H / G). Scale 1/sqrt(D). -> [N, H, D].
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& cu_seqlens);
+// Dense causal attention: q [B, T, H, D], k, v [B, T, G, D] -> [B, T, H, D]; attention() with S = B.
+Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v);
+// Mean cross-entropy over rows whose target != ignore_index. logits: [N, V], targets: i32/i64 [N].
+// Only the first `num_classes` logits take part (the rest is vocabulary padding); -1 means all V.
+// Returns an f32/f64 scalar; 0 when every row is ignored.
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100,
+                     int64_t num_classes = -1);
+
+}  // namespace dtrn

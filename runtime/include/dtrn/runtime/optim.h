@@ -1,0 +1,63 @@
+// AdamW with decoupled weight decay (Loshchilov & Hutter), global-norm gradient clipping, and learning-rate
+// schedules. The optimizer owns its moment buffers (fp32, on each parameter's device); parameters are
+// updated in place under no-grad.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "dtrn/runtime/tensor.h"
+
+namespace dtrn {
+
+struct AdamWOptions {
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.01;
+};
+
+struct ParamGroupEntry {
+  std::string name;
+  Tensor param;
+  bool decay = true;  // false for biases and norm weights
+};
+
+class AdamW {
+ public:
+  AdamW(std::vector<ParamGroupEntry> params, AdamWOptions options);
+
+  // One update with learning rate lr, using each parameter's .grad (parameters without one are skipped).
+  //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  m^ = m/(1-b1^t);  v^ = v/(1-b2^t)
+  //   p -= lr * (m^ / (sqrt(v^) + eps) + wd * p)   (wd only where decay is set)
+  void step(double lr);
+  void zero_grad();
+
+  int64_t step_count() const { return step_; }
+  void set_step_count(int64_t step) { step_ = step; }
+  const std::vector<ParamGroupEntry>& params() const { return params_; }
+  // First and second moments, one per parameter, for checkpoints.
+  std::vector<Tensor>& exp_avg() { return m_; }
+  std::vector<Tensor>& exp_avg_sq() { return v_; }
+  const AdamWOptions& options() const { return options_; }
+
+ private:
+  std::vector<ParamGroupEntry> params_;
+  AdamWOptions options_;
+  std::vector<Tensor> m_, v_;
+  int64_t step_ = 0;
+};
+
+// The L2 norm of all gradients together (computed in f64 on the host side of the reduction).
+double grad_global_norm(const std::vector<Tensor>& params);
+// Scales every gradient by max_norm / norm when norm > max_norm; returns the norm before clipping.
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
+
+// Learning rate at `step` (0-based): linear warm-up from 0 to peak over warmup_steps, then cosine (or
+// linear) decay from peak to min_lr at total_steps, constant min_lr after.
+enum class DecayShape { kCosine, kLinear };
+double lr_at(int64_t step, int64_t warmup_steps, int64_t total_steps, double peak_lr, double min_lr,
+             DecayShape shape = DecayShape::kCosine);
+
+}  // namespace dtrn

@@ -1,0 +1,141 @@
+#include "dtrn/runtime/autograd.h"
+
+#include <unordered_map>
+
+#include "dtrn/runtime/ops.h"
+
+namespace dtrn {
+namespace {
+
+thread_local bool g_grad_mode = true;
+
+bool participates(const Tensor& t) { return t.defined() && t.requires_grad(); }
+
+Tensor accumulate(const Tensor& existing, const Tensor& g) {
+  return existing.defined() ? add(existing, g) : g;
+}
+
+}  // namespace
+
+bool grad_mode_enabled() { return g_grad_mode; }
+NoGradGuard::NoGradGuard() : previous_(g_grad_mode) { g_grad_mode = false; }
+NoGradGuard::~NoGradGuard() { g_grad_mode = previous_; }
+
+Node::Node(std::string name, const std::vector<Tensor>& inputs, BackwardFn fn)
+    : name_(std::move(name)), fn_(std::move(fn)) {
+  edges_.reserve(inputs.size());
+  for (const Tensor& t : inputs) {
+    Edge e;
+    if (participates(t)) {
+      if (t.grad_fn()) {
+        e.node = t.grad_fn();
+      } else {
+        e.leaf = t.impl_ptr();
+      }
+    }
+    edges_.push_back(std::move(e));
+    input_shapes_.push_back(t.defined() ? t.shape() : Shape{});
+  }
+}
+
+std::vector<Tensor> Node::apply(const Tensor& grad_output) {
+  DTRN_CHECK(!released_, "backward through '", name_,
+             "' a second time: its saved tensors were released after the first backward");
+  std::vector<Tensor> grads = fn_(grad_output);
+  fn_ = nullptr;  // releases every tensor the backward captured
+  released_ = true;
+  DTRN_ASSERT(grads.size() == edges_.size(), name_, " backward returned ", grads.size(),
+              " gradients for ", edges_.size(), " inputs");
+  for (size_t i = 0; i < grads.size(); ++i) {
+    if (grads[i].defined() && edges_[i].valid()) {
+      DTRN_ASSERT(grads[i].shape() == input_shapes_[i], name_, " backward: gradient ", i, " has shape ",
+                  shape_str(grads[i].shape()), ", input had ", shape_str(input_shapes_[i]));
+    }
+  }
+  return grads;
+}
+
+bool needs_grad(const std::vector<Tensor>& inputs) {
+  if (!g_grad_mode) return false;
+  for (const Tensor& t : inputs) {
+    if (participates(t)) return true;
+  }
+  return false;
+}
+
+Tensor record(const std::string& name, Tensor output, const std::vector<Tensor>& inputs,
+              Node::BackwardFn backward) {
+  if (!needs_grad(inputs)) return output;
+  output.impl().grad_fn = std::make_shared<Node>(name, inputs, std::move(backward));
+  output.impl().requires_grad = true;
+  return output;
+}
+
+void run_backward(const Tensor& root, const Tensor& gradient) {
+  DTRN_CHECK(root.requires_grad(), "backward() on a tensor that does not require grad");
+  Tensor seed = gradient;
+  if (!seed.defined()) {
+    DTRN_CHECK(root.numel() == 1, "backward() without a gradient needs a scalar, got ",
+               root.describe());
+    seed = Tensor::full(root.shape(), 1.0, root.dtype(), root.device());
+  }
+  DTRN_CHECK(seed.shape() == root.shape(), "backward(): gradient ", seed.describe(), " for ",
+             root.describe());
+  NoGradGuard no_grad;
+
+  auto accumulate_leaf = [](TensorImpl& leaf, const Tensor& g) {
+    // Each leaf owns its gradient's storage, so in-place updates (clipping) never touch a tensor shared
+    // with another leaf.
+    Tensor own = leaf.grad ? add(Tensor(leaf.grad), g) : g.clone();
+    leaf.grad = own.impl_ptr();
+  };
+  if (!root.grad_fn()) {
+    accumulate_leaf(root.impl(), seed);
+    return;
+  }
+
+  // Count, for every node reachable from the root, how many edges lead into it.
+  std::unordered_map<Node*, int> pending;
+  std::vector<Node*> stack = {root.grad_fn().get()};
+  pending[stack.back()] = 0;
+  while (!stack.empty()) {
+    Node* n = stack.back();
+    stack.pop_back();
+    for (const Edge& e : n->edges()) {
+      if (!e.node) continue;
+      auto [it, inserted] = pending.try_emplace(e.node.get(), 0);
+      ++it->second;
+      if (inserted) stack.push_back(e.node.get());
+    }
+  }
+
+  // Kahn's order: a node runs once every consumer has passed it its gradient. Keep the root's node alive
+  // through shared ownership while it runs.
+  std::unordered_map<Node*, Tensor> grads;
+  grads[root.grad_fn().get()] = seed;
+  std::vector<std::shared_ptr<Node>> ready = {root.grad_fn()};
+  while (!ready.empty()) {
+    std::shared_ptr<Node> node = std::move(ready.back());
+    ready.pop_back();
+    Tensor g;
+    if (auto it = grads.find(node.get()); it != grads.end()) {
+      g = std::move(it->second);
+      grads.erase(it);
+    }
+    std::vector<Tensor> outs;
+    if (g.defined()) outs = node->apply(g);
+    const auto& edges = node->edges();
+    for (size_t i = 0; i < edges.size(); ++i) {
+      const Edge& e = edges[i];
+      const bool has = i < outs.size() && outs[i].defined();
+      if (e.leaf) {
+        if (has) accumulate_leaf(*e.leaf, outs[i]);
+      } else if (e.node) {
+        if (has) grads[e.node.get()] = accumulate(grads[e.node.get()], outs[i]);
+        if (--pending[e.node.get()] == 0) ready.push_back(e.node);
+      }
+    }
+  }
+}
+
+}  // namespace dtrn

@@ -1,0 +1,119 @@
+// The kernel table: one Backend per device type, each implementing the kernels below for its memory.
+// This is the one dispatch place of the runtime (see ops/*.cc for the callers). A backend that lacks a
+// kernel inherits the default, which fails loudly naming the kernel and the backend.
+//
+// Contract for every kernel: tensors are on the backend's device; inputs are contiguous unless the kernel
+// says "strided"; outputs are preallocated and contiguous; floating kernels accept f64 and f32 (CPU),
+// f32 and bf16 (CUDA); shapes were validated by the op layer (ops/*.cc), so kernels only assert.
+#pragma once
+
+#include <cstdint>
+
+#include "dtrn/runtime/allocator.h"
+#include "dtrn/runtime/tensor.h"
+
+namespace dtrn {
+
+enum class BinaryOp : uint8_t { kAdd, kSub, kMul };
+
+// C[b] = alpha * op(A[b]) * op(B[b]) + beta * C[b] for b < batch, row-major. op(A) is M x K, op(B) is K x N.
+// A stride of 0 shares one matrix across the batch.
+struct GemmArgs {
+  int64_t batch = 1, m = 0, n = 0, k = 0;
+  bool trans_a = false, trans_b = false;
+  int64_t stride_a = 0, stride_b = 0, stride_c = 0;  // elements between consecutive batch matrices
+  double alpha = 1.0, beta = 0.0;
+};
+
+struct AdamWArgs {
+  double lr, beta1, beta2, eps, weight_decay;
+  double bias_correction1, bias_correction2;  // 1 - beta^t
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+  virtual Allocator& allocator() = 0;
+
+  // ---- Memory
+  virtual void fill(const Tensor& out, double value);
+  // dst[i] = src[i] over the common shape; both strided; dtypes may differ (converting).
+  virtual void copy(const Tensor& src, const Tensor& dst);
+  // Raw bytes between host and this device (blocking).
+  virtual void copy_from_host(void* dst, const void* src, size_t nbytes);
+  virtual void copy_to_host(void* dst, const void* src, size_t nbytes);
+  // out[i] = uniform / normal draw number (offset + i) of (seed, stream); see rng.h.
+  virtual void fill_random(const Tensor& out, bool normal, double a, double b, uint64_t seed,
+                           uint64_t stream, uint64_t offset);
+
+  // ---- Elementwise
+  // a and b strided views already broadcast to out's shape (zero strides where broadcast).
+  virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out);
+  virtual void affine(const Tensor& x, double alpha, double beta, const Tensor& out);  // alpha*x + beta
+  virtual void silu(const Tensor& x, const Tensor& out);
+  virtual void silu_backward(const Tensor& x, const Tensor& grad, const Tensor& dx);
+  virtual void swiglu(const Tensor& gate, const Tensor& up, const Tensor& out);
+  virtual void swiglu_backward(const Tensor& gate, const Tensor& up, const Tensor& grad,
+                               const Tensor& dgate, const Tensor& dup);
+
+  // ---- Reductions: x viewed as [outer, n, inner] -> out [outer, inner], summed over n.
+  virtual void sum_dim(const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Tensor& out);
+  // Sum of squares of all elements, accumulated in f64 (for gradient norms).
+  virtual double sum_squares(const Tensor& x);
+
+  // ---- Matrix products
+  virtual void gemm(const GemmArgs& args, const Tensor& a, const Tensor& b, const Tensor& c);
+
+  // ---- Indexing: x viewed as [outer, n, inner], index [m] -> out [outer, m, inner].
+  virtual void index_select(const Tensor& x, int64_t outer, int64_t n, int64_t inner,
+                            const Tensor& index, const Tensor& out);
+  // out viewed as [outer, n, inner] += scatter of src [outer, m, inner] at index [m], in place.
+  virtual void index_add(const Tensor& out, int64_t outer, int64_t n, int64_t inner,
+                         const Tensor& index, const Tensor& src);
+
+  // ---- Normalisation and position
+  // x [N, C], w [C] -> y [N, C], rstd [N] (f32 for f32/bf16 x, f64 for f64 x).
+  virtual void rmsnorm(const Tensor& x, const Tensor& w, double eps, const Tensor& y,
+                       const Tensor& rstd);
+  // dx [N, C] is written; dw [C] is written (not accumulated).
+  virtual void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& rstd,
+                                const Tensor& dy, const Tensor& dx, const Tensor& dw);
+  // x, out [N, H, D]; positions [N]; inverse rotates by the negative angle (the backward).
+  virtual void rope(const Tensor& x, const Tensor& positions, double theta, bool inverse,
+                    const Tensor& out);
+
+  // ---- Softmax over the last dim: x, y [N, C].
+  virtual void softmax(const Tensor& x, const Tensor& y);
+  virtual void softmax_backward(const Tensor& y, const Tensor& dy, const Tensor& dx);
+
+  // ---- Packed causal attention (ops.h: attention). lse [H, N] f32 (f64 for f64 inputs) holds each
+  // row's log-sum-exp of scaled scores, saved for the backward.
+  virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& cu_seqlens,
+                         double scale, const Tensor& out, const Tensor& lse);
+  virtual void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
+                                  const Tensor& cu_seqlens, double scale, const Tensor& out,
+                                  const Tensor& lse, const Tensor& dout, const Tensor& dq,
+                                  const Tensor& dk, const Tensor& dv);
+
+  // ---- Cross-entropy. logits [N, V]; targets [N]. losses [N] and lse [N] in f32 (f64 for f64 logits);
+  // ignored rows get loss 0. Backward: dlogits = grad_scale * (softmax - onehot) for kept rows, 0 for
+  // ignored rows and for padded classes >= num_classes.
+  virtual void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                             int64_t num_classes, const Tensor& losses, const Tensor& lse);
+  virtual void cross_entropy_backward(const Tensor& logits, const Tensor& targets,
+                                      int64_t ignore_index, int64_t num_classes, const Tensor& lse,
+                                      double grad_scale, const Tensor& dlogits);
+
+  // ---- Optimizer: one AdamW update of param with grad, moments m and v (f32), in place.
+  virtual void adamw(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
+                     const AdamWArgs& args);
+};
+
+// The backend owning `device`'s memory. Throws when it is not built or no such device exists.
+Backend& backend_for(Device device);
+
+// Registered by the CUDA backend (cuda/cuda_backend.cu) when it is built; null otherwise.
+Backend* cuda_backend_or_null();
+
+}  // namespace dtrn

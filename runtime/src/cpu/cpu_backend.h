@@ -1,0 +1,68 @@
+// The CPU backend: the executable specification every other backend is tested against. Straightforward
+// loops in the element type (f64 or f32; bf16 for copies), OpenMP across rows where it pays, OpenBLAS for
+// gemm. Kernels are grouped by theme in cpu/*.cc; this class is their one declaration.
+#pragma once
+
+#include "backend.h"
+
+namespace dtrn {
+
+class CpuBackend final : public Backend {
+ public:
+  const char* name() const override { return "cpu"; }
+  Allocator& allocator() override;
+
+  void fill(const Tensor& out, double value) override;
+  void copy(const Tensor& src, const Tensor& dst) override;
+  void copy_from_host(void* dst, const void* src, size_t nbytes) override;
+  void copy_to_host(void* dst, const void* src, size_t nbytes) override;
+  void fill_random(const Tensor& out, bool normal, double a, double b, uint64_t seed, uint64_t stream,
+                   uint64_t offset) override;
+
+  void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) override;
+  void affine(const Tensor& x, double alpha, double beta, const Tensor& out) override;
+  void silu(const Tensor& x, const Tensor& out) override;
+  void silu_backward(const Tensor& x, const Tensor& grad, const Tensor& dx) override;
+  void swiglu(const Tensor& gate, const Tensor& up, const Tensor& out) override;
+  void swiglu_backward(const Tensor& gate, const Tensor& up, const Tensor& grad, const Tensor& dgate,
+                       const Tensor& dup) override;
+
+  void sum_dim(const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Tensor& out) override;
+  double sum_squares(const Tensor& x) override;
+
+  void gemm(const GemmArgs& args, const Tensor& a, const Tensor& b, const Tensor& c) override;
+
+  void index_select(const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Tensor& index,
+                    const Tensor& out) override;
+  void index_add(const Tensor& out, int64_t outer, int64_t n, int64_t inner, const Tensor& index,
+                 const Tensor& src) override;
+
+  void rmsnorm(const Tensor& x, const Tensor& w, double eps, const Tensor& y,
+               const Tensor& rstd) override;
+  void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dy,
+                        const Tensor& dx, const Tensor& dw) override;
+  void rope(const Tensor& x, const Tensor& positions, double theta, bool inverse,
+            const Tensor& out) override;
+
+  void softmax(const Tensor& x, const Tensor& y) override;
+  void softmax_backward(const Tensor& y, const Tensor& dy, const Tensor& dx) override;
+
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& cu_seqlens,
+                 double scale, const Tensor& out, const Tensor& lse) override;
+  void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& cu_seqlens,
+                          double scale, const Tensor& out, const Tensor& lse, const Tensor& dout,
+                          const Tensor& dq, const Tensor& dk, const Tensor& dv) override;
+
+  void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                     int64_t num_classes, const Tensor& losses, const Tensor& lse) override;
+  void cross_entropy_backward(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                              int64_t num_classes, const Tensor& lse, double grad_scale,
+                              const Tensor& dlogits) override;
+
+  void adamw(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
+             const AdamWArgs& args) override;
+};
+
+CpuBackend& cpu_backend();
+
+}  // namespace dtrn

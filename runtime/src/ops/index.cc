@@ -1,0 +1,122 @@
+// Gathers, scatters, embedding lookup, concat and split along one dimension, with their gradients:
+// index_select and index_add are each other's adjoints; concat and split (narrow) likewise.
+#include "ops/op_util.h"
+
+namespace dtrn {
+namespace {
+
+struct Geometry3 {
+  int64_t outer = 1, n = 1, inner = 1;
+};
+
+Geometry3 around(const Shape& s, int64_t dim) {
+  Geometry3 g;
+  for (int64_t i = 0; i < dim; ++i) g.outer *= s[i];
+  g.n = s[dim];
+  for (size_t i = dim + 1; i < s.size(); ++i) g.inner *= s[i];
+  return g;
+}
+
+void check_index(const Tensor& index, const Tensor& x, const char* op) {
+  DTRN_CHECK(index.dtype() == DType::kI32 || index.dtype() == DType::kI64, op,
+             ": index must be i32 or i64, got ", index.describe());
+  DTRN_CHECK(index.dim() == 1, op, ": index must be 1-d, got ", index.describe());
+  DTRN_CHECK(index.device() == x.device(), op, ": index on ", index.device().str(), ", data on ",
+             x.device().str());
+}
+
+}  // namespace
+
+Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
+  dim = wrap_dim(dim, x.dim(), "index_select");
+  check_index(index, x, "index_select");
+  Tensor in = x.contiguous().detach(), idx = index.contiguous();
+  const Geometry3 g = around(in.shape(), dim);
+  Shape out_shape = in.shape();
+  out_shape[dim] = idx.numel();
+  Tensor out = Tensor::empty(out_shape, in.dtype(), in.device());
+  if (out.numel() > 0) backend_of(in).index_select(in, g.outer, g.n, g.inner, idx, out);
+  Shape in_shape = x.shape();
+  return record("index_select", out, {x}, [in_shape, dim, idx](const Tensor& grad) -> std::vector<Tensor> {
+    Tensor zeros = Tensor::zeros(in_shape, grad.dtype(), grad.device());
+    return {index_add(zeros, dim, idx, grad)};
+  });
+}
+
+Tensor index_add(const Tensor& base, int64_t dim, const Tensor& index, const Tensor& src) {
+  dim = wrap_dim(dim, base.dim(), "index_add");
+  check_index(index, base, "index_add");
+  check_same_kind(base, src, "index_add");
+  check_floating(base, "index_add");
+  Shape expect = base.shape();
+  expect[dim] = index.numel();
+  DTRN_CHECK(src.shape() == expect, "index_add: source ", shape_str(src.shape()), " vs expected ",
+             shape_str(expect), " (base ", shape_str(base.shape()), ", ", index.numel(), " indices)");
+  Tensor idx = index.contiguous();
+  Tensor out = base.detach().clone();
+  const Geometry3 g = around(out.shape(), dim);
+  if (idx.numel() > 0 && g.outer * g.inner > 0) {
+    backend_of(out).index_add(out, g.outer, g.n, g.inner, idx, src.contiguous().detach());
+  }
+  return record("index_add", out, {base, src}, [dim, idx](const Tensor& grad) -> std::vector<Tensor> {
+    return {grad, index_select(grad, dim, idx)};
+  });
+}
+
+Tensor embedding(const Tensor& weight, const Tensor& ids) {
+  DTRN_CHECK(weight.dim() == 2, "embedding: weight must be [V, C], got ", weight.describe());
+  Shape out_shape = ids.shape();
+  out_shape.push_back(weight.size(1));
+  return index_select(weight, 0, ids.reshape({ids.numel()})).reshape(out_shape);
+}
+
+Tensor concat(const std::vector<Tensor>& parts, int64_t dim) {
+  DTRN_CHECK(!parts.empty(), "concat of no tensors");
+  const Tensor& first = parts[0];
+  dim = wrap_dim(dim, first.dim(), "concat");
+  Shape out_shape = first.shape();
+  out_shape[dim] = 0;
+  std::vector<int64_t> sizes;
+  for (const Tensor& p : parts) {
+    check_same_kind(first, p, "concat");
+    Shape a = p.shape(), b = first.shape();
+    DTRN_CHECK(a.size() == b.size(), "concat: ", shape_str(a), " vs ", shape_str(b));
+    a[dim] = b[dim] = 0;
+    DTRN_CHECK(a == b, "concat: shapes ", shape_str(p.shape()), " and ", shape_str(first.shape()),
+               " differ outside dimension ", dim);
+    sizes.push_back(p.size(dim));
+    out_shape[dim] += p.size(dim);
+  }
+  Tensor out = Tensor::empty(out_shape, first.dtype(), first.device());
+  int64_t offset = 0;
+  for (const Tensor& p : parts) {
+    if (p.numel() > 0) backend_of(out).copy(p.detach(), out.narrow(dim, offset, p.size(dim)).detach());
+    offset += p.size(dim);
+  }
+  return record("concat", out, parts, [sizes, dim](const Tensor& g) -> std::vector<Tensor> {
+    std::vector<Tensor> grads;
+    int64_t off = 0;
+    for (int64_t s : sizes) {
+      grads.push_back(g.narrow(dim, off, s).contiguous());
+      off += s;
+    }
+    return grads;
+  });
+}
+
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim) {
+  dim = wrap_dim(dim, x.dim(), "split");
+  int64_t total = 0;
+  for (int64_t s : sizes) total += s;
+  DTRN_CHECK(total == x.size(dim), "split: sizes add up to ", total, " but dimension ", dim, " of ",
+             x.describe(), " has ", x.size(dim));
+  std::vector<Tensor> parts;
+  int64_t offset = 0;
+  for (int64_t s : sizes) {
+    parts.push_back(x.narrow(dim, offset, s));
+    offset += s;
+  }
+  return parts;
+}
+
+}  // namespace dtrn

@@ -1,0 +1,107 @@
+// Matrix products with transposed operands, batched or with one shared right-hand matrix, and linear.
+//
+// Gradients of C = op(A) op(B) (op = identity or transpose), written with the same op:
+//   dA = dC op(B)^T          (or, when A is transposed, dA = op(B) dC^T)
+//   dB = op(A)^T dC          (or, when B is transposed, dB = dC^T op(A))
+// A shared 2-D B receives the sum over the batch, computed as one product over the flattened batch.
+#include "ops/op_util.h"
+
+namespace dtrn {
+namespace {
+
+struct MatmulGeometry {
+  Shape batch;  // leading dims of a
+  int64_t m, n, k;
+  bool shared_b;  // b is 2-D and used by every batch entry
+};
+
+MatmulGeometry geometry(const Tensor& a, const Tensor& b, bool ta, bool tb) {
+  DTRN_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul: operands need 2+ dims, got ", a.describe(),
+             " and ", b.describe());
+  MatmulGeometry g;
+  g.batch = Shape(a.shape().begin(), a.shape().end() - 2);
+  g.m = ta ? a.size(-1) : a.size(-2);
+  const int64_t ka = ta ? a.size(-2) : a.size(-1);
+  const int64_t kb = tb ? b.size(-1) : b.size(-2);
+  g.n = tb ? b.size(-2) : b.size(-1);
+  g.k = ka;
+  DTRN_CHECK(ka == kb, "matmul: inner dimensions differ: ", shape_str(a.shape()),
+             ta ? "^T" : "", " x ", shape_str(b.shape()), tb ? "^T" : "");
+  g.shared_b = b.dim() == 2 && a.dim() > 2;
+  if (!g.shared_b) {
+    DTRN_CHECK(Shape(b.shape().begin(), b.shape().end() - 2) == g.batch,
+               "matmul: batch dimensions differ: ", shape_str(a.shape()), " x ", shape_str(b.shape()));
+  }
+  return g;
+}
+
+Tensor matmul_forward(const Tensor& a_in, const Tensor& b_in, bool ta, bool tb) {
+  check_same_kind(a_in, b_in, "matmul");
+  check_floating(a_in, "matmul");
+  const MatmulGeometry geo = geometry(a_in, b_in, ta, tb);
+  Tensor a = a_in.contiguous(), b = b_in.contiguous();
+  Shape out_shape = geo.batch;
+  out_shape.push_back(geo.m);
+  out_shape.push_back(geo.n);
+  Tensor c = Tensor::empty(out_shape, a.dtype(), a.device());
+  if (c.numel() == 0) return c;
+  if (geo.k == 0) {
+    backend_of(a).fill(c, 0.0);
+    return c;
+  }
+  GemmArgs args;
+  args.batch = shape_numel(geo.batch);
+  args.m = geo.m;
+  args.n = geo.n;
+  args.k = geo.k;
+  args.trans_a = ta;
+  args.trans_b = tb;
+  args.stride_a = geo.m * geo.k;
+  args.stride_b = geo.shared_b ? 0 : geo.k * geo.n;
+  args.stride_c = geo.m * geo.n;
+  if (geo.shared_b && !ta) {  // one tall product instead of a batch of small ones
+    args.m *= args.batch;
+    args.batch = 1;
+  }
+  backend_of(a).gemm(args, a, b, c);
+  return c;
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
+  Tensor c = matmul_forward(a, b, ta, tb);
+  const bool shared_b = b.dim() == 2 && a.dim() > 2;
+  DTRN_CHECK(!(shared_b && ta && needs_grad({a, b})),
+             "matmul: a transposed batched operand with a shared 2-D right-hand side has no backward");
+  Tensor sa = a.detach(), sb = b.detach();
+  const bool need_a = a.requires_grad(), need_b = b.requires_grad();
+  return record("matmul", c, {a, b},
+                [sa, sb, ta, tb, shared_b, need_a, need_b](const Tensor& g) -> std::vector<Tensor> {
+                  Tensor da, db;
+                  if (need_a) da = ta ? matmul(sb, g, tb, true) : matmul(g, sb, false, !tb);
+                  if (need_b) {
+                    if (shared_b) {
+                      Tensor a2 = sa.reshape({-1, sa.size(-1)});
+                      Tensor g2 = g.reshape({-1, g.size(-1)});
+                      db = tb ? matmul(g2, a2, true, false) : matmul(a2, g2, true, false);
+                    } else {
+                      db = tb ? matmul(g, sa, true, ta) : matmul(sa, g, !ta, false);
+                    }
+                  }
+                  return {da, db};
+                });
+}
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  DTRN_CHECK(weight.dim() == 2, "linear: weight must be [out, in], got ", weight.describe());
+  DTRN_CHECK(x.size(-1) == weight.size(1), "linear: input ", shape_str(x.shape()), " vs weight ",
+             shape_str(weight.shape()));
+  Tensor y = matmul(x, weight, false, true);
+  if (!bias.defined()) return y;
+  DTRN_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), "linear: bias ",
+             shape_str(bias.shape()), " vs weight ", shape_str(weight.shape()));
+  return add(y, bias);
+}
+
+}  // namespace dtrn
