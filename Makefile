@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all deps assets configure build test clean
+.PHONY: all deps assets configure build test demo clean
 
 all: build
 
@@ -22,6 +22,10 @@ build: configure
 
 test: build assets
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# Trains a small DTRNet on the CPU for a few minutes (deploy/demo.sh says what it did and what next).
+demo: build assets
+	@BUILD=$(BUILD) bash deploy/demo.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -2,10 +2,20 @@
 // --help, reports errors as one line on stderr and returns the process exit code.
 #pragma once
 
+#include "args.h"
+#include "dtrn/data/tokenizer.h"
+
 namespace dtrn::cli {
 
 int run_tokenize(int argc, char** argv);  // tokenize_command.cc
 int run_prep(int argc, char** argv);      // prep_command.cc
 int run_info(int argc, char** argv);      // info_command.cc
+int run_train(int argc, char** argv);     // train_command.cc
+int run_eval(int argc, char** argv);      // eval_command.cc
+int run_export(int argc, char** argv);    // export_command.cc
+
+// The tokenizer named by --tokenizer-dir, else the default folder (tokenize_command.cc). Shared by
+// the commands that read text.
+StatusOr<data::Tokenizer> load_tokenizer(const Args& args);
 
 }  // namespace dtrn::cli

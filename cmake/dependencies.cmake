@@ -6,10 +6,18 @@ find_package(Threads REQUIRED)
 find_package(OpenMP REQUIRED COMPONENTS CXX)
 find_package(PkgConfig REQUIRED)
 
-# OpenBLAS: the CPU matmul. Debian installs cblas.h under /usr/include/x86_64-linux-gnu/openblas-pthread.
-find_path(CBLAS_INCLUDE_DIR cblas.h PATH_SUFFIXES openblas-pthread openblas x86_64-linux-gnu/openblas-pthread
-          HINTS /usr/include /usr/include/x86_64-linux-gnu REQUIRED)
-find_library(OPENBLAS_LIBRARY NAMES openblas REQUIRED)
+# OpenBLAS: the CPU matmul. Prefer Debian's OpenMP build: it shares libgomp's thread pool with dtrn's own
+# kernels, where the pthread build's workers and OpenMP's would spin against each other for the cores.
+# Linking the full path of that variant puts its folder in the RUNPATH, ahead of the system alternative.
+find_path(CBLAS_INCLUDE_DIR cblas.h
+          PATHS /usr/include/x86_64-linux-gnu/openblas-openmp /usr/include/x86_64-linux-gnu/openblas-pthread
+                /usr/include/openblas /usr/include REQUIRED NO_DEFAULT_PATH)
+find_library(OPENBLAS_LIBRARY NAMES openblas
+             PATHS /usr/lib/x86_64-linux-gnu/openblas-openmp NO_DEFAULT_PATH)
+if(NOT OPENBLAS_LIBRARY)
+  find_library(OPENBLAS_LIBRARY NAMES openblas REQUIRED)
+endif()
+message(STATUS "dtrn: OpenBLAS ${OPENBLAS_LIBRARY}")
 
 find_package(yaml-cpp REQUIRED)
 find_package(nlohmann_json 3 REQUIRED)
@@ -30,6 +38,9 @@ if(NOT DTRN_CUDA STREQUAL "OFF")
     if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
       set(CMAKE_CUDA_ARCHITECTURES 90)
     endif()
+    # The .cu files are C++17: CMake 3.25 knows no nvcc flag for CUDA20, which CXX_STANDARD 20 would imply.
+    set(CMAKE_CUDA_STANDARD 17)
+    set(CMAKE_CUDA_STANDARD_REQUIRED ON)
     enable_language(CUDA)
     find_package(CUDAToolkit REQUIRED)
     set(DTRN_HAVE_CUDA ON)

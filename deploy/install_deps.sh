@@ -8,7 +8,7 @@ set -euo pipefail
 packages=(
   g++ cmake ninja-build ccache pkg-config make
   libgtest-dev
-  libopenblas-dev
+  libopenblas-openmp-dev
   libyaml-cpp-dev nlohmann-json3-dev
   libpcre2-dev
 )

@@ -141,8 +141,8 @@ Tensor& Tensor::set_requires_grad(bool on) {
 }
 
 Tensor Tensor::grad() const { return impl().grad ? Tensor(impl().grad) : Tensor(); }
-void Tensor::zero_grad() { impl().grad.reset(); }
-void Tensor::set_grad(const Tensor& g) {
+void Tensor::zero_grad() const { impl().grad.reset(); }
+void Tensor::set_grad(const Tensor& g) const {
   if (!g.defined()) {
     impl().grad.reset();
     return;

@@ -1,4 +1,7 @@
 // CPU reductions: sum over the middle of an [outer, n, inner] view, and the f64 sum of squares.
+#include <algorithm>
+#include <vector>
+
 #include "cpu/cpu_backend.h"
 #include "cpu/dispatch.h"
 
@@ -27,10 +30,20 @@ double CpuBackend::sum_squares(const Tensor& x) {
     using T = decltype(tag);
     const T* p = x.data<T>();
     const int64_t n = x.numel();
-    double acc = 0;
-#pragma omp parallel for reduction(+ : acc) if (n > 32768)
-    for (int64_t i = 0; i < n; ++i) acc += static_cast<double>(p[i]) * p[i];
-    return acc;
+    // Fixed chunks summed in a fixed order: an OpenMP reduction may combine partial sums in any order,
+    // and the gradient norm (hence clipping, hence the whole run) must be bitwise reproducible.
+    constexpr int64_t kChunk = 1 << 14;
+    const int64_t chunks = (n + kChunk - 1) / kChunk;
+    std::vector<double> partial(chunks, 0.0);
+#pragma omp parallel for if (chunks > 1)
+    for (int64_t c = 0; c < chunks; ++c) {
+      double acc = 0;
+      for (int64_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) acc += static_cast<double>(p[i]) * p[i];
+      partial[c] = acc;
+    }
+    double total = 0;
+    for (double v : partial) total += v;
+    return total;
   });
 }
 

@@ -107,8 +107,8 @@ class Tensor {
   bool requires_grad() const { return impl().requires_grad; }
   Tensor& set_requires_grad(bool on);  // leaves only
   Tensor grad() const;                 // undefined until a backward reached this leaf
-  void zero_grad();                    // drops the accumulated gradient
-  void set_grad(const Tensor& g);
+  void zero_grad() const;              // drops the accumulated gradient
+  void set_grad(const Tensor& g) const;
   const std::shared_ptr<Node>& grad_fn() const { return impl().grad_fn; }
   bool is_leaf() const { return impl().grad_fn == nullptr; }
   // Backpropagates from this scalar (gradient 1) or with the given gradient of the same shape.

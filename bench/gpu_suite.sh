@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# gpu_suite.sh: configure, build and test dtrn with the CUDA backend, then benchmark its matrix products,
+# in one call on the GPU machine (see shared/gpu-machine.md). Logs land in $OUT (the device tool's return
+# folder; ./gpu-out when unset): configure.log, build.log, runtime_tests.log, gemm_bench.log, summary.txt.
+#
+#   bash bench/gpu_suite.sh
+#   EXTRA_CMAKE_ARGS="-DDTRN_BUILD_DATA=OFF" BUILD_TARGETS=all bash bench/gpu_suite.sh
+#
+# The CUDA tests run first and separately, so their result survives a slow or failing CPU suite. The
+# script never stops early on a failure: every step runs, and the summary says what failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+export PATH="/opt/torch/.venv/bin:/usr/local/cuda/bin:$PATH"  # cmake 4 and ninja live in the venv there
+OUT="${OUT:-$PWD/gpu-out}"
+BUILD="${BUILD:-build-gpu}"
+JOBS="${JOBS:-$(nproc)}"
+EXTRA_CMAKE_ARGS="${EXTRA_CMAKE_ARGS:-}"
+BUILD_TARGETS="${BUILD_TARGETS:-runtime_tests gemm_bench}"  # "all" builds everything
+TEST_TIMEOUT="${TEST_TIMEOUT:-420}"                         # seconds, both test runs together
+mkdir -p "$OUT"
+
+# The GPU machine has no PCRE2 headers: where the project offers a switch for the data module, use it.
+if ! pkg-config --exists libpcre2-8 2>/dev/null &&
+   grep -qs DTRN_BUILD_DATA CMakeLists.txt cmake/*.cmake data/CMakeLists.txt &&
+   [[ "$EXTRA_CMAKE_ARGS" != *DTRN_BUILD_DATA* ]]; then
+  EXTRA_CMAKE_ARGS="$EXTRA_CMAKE_ARGS -DDTRN_BUILD_DATA=OFF"
+fi
+
+step() { echo "== $*"; }
+status=()
+
+step "gpu"
+{ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || echo "no nvidia-smi"; } 2>&1 |
+  tee "$OUT/gpu.txt"
+
+# CMAKE_CUDA_STANDARD=17: the .cu files are C++17 by design (cuda/elementwise.h); without it CMake
+# derives CUDA20 from the C++ standard, which older CMake cannot pass to nvcc.
+step "configure ($BUILD) $EXTRA_CMAKE_ARGS"
+# shellcheck disable=SC2086
+cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDTRN_CUDA=ON \
+  -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_CUDA_STANDARD=17 $EXTRA_CMAKE_ARGS >"$OUT/configure.log" 2>&1
+rc=$?; status+=("configure rc=$rc"); tail -3 "$OUT/configure.log"
+
+step "build: $BUILD_TARGETS"
+targets=()
+if [[ "$BUILD_TARGETS" != "all" ]]; then
+  for t in $BUILD_TARGETS; do targets+=(--target "$t"); done
+fi
+start=$SECONDS
+cmake --build "$BUILD" -j "$JOBS" "${targets[@]}" >"$OUT/build.log" 2>&1
+rc=$?; status+=("build rc=$rc ($((SECONDS - start)) s)")
+grep -E "error|FAILED" "$OUT/build.log" | head -20
+
+tests="$BUILD/tests/runtime_tests"
+log="$OUT/runtime_tests.log"
+: >"$log"
+if [[ -x "$tests" ]]; then
+  step "runtime_tests: CUDA tests"
+  start=$SECONDS
+  timeout "$TEST_TIMEOUT" "$tests" --gtest_color=no --gtest_filter='Cuda*' 2>&1 | tee -a "$log" |
+    grep -E "^\[  (FAILED|PASSED|SKIPPED) |^\[==========\]"
+  rc=${PIPESTATUS[0]}; status+=("cuda tests rc=$rc ($((SECONDS - start)) s)")
+  step "runtime_tests: all other tests"
+  left=$((TEST_TIMEOUT - (SECONDS - start))); ((left < 30)) && left=30
+  timeout "$left" "$tests" --gtest_color=no --gtest_filter='-Cuda*' >>"$log" 2>&1
+  rc=$?; status+=("other runtime tests rc=$rc ($((SECONDS - start)) s)")
+else
+  status+=("runtime_tests not built")
+fi
+
+bench="$BUILD/bin/gemm_bench"
+if [[ -x "$bench" ]]; then
+  step "gemm_bench"
+  timeout 120 "$bench" 2>&1 | tee "$OUT/gemm_bench.log"
+  rc=${PIPESTATUS[0]}; status+=("gemm_bench rc=$rc")
+else
+  status+=("gemm_bench not built")
+fi
+
+{
+  echo "== summary ($(head -1 "$OUT/gpu.txt"))"
+  printf '%s\n' "${status[@]}"
+  if [[ -s "$log" ]]; then
+    result='^\[ +(OK|FAILED|SKIPPED) +\] [A-Za-z0-9_/]+\.[A-Za-z0-9_/]+ \('
+    count() { grep -E "$result" "$log" | grep -c "^\[ *$1 *\]"; }
+    echo "runtime_tests: $(count OK) passed, $(count FAILED) failed, $(count SKIPPED) skipped"
+    grep -E "$result" "$log" | grep '^\[  FAILED' | sed 's/^/  /'
+  fi
+  [[ -s "$OUT/gemm_bench.log" ]] && grep -E "TFLOP|^square|^360M|allocator" "$OUT/gemm_bench.log"
+} | tee "$OUT/summary.txt"

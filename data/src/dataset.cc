@@ -1,0 +1,51 @@
+#include "dtrn/data/dataset.h"
+
+namespace dtrn::data {
+
+StatusOr<std::shared_ptr<const TokenDataset>> TokenDataset::Open(const std::string& dir,
+                                                                 const std::string& split,
+                                                                 const DatasetOptions& options) {
+  auto meta = read_meta(dir);
+  if (!meta.ok()) return meta.status();
+  const std::string meta_path = dir + "/" + kMetaFileName;
+  const SplitStats* stats = meta->split(split);
+  if (stats == nullptr)
+    return Status::InvalidArgument("unknown split '" + split + "' (want train or val)");
+  if (!options.expected_tokenizer_identity.empty() &&
+      meta->tokenizer_identity != options.expected_tokenizer_identity) {
+    return Status::FailedPrecondition(meta_path + ": made by another tokenizer (identity " +
+                                      meta->tokenizer_identity.substr(0, 12) + "..., expected " +
+                                      options.expected_tokenizer_identity.substr(0, 12) + "...)");
+  }
+  if (stats->shards.empty())
+    return Status::FailedPrecondition(meta_path + ": split '" + split + "' has no shards");
+
+  std::shared_ptr<TokenDataset> dataset(new TokenDataset());
+  dataset->dir_ = dir;
+  dataset->split_ = split;
+  for (const ShardEntry& entry : stats->shards) {
+    const std::string path = dir + "/" + entry.file;
+    auto shard = ShardFile::Open(path);
+    if (!shard.ok()) return shard.status();
+    if (shard->tokenizer_identity() != meta->tokenizer_identity) {
+      return Status::FailedPrecondition(path + ": made by another tokenizer than " + meta_path +
+                                        " names (shard " +
+                                        shard->tokenizer_identity().substr(0, 12) + "..., meta " +
+                                        meta->tokenizer_identity.substr(0, 12) + "...)");
+    }
+    if (shard->num_tokens() != entry.tokens) {
+      return Status::DataLoss(path + ": holds " + std::to_string(shard->num_tokens()) +
+                              " tokens, " + meta_path + " says " + std::to_string(entry.tokens));
+    }
+    if (options.verify_checksums && shard->sha256() != entry.sha256) {
+      return Status::DataLoss(path + ": checksum mismatch (sha256 differs from " + meta_path +
+                              "): corrupt");
+    }
+    dataset->num_tokens_ += shard->num_tokens();
+    dataset->shards_.push_back(std::move(shard).value());
+  }
+  dataset->meta_ = std::move(meta).value();
+  return std::shared_ptr<const TokenDataset>(std::move(dataset));
+}
+
+}  // namespace dtrn::data

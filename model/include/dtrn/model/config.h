@@ -1,0 +1,49 @@
+// Model and routing configuration, and the layout string that says which layers are dense (T) and which
+// are DTRNet (D). Validation returns a Status naming the offending key, so a config error is one line.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "dtrn/runtime/status.h"
+
+namespace dtrn::model {
+
+struct ModelConfig {
+  int64_t d_model = 0;
+  int64_t n_layers = 0;
+  int64_t n_heads = 0;
+  int64_t n_kv_heads = 0;
+  int64_t d_ff = 0;
+  int64_t vocab_size = 50257;
+  int64_t seq_len = 0;
+  std::string layout = "bilayer";  // a preset name or an explicit T/D string
+  double norm_eps = 1e-5;
+  double rope_theta = 10000.0;
+
+  int64_t head_dim() const { return d_model / n_heads; }
+  // The vocabulary rounded up to a multiple of 64 (50257 -> 50304): the embedding and logits use it,
+  // the padded logits are excluded from the loss.
+  int64_t padded_vocab() const { return (vocab_size + 63) / 64 * 64; }
+};
+
+struct RoutingConfig {
+  double sparsity_weight = 8e-4;   // lambda
+  double balance_weight = 0.0;     // beta (the trainer's default is set in train/config)
+  double target_fraction = 0.1;    // rho
+  double starvation_threshold = 0.01;
+  int64_t starvation_window = 50;
+  double fallback_fraction = 0.15;  // rule 4 of the spec
+};
+
+// Resolves `layout` ("bilayer", "trilayer", "dense" or an explicit string of T and D) for n_layers.
+// bilayer: T at 0, 1 and L-1; D at the even indices 2..L-2; T elsewhere.
+// trilayer: first and last T; inside, repeating T-D-D-T groups.
+StatusOr<std::string> resolve_layout(const std::string& layout, int64_t n_layers);
+
+// Checks shapes for consistency; the message names the key ("model.n_heads: 7 does not divide
+// model.d_model 96").
+Status validate(const ModelConfig& config);
+Status validate(const RoutingConfig& config);
+
+}  // namespace dtrn::model

@@ -1,0 +1,77 @@
+#include "dtrn/model/config.h"
+
+namespace dtrn::model {
+
+StatusOr<std::string> resolve_layout(const std::string& layout, int64_t n_layers) {
+  if (n_layers <= 0) return Status::InvalidArgument("model.n_layers must be positive");
+  std::string out(static_cast<size_t>(n_layers), 'T');
+  if (layout == "dense") return out;
+  if (layout == "bilayer") {
+    for (int64_t i = 2; i <= n_layers - 2; i += 2) out[i] = 'D';
+    return out;
+  }
+  if (layout == "trilayer") {
+    // Inside the first and last layer, groups T D D T repeat: inner index j gets D when j % 4 is 1 or 2.
+    for (int64_t i = 1; i < n_layers - 1; ++i) {
+      const int64_t j = (i - 1) % 4;
+      if (j == 1 || j == 2) out[i] = 'D';
+    }
+    return out;
+  }
+  if (static_cast<int64_t>(layout.size()) != n_layers) {
+    return Status::InvalidArgument("model.layout: '" + layout + "' is not bilayer, trilayer or dense, and as an explicit layout it has " +
+                                   std::to_string(layout.size()) + " letters for " +
+                                   std::to_string(n_layers) + " layers");
+  }
+  for (char c : layout) {
+    if (c != 'T' && c != 'D') {
+      return Status::InvalidArgument("model.layout: '" + layout + "' may hold only the letters T and D");
+    }
+  }
+  return layout;
+}
+
+Status validate(const ModelConfig& c) {
+  auto positive = [](const char* key, int64_t v) {
+    return v > 0 ? Status::Ok()
+                 : Status::InvalidArgument(std::string(key) + " must be positive, got " + std::to_string(v));
+  };
+  DTRN_RETURN_IF_ERROR(positive("model.d_model", c.d_model));
+  DTRN_RETURN_IF_ERROR(positive("model.n_layers", c.n_layers));
+  DTRN_RETURN_IF_ERROR(positive("model.n_heads", c.n_heads));
+  DTRN_RETURN_IF_ERROR(positive("model.n_kv_heads", c.n_kv_heads));
+  DTRN_RETURN_IF_ERROR(positive("model.d_ff", c.d_ff));
+  DTRN_RETURN_IF_ERROR(positive("model.vocab_size", c.vocab_size));
+  DTRN_RETURN_IF_ERROR(positive("model.seq_len", c.seq_len));
+  if (c.d_model % c.n_heads != 0) {
+    return Status::InvalidArgument("model.n_heads: " + std::to_string(c.n_heads) + " does not divide model.d_model " +
+                                   std::to_string(c.d_model));
+  }
+  if (c.n_heads % c.n_kv_heads != 0) {
+    return Status::InvalidArgument("model.n_kv_heads: " + std::to_string(c.n_kv_heads) +
+                                   " does not divide model.n_heads " + std::to_string(c.n_heads));
+  }
+  if (c.head_dim() % 2 != 0) {
+    return Status::InvalidArgument("model.n_heads: head dimension d_model / n_heads = " +
+                                   std::to_string(c.head_dim()) + " must be even for RoPE");
+  }
+  if (!(c.norm_eps > 0)) return Status::InvalidArgument("model.norm_eps must be positive");
+  if (!(c.rope_theta > 0)) return Status::InvalidArgument("model.rope_theta must be positive");
+  auto layout = resolve_layout(c.layout, c.n_layers);
+  return layout.ok() ? Status::Ok() : layout.status();
+}
+
+Status validate(const RoutingConfig& r) {
+  if (!(r.sparsity_weight >= 0)) return Status::InvalidArgument("routing.sparsity_weight must be >= 0");
+  if (!(r.balance_weight >= 0)) return Status::InvalidArgument("routing.balance_weight must be >= 0");
+  if (!(r.target_fraction > 0 && r.target_fraction <= 1)) {
+    return Status::InvalidArgument("routing.target_fraction must be in (0, 1]");
+  }
+  if (!(r.starvation_threshold >= 0 && r.starvation_threshold < 1)) {
+    return Status::InvalidArgument("routing.starvation_threshold must be in [0, 1)");
+  }
+  if (r.starvation_window <= 0) return Status::InvalidArgument("routing.starvation_window must be positive");
+  return Status::Ok();
+}
+
+}  // namespace dtrn::model

@@ -1,0 +1,170 @@
+#include "cuda/cublaslt_gemm.h"
+
+#include <cublasLt.h>
+
+#include <map>
+#include <mutex>
+
+#include "cuda/cuda_check.h"
+#include "cuda/cuda_context.h"
+
+namespace dtrn::cuda {
+namespace {
+
+struct PlanKey {
+  int device;
+  DType dtype;
+  int64_t batch, m, n, k;
+  bool trans_a, trans_b;
+  int64_t stride_a, stride_b, stride_c;
+  uint32_t align_a, align_b, align_c;
+  auto operator<=>(const PlanKey&) const = default;
+};
+
+struct Plan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t layout_a = nullptr, layout_b = nullptr, layout_c = nullptr;  // cuBLASLt's A, B
+  cublasLtMatmulAlgo_t algo{};
+};
+
+struct PlanCache {
+  std::mutex mutex;
+  std::map<PlanKey, Plan> plans;  // never evicted: a model has a few dozen distinct products
+};
+
+PlanCache& plan_cache() {
+  static PlanCache* cache = new PlanCache();  // leaked: see cuda_context.h
+  return *cache;
+}
+
+// cuBLASLt picks vectorised kernels by the alignment it is promised (256 bytes unless told); views at
+// odd offsets and odd batch strides must say so, or a kernel may read misaligned.
+uint32_t alignment(const void* ptr, int64_t stride_elems, int64_t batch, size_t elem_bytes) {
+  uint64_t bits = reinterpret_cast<uint64_t>(ptr);
+  if (batch > 1) bits |= static_cast<uint64_t>(stride_elems) * elem_bytes;
+  bits |= 256;
+  return static_cast<uint32_t>(bits & (~bits + 1));  // lowest set bit
+}
+
+cublasLtMatrixLayout_t make_layout(cudaDataType_t type, int64_t rows, int64_t cols, int64_t batch,
+                                   int64_t stride) {
+  cublasLtMatrixLayout_t layout = nullptr;
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&layout, type, rows, cols, rows));  // column-major, ld = rows
+  if (batch > 1) {
+    const int32_t count = static_cast<int32_t>(batch);
+    CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count,
+                                                  sizeof(count)));
+    CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                                  &stride, sizeof(stride)));
+  }
+  return layout;
+}
+
+void destroy(Plan& plan) {
+  cublasLtMatrixLayoutDestroy(plan.layout_c);
+  cublasLtMatrixLayoutDestroy(plan.layout_b);
+  cublasLtMatrixLayoutDestroy(plan.layout_a);
+  cublasLtMatmulDescDestroy(plan.op);
+  plan = Plan{};
+}
+
+Plan make_plan(const PlanKey& key, DeviceContext& ctx) {
+  cudaDataType_t data_type = CUDA_R_32F, scale_type = CUDA_R_32F;
+  cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
+  switch (key.dtype) {
+    case DType::kF32: break;
+    case DType::kBF16: data_type = CUDA_R_16BF; break;
+    case DType::kF64:
+      data_type = scale_type = CUDA_R_64F;
+      compute = CUBLAS_COMPUTE_64F;
+      break;
+    default: DTRN_ASSERT(false, "cublaslt_gemm of ", dtype_name(key.dtype));
+  }
+
+  Plan plan;
+  CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan.op, compute, scale_type));
+  // See Note [Row-major through a column-major library]: cuBLASLt's A is dtrn's B and vice versa.
+  const cublasOperation_t op_first = key.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_second = key.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSA, &op_first,
+                                              sizeof(op_first)));
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_second,
+                                              sizeof(op_second)));
+  // Stored shapes, column-major: dtrn's row-major B is [K, N] (or [N, K] transposed), seen as N x K
+  // (or K x N); dtrn's A is [M, K] (or [K, M]), seen as K x M (or M x K); C is [M, N], seen as N x M.
+  plan.layout_a = key.trans_b ? make_layout(data_type, key.k, key.n, key.batch, key.stride_b)
+                              : make_layout(data_type, key.n, key.k, key.batch, key.stride_b);
+  plan.layout_b = key.trans_a ? make_layout(data_type, key.m, key.k, key.batch, key.stride_a)
+                              : make_layout(data_type, key.k, key.m, key.batch, key.stride_a);
+  plan.layout_c = make_layout(data_type, key.n, key.m, key.batch, key.stride_c);
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  const uint64_t workspace = ctx.workspace_bytes;
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                    &workspace, sizeof(workspace)));
+  // Again swapped: cuBLASLt's A is dtrn's B.
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                                    &key.align_b, sizeof(key.align_b)));
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                    &key.align_a, sizeof(key.align_a)));
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                    &key.align_c, sizeof(key.align_c)));
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                                    &key.align_c, sizeof(key.align_c)));
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  const cublasStatus_t status =
+      cublasLtMatmulAlgoGetHeuristic(ctx.cublaslt, plan.op, plan.layout_a, plan.layout_b,
+                                     plan.layout_c, plan.layout_c, pref, 1, &result, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (status != CUBLAS_STATUS_SUCCESS || found == 0) destroy(plan);
+  CUBLAS_CHECK(status);
+  DTRN_CHECK(found > 0, "cuBLASLt has no algorithm for a ", dtype_name(key.dtype), " gemm of batch ",
+             key.batch, ", m ", key.m, ", n ", key.n, ", k ", key.k, ", trans_a ", key.trans_a,
+             ", trans_b ", key.trans_b, ", strides ", key.stride_a, "/", key.stride_b, "/",
+             key.stride_c);
+  plan.algo = result.algo;
+  return plan;
+}
+
+}  // namespace
+
+void cublaslt_gemm(const GemmArgs& args, DType dtype, const void* a, const void* b, void* c,
+                   int device) {
+  const size_t elem = dtype_size(dtype);
+  const PlanKey key{device,
+                    dtype,
+                    args.batch,
+                    args.m,
+                    args.n,
+                    args.k,
+                    args.trans_a,
+                    args.trans_b,
+                    args.stride_a,
+                    args.stride_b,
+                    args.stride_c,
+                    alignment(a, args.stride_a, args.batch, elem),
+                    alignment(b, args.stride_b, args.batch, elem),
+                    alignment(c, args.stride_c, args.batch, elem)};
+  DeviceGuard guard(device);
+  DeviceContext& ctx = device_context(device);
+  Plan plan;
+  {
+    PlanCache& cache = plan_cache();
+    std::lock_guard<std::mutex> lock(cache.mutex);
+    auto it = cache.plans.find(key);
+    if (it == cache.plans.end()) it = cache.plans.emplace(key, make_plan(key, ctx)).first;
+    plan = it->second;
+  }
+
+  const float alpha32 = static_cast<float>(args.alpha), beta32 = static_cast<float>(args.beta);
+  const double alpha64 = args.alpha, beta64 = args.beta;
+  const void* alpha = dtype == DType::kF64 ? static_cast<const void*>(&alpha64) : &alpha32;
+  const void* beta = dtype == DType::kF64 ? static_cast<const void*>(&beta64) : &beta32;
+  CUBLAS_CHECK(cublasLtMatmul(ctx.cublaslt, plan.op, alpha, b, plan.layout_a, a, plan.layout_b, beta,
+                              c, plan.layout_c, c, plan.layout_c, &plan.algo, ctx.workspace,
+                              ctx.workspace_bytes, ctx.stream));
+}
+
+}  // namespace dtrn::cuda

@@ -1,0 +1,28 @@
+// Matrix products on the GPU through cuBLASLt: the CUDA backend's gemm (backend.h: GemmArgs, row-major,
+// batched with strides, stride 0 shares one matrix).
+//
+// Note [Row-major through a column-major library]
+// cuBLASLt reads column-major matrices. A row-major R x C matrix with leading dimension C is, byte for
+// byte, the column-major C x R matrix of its transpose. So the row-major C = op(A) op(B) is computed as the
+// column-major C^T = op(B)^T op(A)^T: cuBLASLt's first operand is dtrn's B, its second is dtrn's A, with
+// the same transpose flags, and its m, n are dtrn's n, m. No data moves.
+//
+// Precision: f32 inputs use CUBLAS_COMPUTE_32F (true fp32 products; TF32 is never allowed, so results
+// track the CPU's fp32 BLAS to ~1e-6 relative and tests can hold tight tolerances). bf16 inputs produce
+// bf16 with fp32 accumulation and fp32 alpha/beta. f64 uses CUBLAS_COMPUTE_64F.
+//
+// Plans (descriptors, layouts and the heuristic's algorithm) are cached per (device, dtype, shape,
+// strides, transposes, operand alignment): the heuristic query costs tens of microseconds, a cache hit a
+// map lookup. Thread-safe.
+#pragma once
+
+#include "backend.h"
+
+namespace dtrn::cuda {
+
+// Queues C = alpha op(A) op(B) + beta C on `device`'s stream. a, b, c are device pointers of `dtype`
+// (f64, f32 or bf16; the same for all three) on that device.
+void cublaslt_gemm(const GemmArgs& args, DType dtype, const void* a, const void* b, void* c,
+                   int device);
+
+}  // namespace dtrn::cuda

@@ -1,0 +1,151 @@
+// The neural-network ops of ops.h (rmsnorm, rope, softmax, cross_entropy) with their backwards.
+// Each validates its arguments (naming the op and the shapes involved), hands contiguous,
+// history-free views of its inputs to the device's kernel, and records one node whose backward
+// calls the matching backward kernel. Kernels never see empty tensors (a GPU launch with zero
+// blocks is an error), so the op layer skips them and produces the empty or zero result itself.
+// Per-row statistics (rstd, lse, losses) are f64 for f64 data and f32 otherwise, as backend.h
+// specifies.
+#include <vector>
+
+#include "ops/op_util.h"
+
+namespace dtrn {
+namespace {
+
+DType stats_dtype(DType data) { return data == DType::kF64 ? DType::kF64 : DType::kF32; }
+
+void check_index(const Tensor& t, const char* op, const char* what) {
+  DTRN_CHECK(t.dtype() == DType::kI32 || t.dtype() == DType::kI64, op, ": ", what,
+             " must be i32 or i64, got ", t.describe());
+}
+
+void check_same_device(const Tensor& a, const Tensor& b, const char* op) {
+  DTRN_CHECK(a.device() == b.device(), op, ": devices differ: ", a.describe(), " vs ",
+             b.describe());
+}
+
+// What a kernel reads: the tensor's values, contiguous, without autograd history (the op records
+// its own node over the original inputs).
+Tensor kernel_input(const Tensor& t) { return t.detach().contiguous(); }
+
+// The number of rows of x viewed as [N, x.size(-1)].
+int64_t rows_of(const Shape& shape) { return shape_numel(Shape(shape.begin(), shape.end() - 1)); }
+
+}  // namespace
+
+Tensor rmsnorm(const Tensor& x, const Tensor& weight, double eps) {
+  DTRN_CHECK(x.dim() >= 1 && weight.dim() == 1 && weight.size(0) == x.size(-1), "rmsnorm: weight ",
+             shape_str(weight.shape()), " does not match the last dimension of x ",
+             shape_str(x.shape()));
+  check_floating(x, "rmsnorm");
+  check_same_kind(x, weight, "rmsnorm");
+  DTRN_CHECK(eps >= 0, "rmsnorm: eps must be non-negative, got ", eps);
+  const Shape shape = x.shape();
+  const int64_t c = x.size(-1), n = rows_of(shape);
+  Tensor x2 = kernel_input(x).reshape({n, c});
+  Tensor w = kernel_input(weight);
+  Tensor y = Tensor::empty({n, c}, x.dtype(), x.device());
+  Tensor rstd = Tensor::empty({n}, stats_dtype(x.dtype()), x.device());
+  if (y.numel() > 0) backend_of(x).rmsnorm(x2, w, eps, y, rstd);
+  return record("rmsnorm", y.reshape(shape), {x, weight},
+                [x2, w, rstd, shape](const Tensor& grad) -> std::vector<Tensor> {
+                  Tensor dx = Tensor::empty(x2.shape(), x2.dtype(), x2.device());
+                  if (dx.numel() == 0) {
+                    return {dx.reshape(shape), Tensor::zeros(w.shape(), w.dtype(), w.device())};
+                  }
+                  Tensor dw = Tensor::empty(w.shape(), w.dtype(), w.device());
+                  Tensor dy = grad.contiguous().reshape(x2.shape());
+                  backend_of(x2).rmsnorm_backward(x2, w, rstd, dy, dx, dw);
+                  return {dx.reshape(shape), dw};
+                });
+}
+
+Tensor rope(const Tensor& x, const Tensor& positions, double theta) {
+  DTRN_CHECK(x.dim() == 3 && x.size(2) % 2 == 0, "rope: x must be [N, H, D] with D even, got ",
+             shape_str(x.shape()));
+  DTRN_CHECK(positions.dim() == 1 && positions.size(0) == x.size(0), "rope: positions ",
+             shape_str(positions.shape()), " must be [N] for x ", shape_str(x.shape()));
+  check_floating(x, "rope");
+  check_index(positions, "rope", "positions");
+  check_same_device(x, positions, "rope");
+  DTRN_CHECK(theta > 0, "rope: theta must be positive, got ", theta);
+  Tensor pos = positions.contiguous();
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  if (out.numel() > 0) backend_of(x).rope(kernel_input(x), pos, theta, /*inverse=*/false, out);
+  return record("rope", out, {x, positions},
+                [pos, theta](const Tensor& grad) -> std::vector<Tensor> {
+                  Tensor dx = Tensor::empty(grad.shape(), grad.dtype(), grad.device());
+                  if (dx.numel() > 0)
+                    backend_of(dx).rope(grad.contiguous(), pos, theta, /*inverse=*/true, dx);
+                  return {dx, Tensor()};
+                });
+}
+
+Tensor softmax(const Tensor& x) {
+  DTRN_CHECK(x.dim() >= 1, "softmax: x must have at least one dimension, got ",
+             shape_str(x.shape()));
+  check_floating(x, "softmax");
+  const Shape shape = x.shape();
+  const int64_t c = x.size(-1), n = rows_of(shape);
+  Tensor y = Tensor::empty({n, c}, x.dtype(), x.device());
+  if (y.numel() > 0) backend_of(x).softmax(kernel_input(x).reshape({n, c}), y);
+  return record("softmax", y.reshape(shape), {x},
+                [y = y.detach(), shape](const Tensor& grad) -> std::vector<Tensor> {
+                  Tensor dx = Tensor::empty(y.shape(), y.dtype(), y.device());
+                  if (dx.numel() > 0) {
+                    backend_of(y).softmax_backward(y, grad.contiguous().reshape(y.shape()), dx);
+                  }
+                  return {dx.reshape(shape)};
+                });
+}
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                     int64_t num_classes) {
+  DTRN_CHECK(logits.dim() == 2, "cross_entropy: logits must be [N, V], got ",
+             shape_str(logits.shape()));
+  DTRN_CHECK(targets.dim() == 1 && targets.size(0) == logits.size(0), "cross_entropy: targets ",
+             shape_str(targets.shape()), " must be [N] for logits ", shape_str(logits.shape()));
+  check_floating(logits, "cross_entropy");
+  check_index(targets, "cross_entropy", "targets");
+  check_same_device(logits, targets, "cross_entropy");
+  const int64_t n = logits.size(0), v = logits.size(1);
+  const int64_t classes = num_classes == -1 ? v : num_classes;
+  DTRN_CHECK(classes >= 1 && classes <= v, "cross_entropy: num_classes ", num_classes,
+             " must be -1 or in [1, V] for logits ", shape_str(logits.shape()));
+  // The mean needs the kept-row count on the host; reading the targets there also checks them with
+  // a clear message (an out-of-range target would make a kernel read outside its row).
+  int64_t count = 0;
+  const std::vector<int64_t> values = targets.to_ints();
+  for (int64_t row = 0; row < n; ++row) {
+    const int64_t t = values[row];
+    if (t == ignore_index) continue;
+    DTRN_CHECK(t >= 0 && t < classes, "cross_entropy: target ", t, " of row ", row,
+               " is outside [0, ", classes, ") and is not ignore_index ", ignore_index);
+    ++count;
+  }
+
+  const DType stats = stats_dtype(logits.dtype());
+  Tensor l = kernel_input(logits);
+  Tensor tg = targets.contiguous();
+  Tensor out, lse;
+  if (count == 0) {
+    out = Tensor::zeros({}, stats, logits.device());
+  } else {
+    lse = Tensor::empty({n}, stats, logits.device());
+    Tensor losses = Tensor::empty({n}, stats, logits.device());
+    backend_of(l).cross_entropy(l, tg, ignore_index, classes, losses, lse);
+    out = scale(sum(losses), 1.0 / static_cast<double>(count));
+  }
+  return record(
+      "cross_entropy", out, {logits, targets},
+      [l, tg, lse, ignore_index, classes, count](const Tensor& grad) -> std::vector<Tensor> {
+        if (count == 0) return {Tensor::zeros(l.shape(), l.dtype(), l.device()), Tensor()};
+        Tensor dlogits = Tensor::empty(l.shape(), l.dtype(), l.device());
+        const double grad_scale = grad.item() / static_cast<double>(count);
+        backend_of(l).cross_entropy_backward(l, tg, ignore_index, classes, lse, grad_scale,
+                                             dlogits);
+        return {dlogits, Tensor()};
+      });
+}
+
+}  // namespace dtrn

@@ -1,0 +1,169 @@
+// cross_entropy: the mean over kept rows of logsumexp(logits[:num_classes]) - logit[target] against
+// a loop reference, ignored rows and padded vocabulary classes excluded; the backward against
+// central finite differences in f64 (gradcheck.h); f32 against f64; the all-ignored case; argument
+// errors.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "gradcheck.h"
+
+namespace dtrn {
+namespace {
+
+using ::testing::AllOf;
+using testing::expect_gradients_match;
+using ::testing::HasSubstr;
+using testing::random_input;
+using testing::relative_error;
+using ::testing::ThrowsMessage;
+
+constexpr int64_t kRows = 6, kVocab = 7;
+
+// A case: targets (with ignored rows) and the number of real classes; classes >= num_classes are
+// padding.
+struct Case {
+  std::vector<int64_t> targets;
+  int64_t ignore_index;
+  int64_t num_classes;  // -1: all kVocab
+};
+const Case kCases[] = {
+    {{0, 4, -100, 2, -100, 1}, -100, 5},
+    {{3, 0, 6, 3, 1, 2}, 3, -1},  // an ignore_index that is also a valid class id
+};
+
+// Logits in [-2, 2) with the padded classes set far above the rest: if they leaked into the
+// log-sum-exp the loss would move by ~30.
+Tensor make_logits(const Case& c, uint64_t seed) {
+  std::vector<double> values = random_input({kRows, kVocab}, seed, -2, 2).to_vector();
+  if (c.num_classes > 0) {
+    for (int64_t r = 0; r < kRows; ++r) {
+      for (int64_t i = c.num_classes; i < kVocab; ++i) values[r * kVocab + i] = 30.0 + i;
+    }
+  }
+  return Tensor::from_vector(values, {kRows, kVocab}, DType::kF64);
+}
+
+Tensor targets_of(const Case& c) {
+  return Tensor::from_ints(c.targets, {static_cast<int64_t>(c.targets.size())});
+}
+
+double reference_cross_entropy(const Tensor& logits, const Case& c) {
+  const int64_t n = logits.size(0), v = logits.size(1);
+  const std::vector<double> l = logits.to_vector();
+  const int64_t classes = c.num_classes < 0 ? v : c.num_classes;
+  double total = 0;
+  int64_t kept = 0;
+  for (int64_t r = 0; r < n; ++r) {
+    if (c.targets[r] == c.ignore_index) continue;
+    const double* row = l.data() + r * v;
+    const double m = *std::max_element(row, row + classes);
+    double z = 0;
+    for (int64_t i = 0; i < classes; ++i) z += std::exp(row[i] - m);
+    total += m + std::log(z) - row[c.targets[r]];
+    ++kept;
+  }
+  return total / kept;
+}
+
+TEST(CrossEntropy, ForwardMatchesLogSumExpMinusTargetLogit) {
+  for (const Case& c : kCases) {
+    Tensor logits = make_logits(c, 1);
+    Tensor loss = cross_entropy(logits, targets_of(c), c.ignore_index, c.num_classes);
+    EXPECT_EQ(loss.shape(), Shape{});
+    EXPECT_EQ(loss.dtype(), DType::kF64);
+    // f64, rounding-order differences only.
+    EXPECT_NEAR(loss.item(), reference_cross_entropy(logits, c), 1e-12);
+  }
+}
+
+TEST(CrossEntropy, GradientsMatchFiniteDifferences) {
+  for (const Case& c : kCases) {
+    expect_gradients_match(
+        [c](const std::vector<Tensor>& in) {
+          return cross_entropy(in[0], in[1], c.ignore_index, c.num_classes);
+        },
+        {make_logits(c, 2), targets_of(c)});
+  }
+}
+
+TEST(CrossEntropy, AllRowsIgnoredGivesZeroLossAndZeroGradient) {
+  Tensor logits = random_input({3, 5}, 3).set_requires_grad(true);
+  Tensor loss = cross_entropy(logits, Tensor::from_ints({-100, -100, -100}, {3}));
+  EXPECT_EQ(loss.item(), 0.0);
+  loss.backward();
+  for (double g : logits.grad().to_vector()) EXPECT_EQ(g, 0.0);
+}
+
+// f32 rounds logits, losses and gradients (relative 6e-8) with sums in double; 1e-6 is a wide
+// margin.
+TEST(CrossEntropy, F32AgreesWithF64) {
+  for (const Case& c : kCases) {
+    std::vector<Tensor> values, grads;
+    for (DType dtype : {DType::kF64, DType::kF32}) {
+      Tensor logits = make_logits(c, 4).to(dtype).set_requires_grad(true);
+      Tensor loss = cross_entropy(logits, targets_of(c), c.ignore_index, c.num_classes);
+      EXPECT_EQ(loss.dtype(), dtype);
+      scale(loss, 3.0).backward();
+      values.push_back(loss);
+      grads.push_back(logits.grad());
+    }
+    EXPECT_LT(relative_error(values[1], values[0]), 1e-6);
+    EXPECT_LT(relative_error(grads[1], grads[0]), 1e-6);
+  }
+}
+
+// Above the parallel threshold, against the loop reference and the closed-form gradient
+// upstream * (softmax over the real classes - onehot) / kept rows, 0 on ignored rows and padded
+// classes.
+TEST(CrossEntropy, ParallelPathMatchesReferenceForwardAndBackward) {
+  const int64_t n = 64, v = 300;
+  Case c{std::vector<int64_t>(n), -100, 290};
+  for (int64_t r = 0; r < n; ++r) c.targets[r] = r % 5 == 0 ? -100 : (r * 53) % 290;
+  Tensor logits = random_input({n, v}, 6, -3, 3).set_requires_grad(true);
+  Tensor loss = cross_entropy(logits, targets_of(c), c.ignore_index, c.num_classes);
+  EXPECT_NEAR(loss.item(), reference_cross_entropy(logits, c), 1e-12);
+  const double upstream = 2.5;
+  scale(loss, upstream).backward();
+
+  const std::vector<double> l = logits.to_vector();
+  int64_t kept = 0;
+  for (int64_t t : c.targets) kept += t != c.ignore_index;
+  std::vector<double> want(n * v, 0.0);
+  for (int64_t r = 0; r < n; ++r) {
+    if (c.targets[r] == c.ignore_index) continue;
+    double z = 0;
+    for (int64_t i = 0; i < c.num_classes; ++i) z += std::exp(l[r * v + i]);
+    for (int64_t i = 0; i < c.num_classes; ++i) {
+      want[r * v + i] = upstream * (std::exp(l[r * v + i]) / z - (i == c.targets[r])) / kept;
+    }
+  }
+  const std::vector<double> got = logits.grad().to_vector();
+  for (size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-12) << "element " << i;
+}
+
+TEST(CrossEntropy, ErrorsNameTheOpAndShapes) {
+  const Tensor logits = random_input({6, 7}, 5);
+  EXPECT_THAT(
+      [&] {
+        cross_entropy(logits, Tensor::from_ints({0, 1, 2, 3, 4}, {5}));
+      },
+      ThrowsMessage<Error>(
+          AllOf(HasSubstr("cross_entropy"), HasSubstr("[5]"), HasSubstr("[6, 7]"))));
+  EXPECT_THAT(
+      [&] {
+        cross_entropy(logits, Tensor::from_ints({0, 1, 2, 5, 4, 0}, {6}), -100, 5);
+      },
+      ThrowsMessage<Error>(AllOf(HasSubstr("cross_entropy"), HasSubstr("target 5"))));
+  EXPECT_THAT(
+      [&] {
+        cross_entropy(logits, Tensor::from_ints({0, 1, 2, 3, 4, 0}, {6}), -100, 8);
+      },
+      ThrowsMessage<Error>(AllOf(HasSubstr("num_classes 8"), HasSubstr("[6, 7]"))));
+}
+
+}  // namespace
+}  // namespace dtrn

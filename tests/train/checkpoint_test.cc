@@ -1,0 +1,450 @@
+// Checkpoints and exports on a tiny model (4 layers TDDT, d_model 8, vocab 30 padded to 64) on the
+// CPU: save -> load must reproduce parameters, AdamW moments and progress bit for bit (fp32 saved,
+// fp32 model: no tolerance); corruption, crashes mid-save (a write that fails with EFBIG under
+// RLIMIT_FSIZE) and mismatched models must give one error naming the file or tensor and lose
+// nothing already saved.
+#include "dtrn/train/checkpoint.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "dtrn/train/safetensors.h"
+
+namespace dtrn::train {
+namespace {
+
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+using Json = nlohmann::json;
+
+model::ModelConfig tiny(const std::string& layout = "TDDT") {
+  model::ModelConfig c;
+  c.d_model = 8;
+  c.n_layers = 4;
+  c.n_heads = 2;
+  c.n_kv_heads = 1;
+  c.d_ff = 12;
+  c.vocab_size = 30;
+  c.seq_len = 8;
+  c.layout = layout;
+  return c;
+}
+
+std::unique_ptr<model::DtrnModel> make_model(uint64_t seed, const model::ModelConfig& c = tiny()) {
+  auto m =
+      std::make_unique<model::DtrnModel>(c, model::RoutingConfig{}, Device::cpu(), DType::kF32);
+  m->init(seed);
+  return m;
+}
+
+std::unique_ptr<AdamW> make_adamw(const model::DtrnModel& m) {
+  std::vector<ParamGroupEntry> entries;
+  for (const auto& p : m.parameters()) entries.push_back({p.name, p.tensor, p.decay});
+  return std::make_unique<AdamW>(entries, AdamWOptions{});
+}
+
+// Two AdamW steps on fixed random gradients, so that parameters and both moments are non-trivial.
+void train_two_steps(model::DtrnModel& m, AdamW& opt) {
+  for (int step = 0; step < 2; ++step) {
+    uint64_t stream = 0;
+    for (const auto& p : m.parameters())
+      p.tensor.set_grad(Tensor::normal(p.tensor.shape(), 0, 1, 3 + step, ++stream));
+    opt.step(1e-2);
+  }
+}
+
+std::string slurp(const std::string& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string sha256sum(const std::string& p) {  // coreutils, the independent reference
+  const std::string out = p + ".sum";
+  EXPECT_EQ(std::system(("sha256sum '" + p + "' > '" + out + "'").c_str()), 0);
+  std::string sum = slurp(out).substr(0, 64);
+  fs::remove(out);
+  return sum;
+}
+
+// Exact equality of every element (values compared as doubles: exact for f32 and bf16).
+void expect_same(const Tensor& a, const Tensor& b, const std::string& what) {
+  ASSERT_EQ(a.shape(), b.shape()) << what;
+  EXPECT_EQ(a.to_vector(), b.to_vector()) << what;
+}
+
+void flip_byte(const std::string& p, int64_t from_end) {
+  std::fstream f(p, std::ios::binary | std::ios::in | std::ios::out);
+  f.seekg(-from_end, std::ios::end);
+  char c;
+  f.get(c);
+  f.seekp(-from_end, std::ios::end);
+  f.put(char(c ^ 0x10));
+}
+
+std::map<std::string, Tensor> params_by_name(const model::DtrnModel& m) {
+  std::map<std::string, Tensor> out;
+  for (const auto& p : m.parameters()) out[p.name] = p.tensor.clone();
+  return out;
+}
+
+class CheckpointTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = (fs::temp_directory_path() / "dtrn_ckpt_XXXXXX").string();
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+    run_ = tmpl;
+    model_ = make_model(1);
+    opt_ = make_adamw(*model_);
+    train_two_steps(*model_, *opt_);
+  }
+  void TearDown() override { fs::remove_all(run_); }
+
+  TrainProgress progress(int64_t step) const {
+    TrainProgress p;
+    p.step = step;
+    p.tokens = step * 1000 + 7;
+    p.sampler = {3, 17};
+    p.seed = 0xFFFFFFFFFFFFFFF0ull;  // needs all 64 bits
+    return p;
+  }
+  std::string save(int64_t step, int64_t keep = 0) {
+    auto r = save_checkpoint(run_, *model_, *opt_, progress(step), "model:\n  d_model: 8\n", keep);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? *r : "";
+  }
+  std::set<std::string> checkpoint_folders() const {
+    std::set<std::string> names;
+    for (const auto& e : fs::directory_iterator(run_ + "/checkpoints"))
+      names.insert(e.path().filename());
+    return names;
+  }
+
+  std::string run_;
+  std::unique_ptr<model::DtrnModel> model_;
+  std::unique_ptr<AdamW> opt_;
+};
+
+TEST_F(CheckpointTest, SaveThenLoadIsBitIdentical) {
+  const std::string dir = save(7);
+  EXPECT_EQ(dir, run_ + "/checkpoints/step-00000007");
+  EXPECT_EQ(checkpoint_folders(), (std::set<std::string>{"step-00000007"}));
+
+  auto fresh = make_model(99);
+  auto fresh_opt = make_adamw(*fresh);
+  TrainProgress loaded;
+  Status s = load_checkpoint(dir, fresh.get(), fresh_opt.get(), &loaded);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  const auto want = model_->parameters();
+  const auto got = fresh->parameters();
+  ASSERT_EQ(want.size(), got.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    expect_same(got[i].tensor, want[i].tensor, want[i].name);
+    expect_same(fresh_opt->exp_avg()[i], opt_->exp_avg()[i], want[i].name + " exp_avg");
+    expect_same(fresh_opt->exp_avg_sq()[i], opt_->exp_avg_sq()[i], want[i].name + " exp_avg_sq");
+  }
+  EXPECT_GT(opt_->exp_avg_sq()[0].to_vector()[0], 0.0)
+      << "moments must be non-trivial for this test";
+  EXPECT_EQ(fresh_opt->step_count(), 2);
+  EXPECT_EQ(loaded.step, 7);
+  EXPECT_EQ(loaded.tokens, 7007);
+  EXPECT_EQ(loaded.sampler, (data::SamplerState{3, 17}));
+  EXPECT_EQ(loaded.seed, 0xFFFFFFFFFFFFFFF0ull);
+  EXPECT_EQ(read_checkpoint_config(dir).value(), "model:\n  d_model: 8\n");
+
+  // Loading without an optimizer touches only the model.
+  auto third = make_model(5);
+  ASSERT_TRUE(load_checkpoint(dir, third.get(), nullptr, nullptr).ok());
+  expect_same(third->parameters()[0].tensor, want[0].tensor, want[0].name);
+}
+
+TEST_F(CheckpointTest, ManifestRecordsEveryFile) {
+  const std::string dir = save(3);
+  std::set<std::string> files;
+  for (const auto& e : fs::directory_iterator(dir)) files.insert(e.path().filename());
+  EXPECT_EQ(files, (std::set<std::string>{"manifest.json", "model.safetensors",
+                                          "optimizer.safetensors", "config.yaml"}));
+  Json m = Json::parse(slurp(dir + "/manifest.json"));
+  EXPECT_EQ(m["format"], "dtrn-checkpoint");
+  EXPECT_EQ(m["version"], 1);
+  EXPECT_EQ(m["step"], 3);
+  EXPECT_EQ(m["tokens"], 3007);
+  EXPECT_EQ(m["optimizer_step"], 2);
+  EXPECT_EQ(m["sampler"]["epoch"], 3);
+  EXPECT_EQ(m["sampler"]["next_sample"], 17);
+  EXPECT_EQ(m["seed"].get<uint64_t>(), 0xFFFFFFFFFFFFFFF0ull);
+  ASSERT_EQ(m["files"].size(), 3u);
+  for (const std::string name : {"model.safetensors", "optimizer.safetensors", "config.yaml"}) {
+    EXPECT_EQ(m["files"][name]["sha256"], sha256sum(dir + "/" + name)) << name;
+    EXPECT_EQ(m["files"][name]["bytes"].get<uint64_t>(), fs::file_size(dir + "/" + name)) << name;
+  }
+  // Parameters are fp32 under their Hugging Face names; moments are "<param>.exp_avg(_sq)".
+  auto weights = read_safetensors(dir + "/model.safetensors");
+  ASSERT_TRUE(weights.ok());
+  EXPECT_EQ(weights->tensors.size(), model_->parameters().size());
+  for (const auto& [name, t] : weights->tensors) EXPECT_EQ(t.dtype(), DType::kF32) << name;
+  auto moments = read_safetensors(dir + "/optimizer.safetensors");
+  ASSERT_TRUE(moments.ok());
+  EXPECT_NE(moments->find("model.norm.weight.exp_avg"), nullptr);
+  EXPECT_NE(moments->find("model.layers.1.router.2.bias.exp_avg_sq"), nullptr);
+}
+
+TEST_F(CheckpointTest, ResolvePicksTheNewestValidCheckpoint) {
+  save(1);
+  save(2);
+  const std::string step3 = save(3);
+  const std::string root = run_ + "/checkpoints";
+  // Newer-looking folders that are not checkpoints: an unfinished save and one without a manifest.
+  fs::copy(step3, root + "/step-00000009.tmp-123");
+  fs::copy(step3, root + "/step-00000008");
+  fs::remove(root + "/step-00000008/manifest.json");
+  EXPECT_EQ(resolve_checkpoint(run_).value(), step3);
+  EXPECT_EQ(resolve_checkpoint(root).value(), step3);
+  EXPECT_EQ(resolve_checkpoint(root + "/step-00000002").value(), root + "/step-00000002");
+
+  flip_byte(step3 + "/model.safetensors", 1);  // newest is now corrupt: fall back to step 2
+  EXPECT_EQ(resolve_checkpoint(run_).value(), root + "/step-00000002");
+
+  fs::create_directories(run_ + "/empty");
+  auto none = resolve_checkpoint(run_ + "/empty");
+  EXPECT_EQ(none.status().code(), StatusCode::kNotFound);
+  EXPECT_THAT(none.status().message(), HasSubstr(run_ + "/empty"));
+  EXPECT_EQ(resolve_checkpoint(run_ + "/absent").status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(CheckpointTest, VerifyDetectsAFlippedByteAndLoadRefusesIt) {
+  const std::string dir = save(4);
+  ASSERT_TRUE(verify_checkpoint(dir).ok());
+  flip_byte(dir + "/model.safetensors", 5);
+  Status s = verify_checkpoint(dir);
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss);
+  EXPECT_THAT(s.message(), HasSubstr(dir + "/model.safetensors: sha256 mismatch"));
+
+  auto fresh = make_model(99);
+  const auto before = params_by_name(*fresh);
+  s = load_checkpoint(dir, fresh.get(), nullptr, nullptr);
+  EXPECT_THAT(s.message(), HasSubstr("model.safetensors: sha256 mismatch"));
+  for (const auto& p : fresh->parameters()) expect_same(p.tensor, before.at(p.name), p.name);
+
+  // A truncated file is caught by its size before hashing.
+  const std::string opt = dir + "/optimizer.safetensors";
+  fs::resize_file(opt, fs::file_size(opt) - 4);
+  EXPECT_THAT(verify_checkpoint(dir).message(),
+              HasSubstr("model.safetensors"));  // first in name order
+  flip_byte(dir + "/model.safetensors", 5);     // repair it
+  EXPECT_THAT(verify_checkpoint(dir).message(), HasSubstr(opt + ": "));
+
+  fs::remove(dir + "/manifest.json");
+  EXPECT_EQ(verify_checkpoint(dir).code(), StatusCode::kNotFound);
+}
+
+TEST_F(CheckpointTest, KeepPrunesTheOldest) {
+  save(1, 2);
+  save(2, 2);
+  save(3, 2);
+  EXPECT_EQ(checkpoint_folders(), (std::set<std::string>{"step-00000002", "step-00000003"}));
+  save(4, 0);  // keep 0 keeps all
+  EXPECT_EQ(checkpoint_folders().size(), 3u);
+  // Saving a step again (a run resumed from an older checkpoint) replaces it.
+  save(3, 0);
+  EXPECT_TRUE(verify_checkpoint(run_ + "/checkpoints/step-00000003").ok());
+  EXPECT_EQ(checkpoint_folders().size(), 3u);
+}
+
+// Lowers the soft file-size limit so that writes past `bytes` fail with EFBIG (SIGXFSZ ignored).
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(rlim_t bytes) {
+    old_handler_ = ::signal(SIGXFSZ, SIG_IGN);
+    ::getrlimit(RLIMIT_FSIZE, &old_);
+    rlimit lowered = old_;
+    lowered.rlim_cur = bytes;
+    ::setrlimit(RLIMIT_FSIZE, &lowered);
+  }
+  ~FileSizeLimit() {
+    ::setrlimit(RLIMIT_FSIZE, &old_);
+    ::signal(SIGXFSZ, old_handler_);
+  }
+
+ private:
+  rlimit old_;
+  sighandler_t old_handler_;
+};
+
+TEST_F(CheckpointTest, AFailedSaveLosesNothing) {
+  const std::string step1 = save(1);
+  StatusOr<std::string> failed = Status::Internal("not run");
+  {
+    FileSizeLimit limit(4096);  // the tiny model.safetensors is ~16 KB: fails midway through it
+    failed = save_checkpoint(run_, *model_, *opt_, progress(2), "x", 1);
+  }
+  ASSERT_FALSE(failed.ok());
+  EXPECT_THAT(failed.status().message(), HasSubstr("step-00000002.tmp-"));
+  EXPECT_THAT(failed.status().message(), HasSubstr("model.safetensors: File too large"));
+  EXPECT_EQ(checkpoint_folders(), (std::set<std::string>{"step-00000001"}));  // temp folder removed
+  EXPECT_TRUE(verify_checkpoint(step1).ok());
+  EXPECT_EQ(resolve_checkpoint(run_).value(), step1);
+
+  // A run directory that cannot be created: its "parent" is a regular file.
+  std::ofstream(run_ + "/plain_file") << "x";
+  auto blocked = save_checkpoint(run_ + "/plain_file/run", *model_, *opt_, progress(1), "x", 0);
+  ASSERT_FALSE(blocked.ok());
+  EXPECT_THAT(blocked.status().message(), HasSubstr(run_ + "/plain_file/run/checkpoints"));
+}
+
+TEST_F(CheckpointTest, LoadIntoADifferentModelNamesTheTensor) {
+  const std::string dir = save(1);
+  model::ModelConfig wider = tiny();
+  wider.d_ff = 16;
+  auto other = make_model(2, wider);
+  const auto before = params_by_name(*other);
+  Status s = load_checkpoint(dir, other.get(), nullptr, nullptr);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(),
+              HasSubstr("tensor 'model.layers.0.mlp.gate_proj.weight' has shape [12, 8], "
+                        "the model expects [16, 8]"));
+  for (const auto& p : other->parameters()) expect_same(p.tensor, before.at(p.name), p.name);
+
+  auto relaid = make_model(2, tiny("TTDT"));  // layer 1 has no router in this model
+  EXPECT_THAT(load_checkpoint(dir, relaid.get(), nullptr, nullptr).message(),
+              HasSubstr("unexpected tensor 'model.layers.1.router.0.weight'"));
+}
+
+std::vector<std::string> expected_export_names(const std::string& layout) {
+  std::vector<std::string> names = {"model.embed_tokens.weight", "model.norm.weight"};
+  for (size_t l = 0; l < layout.size(); ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    for (const char* s :
+         {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+          "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight",
+          "mlp.down_proj.weight", "input_layernorm.weight", "post_attention_layernorm.weight"}) {
+      names.push_back(p + s);
+    }
+    if (layout[l] == 'D') {
+      for (const char* s :
+           {"router.0.weight", "router.0.bias", "router.2.weight", "router.2.bias"}) {
+        names.push_back(p + s);
+      }
+    }
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+TEST_F(CheckpointTest, ExportUsesHuggingFaceNamesAndRoundTrips) {
+  const std::string dir = save(5);
+  const std::string out = run_ + "/export.safetensors";
+  ASSERT_TRUE(export_safetensors(dir, out).ok());
+  auto file = read_safetensors(out);
+  ASSERT_TRUE(file.ok()) << file.status().ToString();
+  std::vector<std::string> names;
+  for (const auto& [name, t] : file->tensors) {
+    names.push_back(name);
+    EXPECT_EQ(t.dtype(), DType::kF32) << name;
+  }
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, expected_export_names("TDDT"));
+  EXPECT_EQ(file->find("model.embed_tokens.weight")->shape(), (Shape{64, 8}));
+  EXPECT_EQ(file->find("model.layers.0.self_attn.k_proj.weight")->shape(), (Shape{4, 8}));
+
+  EXPECT_EQ(file->metadata.at("dtrn.layout"), "TDDT");
+  EXPECT_EQ(file->metadata.at("format"), "pt");
+  Json cfg = Json::parse(file->metadata.at("dtrn.model"));
+  EXPECT_EQ(cfg, Json::parse(R"({"d_model":8,"n_layers":4,"n_heads":2,"n_kv_heads":1,"d_ff":12,)"
+                             R"("vocab_size":30,"padded_vocab":64,"seq_len":8,"norm_eps":1e-5,)"
+                             R"("rope_theta":10000.0})"));
+
+  auto fresh = make_model(42);
+  ASSERT_TRUE(init_from_safetensors(out, fresh.get()).ok());
+  const auto want = model_->parameters();
+  const auto got = fresh->parameters();
+  for (size_t i = 0; i < want.size(); ++i) expect_same(got[i].tensor, want[i].tensor, want[i].name);
+
+  EXPECT_THAT(export_safetensors(run_ + "/absent", out).message(), HasSubstr(run_ + "/absent"));
+}
+
+TEST(InitFrom, DenseLlamaFileLeavesRoutersAsInitialised) {
+  const std::string dir =
+      (fs::temp_directory_path() / ("dtrn_init_" + std::to_string(::getpid()))).string();
+  fs::create_directories(dir);
+  auto dense = make_model(5, tiny("dense"));
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const auto& p : dense->parameters()) tensors.emplace_back(p.name, p.tensor.to(DType::kBF16));
+  ASSERT_TRUE(write_safetensors(dir + "/llama.safetensors", tensors).ok());
+
+  auto bilayer = make_model(9, tiny("bilayer"));  // TTDT
+  const auto before = params_by_name(*bilayer);
+  Status s = init_from_safetensors(dir + "/llama.safetensors", bilayer.get());
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  int routers = 0;
+  for (const auto& p : bilayer->parameters()) {
+    if (p.name.find(".router.") != std::string::npos) {
+      ++routers;
+      expect_same(p.tensor, before.at(p.name), p.name);
+    } else {
+      // bf16 in the file: the model holds exactly the bf16 values, widened.
+      const Tensor* src = nullptr;
+      for (const auto& [n, t] : tensors)
+        if (n == p.name) src = &t;
+      ASSERT_NE(src, nullptr) << p.name;
+      expect_same(p.tensor, src->to(DType::kF32), p.name);
+    }
+  }
+  EXPECT_EQ(routers, 4);
+  fs::remove_all(dir);
+}
+
+TEST(InitFrom, UnpaddedEmbeddingAndShapeMismatch) {
+  const std::string dir =
+      (fs::temp_directory_path() / ("dtrn_init2_" + std::to_string(::getpid()))).string();
+  fs::create_directories(dir);
+  auto source = make_model(5);
+  auto write_with_embed_rows = [&](const std::string& file, int64_t rows) {
+    std::vector<std::pair<std::string, Tensor>> tensors;
+    for (const auto& p : source->parameters()) {
+      const bool embed = p.name == "model.embed_tokens.weight";
+      tensors.emplace_back(p.name, embed ? p.tensor.narrow(0, 0, rows) : p.tensor);
+    }
+    return write_safetensors(file, tensors);
+  };
+  ASSERT_TRUE(write_with_embed_rows(dir + "/v30.safetensors", 30).ok());
+  auto target = make_model(9);
+  const Tensor embed_before = target->parameters()[0].tensor.clone();
+  ASSERT_TRUE(init_from_safetensors(dir + "/v30.safetensors", target.get()).ok());
+  const Tensor embed = target->parameters()[0].tensor;
+  expect_same(embed.narrow(0, 0, 30), source->parameters()[0].tensor.narrow(0, 0, 30),
+              "rows 0..29");
+  expect_same(embed.narrow(0, 30, 34), embed_before.narrow(0, 30, 34), "rows 30..63");
+
+  ASSERT_TRUE(write_with_embed_rows(dir + "/v29.safetensors", 29).ok());
+  EXPECT_THAT(init_from_safetensors(dir + "/v29.safetensors", target.get()).message(),
+              HasSubstr("tensor 'model.embed_tokens.weight' has shape [29, 8], the model expects "
+                        "[64, 8] (or at least 30 rows)"));
+
+  model::ModelConfig wider = tiny();
+  wider.d_model = 16;
+  auto big = make_model(3, wider);
+  Status s = init_from_safetensors(dir + "/v30.safetensors", big.get());
+  EXPECT_THAT(s.message(), HasSubstr(dir + "/v30.safetensors"));
+  EXPECT_THAT(s.message(), HasSubstr("tensor 'model.embed_tokens.weight' has shape [30, 8]"));
+
+  std::vector<std::pair<std::string, Tensor>> partial = {
+      {"model.embed_tokens.weight", source->parameters()[0].tensor}};
+  ASSERT_TRUE(write_safetensors(dir + "/partial.safetensors", partial).ok());
+  EXPECT_THAT(init_from_safetensors(dir + "/partial.safetensors", target.get()).message(),
+              HasSubstr("missing tensor 'model.layers.0.input_layernorm.weight'"));
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace dtrn::train

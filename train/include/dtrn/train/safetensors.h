@@ -1,0 +1,37 @@
+// The safetensors format (Hugging Face): an 8-byte little-endian header length, a JSON header mapping
+// each tensor name to {dtype, shape, data_offsets} plus an optional "__metadata__" string map, then the
+// raw little-endian tensor bytes. dtrn uses it for checkpoint shards and for `dtrn export`.
+//
+// Reading validates everything a corrupt or hostile file could get wrong (header length past the end,
+// offsets out of range or overlapping, byte counts that do not match shape x dtype, unknown dtypes) and
+// returns one Status naming the file and the problem.
+#pragma once
+
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "dtrn/runtime/status.h"
+#include "dtrn/runtime/tensor.h"
+
+namespace dtrn::train {
+
+struct SafetensorsContents {
+  std::vector<std::pair<std::string, Tensor>> tensors;  // CPU tensors, file order
+  std::map<std::string, std::string> metadata;
+  const Tensor* find(const std::string& name) const;
+};
+
+// Writes CPU or device tensors (copied to the host) in their own dtype (F64, F32, BF16, I32, I64), in the
+// given order, with the header padded by spaces to a multiple of 8 bytes as the reference writer does.
+// Writes to `path` directly and fsyncs it; callers that need atomicity write into a temporary folder
+// and rename it. `sha256_hex`, when given, receives the digest of the whole file as written.
+Status write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                         const std::map<std::string, std::string>& metadata = {},
+                         std::string* sha256_hex = nullptr);
+// `sha256_hex`, when given, receives the digest of the whole file (the data has no holes, so reading
+// every tensor reads every byte).
+StatusOr<SafetensorsContents> read_safetensors(const std::string& path, std::string* sha256_hex = nullptr);
+
+}  // namespace dtrn::train

@@ -1,0 +1,52 @@
+// The single-process training loop (`dtrn train`): data loader, gradient accumulation to the global
+// batch, the DTRNet loss, AdamW with warm-up + cosine and clipping, periodic validation, starvation
+// detection, checkpoints, and the run directory:
+//   RUN/config.yaml       the resolved job config
+//   RUN/train.log         everything printed on stdout
+//   RUN/metrics.jsonl     one JSON object per line: "kind": "train" per step, "kind": "val" per evaluation
+//   RUN/checkpoints/      step-NNNNNNNN/ (checkpoint.h)
+// Same config and seed on the same build and machine give byte-identical metrics.jsonl apart from the
+// timing fields (tokens_per_s, step_ms); a resumed run appends exactly the lines an uninterrupted run
+// would have written.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "dtrn/runtime/status.h"
+#include "dtrn/train/job_config.h"
+
+namespace dtrn::train {
+
+struct TrainRunOptions {
+  std::string run_dir;    // empty: runs/<YYYYmmdd-HHMMSS>
+  bool resume = false;    // continue from the run directory's newest checkpoint
+  std::string init_from;  // a safetensors file (dtrn export output or a dense Llama) to start from
+  bool quiet = false;     // no per-step line on stdout (tests)
+};
+
+// Tracks each D layer's starvation (f < threshold for `window` consecutive steps, or the fallback fired)
+// and saturation (f > 0.9 for `window` consecutive steps), per dtrnet-spec.md.
+class StarvationMonitor {
+ public:
+  StarvationMonitor(double threshold, int64_t window) : threshold_(threshold), window_(window) {}
+  struct Verdict {
+    bool starved = false;
+    bool saturated = false;
+  };
+  Verdict observe(int64_t layer, double f, bool fallback);
+  // The run of consecutive low / high steps per layer, for checkpoints.
+  struct Runs {
+    int64_t low = 0, high = 0;
+  };
+
+ private:
+  double threshold_;
+  int64_t window_;
+  std::vector<std::pair<int64_t, Runs>> runs_;
+};
+
+// Runs the job; returns the run directory on success.
+StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOptions& options);
+
+}  // namespace dtrn::train

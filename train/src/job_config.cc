@@ -1,0 +1,215 @@
+#include "dtrn/train/job_config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+
+namespace dtrn::train {
+namespace {
+
+// One entry per key: how to read it from a YAML scalar and how to write it back.
+struct Key {
+  std::function<Status(const YAML::Node&, const std::string& name)> read;
+  std::function<void(YAML::Emitter&)> write;
+};
+
+template <typename T>
+Status read_scalar(const YAML::Node& node, const std::string& name, T* out) {
+  if (!node.IsScalar()) return Status::InvalidArgument(name + ": expected a scalar value");
+  try {
+    *out = node.as<T>();
+  } catch (const YAML::Exception&) {
+    const char* what = std::is_same_v<T, std::string> ? "a string"
+                       : std::is_floating_point_v<T> ? "a number"
+                                                     : "an integer";
+    return Status::InvalidArgument(name + ": expected " + what + ", got '" + node.Scalar() + "'");
+  }
+  return Status::Ok();
+}
+
+template <typename T>
+Key key(T* field) {
+  return {[field](const YAML::Node& n, const std::string& name) { return read_scalar(n, name, field); },
+          [field](YAML::Emitter& e) { e << *field; }};
+}
+
+using Table = std::map<std::string, std::map<std::string, Key>>;
+
+// The one list of every section and key: adding a key means adding one line here.
+Table make_table(JobConfig* c) {
+  Table t;
+  auto& m = t["model"];
+  m["d_model"] = key(&c->model.d_model);
+  m["n_layers"] = key(&c->model.n_layers);
+  m["n_heads"] = key(&c->model.n_heads);
+  m["n_kv_heads"] = key(&c->model.n_kv_heads);
+  m["d_ff"] = key(&c->model.d_ff);
+  m["vocab_size"] = key(&c->model.vocab_size);
+  m["seq_len"] = key(&c->model.seq_len);
+  m["layout"] = key(&c->model.layout);
+  m["norm_eps"] = key(&c->model.norm_eps);
+  m["rope_theta"] = key(&c->model.rope_theta);
+  auto& r = t["routing"];
+  r["sparsity_weight"] = key(&c->routing.sparsity_weight);
+  r["balance_weight"] = key(&c->routing.balance_weight);
+  r["target_fraction"] = key(&c->routing.target_fraction);
+  r["starvation_threshold"] = key(&c->routing.starvation_threshold);
+  r["starvation_window"] = key(&c->routing.starvation_window);
+  auto& tr = t["train"];
+  tr["steps"] = key(&c->train.steps);
+  tr["micro_batch"] = key(&c->train.micro_batch);
+  tr["global_batch"] = key(&c->train.global_batch);
+  tr["lr"] = key(&c->train.lr);
+  tr["min_lr"] = key(&c->train.min_lr);
+  tr["warmup_steps"] = key(&c->train.warmup_steps);
+  tr["weight_decay"] = key(&c->train.weight_decay);
+  tr["clip"] = key(&c->train.clip);
+  tr["seed"] = key(&c->train.seed);
+  tr["device"] = key(&c->train.device);
+  tr["precision"] = key(&c->train.precision);
+  tr["eval_every"] = key(&c->train.eval_every);
+  tr["eval_batches"] = key(&c->train.eval_batches);
+  t["parallel"]["dp"] = key(&c->parallel.dp);
+  t["parallel"]["tp"] = key(&c->parallel.tp);
+  t["data"]["path"] = key(&c->data.path);
+  t["checkpoint"]["every"] = key(&c->checkpoint.every);
+  t["checkpoint"]["keep"] = key(&c->checkpoint.keep);
+  t["telemetry"]["every"] = key(&c->telemetry.every);
+  return t;
+}
+
+Status apply_node(const YAML::Node& root, Table& table) {
+  if (!root || root.IsNull()) return Status::Ok();
+  if (!root.IsMap()) return Status::InvalidArgument("config: the top level must be a mapping of sections");
+  for (const auto& section : root) {
+    const std::string sname = section.first.as<std::string>();
+    auto sit = table.find(sname);
+    if (sit == table.end()) return Status::InvalidArgument(sname + ": unknown section");
+    if (section.second.IsNull()) continue;
+    if (!section.second.IsMap()) return Status::InvalidArgument(sname + ": expected a mapping of keys");
+    for (const auto& entry : section.second) {
+      const std::string kname = entry.first.as<std::string>();
+      auto kit = sit->second.find(kname);
+      if (kit == sit->second.end()) return Status::InvalidArgument(sname + "." + kname + ": unknown key");
+      DTRN_RETURN_IF_ERROR(kit->second.read(entry.second, sname + "." + kname));
+    }
+  }
+  return Status::Ok();
+}
+
+Status apply_override(const std::string& text, Table& table) {
+  const auto eq = text.find('=');
+  const auto dot = text.find('.');
+  if (eq == std::string::npos || dot == std::string::npos || dot > eq) {
+    return Status::InvalidArgument("--set " + text + ": expected section.key=value");
+  }
+  const std::string section = text.substr(0, dot), name = text.substr(dot + 1, eq - dot - 1);
+  auto sit = table.find(section);
+  if (sit == table.end()) return Status::InvalidArgument(section + ": unknown section (in --set " + text + ")");
+  auto kit = sit->second.find(name);
+  if (kit == sit->second.end()) {
+    return Status::InvalidArgument(section + "." + name + ": unknown key (in --set " + text + ")");
+  }
+  YAML::Node value;
+  try {
+    value = YAML::Load(text.substr(eq + 1));
+  } catch (const YAML::Exception& e) {
+    return Status::InvalidArgument(section + "." + name + ": cannot parse value in --set " + text);
+  }
+  if (!value.IsScalar()) value = YAML::Node(text.substr(eq + 1));
+  return kit->second.read(value, section + "." + name);
+}
+
+}  // namespace
+
+StatusOr<JobConfig> parse_job_config(const std::string& yaml_text, const std::vector<std::string>& overrides) {
+  JobConfig config;
+  config.routing.balance_weight = kDefaultBalanceWeight;
+  Table table = make_table(&config);
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    return Status::InvalidArgument("config: YAML syntax error at line " + std::to_string(e.mark.line + 1) +
+                                   ": " + e.msg);
+  }
+  DTRN_RETURN_IF_ERROR(apply_node(root, table));
+  for (const std::string& o : overrides) DTRN_RETURN_IF_ERROR(apply_override(o, table));
+  DTRN_RETURN_IF_ERROR(validate(config));
+  return config;
+}
+
+StatusOr<JobConfig> load_job_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path);
+  if (!in) return Status::NotFound(path + ": cannot open the config file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto c = parse_job_config(ss.str(), overrides);
+  if (!c.ok()) return Status(c.status().code(), path + ": " + c.status().message());
+  return c;
+}
+
+Status validate(const JobConfig& c) {
+  DTRN_RETURN_IF_ERROR(model::validate(c.model));
+  DTRN_RETURN_IF_ERROR(model::validate(c.routing));
+  const TrainConfig& t = c.train;
+  auto positive = [](const char* name, int64_t v) {
+    return v > 0 ? Status::Ok()
+                 : Status::InvalidArgument(std::string(name) + " must be positive, got " + std::to_string(v));
+  };
+  DTRN_RETURN_IF_ERROR(positive("train.steps", t.steps));
+  DTRN_RETURN_IF_ERROR(positive("train.micro_batch", t.micro_batch));
+  DTRN_RETURN_IF_ERROR(positive("train.global_batch", t.global_batch));
+  DTRN_RETURN_IF_ERROR(positive("parallel.dp", c.parallel.dp));
+  DTRN_RETURN_IF_ERROR(positive("parallel.tp", c.parallel.tp));
+  DTRN_RETURN_IF_ERROR(positive("telemetry.every", c.telemetry.every));
+  if (t.global_batch % (t.micro_batch * c.parallel.dp) != 0) {
+    return Status::InvalidArgument("train.global_batch: " + std::to_string(t.global_batch) +
+                                   " is not divisible by train.micro_batch * parallel.dp = " +
+                                   std::to_string(t.micro_batch * c.parallel.dp));
+  }
+  if (c.model.n_heads % c.parallel.tp != 0 || c.model.n_kv_heads % c.parallel.tp != 0) {
+    return Status::InvalidArgument("parallel.tp: " + std::to_string(c.parallel.tp) +
+                                   " does not divide model.n_heads and model.n_kv_heads");
+  }
+  if (!(t.lr > 0)) return Status::InvalidArgument("train.lr must be positive");
+  if (!(t.min_lr >= 0 && t.min_lr <= t.lr)) return Status::InvalidArgument("train.min_lr must be in [0, train.lr]");
+  if (t.warmup_steps < 0) return Status::InvalidArgument("train.warmup_steps must be >= 0");
+  if (!(t.weight_decay >= 0)) return Status::InvalidArgument("train.weight_decay must be >= 0");
+  if (!(t.clip > 0)) return Status::InvalidArgument("train.clip must be positive");
+  if (t.eval_every < 0) return Status::InvalidArgument("train.eval_every must be >= 0");
+  if (t.eval_batches <= 0) return Status::InvalidArgument("train.eval_batches must be positive");
+  if (t.device != "auto" && t.device != "cpu" && t.device != "cuda" && t.device.rfind("cuda:", 0) != 0) {
+    return Status::InvalidArgument("train.device: '" + t.device + "' is not cpu, cuda, cuda:N or auto");
+  }
+  if (t.precision != "auto" && t.precision != "fp32" && t.precision != "bf16") {
+    return Status::InvalidArgument("train.precision: '" + t.precision + "' is not fp32, bf16 or auto");
+  }
+  if (c.checkpoint.every < 0) return Status::InvalidArgument("checkpoint.every must be >= 0");
+  if (c.checkpoint.keep < 0) return Status::InvalidArgument("checkpoint.keep must be >= 0");
+  if (c.data.path.empty()) return Status::InvalidArgument("data.path: missing (a `dtrn prep` output folder)");
+  return Status::Ok();
+}
+
+std::string to_yaml(const JobConfig& config) {
+  JobConfig copy = config;
+  Table table = make_table(&copy);
+  YAML::Emitter e;
+  e.SetDoublePrecision(17);
+  e << YAML::BeginMap;
+  for (const char* section : {"model", "routing", "train", "parallel", "data", "checkpoint", "telemetry"}) {
+    e << YAML::Key << section << YAML::Value << YAML::BeginMap;
+    for (auto& [name, k] : table[section]) {
+      e << YAML::Key << name << YAML::Value;
+      k.write(e);
+    }
+    e << YAML::EndMap;
+  }
+  e << YAML::EndMap;
+  return std::string(e.c_str()) + "\n";
+}
+
+}  // namespace dtrn::train

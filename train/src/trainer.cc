@@ -1,0 +1,300 @@
+#include "dtrn/train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "dtrn/data/dataset.h"
+#include "dtrn/data/loader.h"
+#include "dtrn/model/model.h"
+#include "dtrn/runtime/autograd.h"
+#include "dtrn/runtime/ops.h"
+#include "dtrn/runtime/optim.h"
+#include "dtrn/train/checkpoint.h"
+#include "dtrn/train/evaluate.h"
+
+namespace dtrn::train {
+namespace fs = std::filesystem;
+namespace {
+
+std::string default_run_dir() {
+  const std::time_t now = std::time(nullptr);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "runs/%Y%m%d-%H%M%S", std::localtime(&now));
+  return buf;
+}
+
+// Everything printed goes to stdout and to RUN/train.log.
+class Log {
+ public:
+  Log(const std::string& path, bool quiet) : file_(path, std::ios::app), quiet_(quiet) {}
+  void line(const std::string& text) {
+    if (!quiet_) std::cout << text << std::endl;
+    file_ << text << "\n";
+    file_.flush();
+  }
+
+ private:
+  std::ofstream file_;
+  bool quiet_;
+};
+
+// Keeps the lines of metrics.jsonl whose step is at most `step` (a resumed run rewrites what a crashed
+// run wrote after its last checkpoint). Written to a temporary file and renamed.
+Status truncate_metrics(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return Status::Ok();
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded()) break;  // a torn last line from a crash
+    if (j.value("step", int64_t{0}) <= step) kept += line + "\n";
+  }
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << kept;
+    if (!out) return Status::IoError(tmp + ": cannot write");
+  }
+  fs::rename(tmp, path);
+  return Status::Ok();
+}
+
+std::vector<int32_t> split_tokens(const data::TokenDataset& ds) {
+  std::vector<int32_t> out;
+  out.reserve(ds.num_tokens());
+  for (const auto& shard : ds.shards()) {
+    const uint16_t* p = shard.tokens();
+    out.insert(out.end(), p, p + shard.num_tokens());
+  }
+  return out;
+}
+
+Device resolve_device(const std::string& name) {
+  if (name == "auto") return cuda_available() ? Device::cuda(0) : Device::cpu();
+  return Device::parse(name);
+}
+
+std::string format_rate(double tokens_per_s) {
+  char buf[32];
+  if (tokens_per_s >= 1e3) std::snprintf(buf, sizeof buf, "%.1fk", tokens_per_s / 1e3);
+  else std::snprintf(buf, sizeof buf, "%.0f", tokens_per_s);
+  return buf;
+}
+
+}  // namespace
+
+StarvationMonitor::Verdict StarvationMonitor::observe(int64_t layer, double f, bool fallback) {
+  Runs* r = nullptr;
+  for (auto& [l, runs] : runs_) if (l == layer) r = &runs;
+  if (r == nullptr) r = &runs_.emplace_back(layer, Runs{}).second;
+  r->low = (f < threshold_) ? r->low + 1 : 0;
+  r->high = (f > 0.9) ? r->high + 1 : 0;
+  return {fallback || r->low >= window_, r->high >= window_};
+}
+
+StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOptions& options) {
+  const std::string run_dir = options.run_dir.empty() ? default_run_dir() : options.run_dir;
+  std::error_code ec;
+  fs::create_directories(run_dir, ec);
+  if (ec) return Status::IoError(run_dir + ": cannot create the run directory: " + ec.message());
+  Log log(run_dir + "/train.log", options.quiet);
+  const std::string config_yaml = to_yaml(config);
+  {
+    std::ofstream out(run_dir + "/config.yaml", std::ios::trunc);
+    out << config_yaml;
+    if (!out) return Status::IoError(run_dir + "/config.yaml: cannot write");
+  }
+
+  Device device;
+  try {
+    device = resolve_device(config.train.device);
+  } catch (const Error& e) {
+    return Status::InvalidArgument(std::string("train.device: ") + e.what());
+  }
+  const std::string precision =
+      config.train.precision == "auto" ? (device.is_cuda() ? "bf16" : "fp32") : config.train.precision;
+  if (precision == "bf16" && device.is_cpu()) {
+    return Status::InvalidArgument("train.precision: bf16 compute needs a CUDA device; the CPU trains in fp32");
+  }
+  if (config.parallel.dp != 1 || config.parallel.tp != 1) {
+    return Status::InvalidArgument("parallel.dp/parallel.tp: this trainer runs one process; data and "
+                                   "tensor parallelism arrive with the parallel module");
+  }
+
+  // Data.
+  auto train_set = data::TokenDataset::Open(config.data.path, "train");
+  if (!train_set.ok()) return train_set.status();
+  std::shared_ptr<const data::TokenDataset> val_set;
+  if (config.train.eval_every > 0) {
+    auto v = data::TokenDataset::Open(config.data.path, "val");
+    if (!v.ok()) return v.status();
+    val_set = *v;
+  }
+  const int64_t tokens_vocab = static_cast<int64_t>(50257);
+  if (config.model.vocab_size < tokens_vocab) {
+    return Status::InvalidArgument("model.vocab_size: " + std::to_string(config.model.vocab_size) +
+                                   " is smaller than the GPT-2 tokenizer's 50257 ids in " + config.data.path);
+  }
+
+  // Model and optimizer.
+  model::DtrnModel model(config.model, config.routing, device, DType::kF32);
+  model.init(config.train.seed);
+  if (!options.init_from.empty()) DTRN_RETURN_IF_ERROR(init_from_safetensors(options.init_from, &model));
+  std::vector<ParamGroupEntry> groups;
+  std::vector<Tensor> params;
+  for (const auto& p : model.parameters()) {
+    groups.push_back({p.name, p.tensor, p.decay});
+    params.push_back(p.tensor);
+  }
+  AdamW optimizer(groups, AdamWOptions{0.9, 0.999, 1e-8, config.train.weight_decay});
+
+  TrainProgress progress;
+  progress.seed = config.train.seed;
+  if (options.resume) {
+    auto ckpt = resolve_checkpoint(run_dir);
+    if (!ckpt.ok()) return Status::NotFound("--resume: " + ckpt.status().message());
+    DTRN_RETURN_IF_ERROR(load_checkpoint(*ckpt, &model, &optimizer, &progress));
+    DTRN_RETURN_IF_ERROR(truncate_metrics(run_dir + "/metrics.jsonl", progress.step));
+    log.line("resumed from " + *ckpt + " at step " + std::to_string(progress.step));
+  } else {
+    std::ofstream(run_dir + "/metrics.jsonl", std::ios::trunc);
+  }
+
+  data::LoaderOptions lo;
+  lo.seq_len = config.model.seq_len;
+  lo.micro_batch = config.train.micro_batch;
+  lo.global_batch = config.train.global_batch;
+  lo.seed = config.train.seed;
+  auto loader = data::DataLoader::Open(*train_set, lo, progress.sampler);
+  if (!loader.ok()) return loader.status();
+  std::vector<int32_t> val_tokens;
+  double val_bytes_per_token = 0;
+  if (val_set) {
+    val_tokens = split_tokens(*val_set);
+    if (const auto* s = val_set->meta().split("val")) val_bytes_per_token = s->bytes_per_token();
+  }
+
+  std::ofstream metrics(run_dir + "/metrics.jsonl", std::ios::app);
+  log.line("dtrn train: run directory " + run_dir);
+  log.line("model: " + std::to_string(model.parameter_count()) + " parameters, layout " + model.layout() +
+           ", device " + device.str() + ", " + precision);
+
+  const int64_t accum = config.train.global_batch / config.train.micro_batch;
+  const int64_t tokens_per_step = config.train.global_batch * config.model.seq_len;
+  StarvationMonitor monitor(config.routing.starvation_threshold, config.routing.starvation_window);
+  auto save = [&]() -> Status {
+    progress.sampler = (*loader)->state();
+    auto path = save_checkpoint(run_dir, model, optimizer, progress, config_yaml, config.checkpoint.keep);
+    if (!path.ok()) return path.status();
+    log.line("checkpoint " + *path);
+    return Status::Ok();
+  };
+
+  try {
+    for (int64_t step = progress.step; step < config.train.steps; ++step) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const double lr = lr_at(step, config.train.warmup_steps, config.train.steps, config.train.lr,
+                              config.train.min_lr);
+      double loss_sum = 0, ce_sum = 0, sparsity_sum = 0, balance_sum = 0;
+      std::vector<model::LayerRouting> layers;
+      for (int64_t micro = 0; micro < accum; ++micro) {
+        data::Batch batch = (*loader)->next();
+        Tensor ids = Tensor::from_ints(std::vector<int64_t>(batch.inputs.begin(), batch.inputs.end()),
+                                       {batch.B, batch.T}, DType::kI32);
+        Tensor targets = Tensor::from_ints(std::vector<int64_t>(batch.targets.begin(), batch.targets.end()),
+                                           {batch.B, batch.T}, DType::kI32);
+        model::ForwardOptions fo;
+        fo.training = true;
+        fo.seed = config.train.seed;
+        fo.draw = static_cast<uint64_t>(step * accum + micro);
+        model::ForwardResult r = model.forward(ids, targets, fo);
+        // Every term is averaged over micro-batches like CE, so lambda's strength does not depend on the
+        // accumulation count (dtrnet-spec.md, Loss).
+        scale(r.loss, 1.0 / static_cast<double>(accum)).backward();
+        loss_sum += r.loss.item();
+        ce_sum += r.ce.item();
+        if (r.routing.sparsity.defined()) sparsity_sum += r.routing.sparsity.item();
+        if (r.routing.balance.defined()) balance_sum += r.routing.balance.item();
+        if (layers.empty()) {
+          layers = r.layers;
+          for (auto& l : layers) l.f = l.s = 0;
+        }
+        for (size_t i = 0; i < r.layers.size(); ++i) {
+          layers[i].f += r.layers[i].f / static_cast<double>(accum);
+          layers[i].s += r.layers[i].s / static_cast<double>(accum);
+          layers[i].fallback = layers[i].fallback || r.layers[i].fallback;
+        }
+      }
+      const double grad_norm = clip_grad_norm(params, config.train.clip);
+      optimizer.step(lr);
+      optimizer.zero_grad();
+      progress.step = step + 1;
+      progress.tokens += tokens_per_step;
+      const double step_ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      const double tokens_per_s = static_cast<double>(tokens_per_step) / (step_ms / 1e3);
+
+      nlohmann::json line = {{"kind", "train"},
+                             {"step", progress.step},
+                             {"loss", loss_sum / accum},
+                             {"ce", ce_sum / accum},
+                             {"routing_sparsity", sparsity_sum / accum},
+                             {"routing_balance", balance_sum / accum},
+                             {"lr", lr},
+                             {"grad_norm", grad_norm},
+                             {"tokens", progress.tokens},
+                             {"tokens_per_s", tokens_per_s},
+                             {"step_ms", step_ms}};
+      nlohmann::json jl = nlohmann::json::array();
+      std::ostringstream fractions;
+      for (const auto& l : layers) {
+        const auto verdict = monitor.observe(l.layer, l.f, l.fallback);
+        jl.push_back({{"layer", l.layer}, {"f", l.f}, {"s", l.s}, {"fallback", l.fallback},
+                      {"starved", verdict.starved}, {"saturated", verdict.saturated}});
+        char buf[48];
+        std::snprintf(buf, sizeof buf, " L%lld %.2f%s", static_cast<long long>(l.layer), l.f,
+                      verdict.starved ? "!starved" : (verdict.saturated ? "!saturated" : ""));
+        fractions << buf;
+      }
+      line["layers"] = jl;
+      metrics << line.dump() << "\n";
+      metrics.flush();
+      char text[256];
+      std::snprintf(text, sizeof text, "step %lld/%lld | loss %.4f | ce %.4f | lr %.2e | gnorm %.2f | %s tok/s |",
+                    static_cast<long long>(progress.step), static_cast<long long>(config.train.steps),
+                    loss_sum / accum, ce_sum / accum, lr, grad_norm, format_rate(tokens_per_s).c_str());
+      log.line(std::string(text) + (layers.empty() ? "" : " f:" + fractions.str()));
+
+      if (config.train.eval_every > 0 &&
+          (progress.step % config.train.eval_every == 0 || progress.step == config.train.steps)) {
+        EvalResult e = evaluate_tokens(model, val_tokens, config.train.micro_batch, config.train.eval_batches,
+                                       val_bytes_per_token);
+        nlohmann::json v = {{"kind", "val"}, {"step", progress.step}, {"loss", e.loss}, {"ppl", e.ppl},
+                            {"bits_per_byte", e.bits_per_byte}, {"tokens", e.tokens}};
+        metrics << v.dump() << "\n";
+        metrics.flush();
+        std::snprintf(text, sizeof text, "val step %lld | loss %.4f | ppl %.2f | bpb %.4f | %lld tokens",
+                      static_cast<long long>(progress.step), e.loss, e.ppl, e.bits_per_byte,
+                      static_cast<long long>(e.tokens));
+        log.line(text);
+      }
+      if ((config.checkpoint.every > 0 && progress.step % config.checkpoint.every == 0) ||
+          progress.step == config.train.steps) {
+        DTRN_RETURN_IF_ERROR(save());
+      }
+    }
+  } catch (const Error& e) {
+    return Status::Internal(e.what());
+  }
+  return run_dir;
+}
+
+}  // namespace dtrn::train
