@@ -20,11 +20,11 @@ BUILD_TARGETS="${BUILD_TARGETS:-runtime_tests gemm_bench}"  # "all" builds every
 TEST_TIMEOUT="${TEST_TIMEOUT:-420}"                         # seconds, both test runs together
 mkdir -p "$OUT"
 
-# The GPU machine has no PCRE2 headers: where the project offers a switch for the data module, use it.
-if ! pkg-config --exists libpcre2-8 2>/dev/null &&
-   grep -qs DTRN_BUILD_DATA CMakeLists.txt cmake/*.cmake data/CMakeLists.txt &&
-   [[ "$EXTRA_CMAKE_ARGS" != *DTRN_BUILD_DATA* ]]; then
-  EXTRA_CMAKE_ARGS="$EXTRA_CMAKE_ARGS -DDTRN_BUILD_DATA=OFF"
+# The GPU machine has no PCRE2 headers (the data module's reference pre-tokenizer needs them): unpack the
+# Debian package carried in .deps/ (fetched here with `apt-get download libpcre2-dev`). Its runtime
+# library, libpcre2-8.so.0, is already there.
+if ! pkg-config --exists libpcre2-8 2>/dev/null; then
+  for deb in .deps/libpcre2-dev_*.deb; do [[ -f "$deb" ]] && dpkg -x "$deb" /; done
 fi
 
 step() { echo "== $*"; }
@@ -76,6 +76,24 @@ if [[ -x "$bench" ]]; then
   rc=${PIPESTATUS[0]}; status+=("gemm_bench rc=$rc")
 else
   status+=("gemm_bench not built")
+fi
+if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+  step "peer: torch.matmul at the same products"
+  timeout 120 python3 bench/peer_gemm.py 2>&1 | tee -a "$OUT/gemm_bench.log"
+fi
+
+for suite in model_tests; do
+  if [[ -x "$BUILD/tests/$suite" ]]; then
+    step "$suite"
+    timeout 300 "$BUILD/tests/$suite" --gtest_color=no >"$OUT/$suite.log" 2>&1
+    rc=$?; status+=("$suite rc=$rc: $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/$suite.log" | tr '\n' ' ')")
+  fi
+done
+
+if [[ -x "$BUILD/bin/dtrn" && -d .assets/tokenizer ]] && python3 -c 'import transformers' 2>/dev/null; then
+  step "Hugging Face parity of dtrn export"
+  timeout 300 bash tests/interop/run_hf_parity.sh "$BUILD" 2>&1 | tee "$OUT/hf_parity.log"
+  rc=${PIPESTATUS[0]}; status+=("hf parity rc=$rc: $(grep parity: "$OUT/hf_parity.log" | tail -1)")
 fi
 
 {

@@ -1,14 +1,13 @@
 // `dtrn eval`: CE loss, perplexity, bits per byte and per-layer routing of a checkpoint on a data split
 // or a text file, as one JSON object on stdout (definition in train/evaluate.h).
-#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "args.h"
 #include "commands.h"
 #include "dtrn/data/dataset.h"
 #include "dtrn/data/tokenizer.h"
+#include "dtrn/runtime/file_io.h"
 #include "dtrn/train/checkpoint.h"
 #include "dtrn/train/evaluate.h"
 #include "dtrn/train/job_config.h"
@@ -66,12 +65,9 @@ int run_eval(int argc, char** argv) {
     for (const auto& shard : (*ds)->shards()) tokens.insert(tokens.end(), shard.tokens(), shard.tokens() + shard.num_tokens());
     if (const auto* s = (*ds)->meta().split(split)) bytes_per_token = s->bytes_per_token();
   } else {
-    const std::string path = *args->get("text");
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return fail("eval", path + ": cannot open");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    const std::string text = ss.str();
+    auto read = read_file(*args->get("text"));
+    if (!read.ok()) return fail("eval", read.status().message());
+    const std::string& text = *read;
     auto tok = load_tokenizer(*args);
     if (!tok.ok()) return fail("eval", tok.status().message());
     std::vector<uint32_t> ids;

@@ -2,7 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "file_util.h"
+#include "dtrn/runtime/file_io.h"
 
 namespace dtrn::data {
 

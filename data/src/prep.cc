@@ -13,8 +13,8 @@
 #include <thread>
 
 #include "dtrn/data/shard.h"
-#include "file_util.h"
-#include "sha256.h"
+#include "dtrn/runtime/file_io.h"
+#include "dtrn/runtime/sha256.h"
 
 namespace dtrn::data {
 

@@ -1,8 +1,6 @@
 #include "dtrn/data/shard.h"
 
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <bit>
@@ -10,8 +8,8 @@
 #include <cstring>
 #include <utility>
 
-#include "file_util.h"
-#include "sha256.h"
+#include "dtrn/runtime/file_io.h"
+#include "dtrn/runtime/sha256.h"
 
 namespace dtrn::data {
 
@@ -55,19 +53,10 @@ StatusOr<std::string> write_shard(const std::string& path, std::span<const uint1
 }
 
 StatusOr<ShardFile> ShardFile::Open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return errno_status(path, errno);
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    int err = errno;
-    ::close(fd);
-    return errno_status(path, err);
-  }
-  const size_t size = static_cast<size_t>(st.st_size);
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return Status::IoError(path + ": not a regular file");
-  }
+  auto file = open_regular_file(path);
+  if (!file.ok()) return file.status();
+  const int fd = file->fd;
+  const size_t size = static_cast<size_t>(file->size);
   if (size < kShardHeaderBytes) {
     ::close(fd);
     return Status::DataLoss(path + ": truncated shard: " + std::to_string(size) +

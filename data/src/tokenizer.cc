@@ -8,8 +8,8 @@
 #include <unordered_map>
 
 #include "bpe_vocab.h"
+#include "dtrn/runtime/sha256.h"
 #include "pretokenizer.h"
-#include "sha256.h"
 
 namespace dtrn::data {
 namespace {

@@ -11,8 +11,8 @@
 
 #include "bpe_vocab.h"
 #include "dtrn/data/tokenizer.h"
-#include "file_util.h"
-#include "sha256.h"
+#include "dtrn/runtime/file_io.h"
+#include "dtrn/runtime/sha256.h"
 
 namespace dtrn::data {
 namespace {

@@ -1,6 +1,6 @@
 // Philox-4x32-10 (Salmon et al., SC'11) and the uniform and normal draws of rng.h, written once for the
-// host and the device: rng.cc can call these, and cuda/random.cu does, so that a tensor drawn on the GPU
-// has the bits of the same tensor drawn on the CPU (cuda_test.cc checks it).
+// host and the device: rng.cc and cuda/random.cu both call these, so that a tensor drawn on the GPU has
+// the bits of the same tensor drawn on the CPU (cuda_test.cc checks it).
 //
 // Layout, as rng.h defines it: counter = (counter lo, counter hi, stream lo, stream hi), key = seed; the
 // 32-bit word number `offset` of (seed, stream) is lane offset % 4 of block offset / 4.

@@ -2,13 +2,13 @@
 // and one-line errors on stderr.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <string>
+
+#include "test_util.h"
 
 namespace {
 
@@ -19,23 +19,11 @@ struct Result {
   std::string out, err;
 };
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using dtrn::testing::slurp;
 
 class CliTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           (std::string("dtrn_cli_") +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name() + "_" +
-            std::to_string(::getpid()));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
+  void SetUp() override { dir_ = dtrn::testing::fresh_test_dir("cli"); }
   void TearDown() override { fs::remove_all(dir_); }
 
   // Runs `dtrn <args>` with `input` on stdin, from the repo root (so .assets is the default).

@@ -19,21 +19,14 @@
 #include "dtrn/data/prep.h"
 #include "dtrn/data/sampler.h"
 #include "dtrn/data/tokenizer.h"
+#include "test_util.h"
 
 namespace dtrn::data {
 namespace {
 
 namespace fs = std::filesystem;
-const std::string kAssets = DTRN_SOURCE_DIR "/.assets";
-
-const Tokenizer& tokenizer() {
-  static const Tokenizer t = [] {
-    auto r = Tokenizer::Load(kAssets + "/tokenizer");
-    if (!r.ok()) throw std::runtime_error(r.status().message() + " (run `make assets`)");
-    return std::move(r).value();
-  }();
-  return t;
-}
+using testing::assets_tokenizer;
+using testing::kAssets;
 
 // Three books in shards of 50k tokens: 7 train shards of uneven sizes, so windows come from
 // several.
@@ -49,7 +42,7 @@ class LoaderTest : public ::testing::Test {
     o.val_patterns = {"carroll-alice"};
     o.out_dir = (*dir_ / "data").string();
     o.shard_tokens = 50'000;
-    auto meta = prepare_dataset(tokenizer(), o);
+    auto meta = prepare_dataset(assets_tokenizer(), o);
     if (!meta.ok()) throw std::runtime_error(meta.status().message());
   }
   static void TearDownTestSuite() {
@@ -60,7 +53,7 @@ class LoaderTest : public ::testing::Test {
   static std::string data_dir() { return (*dir_ / "data").string(); }
 
   static std::shared_ptr<const TokenDataset> train() {
-    auto d = TokenDataset::Open(data_dir(), "train", {tokenizer().identity(), true});
+    auto d = TokenDataset::Open(data_dir(), "train", {assets_tokenizer().identity(), true});
     if (!d.ok()) throw std::runtime_error(d.status().message());
     return *d;
   }

@@ -4,49 +4,27 @@
 #include "dtrn/data/prep.h"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "dtrn/data/dataset.h"
 #include "dtrn/data/tokenizer.h"
+#include "test_util.h"
 
 namespace dtrn::data {
 namespace {
 
 namespace fs = std::filesystem;
-const std::string kAssets = DTRN_SOURCE_DIR "/.assets";
-
-std::string slurp(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-const Tokenizer& tokenizer() {
-  static const Tokenizer t = [] {
-    auto r = Tokenizer::Load(kAssets + "/tokenizer");
-    if (!r.ok()) throw std::runtime_error(r.status().message() + " (run `make assets`)");
-    return std::move(r).value();
-  }();
-  return t;
-}
+using testing::assets_tokenizer;
+using testing::kAssets;
+using testing::slurp;
 
 class PrepTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           (std::string("dtrn_prep_") +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name() + "_" +
-            std::to_string(::getpid()));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
+  void SetUp() override { dir_ = testing::fresh_test_dir("prep"); }
   void TearDown() override { fs::remove_all(dir_); }
 
   std::string write(const std::string& name, const std::string& text) {
@@ -67,7 +45,7 @@ TEST_F(PrepTest, ByteIdenticalWhateverTheThreadCount) {
     o.out_dir = (dir_ / ("out" + std::to_string(threads))).string();
     o.threads = threads;
     o.shard_tokens = 1 << 20;  // several shards per split, documents spanning shard ends
-    auto meta = prepare_dataset(tokenizer(), o);
+    auto meta = prepare_dataset(assets_tokenizer(), o);
     ASSERT_TRUE(meta.ok()) << meta.status().message();
     EXPECT_GT(meta->train.shards.size(), 3u);
     std::string listing;
@@ -92,7 +70,7 @@ TEST_F(PrepTest, ValidationDocumentsNeverInTrainingShards) {
   o.inputs = {kAssets + "/corpus"};
   o.out_dir = (dir_ / "out").string();
   o.shard_tokens = 3'000'000;
-  auto meta = prepare_dataset(tokenizer(), o);
+  auto meta = prepare_dataset(assets_tokenizer(), o);
   ASSERT_TRUE(meta.ok()) << meta.status().message();
   EXPECT_EQ(meta->val.documents, 3u + 12u);  // three books, addresses 2010..2021
 
@@ -106,8 +84,8 @@ TEST_F(PrepTest, ValidationDocumentsNeverInTrainingShards) {
                           d.path.find("/sotu/202") != std::string::npos;
     EXPECT_EQ(val, want_val) << d.path;
     std::vector<uint16_t>& stream = val ? expected_val : expected_train;
-    stream.push_back(uint16_t(tokenizer().eot_id()));
-    for (uint32_t id : tokenizer().encode(slurp(d.path))) stream.push_back(uint16_t(id));
+    stream.push_back(uint16_t(assets_tokenizer().eot_id()));
+    for (uint32_t id : assets_tokenizer().encode(slurp(d.path))) stream.push_back(uint16_t(id));
   }
   for (const char* split : {"train", "val"}) {
     auto data = TokenDataset::Open(o.out_dir, split);
@@ -140,29 +118,29 @@ TEST_F(PrepTest, BadInputsGiveOneClearError) {
   o.out_dir = (dir_ / "out").string();
 
   o.inputs = {a, (dir_ / "in/missing.txt").string()};
-  expect_error(prepare_dataset(tokenizer(), o), "missing.txt: No such file or directory");
+  expect_error(prepare_dataset(assets_tokenizer(), o), "missing.txt: No such file or directory");
 
   o.inputs = {a, "/dev/null"};
-  expect_error(prepare_dataset(tokenizer(), o), "/dev/null: not a regular file");
+  expect_error(prepare_dataset(assets_tokenizer(), o), "/dev/null: not a regular file");
 
   o.inputs = {a, write("in/empty.txt", "")};
-  expect_error(prepare_dataset(tokenizer(), o), "empty.txt: empty document");
+  expect_error(prepare_dataset(assets_tokenizer(), o), "empty.txt: empty document");
 
   o.inputs = {a};
   o.val_patterns = {"nothing-like-this"};
-  expect_error(prepare_dataset(tokenizer(), o),
+  expect_error(prepare_dataset(assets_tokenizer(), o),
                "--val-docs 'nothing-like-this' matches no input document");
 
   o.val_patterns = {"a"};
-  expect_error(prepare_dataset(tokenizer(), o), "no training data left");
+  expect_error(prepare_dataset(assets_tokenizer(), o), "no training data left");
 
   o.val_patterns = {};
   o.inputs = {(dir_ / "emptydir").string()};
   fs::create_directories(o.inputs[0]);
-  expect_error(prepare_dataset(tokenizer(), o), "emptydir: folder holds no .txt files");
+  expect_error(prepare_dataset(assets_tokenizer(), o), "emptydir: folder holds no .txt files");
 
   o.inputs = {};
-  expect_error(prepare_dataset(tokenizer(), o), "no input documents");
+  expect_error(prepare_dataset(assets_tokenizer(), o), "no input documents");
 }
 
 // A run that fails half-way leaves no meta.json, so the folder does not open as a dataset, and
@@ -173,11 +151,11 @@ TEST_F(PrepTest, FailedRunLeavesNothingLookingComplete) {
   o.inputs = {write("in/a.txt", "First document."), write("in/b.txt", "Second one.")};
   o.val_patterns = {"b"};
   o.shard_tokens = 2;
-  ASSERT_TRUE(prepare_dataset(tokenizer(), o).ok());
+  ASSERT_TRUE(prepare_dataset(assets_tokenizer(), o).ok());
   ASSERT_TRUE(TokenDataset::Open(o.out_dir, "train").ok());
 
   o.inputs.push_back(write("in/c.txt", ""));
-  expect_error(prepare_dataset(tokenizer(), o), "c.txt: empty document");
+  expect_error(prepare_dataset(assets_tokenizer(), o), "c.txt: empty document");
   auto opened = TokenDataset::Open(o.out_dir, "train");
   ASSERT_FALSE(opened.ok());
   EXPECT_NE(opened.status().message().find("meta.json: missing"), std::string::npos)
@@ -185,7 +163,7 @@ TEST_F(PrepTest, FailedRunLeavesNothingLookingComplete) {
   EXPECT_TRUE(fs::is_empty(o.out_dir));
 
   o.inputs.pop_back();
-  ASSERT_TRUE(prepare_dataset(tokenizer(), o).ok());
+  ASSERT_TRUE(prepare_dataset(assets_tokenizer(), o).ok());
   EXPECT_TRUE(TokenDataset::Open(o.out_dir, "val").ok());
 }
 

@@ -14,18 +14,15 @@
 #include <thread>
 #include <vector>
 
+#include "test_util.h"
+
 namespace dtrn::data {
 namespace {
 
 const std::string kTokenizerDir = DTRN_SOURCE_DIR "/.assets/tokenizer";
 const std::string kCorpusDir = DTRN_SOURCE_DIR "/.assets/corpus";
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using testing::slurp;
 
 // Loading the real vocabulary takes a moment; each form is loaded once per test binary.
 const Tokenizer& gpt2_files() {

@@ -1,5 +1,6 @@
-// Gradient checking for the op tests: autograd's gradients of a function against central finite
-// differences, everything in f64 on the CPU.
+// Shared helpers of the op tests. Gradient checking: autograd's gradients of a function against
+// central finite differences, everything in f64 on the CPU. And throws_error_naming(), for the
+// argument errors every op must raise with its name and the offending shapes.
 //
 // The function may return any shape; the check differentiates L = sum(f(inputs) * W) with W a fixed random
 // weighting, so every output element contributes with a different factor (a plain sum would hide errors
@@ -10,6 +11,7 @@
 // a correct gradient from a wrong one by orders of magnitude.
 #pragma once
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -18,6 +20,7 @@
 #include <vector>
 
 #include "dtrn/runtime/autograd.h"
+#include "dtrn/runtime/check.h"
 #include "dtrn/runtime/ops.h"
 #include "dtrn/runtime/tensor.h"
 
@@ -85,6 +88,13 @@ inline double relative_error(const Tensor& a, const Tensor& b) {
     den = std::max(den, std::abs(y[i]));
   }
   return num / den;
+}
+
+// Matches a callable that throws dtrn::Error whose message contains every one of `parts`, e.g.
+// EXPECT_THAT([&] { rope(x, pos, 1e4); }, throws_error_naming("rope", "[2, 3, 5]")).
+template <typename... Parts>
+auto throws_error_naming(const Parts&... parts) {
+  return ::testing::ThrowsMessage<Error>(::testing::AllOf(::testing::HasSubstr(parts)...));
 }
 
 }  // namespace dtrn::testing

@@ -154,6 +154,19 @@ TEST_F(TrainerTest, ResumeContinuesExactlyLikeAnUninterruptedRun) {
   EXPECT_EQ(metrics(cut), metrics(full.run_dir));
 }
 
+TEST_F(TrainerTest, AFreshRunNeverOverwritesAnotherRunsCheckpoints) {
+  TrainRunOptions o;
+  o.run_dir = root_ + "/occupied";
+  o.quiet = true;
+  ASSERT_TRUE(run_training(config({"train.steps=3"}), o).ok());
+  const std::string before = std::to_string(fs::file_size(o.run_dir + "/metrics.jsonl"));
+  auto again = run_training(config({"train.steps=3"}), o);
+  ASSERT_FALSE(again.ok());
+  EXPECT_NE(again.status().message().find("--resume"), std::string::npos) << again.status().message();
+  EXPECT_EQ(std::to_string(fs::file_size(o.run_dir + "/metrics.jsonl")), before);
+  EXPECT_TRUE(verify_checkpoint(o.run_dir + "/checkpoints/step-00000003").ok());
+}
+
 TEST_F(TrainerTest, ResumeWithoutACheckpointIsAClearError) {
   TrainRunOptions o;
   o.run_dir = root_ + "/empty-run";

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "dtrn/runtime/autograd.h"
+#include "dtrn/runtime/file_io.h"
 #include "dtrn/train/safetensors.h"
 #include "file_io.h"
 

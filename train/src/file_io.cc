@@ -1,22 +1,17 @@
 #include "file_io.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <utility>
 
 namespace dtrn::train {
 
 namespace fs = std::filesystem;
-
-Status errno_status(const std::string& path, int err) {
-  std::string message = path + ": " + std::strerror(err);
-  return err == ENOENT ? Status::NotFound(message) : Status::IoError(message);
-}
 
 Status error_code_status(const std::string& path, const std::error_code& ec) {
   std::string message = path + ": " + ec.message();
@@ -25,9 +20,9 @@ Status error_code_status(const std::string& path, const std::error_code& ec) {
 }
 
 StatusOr<std::unique_ptr<WritableFile>> WritableFile::create(const std::string& path) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return errno_status(path, errno);
-  return std::unique_ptr<WritableFile>(new WritableFile(path, fd));
+  auto fd = create_file(path);
+  if (!fd.ok()) return fd.status();
+  return std::unique_ptr<WritableFile>(new WritableFile(path, *fd));
 }
 
 WritableFile::~WritableFile() {
@@ -36,61 +31,29 @@ WritableFile::~WritableFile() {
 
 Status WritableFile::append(const void* data, size_t size) {
   if (fd_ < 0) return Status::Internal(path_ + ": append after close");
-  const char* p = static_cast<const char*>(data);
-  size_t done = 0;
-  while (done < size) {
-    ssize_t n = ::write(fd_, p + done, size - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return errno_status(path_, errno);
-    done += static_cast<size_t>(n);
-  }
+  DTRN_RETURN_IF_ERROR(write_all(fd_, path_, data, size));
   sha_.update(data, size);
   return Status::Ok();
 }
 
 Status WritableFile::sync_and_close() {
   if (fd_ < 0) return Status::Internal(path_ + ": closed twice");
-  int fd = fd_;
-  fd_ = -1;
-  if (::fsync(fd) != 0) {
-    int err = errno;
-    ::close(fd);
-    return errno_status(path_, err);
-  }
-  if (::close(fd) != 0) return errno_status(path_, errno);
-  return Status::Ok();
+  return dtrn::sync_and_close(std::exchange(fd_, -1), path_);
 }
 
 StatusOr<std::unique_ptr<ReadableFile>> ReadableFile::open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return errno_status(path, errno);
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    int err = errno;
-    ::close(fd);
-    return errno_status(path, err);
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return Status::IoError(path + ": not a regular file");
-  }
-  return std::unique_ptr<ReadableFile>(
-      new ReadableFile(path, fd, static_cast<uint64_t>(st.st_size)));
+  auto file = open_regular_file(path);
+  if (!file.ok()) return file.status();
+  return std::unique_ptr<ReadableFile>(new ReadableFile(path, file->fd, file->size));
 }
 
 ReadableFile::~ReadableFile() { ::close(fd_); }
 
 Status ReadableFile::read(void* out, size_t size) {
-  char* p = static_cast<char*>(out);
-  size_t done = 0;
-  while (done < size) {
-    ssize_t n = ::read(fd_, p + done, size - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return errno_status(path_, errno);
-    if (n == 0)
-      return Status::DataLoss(path_ + ": the file ended early (it changed while being read)");
-    done += static_cast<size_t>(n);
-  }
+  auto n = read_up_to(fd_, path_, out, size);
+  if (!n.ok()) return n.status();
+  if (*n < size)
+    return Status::DataLoss(path_ + ": the file ended early (it changed while being read)");
   sha_.update(out, size);
   return Status::Ok();
 }
@@ -123,15 +86,6 @@ StatusOr<std::string> file_sha256(const std::string& path) {
     left -= n;
   }
   return (*file)->sha256_hex();
-}
-
-Status sync_dir(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return errno_status(path, errno);
-  int rc = ::fsync(fd);
-  int err = errno;
-  ::close(fd);
-  return rc == 0 ? Status::Ok() : errno_status(path, err);
 }
 
 Status create_dirs(const std::string& path) {

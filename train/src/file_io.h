@@ -1,7 +1,7 @@
-// File I/O for dtrn_train's checkpoints and exports: whole-file and streaming reads and writes that
-// hash the bytes passing through them (sha256, for the checkpoint manifest), fsync of files and
-// folders, and folder operations. Every error is a Status naming the path and the problem
-// ("run/checkpoints/step-00000100.tmp-42/model.safetensors: No space left on device").
+// File I/O for dtrn_train's checkpoints and exports, on top of dtrn/runtime/file_io.h: whole-file
+// and streaming reads and writes that hash the bytes passing through them (sha256, for the
+// checkpoint manifest), and folder operations. Every error is a Status naming the path and the
+// problem ("run/checkpoints/step-00000100.tmp-42/model.safetensors: No space left on device").
 // Private to dtrn_train. Each object belongs to one thread.
 #pragma once
 
@@ -13,13 +13,13 @@
 #include <system_error>
 #include <vector>
 
+#include "dtrn/runtime/file_io.h"
+#include "dtrn/runtime/sha256.h"
 #include "dtrn/runtime/status.h"
-#include "sha256.h"
 
 namespace dtrn::train {
 
-// "<path>: <strerror(err)>": NotFound for ENOENT, IoError otherwise.
-Status errno_status(const std::string& path, int err);
+// "<path>: <ec.message()>": NotFound for no_such_file_or_directory, IoError otherwise.
 Status error_code_status(const std::string& path, const std::error_code& ec);
 
 // Creates or truncates `path`. Appends go straight to the file; sync_and_close() makes them
@@ -75,8 +75,6 @@ Status write_file(const std::string& path, std::string_view data,
 // Streams the file through sha256 without holding it in memory.
 StatusOr<std::string> file_sha256(const std::string& path);
 
-// fsync of a folder, so that the names created or renamed in it survive a crash.
-Status sync_dir(const std::string& path);
 Status create_dirs(const std::string& path);
 Status remove_tree(const std::string& path);
 Status rename_path(const std::string& from, const std::string& to);

@@ -2,10 +2,10 @@
 
 #include <yaml-cpp/yaml.h>
 
-#include <fstream>
 #include <functional>
 #include <map>
-#include <sstream>
+
+#include "dtrn/runtime/file_io.h"
 
 namespace dtrn::train {
 namespace {
@@ -143,11 +143,9 @@ StatusOr<JobConfig> parse_job_config(const std::string& yaml_text, const std::ve
 }
 
 StatusOr<JobConfig> load_job_config(const std::string& path, const std::vector<std::string>& overrides) {
-  std::ifstream in(path);
-  if (!in) return Status::NotFound(path + ": cannot open the config file");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  auto c = parse_job_config(ss.str(), overrides);
+  auto text = read_file(path);
+  if (!text.ok()) return Status(text.status().code(), text.status().message() + " (the config file)");
+  auto c = parse_job_config(*text, overrides);
   if (!c.ok()) return Status(c.status().code(), path + ": " + c.status().message());
   return c;
 }

@@ -14,6 +14,7 @@
 #include "dtrn/data/loader.h"
 #include "dtrn/model/model.h"
 #include "dtrn/runtime/autograd.h"
+#include "dtrn/runtime/file_io.h"
 #include "dtrn/runtime/ops.h"
 #include "dtrn/runtime/optim.h"
 #include "dtrn/train/checkpoint.h"
@@ -48,8 +49,9 @@ class Log {
 // Keeps the lines of metrics.jsonl whose step is at most `step` (a resumed run rewrites what a crashed
 // run wrote after its last checkpoint). Written to a temporary file and renamed.
 Status truncate_metrics(const std::string& path, int64_t step) {
-  std::ifstream in(path);
-  if (!in) return Status::Ok();
+  auto text = read_file(path);
+  if (!text.ok()) return text.status().code() == StatusCode::kNotFound ? Status::Ok() : text.status();
+  std::istringstream in(*text);
   std::string kept, line;
   while (std::getline(in, line)) {
     if (line.empty()) continue;
@@ -57,14 +59,7 @@ Status truncate_metrics(const std::string& path, int64_t step) {
     if (j.is_discarded()) break;  // a torn last line from a crash
     if (j.value("step", int64_t{0}) <= step) kept += line + "\n";
   }
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << kept;
-    if (!out) return Status::IoError(tmp + ": cannot write");
-  }
-  fs::rename(tmp, path);
-  return Status::Ok();
+  return write_file_atomic(path, kept);
 }
 
 std::vector<int32_t> split_tokens(const data::TokenDataset& ds) {
@@ -105,6 +100,11 @@ StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOption
   std::error_code ec;
   fs::create_directories(run_dir, ec);
   if (ec) return Status::IoError(run_dir + ": cannot create the run directory: " + ec.message());
+  // A fresh run never writes over another run's checkpoints, metrics or config.
+  if (!options.resume && resolve_checkpoint(run_dir).ok()) {
+    return Status::FailedPrecondition(run_dir + " already holds checkpoints: pass --resume to continue that run, "
+                                      "or choose another --run-dir");
+  }
   Log log(run_dir + "/train.log", options.quiet);
   const std::string config_yaml = to_yaml(config);
   {

@@ -2,6 +2,7 @@
 // and a GPU is present (cuda_available()).
 #pragma once
 
+#include <cstdint>
 #include <ostream>
 #include <string>
 

@@ -1,5 +1,7 @@
-// SHA-256 (FIPS 180-4), for the file and shard checksums in meta.json and the tokenizer's identity.
-// Private to dtrn_data. Incremental; not thread-safe per object.
+// SHA-256 (FIPS 180-4): the content digests dtrn writes next to its files (token shards and
+// documents in a dataset's meta.json, the tokenizer's identity, every file of a checkpoint
+// manifest). Incremental: update() any number of times, then hex_digest() once; the object is spent
+// afterwards. One object belongs to one thread.
 #pragma once
 
 #include <array>
@@ -8,14 +10,14 @@
 #include <string>
 #include <string_view>
 
-namespace dtrn::data {
+namespace dtrn {
 
 class Sha256 {
  public:
   Sha256();
   void update(const void* data, size_t size);
   void update(std::string_view s) { update(s.data(), s.size()); }
-  std::array<uint8_t, 32> digest();  // ends the hash; the object is spent afterwards
+  // 64 lowercase hex digits, as sha256sum prints them.
   std::string hex_digest();
 
  private:
@@ -27,7 +29,7 @@ class Sha256 {
   uint64_t total_bytes_ = 0;
 };
 
+// The hex digest of `data` in one call.
 std::string sha256_hex(std::string_view data);
-std::string to_hex(const uint8_t* bytes, size_t n);
 
-}  // namespace dtrn::data
+}  // namespace dtrn

@@ -1,9 +1,9 @@
-#include "sha256.h"
+#include "dtrn/runtime/sha256.h"
 
 #include <algorithm>
 #include <cstring>
 
-namespace dtrn::data {
+namespace dtrn {
 namespace {
 
 constexpr uint32_t kRoundConstants[64] = {
@@ -63,21 +63,22 @@ void Sha256::update(const void* data, size_t size) {
   const auto* p = static_cast<const uint8_t*>(data);
   total_bytes_ += size;
   if (buffered_ > 0) {
-    size_t take = std::min(size, 64 - buffered_);
+    size_t take = std::min(size, buffer_.size() - buffered_);
     std::memcpy(buffer_.data() + buffered_, p, take);
     buffered_ += take;
     p += take;
     size -= take;
-    if (buffered_ < 64) return;
+    if (buffered_ < buffer_.size()) return;
     compress(buffer_.data());
     buffered_ = 0;
   }
-  for (; size >= 64; p += 64, size -= 64) compress(p);
+  for (; size >= buffer_.size(); p += buffer_.size(), size -= buffer_.size()) compress(p);
   std::memcpy(buffer_.data(), p, size);
   buffered_ = size;
 }
 
-std::array<uint8_t, 32> Sha256::digest() {
+std::string Sha256::hex_digest() {
+  // Padding: a 1 bit, zeros up to 56 bytes into the last block, then the message length in bits.
   const uint64_t bits = total_bytes_ * 8;
   const uint8_t pad = 0x80;
   update(&pad, 1);
@@ -86,16 +87,13 @@ std::array<uint8_t, 32> Sha256::digest() {
   uint8_t length[8];
   for (int i = 0; i < 8; ++i) length[i] = uint8_t(bits >> (56 - 8 * i));
   update(length, 8);
-  std::array<uint8_t, 32> out;
-  for (int i = 0; i < 8; ++i) {
-    for (int k = 0; k < 4; ++k) out[4 * i + k] = uint8_t(h_[i] >> (24 - 8 * k));
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(64);
+  for (uint32_t word : h_) {
+    for (int shift = 28; shift >= 0; shift -= 4) out.push_back(kHex[(word >> shift) & 0xf]);
   }
   return out;
-}
-
-std::string Sha256::hex_digest() {
-  auto d = digest();
-  return to_hex(d.data(), d.size());
 }
 
 std::string sha256_hex(std::string_view data) {
@@ -104,14 +102,4 @@ std::string sha256_hex(std::string_view data) {
   return h.hex_digest();
 }
 
-std::string to_hex(const uint8_t* bytes, size_t n) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string s(2 * n, '0');
-  for (size_t i = 0; i < n; ++i) {
-    s[2 * i] = kDigits[bytes[i] >> 4];
-    s[2 * i + 1] = kDigits[bytes[i] & 15];
-  }
-  return s;
-}
-
-}  // namespace dtrn::data
+}  // namespace dtrn
