@@ -17,6 +17,16 @@
 namespace dtrn::data {
 namespace {
 
+// The next '\n'-terminated line of `text` from *pos (the last may lack the '\n'); false at the end.
+bool next_line(std::string_view text, size_t* pos, std::string_view* line) {
+  if (*pos >= text.size()) return false;
+  size_t end = text.find('\n', *pos);
+  if (end == std::string_view::npos) end = text.size();
+  *line = text.substr(*pos, end - *pos);
+  *pos = end + 1;
+  return true;
+}
+
 constexpr char kEndOfText[] = "<|endoftext|>";
 
 // GPT-2 stores token bytes as printable characters: bytes that are printable Latin-1 map to
@@ -141,11 +151,8 @@ StatusOr<Tokenizer> Tokenizer::FromGpt2Files(const std::string& encoder_json,
 
   const std::string& text = *merges_text;
   size_t pos = 0, line_no = 0;
-  while (pos < text.size()) {
-    size_t end = text.find('\n', pos);
-    if (end == std::string::npos) end = text.size();
-    std::string_view line(text.data() + pos, end - pos);
-    pos = end + 1;
+  std::string_view line;
+  while (next_line(text, &pos, &line)) {
     ++line_no;
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.empty() || (line_no == 1 && line.rfind("#version", 0) == 0)) continue;
@@ -178,11 +185,8 @@ StatusOr<Tokenizer> Tokenizer::FromTiktoken(const std::string& path) {
   vocab.origin = path;
   std::unordered_map<std::string, uint32_t> rank_of;
   size_t pos = 0, line_no = 0;
-  while (pos < text.size()) {
-    size_t end = text.find('\n', pos);
-    if (end == std::string::npos) end = text.size();
-    std::string_view line(text.data() + pos, end - pos);
-    pos = end + 1;
+  std::string_view line;
+  while (next_line(text, &pos, &line)) {
     ++line_no;
     if (line.empty()) continue;
     auto bad = [&](const std::string& why) {

@@ -76,12 +76,7 @@ void launch_binary(ElemOp op, ElemType type, const void* a, const void* b, void*
       case ElemOp::kMul: launch_typed<ElemOp::kMul>(pa, pb, po, n, iter, stream); break;
     }
   };
-  switch (type) {
-    case ElemType::kF64: run(double{}); break;
-    case ElemType::kF32: run(float{}); break;
-    case ElemType::kBF16: run(Bf16{}); break;
-    default: break;  // cuda_backend.cc admits floating types only
-  }
+  dispatch_floating_elem(type, run);
   CUDA_CHECK_LAUNCH();
 }
 

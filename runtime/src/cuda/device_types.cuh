@@ -73,6 +73,18 @@ __host__ void dispatch_elem(ElemType type, Fn&& fn) {
   }
 }
 
+// fn(T{}) for the floating element types; other types are never passed (cuda_backend.cc admits floating
+// types only for the kernels that use this).
+template <typename Fn>
+__host__ void dispatch_floating_elem(ElemType type, Fn&& fn) {
+  switch (type) {
+    case ElemType::kF64: fn(double{}); return;
+    case ElemType::kF32: fn(float{}); return;
+    case ElemType::kBF16: fn(Bf16{}); return;
+    default: return;
+  }
+}
+
 constexpr int kElementwiseThreads = 256;
 
 // Blocks for an elementwise grid over n elements. Kernels use grid-stride loops, so the grid is capped:

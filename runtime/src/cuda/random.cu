@@ -43,12 +43,7 @@ void launch_fill_random(void* out, ElemType type, int64_t n, bool normal, double
     random_kernel<T><<<elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(
         static_cast<T*>(out), n, normal, a, b, seed, rng_stream, offset);
   };
-  switch (type) {
-    case ElemType::kF64: run(double{}); break;
-    case ElemType::kF32: run(float{}); break;
-    case ElemType::kBF16: run(Bf16{}); break;
-    default: break;  // cuda_backend.cc admits floating types only
-  }
+  dispatch_floating_elem(type, run);
   CUDA_CHECK_LAUNCH();
 }
 
