@@ -13,12 +13,15 @@ DATA="${DATA:-.assets/prep/demo}"
 JOBS="${JOBS:-1}"
 THREADS="${THREADS:-$(nproc)}"
 STEPS="${STEPS:-200}"
+SEED="${SEED:-1}"
+RUNSET="${RUNSET:-full}"  # full: the whole grid; beta: the bilayer beta sweep only (for extra seeds)
 DTRN="$BUILD/bin/dtrn"
 mkdir -p "$OUTDIR"
 
 base=(--config deploy/configs/tiny.yaml --set "data.path=$DATA" --set "train.steps=$STEPS"
       --set model.n_layers=8 --set train.eval_every="$STEPS" --set train.eval_batches=32
-      --set checkpoint.every=0 --set checkpoint.keep=1 --set routing.starvation_window=20 --quiet)
+      --set checkpoint.every=0 --set checkpoint.keep=1 --set routing.starvation_window=20
+      --set "train.seed=$SEED" --quiet)
 
 # name | overrides
 runs=(
@@ -33,6 +36,13 @@ runs=(
   "trilayer-l8e-4-b0.1|--set model.layout=trilayer --set routing.sparsity_weight=8e-4 --set routing.balance_weight=0.1"
 )
 
+if [ "$RUNSET" = beta ]; then
+  kept=()
+  for r in "${runs[@]}"; do [[ "$r" == bilayer-l8e-4-* ]] && kept+=("$r"); done
+  runs=("${kept[@]}")
+fi
+if [ "$SEED" != 1 ]; then runs=("${runs[@]/|/-s$SEED|}"); fi
+
 running=0
 for entry in "${runs[@]}"; do
   name="${entry%%|*}"
@@ -45,23 +55,4 @@ for entry in "${runs[@]}"; do
 done
 wait
 
-python3 - "$OUTDIR" "${runs[@]}" <<'PY'
-import json, sys
-outdir, runs = sys.argv[1], [r.split("|")[0] for r in sys.argv[2:]]
-print("| run | val loss | val ppl | routed fraction f per D layer (last 50 steps) | starved steps | fallback steps |")
-print("| --- | --- | --- | --- | --- | --- |")
-for name in runs:
-    try:
-        lines = [json.loads(l) for l in open(f"{outdir}/{name}/metrics.jsonl")]
-    except OSError:
-        print(f"| {name} | failed | | | | |"); continue
-    train = [l for l in lines if l["kind"] == "train"]
-    val = [l for l in lines if l["kind"] == "val"]
-    tail = train[-50:]
-    layers = sorted({x["layer"] for l in tail for x in l["layers"]})
-    fs = " ".join(f"L{k}:{sum(x['f'] for l in tail for x in l['layers'] if x['layer']==k)/len(tail):.3f}" for k in layers) or "-"
-    starved = sum(1 for l in train for x in l["layers"] if x["starved"])
-    fallback = sum(1 for l in train for x in l["layers"] if x["fallback"])
-    v = val[-1] if val else {"loss": float("nan"), "ppl": float("nan")}
-    print(f"| {name} | {v['loss']:.4f} | {v['ppl']:.1f} | {fs} | {starved} | {fallback} |")
-PY
+python3 bench/ablation_table.py "$OUTDIR" "${runs[@]%%|*}"
