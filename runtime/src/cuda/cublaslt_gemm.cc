@@ -2,8 +2,12 @@
 
 #include <cublasLt.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
+#include <vector>
 
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_context.h"
@@ -68,7 +72,66 @@ void destroy(Plan& plan) {
   plan = Plan{};
 }
 
-Plan make_plan(const PlanKey& key, DeviceContext& ctx) {
+// Note [Choosing among cuBLASLt's candidates]
+// The heuristic's first algorithm is a guess from the shape alone; for some shapes (the LM head's long-K
+// products, bench/RESULTS.md) a later candidate is markedly faster. So the first time a plan is made,
+// up to kCandidates algorithms are each run kTimedRuns times on the real operands into a scratch output,
+// timed with events, and the fastest is kept. This costs a few milliseconds once per distinct product;
+// DTRN_GEMM_AUTOTUNE=0 keeps the heuristic's first choice.
+constexpr int kCandidates = 8;
+constexpr int kTimedRuns = 3;
+
+bool autotune_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("DTRN_GEMM_AUTOTUNE");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return enabled;
+}
+
+// The index of the fastest of `algos` for this plan, timed on the real inputs a, b into a scratch C.
+int fastest_candidate(const Plan& plan, const PlanKey& key, DeviceContext& ctx,
+                      const std::vector<cublasLtMatmulHeuristicResult_t>& algos, const void* a,
+                      const void* b) {
+  const int64_t c_elems = std::max(key.m * key.n, (key.batch - 1) * key.stride_c + key.m * key.n);
+  const size_t c_bytes = static_cast<size_t>(c_elems) * dtype_size(key.dtype);
+  void* scratch = nullptr;
+  CUDA_CHECK(cudaMallocAsync(&scratch, c_bytes, ctx.stream));
+  const float one32 = 1.0f, zero32 = 0.0f;
+  const double one64 = 1.0, zero64 = 0.0;
+  const bool f64 = key.dtype == DType::kF64;
+  const void* alpha = f64 ? static_cast<const void*>(&one64) : &one32;
+  const void* beta = f64 ? static_cast<const void*>(&zero64) : &zero32;
+  cudaEvent_t start, stop;
+  CUDA_CHECK(cudaEventCreate(&start));
+  CUDA_CHECK(cudaEventCreate(&stop));
+  int best = 0;
+  float best_ms = -1;
+  for (size_t i = 0; i < algos.size(); ++i) {
+    auto run = [&] {
+      return cublasLtMatmul(ctx.cublaslt, plan.op, alpha, b, plan.layout_a, a, plan.layout_b, beta,
+                            scratch, plan.layout_c, scratch, plan.layout_c, &algos[i].algo, ctx.workspace,
+                            ctx.workspace_bytes, ctx.stream);
+    };
+    if (run() != CUBLAS_STATUS_SUCCESS) continue;  // a candidate that cannot run here is skipped
+    CUDA_CHECK(cudaEventRecord(start, ctx.stream));
+    for (int r = 0; r < kTimedRuns; ++r) run();
+    CUDA_CHECK(cudaEventRecord(stop, ctx.stream));
+    CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    if (best_ms < 0 || ms < best_ms) {
+      best_ms = ms;
+      best = static_cast<int>(i);
+    }
+  }
+  CUDA_CHECK(cudaEventDestroy(start));
+  CUDA_CHECK(cudaEventDestroy(stop));
+  CUDA_CHECK(cudaFreeAsync(scratch, ctx.stream));
+  return best;
+}
+
+Plan make_plan(const PlanKey& key, DeviceContext& ctx, const void* a, const void* b) {
   cudaDataType_t data_type = CUDA_R_32F, scale_type = CUDA_R_32F;
   cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
   switch (key.dtype) {
@@ -112,11 +175,11 @@ Plan make_plan(const PlanKey& key, DeviceContext& ctx) {
                                                     &key.align_c, sizeof(key.align_c)));
   CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                                                     &key.align_c, sizeof(key.align_c)));
-  cublasLtMatmulHeuristicResult_t result{};
+  std::vector<cublasLtMatmulHeuristicResult_t> results(autotune_enabled() ? kCandidates : 1);
   int found = 0;
-  const cublasStatus_t status =
-      cublasLtMatmulAlgoGetHeuristic(ctx.cublaslt, plan.op, plan.layout_a, plan.layout_b,
-                                     plan.layout_c, plan.layout_c, pref, 1, &result, &found);
+  const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
+      ctx.cublaslt, plan.op, plan.layout_a, plan.layout_b, plan.layout_c, plan.layout_c, pref,
+      static_cast<int>(results.size()), results.data(), &found);
   cublasLtMatmulPreferenceDestroy(pref);
   if (status != CUBLAS_STATUS_SUCCESS || found == 0) destroy(plan);
   CUBLAS_CHECK(status);
@@ -124,7 +187,8 @@ Plan make_plan(const PlanKey& key, DeviceContext& ctx) {
              key.batch, ", m ", key.m, ", n ", key.n, ", k ", key.k, ", trans_a ", key.trans_a,
              ", trans_b ", key.trans_b, ", strides ", key.stride_a, "/", key.stride_b, "/",
              key.stride_c);
-  plan.algo = result.algo;
+  results.resize(found);
+  plan.algo = results[found > 1 ? fastest_candidate(plan, key, ctx, results, a, b) : 0].algo;
   return plan;
 }
 
@@ -154,7 +218,7 @@ void cublaslt_gemm(const GemmArgs& args, DType dtype, const void* a, const void*
     PlanCache& cache = plan_cache();
     std::lock_guard<std::mutex> lock(cache.mutex);
     auto it = cache.plans.find(key);
-    if (it == cache.plans.end()) it = cache.plans.emplace(key, make_plan(key, ctx)).first;
+    if (it == cache.plans.end()) it = cache.plans.emplace(key, make_plan(key, ctx, a, b)).first;
     plan = it->second;
   }
 

@@ -11,9 +11,9 @@
 // track the CPU's fp32 BLAS to ~1e-6 relative and tests can hold tight tolerances). bf16 inputs produce
 // bf16 with fp32 accumulation and fp32 alpha/beta. f64 uses CUBLAS_COMPUTE_64F.
 //
-// Plans (descriptors, layouts and the heuristic's algorithm) are cached per (device, dtype, shape,
-// strides, transposes, operand alignment): the heuristic query costs tens of microseconds, a cache hit a
-// map lookup. Thread-safe.
+// Plans (descriptors, layouts and the chosen algorithm) are cached per (device, dtype, shape, strides,
+// transposes, operand alignment): making one queries the heuristic and times its candidates once (Note
+// [Choosing among cuBLASLt's candidates] in the .cc), a cache hit is a map lookup. Thread-safe.
 #pragma once
 
 #include "backend.h"
