@@ -7,7 +7,7 @@ set -euo pipefail
 # Build and test toolchain, then libraries by module (runtime, data, trainer).
 packages=(
   g++ cmake ninja-build ccache pkg-config make
-  libgtest-dev
+  libgtest-dev libgmock-dev
   libopenblas-openmp-dev
   libyaml-cpp-dev nlohmann-json3-dev
   libpcre2-dev
