@@ -82,18 +82,35 @@ if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
   timeout 120 python3 bench/peer_gemm.py 2>&1 | tee -a "$OUT/gemm_bench.log"
 fi
 
-for suite in model_tests; do
+# Module suites that need no corpus beyond what a run carries (train_tests needs
+# .assets/tokenizer and two books: .assets/corpus/gutenberg/{blake-poems,burgess-busterbrown}.txt).
+for suite in model_tests train_tests; do
   if [[ -x "$BUILD/tests/$suite" ]]; then
     step "$suite"
-    timeout 300 "$BUILD/tests/$suite" --gtest_color=no >"$OUT/$suite.log" 2>&1
-    rc=$?; status+=("$suite rc=$rc: $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/$suite.log" | tr '\n' ' ')")
+    timeout 300 "$BUILD/tests/$suite" --gtest_color=no >>"$OUT/suites.log" 2>&1
+    rc=$?; status+=("$suite rc=$rc: $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/suites.log" | tail -1)")
   fi
 done
 
+if [[ -x "$BUILD/bin/dtrn" && -d .assets/tokenizer ]]; then
+  step "device selection: train.device auto and cuda on this GPU"
+  tmp=$(mktemp -d)
+  mkdir -p "$tmp/corpus"
+  cp README.md "$tmp/corpus/readme.txt"
+  cp docs/data.md "$tmp/corpus/data.txt"
+  "$BUILD/bin/dtrn" prep --input "$tmp/corpus" --out "$tmp/prep" --val-docs data --tokenizer-dir .assets/tokenizer >/dev/null
+  for dev in auto cuda; do
+    timeout 120 "$BUILD/bin/dtrn" train --config deploy/configs/tiny.yaml --set "data.path=$tmp/prep" \
+      --set model.seq_len=64 --set train.steps=2 --set train.eval_every=0 --set "train.device=$dev" \
+      --run-dir "$tmp/run-$dev" 2>&1 | head -4 | tee -a "$OUT/interop.log"
+  done
+  rm -rf "$tmp"
+fi
+
 if [[ -x "$BUILD/bin/dtrn" && -d .assets/tokenizer ]] && python3 -c 'import transformers' 2>/dev/null; then
   step "Hugging Face parity of dtrn export"
-  timeout 300 bash tests/interop/run_hf_parity.sh "$BUILD" 2>&1 | tee "$OUT/hf_parity.log"
-  rc=${PIPESTATUS[0]}; status+=("hf parity rc=$rc: $(grep parity: "$OUT/hf_parity.log" | tail -1)")
+  timeout 300 bash tests/interop/run_hf_parity.sh "$BUILD" 2>&1 | tee -a "$OUT/interop.log"
+  rc=${PIPESTATUS[0]}; status+=("hf parity rc=$rc: $(grep parity: "$OUT/interop.log" | tail -1)")
 fi
 
 {

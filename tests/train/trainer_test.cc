@@ -167,6 +167,18 @@ TEST_F(TrainerTest, AFreshRunNeverOverwritesAnotherRunsCheckpoints) {
   EXPECT_TRUE(verify_checkpoint(o.run_dir + "/checkpoints/step-00000003").ok());
 }
 
+TEST_F(TrainerTest, ACudaDeviceThatCannotTrainIsRefusedAtStartNamingTheKey) {
+  // Without a GPU (CI) the device does not exist; with one, today's CUDA backend lacks model kernels.
+  // Either way the run must stop before training with one line naming train.device.
+  TrainRunOptions o;
+  o.run_dir = root_ + "/cuda-refused";
+  o.quiet = true;
+  auto run = run_training(config({"train.device=cuda"}), o);
+  ASSERT_FALSE(run.ok());
+  EXPECT_EQ(run.status().message().rfind("train.device cuda: ", 0), 0u) << run.status().message();
+  EXPECT_FALSE(fs::exists(o.run_dir + "/checkpoints"));
+}
+
 TEST_F(TrainerTest, ResumeWithoutACheckpointIsAClearError) {
   TrainRunOptions o;
   o.run_dir = root_ + "/empty-run";
