@@ -62,7 +62,7 @@ int run_eval(int argc, char** argv) {
     if (split != "val" && split != "train") return fail("eval", "--split must be val or train, got '" + split + "'");
     auto ds = data::TokenDataset::Open(*args->get("data"), split);
     if (!ds.ok()) return fail("eval", ds.status().message());
-    for (const auto& shard : (*ds)->shards()) tokens.insert(tokens.end(), shard.tokens(), shard.tokens() + shard.num_tokens());
+    tokens = (*ds)->all_tokens();
     if (const auto* s = (*ds)->meta().split(split)) bytes_per_token = s->bytes_per_token();
   } else {
     auto read = read_file(*args->get("text"));

@@ -48,4 +48,11 @@ StatusOr<std::shared_ptr<const TokenDataset>> TokenDataset::Open(const std::stri
   return std::shared_ptr<const TokenDataset>(std::move(dataset));
 }
 
+std::vector<int32_t> TokenDataset::all_tokens() const {
+  std::vector<int32_t> out;
+  out.reserve(num_tokens_);
+  for (const auto& shard : shards_) out.insert(out.end(), shard.tokens(), shard.tokens() + shard.num_tokens());
+  return out;
+}
+
 }  // namespace dtrn::data

@@ -62,16 +62,6 @@ Status truncate_metrics(const std::string& path, int64_t step) {
   return write_file_atomic(path, kept);
 }
 
-std::vector<int32_t> split_tokens(const data::TokenDataset& ds) {
-  std::vector<int32_t> out;
-  out.reserve(ds.num_tokens());
-  for (const auto& shard : ds.shards()) {
-    const uint16_t* p = shard.tokens();
-    out.insert(out.end(), p, p + shard.num_tokens());
-  }
-  return out;
-}
-
 // Runs one tiny DTRNet training step (forward, backward) on `device`; returns the error it raised, or ""
 // when the device's backend has every kernel the model needs.
 std::string training_gap(Device device) {
@@ -222,7 +212,7 @@ StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOption
   std::vector<int32_t> val_tokens;
   double val_bytes_per_token = 0;
   if (val_set) {
-    val_tokens = split_tokens(*val_set);
+    val_tokens = val_set->all_tokens();
     if (const auto* s = val_set->meta().split("val")) val_bytes_per_token = s->bytes_per_token();
   }
 

@@ -36,6 +36,8 @@ class TokenDataset {
   const DatasetMeta& meta() const { return meta_; }
   const std::vector<ShardFile>& shards() const { return shards_; }
   uint64_t num_tokens() const { return num_tokens_; }
+  // Every token of the split, shards in order (evaluation reads a split as one stream).
+  std::vector<int32_t> all_tokens() const;
 
  private:
   TokenDataset() = default;
