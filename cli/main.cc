@@ -5,6 +5,9 @@
 #include <string>
 
 #include "commands.h"
+#if DTRN_HAVE_COORDINATOR
+#include "service/service_commands.h"
+#endif
 
 namespace {
 
@@ -22,11 +25,17 @@ constexpr Command kCommands[] = {
     {"tokenize", "text on stdin -> GPT-2 token ids on stdout (--decode: the reverse)",
      dtrn::cli::run_tokenize},
     {"info", "what this build of dtrn holds: backends, devices, version", dtrn::cli::run_info},
+#if DTRN_HAVE_COORDINATOR
+    {"coordinator", "the service: schedules jobs, watches workers, exports telemetry", dtrn::cli::run_coordinator},
+    {"agent", "one per host: runs workers for a coordinator", dtrn::cli::run_agent},
+    {"submit", "send a job to a coordinator", dtrn::cli::run_submit},
+    {"launch", "run a job as local worker processes (embedded coordinator)", dtrn::cli::run_launch},
+#endif
 };
 
 void print_help(std::ostream& os) {
   os << "usage: dtrn <command> [options]   (dtrn <command> --help for details)\n\ncommands:\n";
-  for (const auto& c : kCommands) os << "  " << c.name << std::string(12 - std::strlen(c.name), ' ') << c.summary << "\n";
+  for (const auto& c : kCommands) os << "  " << c.name << std::string(13 - std::strlen(c.name), ' ') << c.summary << "\n";
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include "commands.h"
 #include "dtrn/train/job_config.h"
 #include "dtrn/train/trainer.h"
+#include "worker_link.h"
 
 namespace dtrn::cli {
 namespace {
@@ -47,6 +48,9 @@ int run_train(int argc, char** argv) {
   options.resume = args->has("resume");
   options.init_from = args->get_or("init-from", "");
   options.quiet = args->has("quiet");
+  auto telemetry = connect_worker_telemetry();  // set when an agent started this process
+  if (!telemetry.ok()) return fail("train", telemetry.status().message());
+  options.telemetry = telemetry->get();
   auto run = train::run_training(*config, options);
   if (!run.ok()) return fail("train", run.status().message());
   std::cout << "run directory: " << *run << "\n";

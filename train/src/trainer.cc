@@ -120,6 +120,19 @@ std::string format_rate(double tokens_per_s) {
   return buf;
 }
 
+// The telemetry view of a metrics.jsonl train line: one source for both, so they cannot disagree.
+StepStats step_stats(const nlohmann::json& line) {
+  StepStats s;
+  s.step = line["step"];
+  s.loss = line["loss"];
+  s.tokens_per_s = line["tokens_per_s"];
+  s.step_ms = line["step_ms"];
+  for (const auto& l : line["layers"]) {
+    s.layers.push_back({l["layer"], l["f"], l["s"], l["fallback"], l["starved"], l["saturated"]});
+  }
+  return s;
+}
+
 }  // namespace
 
 StarvationMonitor::Verdict StarvationMonitor::observe(int64_t layer, double f, bool fallback) {
@@ -230,11 +243,17 @@ StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOption
     auto path = save_checkpoint(run_dir, model, optimizer, progress, config_yaml, config.checkpoint.keep);
     if (!path.ok()) return path.status();
     log.line("checkpoint " + *path);
+    if (options.telemetry) options.telemetry->on_checkpoint(progress.step);
     return Status::Ok();
   };
 
+  if (options.telemetry) options.telemetry->on_phase("train", progress.step);
   try {
     for (int64_t step = progress.step; step < config.train.steps; ++step) {
+      if (options.telemetry && options.telemetry->stop_requested()) {
+        log.line("stopped at step " + std::to_string(progress.step) + " on request");
+        break;
+      }
       const auto t0 = std::chrono::steady_clock::now();
       const double lr = lr_at(step, config.train.warmup_steps, config.train.steps, config.train.lr,
                               config.train.min_lr);
@@ -300,6 +319,7 @@ StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOption
         fractions << buf;
       }
       line["layers"] = jl;
+      if (options.telemetry) options.telemetry->on_step(step_stats(line));
       metrics << line.dump() << "\n";
       metrics.flush();
       char text[256];
@@ -310,6 +330,7 @@ StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOption
 
       if (config.train.eval_every > 0 &&
           (progress.step % config.train.eval_every == 0 || progress.step == config.train.steps)) {
+        if (options.telemetry) options.telemetry->on_phase("eval", progress.step);
         EvalResult e = evaluate_tokens(model, val_tokens, config.train.micro_batch, config.train.eval_batches,
                                        val_bytes_per_token);
         nlohmann::json v = {{"kind", "val"}, {"step", progress.step}, {"loss", e.loss}, {"ppl", e.ppl},
@@ -323,12 +344,15 @@ StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOption
       }
       if ((config.checkpoint.every > 0 && progress.step % config.checkpoint.every == 0) ||
           progress.step == config.train.steps) {
+        if (options.telemetry) options.telemetry->on_phase("checkpoint", progress.step);
         DTRN_RETURN_IF_ERROR(save());
       }
+      if (options.telemetry) options.telemetry->on_phase("train", progress.step);
     }
   } catch (const Error& e) {
     return Status::Internal(e.what());
   }
+  if (options.telemetry) options.telemetry->on_phase("done", progress.step);
   return run_dir;
 }
 

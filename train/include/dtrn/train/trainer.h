@@ -15,6 +15,7 @@
 
 #include "dtrn/runtime/status.h"
 #include "dtrn/train/job_config.h"
+#include "dtrn/train/telemetry.h"
 
 namespace dtrn::train {
 
@@ -23,6 +24,7 @@ struct TrainRunOptions {
   bool resume = false;    // continue from the run directory's newest checkpoint
   std::string init_from;  // a safetensors file (dtrn export output or a dense Llama) to start from
   bool quiet = false;     // no per-step line on stdout (tests)
+  TelemetrySink* telemetry = nullptr;  // not owned; null: the run reports to its run directory only
 };
 
 // Tracks each D layer's starvation (f < threshold for `window` consecutive steps, or the fallback fired)

@@ -1,0 +1,34 @@
+// `dtrn agent`: one per host. Registers its slots with the coordinator, then polls it: starts the
+// workers it is given (each a `dtrn train` process told its coordinator, job, rank, generation and
+// secret through DTRN_* environment variables, see worker_client.h), stops the ones it is told to stop
+// (SIGTERM, SIGKILL after a grace period), and reports every exit with its status or signal. Workers die
+// with their agent (PR_SET_PDEATHSIG). When the coordinator restarts, the agent re-registers under the
+// same id and reports its live workers, which the coordinator adopts again.
+//
+// Files: WORK_DIR/<job>/rank-<r>-gen-<g>.yaml (the config handed over) and .log (the worker's stdout
+// and stderr). Not thread-safe: run() owns the calling thread.
+#pragma once
+
+#include <atomic>
+#include <string>
+
+#include "dtrn/coordinator/client.h"
+#include "dtrn/runtime/status.h"
+
+namespace dtrn::coordinator {
+
+struct AgentOptions {
+  ClientOptions coordinator;
+  std::string host;        // the name reported (default: this machine's host name)
+  int slots = 1;
+  std::string dtrn_binary; // default: this executable
+  std::string work_dir = "agent";
+  double poll_s = 0.3;
+  double stop_grace_s = 5;
+  bool verbose = true;     // one line per worker started, stopped or exited
+};
+
+// Runs until `*stop` becomes true, then stops its workers. Returns an error only for bad options.
+Status run_agent(const AgentOptions& options, const std::atomic<bool>* stop);
+
+}  // namespace dtrn::coordinator

@@ -1,0 +1,47 @@
+// The worker loop's window to the outside: run_training() reports each step's statistics, its phase and
+// its committed checkpoints to a TelemetrySink, and asks it whether to stop. train/ defines the interface
+// and never sees who implements it (coordinator/'s worker client does; cli/ wires the two), so a job runs
+// the same with or without a coordinator.
+//
+// Calls come from the training thread, between steps; an implementation must return quickly (queue and
+// send elsewhere) and must not throw. The sink outlives run_training().
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace dtrn::train {
+
+// One D layer in one step (dtrnet-spec.md, Per-layer statistics and Layer starvation).
+struct LayerStepStats {
+  int64_t layer = 0;
+  double f = 0;  // routed fraction, averaged over micro-batches
+  double s = 0;  // mean p_attn
+  bool fallback = false;
+  bool starved = false;
+  bool saturated = false;
+};
+
+struct StepStats {
+  int64_t step = 0;  // steps completed
+  double loss = 0;
+  double tokens_per_s = 0;
+  double step_ms = 0;
+  std::vector<LayerStepStats> layers;
+};
+
+class TelemetrySink {
+ public:
+  virtual ~TelemetrySink() = default;
+  // The loop entered a phase ("start", "train", "eval", "checkpoint", "done") at `step` steps completed:
+  // what a heartbeat carries, so a failure report can say where the worker was.
+  virtual void on_phase(const std::string& phase, int64_t step) = 0;
+  virtual void on_step(const StepStats& stats) = 0;
+  // A checkpoint of `step` is committed (its manifest written): a restart may resume from it.
+  virtual void on_checkpoint(int64_t step) = 0;
+  // Polled once per step: true ends the run cleanly after the step in progress.
+  virtual bool stop_requested() = 0;
+};
+
+}  // namespace dtrn::train
