@@ -206,7 +206,8 @@ StatusOr<std::string> Coordinator::submit(const v1::JobSpec& spec) {
   j.set_world_size(static_cast<int32_t>(config->parallel.dp * config->parallel.tp));
   j.set_run_dir(spec.run_dir().empty() ? store_.default_run_dir(id) : spec.run_dir());
   auto& stored = jobs_.emplace(id, std::move(job)).first->second;
-  set_state(stored, v1::JOB_STATE_PENDING, "waiting for " + std::to_string(j.world_size()) + " worker slot(s)");
+  set_state(stored, v1::JOB_STATE_PENDING,
+            "waiting for " + std::to_string(stored.data.job.world_size()) + " worker slot(s)");
   try_schedule(stored);
   return std::string(id);
 }

@@ -71,7 +71,7 @@ TEST(MetricsTest, PromtoolAcceptsTheExposition) {
   r.add_histogram("dtrn_step_duration_seconds", "Step time").add({{"rank", "0"}}, {0.1, 1}).observe(0.2);
   const std::string path = testing::temp_path("exposition.txt");
   std::ofstream(path) << r.serialize();
-  const testing::Run run = testing::run_command({promtool, "check", "metrics"}, path);
+  const testing::CommandResult run = testing::run_command({promtool, "check", "metrics"}, path);
   EXPECT_EQ(run.code, 0) << run.output;
   // promtool's linter names problems on its output; a clean exposition has none.
   EXPECT_EQ(run.output.find("counter metrics should have \"_total\" suffix"), std::string::npos) << run.output;

@@ -105,17 +105,17 @@ class Child {
   int status_ = -1;
 };
 
-struct Run {
+struct CommandResult {
   int code = -1;
   std::string output;
 };
 
 // Runs argv to completion (stdin from `stdin_path` when given) and returns its status and output.
-inline Run run_command(const std::vector<std::string>& argv, const std::string& stdin_path = "") {
+inline CommandResult run_command(const std::vector<std::string>& argv, const std::string& stdin_path = "") {
   static int runs = 0;
   const std::string log = temp_path("run-" + std::to_string(++runs) + ".log");
   Child child(argv, log, {}, stdin_path);
-  Run r;
+  CommandResult r;
   r.code = child.wait();
   r.output = slurp(log);
   return r;
