@@ -4,13 +4,17 @@
 # `make demo` run first.
 set -euo pipefail
 
-# Build and test toolchain, then libraries by module (runtime, data, trainer).
+# Build and test toolchain, then libraries by module (runtime, data, trainer, coordinator).
 packages=(
   g++ cmake ninja-build ccache pkg-config make
   libgtest-dev libgmock-dev
   libopenblas-openmp-dev
   libyaml-cpp-dev nlohmann-json3-dev
   libpcre2-dev
+  # coordinator: gRPC + protobuf, the HTTP server for /metrics and the dashboard; and what its tests run:
+  # a real Prometheus (with promtool), headless Chromium for the dashboard page, tmux for `dtrn top`.
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libcpp-httplib-dev
+  prometheus chromium tmux
 )
 
 missing=()
