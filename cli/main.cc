@@ -30,6 +30,7 @@ constexpr Command kCommands[] = {
     {"agent", "one per host: runs workers for a coordinator", dtrn::cli::run_agent},
     {"submit", "send a job to a coordinator", dtrn::cli::run_submit},
     {"launch", "run a job as local worker processes (embedded coordinator)", dtrn::cli::run_launch},
+    {"top", "live terminal view of a job: per-layer routing, workers, events", dtrn::cli::run_top},
 #endif
 };
 

@@ -17,6 +17,7 @@ int run_coordinator(int argc, char** argv);  // coordinator_command.cc
 int run_agent(int argc, char** argv);        // agent_command.cc
 int run_submit(int argc, char** argv);       // submit_command.cc
 int run_launch(int argc, char** argv);       // launch_command.cc
+int run_top(int argc, char** argv);          // top_command.cc
 
 // --coordinator ADDR, --auth-token-file F, --tls-ca F.
 std::vector<FlagSpec> client_flag_specs();

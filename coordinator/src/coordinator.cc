@@ -155,6 +155,13 @@ void Coordinator::persist(JobRecord& job) {
 }
 
 void Coordinator::publish(JobRecord& job, const v1::JobEvent& event) {
+  if (event.has_step()) {
+    job.history.push_back(event.step());
+    if (job.history.size() > kHistorySteps) job.history.pop_front();
+  } else if (event.has_log()) {
+    job.recent_logs.push_back(event);
+    if (job.recent_logs.size() > kRecentLogs) job.recent_logs.pop_front();
+  }
   auto& watchers = job.watchers;
   watchers.erase(std::remove_if(watchers.begin(), watchers.end(),
                                 [&](const std::weak_ptr<EventQueue>& w) {
@@ -224,6 +231,19 @@ std::vector<v1::Job> Coordinator::list() const {
   std::vector<v1::Job> out;
   for (const auto& [id, job] : jobs_) out.push_back(job_view(job));
   return out;
+}
+
+StatusOr<v1::JobHistory> Coordinator::history(const std::string& job_id, int64_t since_step) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return Status::NotFound("no job " + job_id);
+  v1::JobHistory h;
+  *h.mutable_job() = job_view(it->second);
+  for (const auto& s : it->second.history) {
+    if (s.step() > since_step) *h.add_steps() = s;
+  }
+  for (const auto& e : it->second.recent_logs) *h.add_events() = e;
+  return h;
 }
 
 bool Coordinator::is_terminal(const std::string& job_id) const {
@@ -306,6 +326,8 @@ bool Coordinator::try_schedule(JobRecord& job) {
   job.data.unique_id = random_bytes(128);
   job.workers.clear();
   job.pending_steps.clear();
+  // The new generation redoes the steps after the checkpoint: the dashboard's history forgets them.
+  while (!job.history.empty() && job.history.back().step() > j.checkpoint_step()) job.history.pop_back();
   const bool resume = j.checkpoint_step() > 0;
   for (int rank = 0; rank < world; ++rank) {
     WorkerSlot slot;

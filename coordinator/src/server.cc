@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "dtrn/runtime/file_io.h"
+#include "dashboard.h"
 #include "service.h"
 
 namespace dtrn::coordinator {
@@ -88,6 +89,27 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(const Serv
     Coordinator* c = server->coordinator_.get();
     impl.http.Get("/metrics", [c](const httplib::Request&, httplib::Response& res) {
       res.set_content(c->metrics().serialize(), "text/plain; version=0.0.4; charset=utf-8");
+    });
+    impl.http.Get("/", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content(dashboard_html(), "text/html; charset=utf-8");
+    });
+    impl.http.Get("/api/job", [c](const httplib::Request& req, httplib::Response& res) {
+      int64_t since = 0;
+      try {
+        since = req.has_param("since") ? std::stoll(req.get_param_value("since")) : 0;
+      } catch (const std::exception&) {
+        res.status = 400;
+        return;
+      }
+      auto h = c->history(req.get_param_value("id"), since);
+      if (!h.ok()) {
+        res.status = 404;
+        res.set_content(h.status().message(), "text/plain");
+        return;
+      }
+      std::string json;
+      (void)google::protobuf::util::MessageToJsonString(*h, &json);
+      res.set_content(json, "application/json");
     });
     impl.http.Get("/api/jobs", [c](const httplib::Request&, httplib::Response& res) {
       v1::ListJobsResponse list;

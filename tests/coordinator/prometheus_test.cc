@@ -70,6 +70,34 @@ TEST_F(PrometheusTest, PrometheusScrapesThePerLayerSeriesOfAJob) {
   EXPECT_EQ(series["metric"]["layer"], "1");
   const double f = std::stod(series["value"][1].get<std::string>());
   EXPECT_DOUBLE_EQ(f, metric("dtrn_layer_routed_fraction{job=\"" + id + "\",layer=\"1\"}"));
+
+  // Every query of the Grafana dashboard returns data for this job, once rates have two samples.
+  const auto query = [&](const std::string& promql) {
+    httplib::Params params = {{"query", promql}};
+    auto res = http.Post("/api/v1/query", params);
+    nlohmann::json j = res ? nlohmann::json::parse(res->body, nullptr, false) : nlohmann::json();
+    return j.is_discarded() || j.is_null() ? nlohmann::json() : j;
+  };
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto j = query("count_over_time(dtrn_job_step{job=\"" + id + "\"}[1m]) >= 3");
+        return !j.is_null() && !j["data"]["result"].empty();
+      },
+      30));
+  const auto dashboard = nlohmann::json::parse(slurp(std::string(DTRN_SOURCE_DIR) + "/deploy/grafana/dtrn.json"));
+  int queries = 0;
+  for (const auto& panel : dashboard["panels"]) {
+    for (const auto& target : panel["targets"]) {
+      std::string expr = target["expr"];
+      for (size_t at; (at = expr.find("$job")) != std::string::npos;) expr.replace(at, 4, id);
+      const auto j = query(expr);
+      ASSERT_FALSE(j.is_null()) << expr;
+      EXPECT_EQ(j["status"], "success") << expr << ": " << j.dump();
+      EXPECT_FALSE(j["data"]["result"].empty()) << panel["title"] << ": " << expr << " returned nothing";
+      ++queries;
+    }
+  }
+  EXPECT_EQ(queries, 16);
 }
 
 }  // namespace

@@ -71,6 +71,8 @@ class Coordinator {
   // The job's current state as the first event, then every later event; NotFound for an unknown job.
   StatusOr<std::shared_ptr<EventQueue>> watch(const std::string& job_id);
   bool is_terminal(const std::string& job_id) const;
+  // The dashboard's view: the job, its step summaries after `since_step`, its recent log lines.
+  StatusOr<v1::JobHistory> history(const std::string& job_id, int64_t since_step) const;
 
   // Agents.
   std::string register_agent(const std::string& host, int slots, const std::string& agent_id);
@@ -115,7 +117,11 @@ class Coordinator {
     std::map<int, std::pair<bool, bool>> routing_verdicts;  // layer -> (starved, saturated) last seen
     int64_t step = 0;
     std::vector<std::weak_ptr<EventQueue>> watchers;
+    std::deque<v1::StepSummary> history;  // the newest kHistorySteps
+    std::deque<v1::JobEvent> recent_logs;  // the newest kRecentLogs
   };
+  static constexpr size_t kHistorySteps = 5000;
+  static constexpr size_t kRecentLogs = 200;
   struct AgentRecord {
     std::string id, host;
     int slots = 0;
