@@ -103,3 +103,27 @@ TEST_F(JobLifecycleTest, CoordinatorKilledAndRestartedOnItsStateDirKeepsTheJob) 
 
 }  // namespace
 }  // namespace dtrn::coordinator::testing
+
+namespace dtrn::coordinator::testing {
+namespace {
+
+TEST_F(JobLifecycleTest, LaunchRunsAJobThroughAnEmbeddedCoordinatorAndAgent) {
+  const std::string run = dir("run");
+  const CommandResult r = run_command({kDtrn, "launch", "--config", job_yaml(20), "--nproc", "1", "--run-dir", run,
+                                       "--state-dir", dir("state")});
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("launch: dashboard http://127.0.0.1:"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("launch: live view: dtrn top --coordinator 127.0.0.1:"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("job job-000001 succeeded"), std::string::npos) << r.output;
+  EXPECT_EQ(metrics_without_timing(run), metrics_without_timing(root_ + "/direct"));
+}
+
+TEST_F(JobLifecycleTest, LaunchRefusesFewerSlotsThanRanks) {
+  const CommandResult r = run_command({kDtrn, "launch", "--config", job_yaml(20), "--nproc", "1", "--set",
+                                       "parallel.dp=2", "--set", "train.global_batch=2"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.output.find("--nproc 1 is fewer than the job's dp x tp = 2 ranks"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace dtrn::coordinator::testing
