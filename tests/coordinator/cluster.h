@@ -67,8 +67,18 @@ inline const std::string kDtrn = DTRN_BINARY;
 // checkpoints every 5 steps so restarts have something to resume from.
 class ClusterTest : public ::testing::Test {
  protected:
+  // The dataset and the direct run are shared by every test process of this build (ctest runs each test
+  // in its own process): built once into a folder named after the dtrn binary's modification time, by
+  // whichever process comes first, and renamed into place whole so that no process sees half of it.
   static void SetUpTestSuite() {
-    root_ = temp_path("cluster");
+    const fs::path build = fs::path(kDtrn).parent_path().parent_path();
+    const auto stamp = fs::last_write_time(kDtrn).time_since_epoch().count();
+    root_ = (build / "test-fixtures" / ("coordinator-" + std::to_string(stamp))).string();
+    if (fs::exists(root_ + "/direct/metrics.jsonl")) return;
+    const std::string final_root = root_;
+    root_ = final_root + ".tmp-" + std::to_string(::getpid());
+    fs::remove_all(root_);
+    fs::create_directories(root_);
     auto tok = data::Tokenizer::Load(std::string(DTRN_SOURCE_DIR) + "/.assets/tokenizer");
     ASSERT_TRUE(tok.ok()) << tok.status().message() << " (run `make assets`)";
     const std::string corpus = std::string(DTRN_SOURCE_DIR) + "/.assets/corpus/gutenberg/";
@@ -82,9 +92,15 @@ class ClusterTest : public ::testing::Test {
     std::ofstream(job_yaml(20)) << job_config(20);
     const CommandResult direct = run_command({kDtrn, "train", "--config", job_yaml(20), "--run-dir", root_ + "/direct", "--quiet"});
     ASSERT_EQ(direct.code, 0) << direct.output;
+    // The job file as it must read once in place (its data path is the final one), written before the rename.
+    const std::string building = root_;
+    root_ = final_root;
+    const std::string final_yaml = job_config(20);
+    std::ofstream(building + "/job-20.yaml") << final_yaml;
+    std::error_code ec;
+    fs::rename(building, final_root, ec);  // fails when another process got there first: use its copy
+    if (ec) fs::remove_all(building);
   }
-  static void TearDownTestSuite() { fs::remove_all(root_); }
-
   static std::string job_config(int steps) {
     return "model: {d_model: 32, n_layers: 4, n_heads: 2, n_kv_heads: 1, d_ff: 64, seq_len: 16, layout: TDTT}\n"
            "train: {steps: " + std::to_string(steps) + ", micro_batch: 1, global_batch: 1, lr: 3.0e-3, min_lr: 3.0e-4,\n"
@@ -99,9 +115,11 @@ class ClusterTest : public ::testing::Test {
     coordinator_.reset();
   }
 
+  // Per test and process: state directories, run directories, logs. Removed with the process's temp folder.
   std::string dir(const std::string& name) const {
-    return root_ + "/" + ::testing::UnitTest::GetInstance()->current_test_info()->name() + "-" + name;
+    return temp_path(std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "-" + name);
   }
+  static void TearDownTestSuite() { fs::remove_all(fs::path(temp_path("x")).parent_path()); }
 
   // Starts `dtrn coordinator` on `port` (0: any) with `extra` flags; returns its gRPC port.
   int start_coordinator(const std::vector<std::string>& extra = {}, int port = 0) {
