@@ -78,9 +78,10 @@ TEST_F(JobLifecycleTest, SilentWorkerFailsByHeartbeatTimeoutNamingItsStepAndPhas
   EXPECT_NE(job.message().find("phase train"), std::string::npos) << job.message();
   EXPECT_NE(job.message().find("no restarts left"), std::string::npos) << job.message();
   // The timeout runs from the last heartbeat, sent at most 1 s (the heartbeat period) before SIGSTOP;
-  // the coordinator checks every 0.2 s. So 3 - 1 <= detected <= 3 + 0.2, with 0.5 s for a busy machine.
+  // the coordinator checks every 0.2 s. So 3 - 1 <= detected <= 3 + 0.2, with 1 s for a busy 2-core CI
+  // machine (this test polls GetJob every 50 ms too).
   EXPECT_GE(detected_s, 2.0 - 0.1);
-  EXPECT_LT(detected_s, 3.2 + 0.5);
+  EXPECT_LT(detected_s, 3.2 + 1.0);
   ::kill(pid, SIGCONT);
 }
 
