@@ -128,3 +128,29 @@ TEST_F(JobLifecycleTest, LaunchRefusesFewerSlotsThanRanks) {
 
 }  // namespace
 }  // namespace dtrn::coordinator::testing
+
+namespace dtrn::coordinator::testing {
+namespace {
+
+TEST_F(JobLifecycleTest, LostAgentFailsItsWorkersAndANewAgentResumesTheJob) {
+  start_coordinator();
+  start_agent();
+  const std::string run = dir("run");
+  const std::string id = submit(20, run);
+  ASSERT_TRUE(eventually([&] { return get(id).checkpoint_step() >= 5; }, 120));
+  const int worker = get(id).workers(0).pid();
+  agent_->kill(SIGKILL);  // the host is gone: its worker dies with it (PR_SET_PDEATHSIG)
+  EXPECT_TRUE(eventually([&] { return ::kill(worker, 0) != 0; }, 5)) << "the worker outlived its agent";
+  // The agent's silence (3 s) fails its rank; with no agent left the job waits for slots.
+  ASSERT_TRUE(eventually([&] { return get(id).state() == v1::JOB_STATE_RESTARTING; }, 10)) << get(id).DebugString();
+  EXPECT_NE(get(id).message().find("lost its agent"), std::string::npos) << get(id).message();
+  std::this_thread::sleep_for(std::chrono::seconds(1));  // past the 0.5 s back-off: still no slots
+  EXPECT_EQ(get(id).state(), v1::JOB_STATE_RESTARTING);
+  start_agent();
+  ASSERT_TRUE(wait_state(id, v1::JOB_STATE_SUCCEEDED, 120)) << get(id).DebugString();
+  EXPECT_EQ(get(id).generation(), 2);
+  EXPECT_EQ(metrics_without_timing(run), metrics_without_timing(root_ + "/direct"));
+}
+
+}  // namespace
+}  // namespace dtrn::coordinator::testing
