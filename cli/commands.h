@@ -13,6 +13,7 @@ int run_info(int argc, char** argv);      // info_command.cc
 int run_train(int argc, char** argv);     // train_command.cc
 int run_eval(int argc, char** argv);      // eval_command.cc
 int run_export(int argc, char** argv);    // export_command.cc
+int run_bench(int argc, char** argv);     // bench_command.cc
 
 // The tokenizer named by --tokenizer-dir, else the default folder (tokenize_command.cc). Shared by
 // the commands that read text.

@@ -31,10 +31,27 @@ struct Plan {
   cublasLtMatmulAlgo_t algo{};
 };
 
+// Note [Plans for products whose M changes every call]
+// A D block's packed products have M = the routed count, which changes every micro-batch. Timing
+// candidates for each new M would stall every step and grow the cache without end. So an algorithm is
+// timed once per M bucket (M rounded up to a power of two): a product of an M seen before reuses its
+// plan; one of a new M in a timed bucket makes fresh layouts and reuses the bucket's algorithm when
+// cuBLASLt confirms it supports the exact shape (cublasLtMatmulAlgoCheck), else takes the heuristic's
+// first choice, untimed. Exact plans are bounded: past kMaxPlans they are all released (the timed
+// algorithms, a few bytes each, are kept).
+constexpr size_t kMaxPlans = 1024;
+
 struct PlanCache {
   std::mutex mutex;
-  std::map<PlanKey, Plan> plans;  // never evicted: a model has a few dozen distinct products
+  std::map<PlanKey, Plan> plans;
+  std::map<PlanKey, cublasLtMatmulAlgo_t> timed;  // by bucket key
 };
+
+int64_t m_bucket(int64_t m) {
+  int64_t b = 16;
+  while (b < m) b *= 2;
+  return b;
+}
 
 PlanCache& plan_cache() {
   static PlanCache* cache = new PlanCache();  // leaked: see cuda_context.h
@@ -131,7 +148,10 @@ int fastest_candidate(const Plan& plan, const PlanKey& key, DeviceContext& ctx,
   return best;
 }
 
-Plan make_plan(const PlanKey& key, DeviceContext& ctx, const void* a, const void* b) {
+// `known`: an algorithm timed for this product's bucket, used when it supports the exact shape;
+// `time_candidates`: otherwise whether to time the heuristic's candidates (else take its first).
+Plan make_plan(const PlanKey& key, DeviceContext& ctx, const void* a, const void* b,
+               const cublasLtMatmulAlgo_t* known, bool time_candidates) {
   cudaDataType_t data_type = CUDA_R_32F, scale_type = CUDA_R_32F;
   cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
   switch (key.dtype) {
@@ -161,6 +181,15 @@ Plan make_plan(const PlanKey& key, DeviceContext& ctx, const void* a, const void
                               : make_layout(data_type, key.k, key.m, key.batch, key.stride_a);
   plan.layout_c = make_layout(data_type, key.n, key.m, key.batch, key.stride_c);
 
+  if (known != nullptr) {
+    cublasLtMatmulHeuristicResult_t check{};
+    if (cublasLtMatmulAlgoCheck(ctx.cublaslt, plan.op, plan.layout_a, plan.layout_b, plan.layout_c,
+                                plan.layout_c, known, &check) == CUBLAS_STATUS_SUCCESS &&
+        check.workspaceSize <= ctx.workspace_bytes) {
+      plan.algo = *known;
+      return plan;
+    }
+  }
   cublasLtMatmulPreference_t pref = nullptr;
   CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   const uint64_t workspace = ctx.workspace_bytes;
@@ -175,7 +204,7 @@ Plan make_plan(const PlanKey& key, DeviceContext& ctx, const void* a, const void
                                                     &key.align_c, sizeof(key.align_c)));
   CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                                                     &key.align_c, sizeof(key.align_c)));
-  std::vector<cublasLtMatmulHeuristicResult_t> results(autotune_enabled() ? kCandidates : 1);
+  std::vector<cublasLtMatmulHeuristicResult_t> results(time_candidates ? kCandidates : 1);
   int found = 0;
   const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
       ctx.cublaslt, plan.op, plan.layout_a, plan.layout_b, plan.layout_c, plan.layout_c, pref,
@@ -218,7 +247,20 @@ void cublaslt_gemm(const GemmArgs& args, DType dtype, const void* a, const void*
     PlanCache& cache = plan_cache();
     std::lock_guard<std::mutex> lock(cache.mutex);
     auto it = cache.plans.find(key);
-    if (it == cache.plans.end()) it = cache.plans.emplace(key, make_plan(key, ctx, a, b)).first;
+    if (it == cache.plans.end()) {
+      if (cache.plans.size() >= kMaxPlans) {
+        for (auto& [k, p] : cache.plans) destroy(p);
+        cache.plans.clear();
+      }
+      PlanKey bucket = key;
+      bucket.m = m_bucket(key.m);
+      auto timed = cache.timed.find(bucket);
+      const bool first_of_bucket = timed == cache.timed.end();
+      Plan made = make_plan(key, ctx, a, b, first_of_bucket ? nullptr : &timed->second,
+                            first_of_bucket && autotune_enabled());
+      if (first_of_bucket) cache.timed.emplace(bucket, made.algo);
+      it = cache.plans.emplace(key, made).first;
+    }
     plan = it->second;
   }
 
