@@ -75,8 +75,12 @@ void Backend::cross_entropy(const Tensor&, const Tensor&, int64_t, int64_t, cons
   missing(*this, "cross_entropy");
 }
 void Backend::cross_entropy_backward(const Tensor&, const Tensor&, int64_t, int64_t, const Tensor&,
-                                     double, const Tensor&) {
+                                     const Tensor&, double, const Tensor&) {
   missing(*this, "cross_entropy_backward");
+}
+void Backend::cross_entropy_fused(const Tensor&, const Tensor&, int64_t, int64_t, double,
+                                  const Tensor&, const Tensor&, const Tensor&) {
+  missing(*this, "cross_entropy_fused");
 }
 void Backend::adamw(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const AdamWArgs&) {
   missing(*this, "adamw");

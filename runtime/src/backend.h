@@ -107,14 +107,22 @@ class Backend {
                                   const Tensor& lse, const Tensor& dout, const Tensor& dq,
                                   const Tensor& dk, const Tensor& dv);
 
-  // ---- Cross-entropy. logits [N, V]; targets [N]. losses [N] and lse [N] in f32 (f64 for f64 logits);
-  // ignored rows get loss 0. Backward: dlogits = grad_scale * (softmax - onehot) for kept rows, 0 for
-  // ignored rows and for padded classes >= num_classes.
+  // ---- Cross-entropy. logits [N, V]; targets [N], each ignore_index or in [0, num_classes); only the
+  // first num_classes columns take part (the rest is vocabulary padding). losses [N] and lse [N] in f32
+  // (f64 for f64 logits); ignored rows get loss 0 and lse 0.
   virtual void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                              int64_t num_classes, const Tensor& losses, const Tensor& lse);
+  // dlogits = grad * scale * (softmax - onehot) for kept rows; 0 for ignored rows and for padded
+  // classes. grad is the upstream gradient: one f32 or f64 element on this device, read there (no
+  // host synchronisation); scale is typically 1 / (kept rows).
   virtual void cross_entropy_backward(const Tensor& logits, const Tensor& targets,
                                       int64_t ignore_index, int64_t num_classes, const Tensor& lse,
-                                      double grad_scale, const Tensor& dlogits);
+                                      const Tensor& grad, double scale, const Tensor& dlogits);
+  // cross_entropy and cross_entropy_backward with grad 1 in one pass over the logits: writes losses,
+  // lse and dlogits = scale * (softmax - onehot). dlogits may be logits itself (in place).
+  virtual void cross_entropy_fused(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                                   int64_t num_classes, double scale, const Tensor& losses,
+                                   const Tensor& lse, const Tensor& dlogits);
 
   // ---- Optimizer: one AdamW update of param with grad, moments m and v (f32), in place.
   virtual void adamw(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,

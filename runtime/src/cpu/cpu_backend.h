@@ -56,8 +56,11 @@ class CpuBackend final : public Backend {
   void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                      int64_t num_classes, const Tensor& losses, const Tensor& lse) override;
   void cross_entropy_backward(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
-                              int64_t num_classes, const Tensor& lse, double grad_scale,
-                              const Tensor& dlogits) override;
+                              int64_t num_classes, const Tensor& lse, const Tensor& grad,
+                              double scale, const Tensor& dlogits) override;
+  void cross_entropy_fused(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                           int64_t num_classes, double scale, const Tensor& losses,
+                           const Tensor& lse, const Tensor& dlogits) override;
 
   void adamw(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
              const AdamWArgs& args) override;

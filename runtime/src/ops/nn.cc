@@ -143,9 +143,10 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
       [l, tg, lse, ignore_index, classes, count](const Tensor& grad) -> std::vector<Tensor> {
         if (count == 0) return {Tensor::zeros(l.shape(), l.dtype(), l.device()), Tensor()};
         Tensor dlogits = Tensor::empty(l.shape(), l.dtype(), l.device());
-        const double grad_scale = grad.item() / static_cast<double>(count);
-        backend_of(l).cross_entropy_backward(l, tg, ignore_index, classes, lse, grad_scale,
-                                             dlogits);
+        // The upstream gradient stays on the device: the kernel reads it (no host synchronisation).
+        Tensor upstream = grad.detach().to(lse.dtype()).contiguous();
+        backend_of(l).cross_entropy_backward(l, tg, ignore_index, classes, lse, upstream,
+                                             1.0 / static_cast<double>(count), dlogits);
         return {dlogits, Tensor()};
       });
 }
