@@ -1,6 +1,6 @@
 // The CUDA backend: device memory from the caching allocator, host<->device copies, and the kernels of
 // backend.h that exist on the GPU so far (fill, strided converting copy, random fill, binary elementwise,
-// gemm through cuBLASLt). Every other kernel inherits the loud default of backend.h.
+// gemm through cuBLASLt, packed causal attention). Every other kernel inherits the loud default of backend.h.
 //
 // Each kernel runs on the device of its tensors, queued on that device's one stream (Note [One stream
 // per device] in cuda_context.h); kernels return once the work is queued, except the host copies, which
@@ -30,6 +30,13 @@ class CudaBackend final : public Backend {
   void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) override;
 
   void gemm(const GemmArgs& args, const Tensor& a, const Tensor& b, const Tensor& c) override;
+
+  // Defined in cuda_backend_attention.cc (kernels behind cuda/attention.h).
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& cu_seqlens,
+                 double scale, const Tensor& out, const Tensor& lse) override;
+  void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& cu_seqlens,
+                          double scale, const Tensor& out, const Tensor& lse, const Tensor& dout,
+                          const Tensor& dq, const Tensor& dk, const Tensor& dv) override;
 };
 
 CudaBackend& cuda_backend();
