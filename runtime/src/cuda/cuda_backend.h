@@ -2,6 +2,8 @@
 // backend.h that exist on the GPU so far (fill, strided converting copy, random fill, binary elementwise,
 // gemm through cuBLASLt, and the training kernels below). Every other kernel inherits the loud default
 // of backend.h.
+
+// gemm through cuBLASLt, packed causal attention). Every other kernel inherits the loud default of backend.h.
 //
 // Each kernel runs on the device of its tensors, queued on that device's one stream (Note [One stream
 // per device] in cuda_context.h); kernels return once the work is queued, except the host copies, which
@@ -82,6 +84,13 @@ class CudaBackend final : public Backend {
   void cross_entropy_fused(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                            int64_t num_classes, double scale, const Tensor& losses,
                            const Tensor& lse, const Tensor& dlogits) override;
+
+  // Defined in cuda_backend_attention.cc (kernels behind cuda/attention.h).
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& cu_seqlens,
+                 double scale, const Tensor& out, const Tensor& lse) override;
+  void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& cu_seqlens,
+                          double scale, const Tensor& out, const Tensor& lse, const Tensor& dout,
+                          const Tensor& dq, const Tensor& dk, const Tensor& dv) override;
 };
 
 CudaBackend& cuda_backend();

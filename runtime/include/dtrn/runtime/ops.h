@@ -64,7 +64,9 @@ Tensor softmax(const Tensor& x);
 // Causal attention over packed variable-length sequences (the flash-attn "varlen" form).
 // q: [N, H, D], k, v: [N, G, D]; cu_seqlens: i32 [S+1], 0 = cu[0] <= ... <= cu[S] = N. Within sequence s
 // (rows cu[s]..cu[s+1]-1, in position order) row i attends to rows j <= i of the same sequence only.
-// Query head h reads key/value head h / (H / G). Scale 1/sqrt(D). -> [N, H, D].
+// Query head h reads key/value head h / (H / G). Scale 1/sqrt(D). -> [N, H, D]. cu_seqlens lives on
+// q's device; on a GPU it is never read back to the host, so invalid offsets there are not reported
+// (the rows they leave out are unspecified).
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& cu_seqlens);
 // Dense causal attention: q [B, T, H, D], k, v [B, T, G, D] -> [B, T, H, D]; attention() with S = B.
 Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v);
