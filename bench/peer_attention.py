@@ -47,8 +47,10 @@ def run(b, t, h, g, d, expand):
         x.requires_grad_(True)
     dout = torch.rand_like(q) * 2 - 1
 
+    extra = {"enable_gqa": True} if gqa else {}
+
     def forward():
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, **extra)
 
     def forward_backward():
         forward().backward(dout)
