@@ -78,26 +78,35 @@ struct Outputs {
   Tensor out, lse, dq, dk, dv;
 };
 
-// The forward and backward kernels of `device`'s backend on copies of the inputs converted to `dtype`,
-// outputs poisoned with NaN first.
-Outputs run_kernels(const Inputs& in, Device device, DType dtype) {
+// Copies of the inputs converted to `dtype` on `device`.
+Inputs on_device(const Inputs& in, Device device, DType dtype) {
   const auto put = [&](const Tensor& t) { return t.to(dtype).to(device).contiguous(); };
-  const Tensor q = put(in.q), k = put(in.k), v = put(in.v), dout = put(in.dout);
-  const Tensor cu = in.cu_seqlens.to(device);
+  return {put(in.q), put(in.k), put(in.v), put(in.dout), in.cu_seqlens.to(device)};
+}
+
+// The forward and backward kernels of the inputs' backend, outputs poisoned with NaN first.
+Outputs run_kernels(const Inputs& x) {
+  const Device device = x.q.device();
+  const DType dtype = x.q.dtype();
   const auto poisoned = [&](const Shape& shape, DType type) {
     Tensor t = Tensor::empty(shape, type, device);
     t.fill_(std::nan(""));
     return t;
   };
-  const int64_t n = q.size(0), h = q.size(1);
+  const int64_t n = x.q.size(0), h = x.q.size(1);
   const DType stats = dtype == DType::kF64 ? DType::kF64 : DType::kF32;
-  Outputs o{poisoned(q.shape(), dtype), poisoned({h, n}, stats), poisoned(q.shape(), dtype),
-            poisoned(k.shape(), dtype), poisoned(k.shape(), dtype)};
-  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(2)));
+  Outputs o{poisoned(x.q.shape(), dtype), poisoned({h, n}, stats), poisoned(x.q.shape(), dtype),
+            poisoned(x.k.shape(), dtype), poisoned(x.k.shape(), dtype)};
+  const double scale = 1.0 / std::sqrt(static_cast<double>(x.q.size(2)));
   Backend& backend = backend_for(device);
-  backend.attention(q, k, v, cu, scale, o.out, o.lse);
-  backend.attention_backward(q, k, v, cu, scale, o.out, o.lse, dout, o.dq, o.dk, o.dv);
+  backend.attention(x.q, x.k, x.v, x.cu_seqlens, scale, o.out, o.lse);
+  backend.attention_backward(x.q, x.k, x.v, x.cu_seqlens, scale, o.out, o.lse, x.dout, o.dq, o.dk,
+                             o.dv);
   return o;
+}
+
+Outputs run_kernels(const Inputs& in, Device device, DType dtype) {
+  return run_kernels(on_device(in, device, dtype));
 }
 
 Outputs reference(const Inputs& in) { return run_kernels(in, Device::cpu(), DType::kF64); }
@@ -133,16 +142,18 @@ void expect_close(const Tensor& got_t, const Tensor& want_t, Tolerance tol, cons
       << what << ": relative norm error " << std::sqrt(sq_diff / sq_want);
 }
 
-void expect_matches_reference(const Problem& p, Tolerance tol, uint64_t seed) {
-  SCOPED_TRACE(describe(p));
-  const Inputs in = make_inputs(p, seed);
-  const Outputs want = reference(in);
-  const Outputs got = run_kernels(in, kGpu, p.dtype);
+void expect_outputs_close(const Outputs& got, const Outputs& want, Tolerance tol) {
   expect_close(got.out, want.out, tol, "out");
   expect_close(got.lse, want.lse, tol, "lse");
   expect_close(got.dq, want.dq, tol, "dq");
   expect_close(got.dk, want.dk, tol, "dk");
   expect_close(got.dv, want.dv, tol, "dv");
+}
+
+void expect_matches_reference(const Problem& p, Tolerance tol, uint64_t seed) {
+  SCOPED_TRACE(describe(p));
+  const Inputs in = make_inputs(p, seed);
+  expect_outputs_close(run_kernels(in, kGpu, p.dtype), reference(in), tol);
 }
 
 // f32 kernels accumulate in f32: a dot product of D <= 256 terms and softmax sums of a few hundred
@@ -241,6 +252,23 @@ TEST(CudaAttention, KernelSwitchSelectsADifferentPath) {
     EXPECT_THAT([&] { run_kernels(in, kGpu, DType::kBF16); },
                 ::testing::ThrowsMessage<Error>(::testing::HasSubstr("DTRN_ATTENTION_KERNEL")));
   }
+}
+
+// The tensor cores need 16-byte aligned rows; a contiguous view 2 bytes into its storage must take the
+// generic kernels and still be right.
+TEST(CudaAttention, MisalignedBf16OperandsTakeTheGenericKernels) {
+  REQUIRE_GPU();
+  const Problem p{kMixed, 6, 2, 64, DType::kBF16};
+  SCOPED_TRACE(describe(p));
+  const Inputs in = make_inputs(p, 95);
+  Inputs x = on_device(in, kGpu, DType::kBF16);
+  const Tensor storage = Tensor::empty({x.q.numel() + 1}, DType::kBF16, kGpu);
+  const Tensor shifted = storage.narrow(0, 1, x.q.numel()).reshape(x.q.shape());
+  ASSERT_TRUE(shifted.is_contiguous());
+  shifted.copy_(x.q);
+  x.q = shifted;
+  const Outputs got = run_kernels(x), want = reference(in);
+  expect_outputs_close(got, want, kBf16);
 }
 
 bool same_bits(const Tensor& a, const Tensor& b) {

@@ -15,13 +15,14 @@
 //
 // Two implementations sit behind the same launchers:
 //   generic      tiled flash attention with FMA arithmetic (f32 accumulation, f64 for f64), any D <= 256,
-//                every element type (attention_generic_*.cu). The f32 training path and the anchor.
+//                every element type (attention_generic.cuh, in attention_forward.cu and
+//                attention_backward.cu). The f32 training path and the correctness anchor.
 //   tensor core  bf16 with D = 64 or 128, 16-byte aligned pointers: FlashAttention-2 on mma.sync m16n8k16
 //                bf16 -> f32 with ldmatrix and cp.async double buffering (attention_tc_*.cu).
 // The backward of both is deterministic (no atomics; every sum in a fixed order): a preprocess
 // delta = rowsum(dout * out), then one kernel per (KV head, key tile) writing dk and dv, summing over
-// the query tiles and then the H/G query heads of its group in order, and one per (query head, query
-// tile) writing dq. Both reuse the forward's lse; neither recomputes it.
+// the H/G query heads of its group in order and, within each, over the query tiles in order, and one
+// per (query head, query tile) writing dq. Both reuse the forward's lse; neither recomputes it.
 //
 // Environment: DTRN_ATTENTION_KERNEL=generic forces the generic kernels for bf16 too (A/B checks);
 // unset, empty or "auto" picks the tensor cores where they apply. cuda_backend_attention.cc reads it on
@@ -49,11 +50,6 @@ struct AttentionShape {
   int num_seqs = 0;  // S: cu_seqlens holds S + 1 offsets
   double scale = 0;  // multiplies q . k
 };
-
-// True when `kernel` with these operands runs on the tensor cores (for tests and benchmarks to say
-// which path they measure).
-bool attention_uses_tensor_cores(ElemType type, const AttentionShape& shape, AttentionKernel kernel,
-                                 const void* const* pointers, int num_pointers);
 
 // out [N, H, D] and lse [H, N] of every row of every sequence.
 void launch_attention_forward(ElemType type, const AttentionShape& shape, AttentionKernel kernel,

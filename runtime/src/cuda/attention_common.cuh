@@ -85,6 +85,11 @@ __device__ inline SeqTile locate_tile(const int32_t* cu, int num_seqs, int64_t n
   return found;
 }
 
+// Whether `kernel` runs on the tensor cores for this element type, shape and these operand pointers
+// (bf16, D = 64 or 128, every pointer 16-byte aligned, not forced generic).
+bool attention_uses_tensor_cores(ElemType type, const AttentionShape& shape, AttentionKernel kernel,
+                                 const void* const* pointers, int num_pointers);
+
 // The per-implementation launchers (same arguments as attention.h's, types already checked).
 void generic_attention_forward(ElemType type, const AttentionShape& shape, const void* q,
                                const void* k, const void* v, const int32_t* cu_seqlens, void* out,
