@@ -6,6 +6,7 @@
 #   STAGES="build tests" bash bench/gpu_suite.sh        # the default
 #   STAGES="build bench peers" bash bench/gpu_suite.sh  # bench/RESULTS.md's training table
 #   STAGES="build train" bash bench/gpu_suite.sh        # 360m bilayer on the corpus
+#   STAGES="build attn" bash bench/gpu_suite.sh         # attention kernels beside torch SDPA
 #
 # The device call carries .assets/tokenizer, .assets/corpus (the tests' and the train stage's data),
 # .deps (libpcre2-dev, which the machine lacks) and .peer (a copy of ../shared/peer, which does not travel).
@@ -57,6 +58,12 @@ if has tests; then
     status+=("$suite rc=$rc: $ok passed, $bad failed, $skip skipped ($((SECONDS - start)) s)")
     grep -E '^\[  FAILED  \] [A-Za-z].*\(' "$OUT/$suite.log" | sed 's/^/  /'
   done
+fi
+
+if has attn; then
+  step "attention: dtrn's kernels beside torch SDPA"
+  timeout 180 "$BUILD/bin/attention_bench" 2>&1 | tee "$OUT/attention_bench.log"
+  PYTHONUNBUFFERED=1 timeout 180 python3 bench/peer_attention.py 2>&1 | tee -a "$OUT/attention_bench.log"
 fi
 
 dtrn="$BUILD/bin/dtrn"
