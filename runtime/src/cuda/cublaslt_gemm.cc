@@ -32,10 +32,11 @@ struct Plan {
 };
 
 // Note [Plans for products whose M changes every call]
-// A D block's packed products have M = the routed count, which changes every micro-batch. Timing
-// candidates for each new M would stall every step and grow the cache without end. So an algorithm is
-// timed once per M bucket (M rounded up to a power of two): a product of an M seen before reuses its
-// plan; one of a new M in a timed bucket makes fresh layouts and reuses the bucket's algorithm when
+// A D block's packed products have M = the routed count, which changes every micro-batch (and K = the
+// routed count in their weight gradients). Timing candidates for each new size would stall every step
+// and grow the cache without end. So an algorithm is timed once per bucket (M, N and K each rounded up
+// to a power of two): a product seen before reuses its plan; a new one in a timed bucket makes fresh
+// layouts and reuses the bucket's algorithm when
 // cuBLASLt confirms it supports the exact shape (cublasLtMatmulAlgoCheck), else takes the heuristic's
 // first choice, untimed. Exact plans are bounded: past kMaxPlans they are all released (the timed
 // algorithms, a few bytes each, are kept).
@@ -47,9 +48,9 @@ struct PlanCache {
   std::map<PlanKey, cublasLtMatmulAlgo_t> timed;  // by bucket key
 };
 
-int64_t m_bucket(int64_t m) {
+int64_t size_bucket(int64_t size) {
   int64_t b = 16;
-  while (b < m) b *= 2;
+  while (b < size) b *= 2;
   return b;
 }
 
@@ -253,7 +254,9 @@ void cublaslt_gemm(const GemmArgs& args, DType dtype, const void* a, const void*
         cache.plans.clear();
       }
       PlanKey bucket = key;
-      bucket.m = m_bucket(key.m);
+      bucket.m = size_bucket(key.m);
+      bucket.n = size_bucket(key.n);
+      bucket.k = size_bucket(key.k);
       auto timed = cache.timed.find(bucket);
       const bool first_of_bucket = timed == cache.timed.end();
       Plan made = make_plan(key, ctx, a, b, first_of_bucket ? nullptr : &timed->second,
