@@ -358,13 +358,19 @@ TEST(CudaCrossEntropy, LossAndGradientThroughTheOp) {
   }
 }
 
-TEST(CudaCrossEntropy, AllRowsIgnoredGivesZeroLossAndGradient) {
+TEST(CudaCrossEntropy, AllRowsIgnoredOrNoRowsGiveZeroLossAndGradient) {
   REQUIRE_GPU();
   Tensor logits = gpu_testing::leaf(random_cpu({3, 5}, 110).to(kGpu));
   Tensor loss = cross_entropy(logits, ids({-100, -100, -100}, DType::kI64).to(kGpu));
   EXPECT_EQ(loss.item(), 0.0);
   loss.backward();
   for (double g : logits.grad().to_vector()) EXPECT_EQ(g, 0.0);
+  // No rows at all: the same zero loss, an empty gradient.
+  Tensor none = gpu_testing::leaf(Tensor::zeros({0, 5}, DType::kF32, kGpu));
+  Tensor empty_loss = cross_entropy(none, Tensor::zeros({0}, DType::kI64, kGpu));
+  EXPECT_EQ(empty_loss.item(), 0.0);
+  empty_loss.backward();
+  EXPECT_EQ(none.grad().shape(), (Shape{0, 5}));
 }
 
 // ---- AdamW
