@@ -3,7 +3,7 @@
 // index_select is a copy of whole rows, so it moves the widest word (16, 8, 4 or 2 bytes) that divides
 // a row and both base addresses, whatever the dtype.
 //
-// index_add runs in three steps on the stream: (1) keys[j] = index[j] as int32 (range-checked) and
+// index_add runs in three steps on the stream: (1) keys[j] = index[j] as uint32 (range-checked) and
 // positions[j] = j; (2) a stable radix sort of (key, position) pairs, which groups equal indices with
 // their positions ascending; (3) a thread per (o, sorted slot k, i): the thread at the first slot of a
 // run of equal keys adds src rows of the whole run, in position order, to out[o, key, i]. No two
@@ -61,25 +61,25 @@ void select_words(const void* x, int64_t outer, int64_t n, int64_t row_words, co
 }
 
 template <typename Index>
-__global__ void index_keys_kernel(const Index* index, int64_t m, int64_t n, int32_t* keys,
+__global__ void index_keys_kernel(const Index* index, int64_t m, int64_t n, uint32_t* keys,
                                   int32_t* positions) {
   for (int64_t j = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; j < m;
        j += int64_t{gridDim.x} * blockDim.x) {
-    keys[j] = static_cast<int32_t>(checked_index("index_add", index, j, n));
+    keys[j] = static_cast<uint32_t>(checked_index("index_add", index, j, n));
     positions[j] = static_cast<int32_t>(j);
   }
 }
 
 template <typename T>
 __global__ void index_add_runs_kernel(T* out, int64_t outer, int64_t n, int64_t inner,
-                                      const int32_t* keys, const int32_t* positions, int64_t m,
+                                      const uint32_t* keys, const int32_t* positions, int64_t m,
                                       const T* src) {
   const int64_t total = outer * m * inner;
   for (int64_t t = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; t < total;
        t += int64_t{gridDim.x} * blockDim.x) {
     const int64_t i = t % inner, r = t / inner;
     const int64_t k = r % m, o = r / m;
-    const int32_t key = keys[k];
+    const uint32_t key = keys[k];
     if (k > 0 && keys[k - 1] == key) continue;  // not the first slot of its run
     T* dst = out + (o * n + key) * inner + i;
     Compute<T> acc = to_compute(*dst);
@@ -101,14 +101,14 @@ int key_bits(int64_t n) {
   return bits;
 }
 
-// The four int32 arrays of m entries (keys and positions, unsorted and sorted) that precede CUB's
+// The four 32-bit arrays of m entries (keys and positions, unsorted and sorted) that precede CUB's
 // temporary storage in the scratch buffer.
-size_t key_arrays_bytes(int64_t m) { return 4 * align_up(static_cast<size_t>(m) * sizeof(int32_t)); }
+size_t key_arrays_bytes(int64_t m) { return 4 * align_up(static_cast<size_t>(m) * sizeof(uint32_t)); }
 
 size_t sort_temp_bytes(int64_t n, int64_t m) {
   size_t bytes = 0;
-  CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, bytes, static_cast<const int32_t*>(nullptr),
-                                             static_cast<int32_t*>(nullptr),
+  CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, bytes, static_cast<const uint32_t*>(nullptr),
+                                             static_cast<uint32_t*>(nullptr),
                                              static_cast<const int32_t*>(nullptr),
                                              static_cast<int32_t*>(nullptr), static_cast<int>(m), 0,
                                              key_bits(n)));
@@ -145,9 +145,9 @@ void launch_index_add(ElemType type, void* out, int64_t outer, int64_t n, int64_
   if (outer * m * inner == 0) return;
   const size_t array_bytes = align_up(static_cast<size_t>(m) * sizeof(int32_t));
   char* base = static_cast<char*>(scratch);
-  int32_t* keys = reinterpret_cast<int32_t*>(base);
+  uint32_t* keys = reinterpret_cast<uint32_t*>(base);
   int32_t* positions = reinterpret_cast<int32_t*>(base + array_bytes);
-  int32_t* sorted_keys = reinterpret_cast<int32_t*>(base + 2 * array_bytes);
+  uint32_t* sorted_keys = reinterpret_cast<uint32_t*>(base + 2 * array_bytes);
   int32_t* sorted_positions = reinterpret_cast<int32_t*>(base + 3 * array_bytes);
   void* temp = base + key_arrays_bytes(m);
   size_t temp_bytes = scratch_bytes - key_arrays_bytes(m);
