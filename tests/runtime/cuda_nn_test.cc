@@ -118,8 +118,10 @@ TEST(CudaReduce, SumsOverEveryDimensionAndShapeClass) {
       expect_op_matches(f, {random_cpu(c.shape, 30, DType::kF64)}, dtype, tol, tol,
                         "sum " + shape_str(c.shape) + " dim " + std::to_string(dim));
     }
+    // mean = sum, then a scale: in bf16 each rounds, so two rounding steps against the CPU's one.
+    const Tol mean_tol = widen_for(dtype, tol);
     const TensorFn m = [](const std::vector<Tensor>& in) { return mean(in[0], 0); };
-    expect_op_matches(m, {random_cpu({513, 9}, 31, DType::kF64)}, dtype, tol, tol, "mean");
+    expect_op_matches(m, {random_cpu({513, 9}, 31, DType::kF64)}, dtype, mean_tol, mean_tol, "mean");
   }
 }
 
@@ -172,7 +174,8 @@ TEST(CudaIndex, EmbeddingWithI32AndI64IdsIsExactForwardAndBackward) {
       EXPECT_EQ(bits_of(e_gpu), bits_of(e_cpu.to(dtype))) << dtype_name(dtype);
       e_cpu.backward(upstream.to(ref));
       e_gpu.backward(upstream.to(kGpu));
-      EXPECT_EQ(bits_of(w_gpu.grad()), bits_of(w_cpu.grad().to(dtype)))
+      // A bf16 leaf's gradient buffer is f32 (autograd.cc), holding the bf16 kernel's result exactly.
+      EXPECT_EQ(bits_of(w_gpu.grad().to(dtype)), bits_of(w_cpu.grad().to(dtype)))
           << dtype_name(dtype) << " ids " << dtype_name(id_dtype);
     }
   }
@@ -376,49 +379,7 @@ TEST(CudaCrossEntropy, AllRowsIgnoredOrNoRowsGiveZeroLossAndGradient) {
   EXPECT_EQ(none.grad().shape(), (Shape{0, 5}));
 }
 
-// ---- AdamW
-
-TEST(CudaAdamW, TwoStepsMatchTheCpu) {
-  REQUIRE_GPU();
-  // Both sides evaluate the update in double from identical f32 values; results differ by at most one
-  // f32 rounding step (kExactish). bf16 parameters keep f32 moments; their values are widened.
-  for (DType dtype : kFloatTypes) {
-    const DType ref = gpu_testing::reference_dtype(dtype);
-    std::vector<ParamGroupEntry> cpu_params, gpu_params;
-    int64_t seed = 120;
-    for (int64_t n : {int64_t{1}, int64_t{7}, int64_t{4099}}) {
-      Tensor p = random_cpu({n}, seed++, dtype);
-      const bool decay = n != 7;
-      cpu_params.push_back({str_cat("p", n), gpu_testing::leaf(p.to(ref)), decay});
-      gpu_params.push_back({str_cat("p", n), gpu_testing::leaf(p.to(kGpu)), decay});
-    }
-    AdamWOptions options;
-    options.weight_decay = 0.1;
-    AdamW cpu_opt(cpu_params, options), gpu_opt(gpu_params, options);
-    for (int step = 0; step < 2; ++step) {
-      for (size_t i = 0; i < cpu_params.size(); ++i) {
-        Tensor g = random_cpu(cpu_params[i].param.shape(), 200 + 10 * step + i, dtype);
-        cpu_params[i].param.set_grad(g.to(ref));
-        gpu_params[i].param.set_grad(g.to(kGpu));
-      }
-      cpu_opt.step(1e-2);
-      gpu_opt.step(1e-2);
-      // The GPU stores bf16 parameters: round the reference's the same way so both start the next
-      // step from the same values.
-      if (dtype == DType::kBF16) {
-        for (const ParamGroupEntry& e : cpu_params) e.param.copy_(e.param.to(DType::kBF16));
-      }
-    }
-    const Tol tol = widen_for(dtype, for_dtype(dtype, kExactish));
-    for (size_t i = 0; i < cpu_params.size(); ++i) {
-      const std::string what = str_cat("adamw ", dtype_name(dtype), " ", cpu_params[i].name);
-      expect_close(gpu_params[i].param, cpu_params[i].param, tol, what + " parameter");
-      expect_close(gpu_opt.exp_avg()[i], cpu_opt.exp_avg()[i], for_dtype(dtype, kExactish), what + " m");
-      expect_close(gpu_opt.exp_avg_sq()[i], cpu_opt.exp_avg_sq()[i], for_dtype(dtype, kExactish),
-                   what + " v");
-    }
-  }
-}
+// AdamW on the GPU: optim_test.cc (CudaAdamW, the multi-tensor update the optimizer runs).
 
 // ---- Every output element is written: the kernels called directly (backend.h), the GPU's outputs
 // filled with NaN first, against the CPU backend's kernels on the same f32 inputs.

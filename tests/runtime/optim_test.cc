@@ -102,8 +102,9 @@ namespace dtrn {
 namespace {
 
 // The multi-tensor CUDA update against the CPU's: f32 masters of odd sizes (one spans several chunks of
-// the kernel's table), bf16 compute copies, clipping active, three steps. The GPU evaluates the update in
-// f32, the CPU in f64 and rounds once, so masters agree to relative 1e-5 after three steps; each compute
+// the kernel's table), bf16 compute copies, clipping active, three steps. Both evaluate the update in
+// double from the same f32 values and round once per stored value; only FMA contraction on the GPU can
+// move a result, by at most an f32 rounding step per step (relative 3e-7 after three); each compute
 // copy is exactly its master rounded to bf16.
 TEST(CudaAdamW, MultiTensorStepMatchesTheCpu) {
   if (!cuda_available()) GTEST_SKIP() << "no GPU";
@@ -129,7 +130,7 @@ TEST(CudaAdamW, MultiTensorStepMatchesTheCpu) {
   }
   for (size_t i = 0; i < sizes.size(); ++i) {
     const std::vector<double> want = cpu[i].param.to_vector(), got = gpu[i].param.to_vector();
-    for (size_t k = 0; k < want.size(); ++k) EXPECT_NEAR(got[k], want[k], 1e-5 * std::max(1.0, std::fabs(want[k])));
+    for (size_t k = 0; k < want.size(); ++k) EXPECT_NEAR(got[k], want[k], 3e-7 * std::max(1.0, std::fabs(want[k])));
     EXPECT_EQ(gpu[i].compute.to_vector(), gpu[i].param.to(DType::kBF16).to_vector());
   }
 }

@@ -49,7 +49,7 @@ class CudaBackend final : public Backend {
                      const Tensor& count) override;
 
   // ---- Training kernels, defined in cuda_backend_elementwise.cc, cuda_backend_reduce_index.cc and
-  // cuda_backend_nn.cc (device code behind activation.h, adamw.h, reduce.h, index.h, norm.h, softmax.h).
+  // cuda_backend_nn.cc (device code behind activation.h, reduce.h, index.h, norm.h, softmax.h).
   // Reductions are deterministic (Note [Deterministic reductions] in block_reduce.cuh).
   void affine(const Tensor& x, double alpha, double beta, const Tensor& out) override;
   void silu(const Tensor& x, const Tensor& out) override;
@@ -57,8 +57,6 @@ class CudaBackend final : public Backend {
   void swiglu(const Tensor& gate, const Tensor& up, const Tensor& out) override;
   void swiglu_backward(const Tensor& gate, const Tensor& up, const Tensor& grad, const Tensor& dgate,
                        const Tensor& dup) override;
-  void adamw(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
-             const AdamWArgs& args) override;
 
   void sum_dim(const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Tensor& out) override;
   // Synchronises with the device to return the value.

@@ -1,8 +1,7 @@
 // CudaBackend's pointwise training kernels: affine, SiLU, SwiGLU with their backwards, and AdamW.
-// Each validates its tensors (kernel_args.h) and calls the launcher (activation.h, adamw.h) on the
+// Each validates its tensors (kernel_args.h) and calls the launcher (activation.h) on the
 // tensors' device and stream.
 #include "cuda/activation.h"
-#include "cuda/adamw.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/kernel_args.h"
 
@@ -63,19 +62,5 @@ void CudaBackend::swiglu_backward(const Tensor& gate, const Tensor& up, const Te
                                on.stream);
 }
 
-void CudaBackend::adamw(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
-                        const AdamWArgs& args) {
-  check_compute_dtype("adamw", param, {&grad});
-  check_same_shape("adamw", param, {&grad, &m, &v});
-  const DType moments = cuda::stats_dtype_of(param.dtype());
-  DTRN_ASSERT(m.dtype() == moments && v.dtype() == moments, "adamw: moments ", m.describe(), ", ",
-              v.describe(), " for ", param.describe());
-  cuda::OnDevice on(cuda::device_of_all("adamw", {&param, &grad, &m, &v}));
-  const cuda::AdamWHyper h{args.lr,           args.beta1,           args.beta2,
-                           args.eps,          args.weight_decay,    args.bias_correction1,
-                           args.bias_correction2};
-  cuda::launch_adamw(elem_type_of(param.dtype()), param.raw_data(), grad.raw_data(), m.raw_data(),
-                     v.raw_data(), param.numel(), h, on.stream);
-}
 
 }  // namespace dtrn

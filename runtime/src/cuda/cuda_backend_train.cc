@@ -105,7 +105,7 @@ float* f32_data(const Tensor& t, const char* what) {
 void CudaBackend::sum_squares_multi(const std::vector<Tensor>& tensors, const Tensor& out) {
   DTRN_ASSERT(out.dtype() == DType::kF64 && out.numel() == 1, "sum_squares_multi: out ", out.describe());
   std::vector<cuda::AdamWSlot> slots;
-  for (const Tensor& t : tensors) slots.push_back({nullptr, f32_data(t, "gradient"), nullptr, nullptr, nullptr, t.numel(), 0.f});
+  for (const Tensor& t : tensors) slots.push_back({nullptr, f32_data(t, "gradient"), nullptr, nullptr, nullptr, t.numel(), 0.0});
   const int device = out.device().index;
   cuda::DeviceGuard guard(device);
   const MultiTensorTables t = table_cache().get(device, slots);
@@ -125,15 +125,13 @@ void CudaBackend::adamw_multi(const std::vector<AdamWTensors>& entries, const Ad
       compute = static_cast<uint16_t*>(e.compute.raw_data());
     }
     slots.push_back({f32_data(e.param, "param"), f32_data(e.grad, "grad"), f32_data(e.m, "m"),
-                     f32_data(e.v, "v"), compute, e.param.numel(), static_cast<float>(e.weight_decay)});
+                     f32_data(e.v, "v"), compute, e.param.numel(), e.weight_decay});
   }
   const int device = norm_sq.device().index;
   cuda::DeviceGuard guard(device);
   const MultiTensorTables t = table_cache().get(device, slots);
-  cuda::AdamWHyper h{static_cast<float>(args.lr),  static_cast<float>(args.beta1),
-                     static_cast<float>(args.beta2), static_cast<float>(args.eps),
-                     static_cast<float>(args.bias_correction1), static_cast<float>(args.bias_correction2),
-                     max_norm};
+  const cuda::AdamWHyper h{args.lr,  args.beta1, args.beta2, args.eps, args.bias_correction1,
+                           args.bias_correction2, max_norm};
   cuda::launch_adamw_multi(t.slots, t.chunks, t.num_chunks, h, static_cast<const double*>(norm_sq.raw_data()),
                            stream_of(norm_sq));
 }

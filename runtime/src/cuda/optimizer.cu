@@ -53,25 +53,28 @@ __global__ void __launch_bounds__(kThreads) sum_partials(const double* partial, 
   if (threadIdx.x == 0) out[0] = acc;
 }
 
+// The update is evaluated in double from the f32 values and rounded once per stored value, exactly as
+// the CPU backend does (cpu/adamw.cc), so the two agree to the last f32 bit up to FMA contraction.
 __global__ void __launch_bounds__(kThreads) adamw_chunks(const AdamWSlot* slots, const TensorChunk* chunks,
                                                          AdamWHyper h, const double* norm_sq) {
   const TensorChunk c = chunks[blockIdx.x];
   const AdamWSlot s = slots[c.slot];
-  float scale = 1.f;
+  double scale = 1.0;
   if (h.max_norm > 0) {
     const double norm = sqrt(*norm_sq);
-    if (norm > h.max_norm) scale = static_cast<float>(h.max_norm / norm);
+    if (norm > h.max_norm) scale = h.max_norm / norm;
   }
   for (int64_t i = c.begin + threadIdx.x; i < c.end; i += kThreads) {
-    const float g = s.grad[i] * scale;
-    const float m = h.beta1 * s.m[i] + (1.f - h.beta1) * g;
-    const float v = h.beta2 * s.v[i] + (1.f - h.beta2) * g * g;
-    s.m[i] = m;
-    s.v[i] = v;
-    const float update = (m / h.bias_correction1) / (sqrtf(v / h.bias_correction2) + h.eps);
-    const float p = s.param[i] - h.lr * (update + s.weight_decay * s.param[i]);
-    s.param[i] = p;
-    if (s.compute != nullptr) s.compute[i] = float_to_bf16(p).bits;
+    const double g = scale * s.grad[i];
+    const double m = h.beta1 * s.m[i] + (1 - h.beta1) * g;
+    const double v = h.beta2 * s.v[i] + (1 - h.beta2) * g * g;
+    s.m[i] = static_cast<float>(m);
+    s.v[i] = static_cast<float>(v);
+    const double update = (m / h.bias_correction1) / (sqrt(v / h.bias_correction2) + h.eps);
+    const double p = s.param[i];
+    const float next = static_cast<float>(p - h.lr * (update + s.weight_decay * p));
+    s.param[i] = next;
+    if (s.compute != nullptr) s.compute[i] = float_to_bf16(next).bits;
   }
 }
 

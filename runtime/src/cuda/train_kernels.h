@@ -38,7 +38,7 @@ struct AdamWSlot {
   float* v;
   uint16_t* compute;  // bf16 copy rewritten from param, or null
   int64_t n;
-  float weight_decay;
+  double weight_decay;
 };
 // A piece of one slot's elements handled by one thread block.
 struct TensorChunk {
@@ -48,7 +48,7 @@ struct TensorChunk {
 constexpr int64_t kOptimizerChunk = 65536;
 
 struct AdamWHyper {
-  float lr, beta1, beta2, eps, bias_correction1, bias_correction2;
+  double lr, beta1, beta2, eps, bias_correction1, bias_correction2;
   double max_norm;  // <= 0: no clipping
 };
 
