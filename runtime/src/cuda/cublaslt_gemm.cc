@@ -231,9 +231,11 @@ void cublaslt_gemm(const GemmArgs& args, DType dtype, const void* a, const void*
                     args.k,
                     args.trans_a,
                     args.trans_b,
-                    args.stride_a,
-                    args.stride_b,
-                    args.stride_c,
+                    // Strides matter only between batch entries: a single product's key must not
+                    // change with them (they follow M, which changes every micro-batch in D blocks).
+                    args.batch > 1 ? args.stride_a : 0,
+                    args.batch > 1 ? args.stride_b : 0,
+                    args.batch > 1 ? args.stride_c : 0,
                     alignment(a, args.stride_a, args.batch, elem),
                     alignment(b, args.stride_b, args.batch, elem),
                     alignment(c, args.stride_c, args.batch, elem)};
