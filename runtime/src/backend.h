@@ -73,7 +73,7 @@ class Backend {
   // Sum of squares of all elements, accumulated in f64 (for gradient norms).
   virtual double sum_squares(const Tensor& x);
 
-  // ---- Matrix products
+  // ---- Matrix products. a and b share a dtype; c has it too, or is f32 for bf16 a and b (CUDA).
   virtual void gemm(const GemmArgs& args, const Tensor& a, const Tensor& b, const Tensor& c);
 
   // ---- Indexing: x viewed as [outer, n, inner], index [m] -> out [outer, m, inner].

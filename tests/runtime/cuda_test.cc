@@ -204,6 +204,26 @@ TEST(CudaGemm, LinearLayerOnTheGpu) {
   for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 3e-6) << i;
 }
 
+// A bf16 weight's gradient goes straight into its f32 buffer (Note [Weight gradients straight into their
+// f32 buffers]): two backwards through a linear layer (the 3-D shared-weight path and the 2-D path)
+// accumulate x^T dy in f32. Reference: the CPU's f64 products of the same bf16-rounded values; the GPU
+// sums K = 10 bf16 products (exact in f32) in f32: relative error below 1e-6, tolerance 1e-5.
+TEST(CudaGemm, Bf16WeightGradientsAccumulateInF32) {
+  REQUIRE_GPU();
+  Tensor x3 = random_cpu({2, 5, 24}, 98, DType::kBF16), x2 = random_cpu({7, 24}, 99, DType::kBF16);
+  Tensor w = random_cpu({16, 24}, 100, DType::kBF16);
+  Tensor up3 = random_cpu({2, 5, 16}, 101, DType::kBF16), up2 = random_cpu({7, 16}, 102, DType::kBF16);
+  Tensor wg = w.to(kGpu).set_requires_grad(true);
+  linear(x3.to(kGpu), wg).backward(up3.to(kGpu));
+  linear(x2.to(kGpu), wg).backward(up2.to(kGpu));
+  ASSERT_EQ(wg.grad().dtype(), DType::kF32);
+  Tensor w64 = w.to(DType::kF64).set_requires_grad(true);
+  linear(x3.to(DType::kF64), w64).backward(up3.to(DType::kF64));
+  linear(x2.to(DType::kF64), w64).backward(up2.to(DType::kF64));
+  const std::vector<double> got = wg.grad().to_vector(), want = w64.grad().to_vector();
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5 * std::max(1.0, std::fabs(want[i]))) << i;
+}
+
 TEST(CudaGemm, MismatchedShapesThrow) {
   REQUIRE_GPU();
   Tensor a = Tensor::zeros({4, 5}, DType::kF32, kGpu), b = Tensor::zeros({6, 3}, DType::kF32, kGpu);

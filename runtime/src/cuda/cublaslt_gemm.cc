@@ -17,7 +17,8 @@ namespace {
 
 struct PlanKey {
   int device;
-  DType dtype;
+  DType dtype;    // of A and B
+  DType c_dtype;  // of C: dtype, or f32 for bf16 inputs (accumulation into f32 gradients)
   int64_t batch, m, n, k;
   bool trans_a, trans_b;
   int64_t stride_a, stride_b, stride_c;
@@ -113,7 +114,7 @@ int fastest_candidate(const Plan& plan, const PlanKey& key, DeviceContext& ctx,
                       const std::vector<cublasLtMatmulHeuristicResult_t>& algos, const void* a,
                       const void* b) {
   const int64_t c_elems = std::max(key.m * key.n, (key.batch - 1) * key.stride_c + key.m * key.n);
-  const size_t c_bytes = static_cast<size_t>(c_elems) * dtype_size(key.dtype);
+  const size_t c_bytes = static_cast<size_t>(c_elems) * dtype_size(key.c_dtype);
   void* scratch = nullptr;
   CUDA_CHECK(cudaMallocAsync(&scratch, c_bytes, ctx.stream));
   const float one32 = 1.0f, zero32 = 0.0f;
@@ -150,8 +151,6 @@ int fastest_candidate(const Plan& plan, const PlanKey& key, DeviceContext& ctx,
   return best;
 }
 
-// `known`: an algorithm timed for this product's bucket, used when it supports the exact shape;
-// `time_candidates`: otherwise whether to time the heuristic's candidates (else take its first).
 // The descriptors of a product (no algorithm yet).
 Plan make_descriptors(const PlanKey& key) {
   cudaDataType_t data_type = CUDA_R_32F, scale_type = CUDA_R_32F;
@@ -181,7 +180,8 @@ Plan make_descriptors(const PlanKey& key) {
                               : make_layout(data_type, key.n, key.k, key.batch, key.stride_b);
   plan.layout_b = key.trans_a ? make_layout(data_type, key.m, key.k, key.batch, key.stride_a)
                               : make_layout(data_type, key.k, key.m, key.batch, key.stride_a);
-  plan.layout_c = make_layout(data_type, key.n, key.m, key.batch, key.stride_c);
+  const cudaDataType_t c_type = key.c_dtype == key.dtype ? data_type : CUDA_R_32F;
+  plan.layout_c = make_layout(c_type, key.n, key.m, key.batch, key.stride_c);
   return plan;
 }
 
@@ -220,11 +220,14 @@ cublasLtMatmulAlgo_t choose_algo(const Plan& plan, const PlanKey& key, DeviceCon
 
 }  // namespace
 
-void cublaslt_gemm(const GemmArgs& args, DType dtype, const void* a, const void* b, void* c,
+void cublaslt_gemm(const GemmArgs& args, DType dtype, DType c_dtype, const void* a, const void* b, void* c,
                    int device) {
+  DTRN_ASSERT(c_dtype == dtype || (dtype == DType::kBF16 && c_dtype == DType::kF32), "cublaslt_gemm: ",
+              dtype_name(dtype), " inputs into ", dtype_name(c_dtype));
   const size_t elem = dtype_size(dtype);
   const PlanKey key{device,
                     dtype,
+                    c_dtype,
                     args.batch,
                     args.m,
                     args.n,
@@ -238,7 +241,7 @@ void cublaslt_gemm(const GemmArgs& args, DType dtype, const void* a, const void*
                     args.batch > 1 ? args.stride_c : 0,
                     alignment(a, args.stride_a, args.batch, elem),
                     alignment(b, args.stride_b, args.batch, elem),
-                    alignment(c, args.stride_c, args.batch, elem)};
+                    alignment(c, args.stride_c, args.batch, dtype_size(c_dtype))};
   DeviceGuard guard(device);
   DeviceContext& ctx = device_context(device);
   Plan plan;

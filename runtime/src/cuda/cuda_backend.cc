@@ -231,8 +231,9 @@ void CudaBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, const Te
 }
 
 void CudaBackend::gemm(const GemmArgs& args, const Tensor& a, const Tensor& b, const Tensor& c) {
-  DTRN_CHECK(a.dtype() == c.dtype() && b.dtype() == c.dtype(), "matmul dtypes differ: ", a.describe(),
-             " x ", b.describe(), " -> ", c.describe());
+  const bool bf16_into_f32 = a.dtype() == DType::kBF16 && c.dtype() == DType::kF32;
+  DTRN_CHECK(a.dtype() == b.dtype() && (a.dtype() == c.dtype() || bf16_into_f32), "matmul dtypes differ: ",
+             a.describe(), " x ", b.describe(), " -> ", c.describe());
   check_floating_gpu(c.dtype(), "matmul");
   DTRN_ASSERT(args.batch >= 1 && args.m >= 0 && args.n >= 0 && args.k >= 0, "gemm sizes");
   // The extents the arguments promise must lie inside each tensor (a broken op layer would otherwise
@@ -249,7 +250,7 @@ void CudaBackend::gemm(const GemmArgs& args, const Tensor& a, const Tensor& b, c
   const int device = same_device(a, c);
   same_device(b, c);
   if (args.m == 0 || args.n == 0) return;
-  cuda::cublaslt_gemm(args, c.dtype(), a.raw_data(), b.raw_data(), c.raw_data(), device);
+  cuda::cublaslt_gemm(args, a.dtype(), c.dtype(), a.raw_data(), b.raw_data(), c.raw_data(), device);
 }
 
 }  // namespace dtrn
