@@ -7,6 +7,7 @@
 #   STAGES="build bench peers" bash bench/gpu_suite.sh  # bench/RESULTS.md's training table
 #   STAGES="build train" bash bench/gpu_suite.sh        # 360m bilayer on the corpus
 #   STAGES="build attn" bash bench/gpu_suite.sh         # attention kernels beside torch SDPA
+#   STAGES="build capacity" bash bench/gpu_suite.sh     # the largest micro-batch of the 360m preset
 #
 # The device call carries .assets/tokenizer, .assets/corpus (the tests' and the train stage's data),
 # .deps (libpcre2-dev, which the machine lacks) and .peer (a copy of ../shared/peer, which does not travel).
@@ -77,6 +78,21 @@ if has bench; then
         --set "model.seq_len=$2" --set "model.layout=$layout" --steps "$BENCH_STEPS" --json "${extra[@]}" \
         2>&1 | tee -a "$OUT/bench.jsonl"
       status+=("bench $layout $1x$2 rc=${PIPESTATUS[0]}")
+    done
+  done
+fi
+
+if has capacity; then
+  step "capacity: the largest micro-batch of the 360m preset (bilayer, bf16) at 2048 and 8192"
+  for shape in "2048 64 60 56 52 48" "8192 16 15 14 13 12"; do
+    set -- $shape
+    seq=$1; shift
+    for b in "$@"; do
+      if timeout 120 "$dtrn" bench --config deploy/configs/360m.yaml --set "train.micro_batch=$b" \
+          --set "model.seq_len=$seq" --steps 1 --warmup 1 --routed-fraction 0.1 --json >>"$OUT/capacity.jsonl" 2>&1; then
+        echo "largest micro-batch at $seq: $b"; status+=("capacity $seq: $b"); break
+      fi
+      echo "micro-batch $b at $seq does not fit"
     done
   done
 fi

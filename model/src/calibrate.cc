@@ -30,7 +30,7 @@ const NamedParameter& DtrnModel::parameter(const std::string& name) const {
   __builtin_unreachable();
 }
 
-void DtrnModel::calibrate_routing(const Tensor& ids, double fraction) {
+void DtrnModel::calibrate_routing(const Tensor& ids, double fraction, bool spread) {
   DTRN_CHECK(fraction >= 0 && fraction <= 1, "calibrate_routing: fraction ", fraction, " is not in [0, 1]");
   NoGradGuard no_grad;
   const int64_t b = ids.size(0), t = ids.size(1);
@@ -49,7 +49,7 @@ void DtrnModel::calibrate_routing(const Tensor& ids, double fraction) {
       bias_values[0] = 50;
     } else if (fraction <= 0) {
       bias_values[1] = 50;
-    } else {
+    } else if (spread) {
       weight.copy_(scale(weight, 50.0));
     }
     bias.copy_(Tensor::from_vector(bias_values, {2}, bias.dtype()));

@@ -65,8 +65,9 @@ class DtrnModel {
   // The benchmark protocol of ../shared/peer/torch_dtrnet.py: every router's output weights are spread
   // (x50, so that its logit difference is O(1) rather than tiny at initialisation) and its bypass bias set
   // to the (1 - fraction) quantile of that difference over the tokens of `ids` reaching the layer, so
-  // that about `fraction` of them route to attention; fraction 0 or 1 pins routing off or on.
-  void calibrate_routing(const Tensor& ids, double fraction);
+  // that about `fraction` of them route to attention; fraction 0 or 1 pins routing off or on. spread
+  // false re-sets the biases only (a second calibration of already spread routers).
+  void calibrate_routing(const Tensor& ids, double fraction, bool spread = true);
 
   // ids, targets: i32/i64 [B, T] (T <= seq_len). Returns the loss and per-layer routing.
   ForwardResult forward(const Tensor& ids, const Tensor& targets, const ForwardOptions& options);
