@@ -9,7 +9,7 @@ namespace dtrn::cli {
 
 int run_info(int argc, char** argv) {
   auto args = Args::Parse(argc, argv, 2, {{"help", false}});
-  if (!args.ok()) return usage_error("info", args.status().message(), "usage: dtrn info\n");
+  if (!args.ok()) return usage_error("info", args.status().message());
   if (args->has("help")) {
     std::cout << "usage: dtrn info\n\nPrints the backends built into this binary and the GPUs it sees.\n";
     return 0;
