@@ -512,9 +512,9 @@ Status load_checkpoint(const std::string& checkpoint_dir, model::DtrnModel* mode
 }
 
 Status export_safetensors(const std::string& checkpoint_dir, const std::string& out_file, bool force) {
-  DTRN_RETURN_IF_ERROR(check_export_target(out_file, force));
   auto m = read_manifest(checkpoint_dir);
   if (!m.ok()) return m.status();
+  DTRN_RETURN_IF_ERROR(check_export_target(out_file, force));
   auto weights = read_checked(checkpoint_dir, *m, kModelFile);
   if (!weights.ok()) return weights.status();
   for (const char* key : {"dtrn.model", "dtrn.layout"}) {

@@ -105,14 +105,13 @@ StatusOr<Device> resolve_device(const std::string& name, std::string* note) {
 
 // Compares the resolved config stored in checkpoint `ckpt` with `config` (resume_policy.h); allowed
 // changes are appended to `notes`.
-Status check_resume(const std::string& ckpt, const JobConfig& config, std::vector<std::string>* notes) {
+Status check_resume(const std::string& ckpt, const JobConfig& config, int64_t step,
+                    std::vector<std::string>* notes) {
   auto yaml = read_checkpoint_config(ckpt);
   if (!yaml.ok()) return yaml.status();
   auto saved = parse_job_config(*yaml);
   if (!saved.ok()) return Status::DataLoss(ckpt + "/config.yaml: " + saved.status().message());
-  auto manifest_step = read_checkpoint_step(ckpt);
-  if (!manifest_step.ok()) return manifest_step.status();
-  return check_resume_config(*saved, config, *manifest_step, notes);
+  return check_resume_config(*saved, config, step, notes);
 }
 
 // What a run stopped by SIGTERM or SIGINT returns (stop_signals.h): the CLI prints it and exits with
@@ -147,6 +146,23 @@ static StatusOr<std::string> train_in(const JobConfig& config, const TrainRunOpt
                                       const StopSignals& stop) {
   const std::string& run_dir = dir.path();
   const std::string config_yaml = to_yaml(config);
+  // What a resume continues from, checked before anything else is opened.
+  std::string ckpt;
+  std::vector<std::string> skipped, resume_notes;  // logged once the run starts
+  if (options.resume) {
+    auto resolved_ckpt = resolve_checkpoint(run_dir, &skipped);
+    for (const std::string& line : skipped) std::cerr << "dtrn train: --resume: " << line << std::endl;
+    if (!resolved_ckpt.ok()) return Status::NotFound("--resume: " + resolved_ckpt.status().message());
+    ckpt = *resolved_ckpt;
+    auto step = read_checkpoint_step(ckpt);
+    if (!step.ok()) return step.status();
+    DTRN_RETURN_IF_ERROR(check_resume(ckpt, config, *step, &resume_notes));
+    if (*step >= config.train.steps) {
+      std::cout << "dtrn train: nothing to do: " << ckpt << " is at step " << *step << " of train.steps "
+                << config.train.steps << " (raise it with --set train.steps=N to train on)" << std::endl;
+      return run_dir;
+    }
+  }
 
   std::string device_note;
   auto resolved = resolve_device(config.train.device, &device_note);
@@ -192,19 +208,9 @@ static StatusOr<std::string> train_in(const JobConfig& config, const TrainRunOpt
 
   TrainProgress progress;
   progress.seed = config.train.seed;
-  std::vector<std::string> skipped, resume_notes;  // logged once the run starts
   if (options.resume) {
-    auto ckpt = resolve_checkpoint(run_dir, &skipped);
-    for (const std::string& line : skipped) std::cerr << "dtrn train: --resume: " << line << std::endl;
-    if (!ckpt.ok()) return Status::NotFound("--resume: " + ckpt.status().message());
-    DTRN_RETURN_IF_ERROR(check_resume(*ckpt, config, &resume_notes));
-    DTRN_RETURN_IF_ERROR(load_checkpoint(*ckpt, &model, &optimizer, &progress));
-    resume_notes.push_back("resumed from " + *ckpt + " at step " + std::to_string(progress.step));
-    if (progress.step >= config.train.steps) {
-      std::cout << "dtrn train: nothing to do: " << *ckpt << " is at step " << progress.step << " of train.steps "
-                << config.train.steps << " (raise it with --set train.steps=N to train on)" << std::endl;
-      return run_dir;
-    }
+    DTRN_RETURN_IF_ERROR(load_checkpoint(ckpt, &model, &optimizer, &progress));
+    resume_notes.push_back("resumed from " + ckpt + " at step " + std::to_string(progress.step));
   }
 
   data::LoaderOptions lo;
