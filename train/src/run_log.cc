@@ -22,12 +22,6 @@ void RunLog::line(const std::string& text) {
   file_.flush();
 }
 
-void RunLog::warning(const std::string& text) {
-  std::cerr << "dtrn train: " << text << std::endl;
-  file_ << utc_timestamp() << " " << text << "\n";
-  file_.flush();
-}
-
 void RunLog::record(const std::string& text) {
   file_ << utc_timestamp() << " " << text << "\n";
   file_.flush();

@@ -1,7 +1,7 @@
 // What a run tells a person: every line goes to stdout (unless quiet) and to RUN/train.log, where each
 // line starts with its UTC time ("2026-11-28T19:42:05Z "), so a log read after the fact says when things
-// happened. Warnings go to stderr instead of stdout; failure() appends a fatal error (which the caller
-// also prints on stderr) to train.log only. One object per run; not thread-safe.
+// happened. record() and failure() write to train.log only what the caller already said on stderr (a
+// warning from before the log existed, a fatal error). One object per run; not thread-safe.
 #pragma once
 
 #include <fstream>
@@ -13,7 +13,6 @@ class RunLog {
  public:
   RunLog(const std::string& path, bool quiet);
   void line(const std::string& text);
-  void warning(const std::string& text);
   // To train.log only: what was already said on stderr before the log existed.
   void record(const std::string& text);
 

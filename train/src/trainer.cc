@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstdio>
 #include <ctime>
-#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -26,7 +25,6 @@
 #include "stop_signals.h"
 
 namespace dtrn::train {
-namespace fs = std::filesystem;
 namespace {
 
 std::string default_run_dir() {
