@@ -101,7 +101,7 @@ if [[ -x "$BUILD/bin/dtrn" && -d .assets/tokenizer ]]; then
   "$BUILD/bin/dtrn" prep --input "$tmp/corpus" --out "$tmp/prep" --val-docs data --tokenizer-dir .assets/tokenizer >/dev/null
   for dev in auto cuda; do
     timeout 120 "$BUILD/bin/dtrn" train --config deploy/configs/tiny.yaml --set "data.path=$tmp/prep" \
-      --set model.seq_len=64 --set train.steps=2 --set train.eval_every=0 --set "train.device=$dev" \
+      --set model.seq_len=64 --set train.steps=2 --set train.warmup_steps=0 --set train.eval_every=0 --set "train.device=$dev" \
       --run-dir "$tmp/run-$dev" 2>&1 | head -4 | tee -a "$OUT/interop.log"
   done
   rm -rf "$tmp"
