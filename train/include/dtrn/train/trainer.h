@@ -5,6 +5,7 @@
 //   RUN/train.log         everything printed on stdout
 //   RUN/metrics.jsonl     one JSON object per line: "kind": "train" per step, "kind": "val" per evaluation
 //   RUN/checkpoints/      step-NNNNNNNN/ (checkpoint.h)
+//   RUN/.lock             held (flock) while a trainer runs in RUN; its text is that trainer's pid
 // Same config and seed on the same build and machine give byte-identical metrics.jsonl apart from the
 // timing fields (tokens_per_s, step_ms); a resumed run appends exactly the lines an uninterrupted run
 // would have written.
