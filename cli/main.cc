@@ -22,6 +22,7 @@ constexpr Command kCommands[] = {
     {"prep", "text files -> token shards, validation split and meta.json", dtrn::cli::run_prep},
     {"tokenize", "text on stdin -> GPT-2 token ids on stdout (--decode: the reverse)",
      dtrn::cli::run_tokenize},
+    {"bench", "training throughput, MFU and peak memory of a config (synthetic tokens)", dtrn::cli::run_bench},
     {"info", "what this build of dtrn holds: backends, devices, version", dtrn::cli::run_info},
 };
 

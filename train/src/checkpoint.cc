@@ -501,6 +501,7 @@ Status load_checkpoint(const std::string& checkpoint_dir, model::DtrnModel* mode
         plan_copies(join(checkpoint_dir, kOptimizerFile), *moments, targets, &copies));
   }
   run_copies(copies);
+  model->sync_compute_weights();
   if (optimizer) optimizer->set_step_count(m->optimizer_step);
   if (progress) {
     progress->step = m->step;
@@ -545,6 +546,7 @@ Status init_from_safetensors(const std::string& file, model::DtrnModel* model) {
   std::vector<std::pair<Tensor, Tensor>> copies;
   DTRN_RETURN_IF_ERROR(plan_copies(file, *contents, targets, &copies));
   run_copies(copies);
+  model->sync_compute_weights();
   return Status::Ok();
 }
 

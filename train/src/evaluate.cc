@@ -22,7 +22,7 @@ struct Accumulator {
     }
     for (size_t i = 0; i < r.layers.size(); ++i) {
       layers[i].f += r.layers[i].f * static_cast<double>(n);
-      layers[i].s += r.layers[i].s * static_cast<double>(n);
+      layers[i].s += r.layers[i].s.item() * static_cast<double>(n);
       layers[i].fallback = layers[i].fallback || r.layers[i].fallback;
     }
   }

@@ -18,6 +18,7 @@
 #include "dtrn/runtime/optim.h"
 #include "dtrn/train/checkpoint.h"
 #include "dtrn/train/evaluate.h"
+#include "placement.h"
 #include "resume_policy.h"
 #include "run_directory.h"
 #include "run_log.h"
@@ -50,56 +51,72 @@ Status truncate_metrics(const std::string& path, int64_t step) {
   return write_file_atomic(path, kept);
 }
 
-// Runs one tiny DTRNet training step (forward, backward) on `device`; returns the error it raised, or ""
-// when the device's backend has every kernel the model needs.
-std::string training_gap(Device device) {
-  try {
-    model::ModelConfig c;
-    c.d_model = 8;
-    c.n_layers = 3;
-    c.n_heads = 2;
-    c.n_kv_heads = 1;
-    c.d_ff = 8;
-    c.vocab_size = 60;
-    c.seq_len = 4;
-    c.layout = "TDT";
-    model::DtrnModel probe(c, model::RoutingConfig{}, device, DType::kF32);
-    probe.init(0);
-    Tensor ids = Tensor::from_ints({1, 2, 3, 4}, {1, 4}, DType::kI32);
-    model::ForwardOptions fo;
-    fo.training = true;
-    probe.forward(ids, ids, fo).loss.backward();
-    return "";
-  } catch (const Error& e) {
-    return e.what();
-  }
+// A [B, T] i32 CPU tensor of a batch's tokens; the model uploads it (without a device synchronisation).
+Tensor host_tokens(const std::vector<int32_t>& tokens, int64_t b, int64_t t) {
+  Tensor out = Tensor::empty({b, t}, DType::kI32);
+  std::copy(tokens.begin(), tokens.end(), out.data<int32_t>());
+  return out;
 }
 
-// train.device: cpu, cuda[:N], or auto. auto takes the GPU only where its backend can train the model
-// (today's CUDA backend is the foundation slice: memory, copies, elementwise ops and matrix products), so
-// `auto` always gives a run that works; an explicit cuda that cannot train is an error at start, not at
-// the first missing kernel mid-step.
-StatusOr<Device> resolve_device(const std::string& name, std::string* note) {
-  if (name == "auto") {
-    if (!cuda_available()) return Device::cpu();
-    const std::string gap = training_gap(Device::cuda(0));
-    if (gap.empty()) return Device::cuda(0);
-    *note = "train.device auto: a GPU is present but the CUDA backend cannot train the model yet (" + gap +
-            "); training on the CPU";
-    return Device::cpu();
+// The scalars a step reports, summed over its micro-batches where the model runs and read once.
+class StepSums {
+ public:
+  struct Values {
+    double loss = 0, ce = 0, sparsity = 0, balance = 0, grad_norm = 0;
+  };
+
+  // Adds one micro-batch's terms (each divided by `accum`); layers collects f and fallback on the host
+  // and s on the device.
+  void add(const model::ForwardResult& r, int64_t accum, std::vector<model::LayerRouting>* layers) {
+    NoGradGuard no_grad;
+    const double w = 1.0 / static_cast<double>(accum);
+    accumulate(&loss_, r.loss, w);
+    accumulate(&ce_, r.ce, w);
+    accumulate(&sparsity_, r.routing.sparsity, w);
+    accumulate(&balance_, r.routing.balance, w);
+    if (layers->empty()) {
+      *layers = r.layers;
+      for (auto& l : *layers) {
+        l.f = 0;
+        l.s = Tensor();
+      }
+    }
+    for (size_t i = 0; i < r.layers.size(); ++i) {
+      (*layers)[i].f += r.layers[i].f * w;
+      accumulate(&(*layers)[i].s, r.layers[i].s, w);
+      (*layers)[i].fallback = (*layers)[i].fallback || r.layers[i].fallback;
+    }
   }
-  Device device;
-  try {
-    device = Device::parse(name);
-  } catch (const Error& e) {
-    return Status::InvalidArgument(std::string("train.device: ") + e.what());
+
+  // Reads every sum and the squared gradient norm in one device-to-host copy; layers' s become
+  // host-side scalars.
+  Values read(const Tensor& grad_norm_sq, std::vector<model::LayerRouting>* layers) {
+    NoGradGuard no_grad;
+    std::vector<Tensor> parts;
+    auto put = [&](const Tensor& t) {
+      parts.push_back((t.defined() ? t : Tensor::zeros({}, DType::kF64, grad_norm_sq.device()))
+                          .reshape({1})
+                          .to(DType::kF64));
+    };
+    for (const Tensor& t : {loss_, ce_, sparsity_, balance_, grad_norm_sq}) put(t);
+    for (const auto& l : *layers) put(l.s);
+    const std::vector<double> host = concat(parts, 0).to_vector();
+    Values v{host[0], host[1], host[2], host[3], std::sqrt(host[4])};
+    for (size_t i = 0; i < layers->size(); ++i) {
+      (*layers)[i].s = Tensor::full({}, host[5 + i], DType::kF64);
+    }
+    return v;
   }
-  if (device.is_cuda()) {
-    const std::string gap = training_gap(device);
-    if (!gap.empty()) return Status::InvalidArgument("train.device " + name + ": " + gap);
+
+ private:
+  static void accumulate(Tensor* sum, const Tensor& term, double w) {
+    if (!term.defined()) return;
+    Tensor t = scale(term.detach(), w);
+    *sum = sum->defined() ? dtrn::add(*sum, t) : t;
   }
-  return device;
-}
+
+  Tensor loss_, ce_, sparsity_, balance_;
+};
 
 // Compares the resolved config stored in checkpoint `ckpt` with `config` (resume_policy.h); allowed
 // changes are appended to `notes`.
@@ -163,14 +180,10 @@ static StatusOr<std::string> train_in(const JobConfig& config, const TrainRunOpt
   }
 
   std::string device_note;
-  auto resolved = resolve_device(config.train.device, &device_note);
-  if (!resolved.ok()) return resolved.status();
-  const Device device = *resolved;
-  const std::string precision =
-      config.train.precision == "auto" ? (device.is_cuda() ? "bf16" : "fp32") : config.train.precision;
-  if (precision == "bf16" && device.is_cpu()) {
-    return Status::InvalidArgument("train.precision: bf16 compute needs a CUDA device; the CPU trains in fp32");
-  }
+  auto placement = resolve_placement(config.train, &device_note);
+  if (!placement.ok()) return placement.status();
+  const Device device = placement->device;
+  const std::string precision = placement->precision_name();
   if (config.parallel.dp != 1 || config.parallel.tp != 1) {
     return Status::InvalidArgument("parallel.dp/parallel.tp: this trainer runs one process; data and "
                                    "tensor parallelism arrive with the parallel module");
@@ -192,16 +205,12 @@ static StatusOr<std::string> train_in(const JobConfig& config, const TrainRunOpt
                                    config.data.path);
   }
 
-  // Model and optimizer.
-  model::DtrnModel model(config.model, config.routing, device, DType::kF32);
+  // Model and optimizer: bf16 computes with f32 master weights, moments and gradients.
+  model::DtrnModel model(config.model, config.routing, device, placement->compute_dtype);
   model.init(config.train.seed);
   if (!options.init_from.empty()) DTRN_RETURN_IF_ERROR(init_from_safetensors(options.init_from, &model));
   std::vector<ParamGroupEntry> groups;
-  std::vector<Tensor> params;
-  for (const auto& p : model.parameters()) {
-    groups.push_back({p.name, p.tensor, p.decay});
-    params.push_back(p.tensor);
-  }
+  for (const auto& p : model.parameters()) groups.push_back({p.name, p.tensor, p.decay, p.compute});
   AdamW optimizer(groups, AdamWOptions{0.9, 0.999, 1e-8, config.train.weight_decay});
 
   TrainProgress progress;
@@ -263,14 +272,13 @@ static StatusOr<std::string> train_in(const JobConfig& config, const TrainRunOpt
       const auto t0 = std::chrono::steady_clock::now();
       const double lr = lr_at(step, config.train.warmup_steps, config.train.steps, config.train.lr,
                               config.train.min_lr);
-      double loss_sum = 0, ce_sum = 0, sparsity_sum = 0, balance_sum = 0;
+      // Per-step sums stay on the device until the step ends: one read per step, not per micro-batch.
+      StepSums sums;
       std::vector<model::LayerRouting> layers;
       for (int64_t micro = 0; micro < accum; ++micro) {
         data::Batch batch = (*loader)->next();
-        Tensor ids = Tensor::from_ints(std::vector<int64_t>(batch.inputs.begin(), batch.inputs.end()),
-                                       {batch.B, batch.T}, DType::kI32);
-        Tensor targets = Tensor::from_ints(std::vector<int64_t>(batch.targets.begin(), batch.targets.end()),
-                                           {batch.B, batch.T}, DType::kI32);
+        Tensor ids = host_tokens(batch.inputs, batch.B, batch.T);
+        Tensor targets = host_tokens(batch.targets, batch.B, batch.T);
         model::ForwardOptions fo;
         fo.training = true;
         fo.seed = config.train.seed;
@@ -279,23 +287,12 @@ static StatusOr<std::string> train_in(const JobConfig& config, const TrainRunOpt
         // Every term is averaged over micro-batches like CE, so lambda's strength does not depend on the
         // accumulation count (dtrnet-spec.md, Loss).
         scale(r.loss, 1.0 / static_cast<double>(accum)).backward();
-        loss_sum += r.loss.item();
-        ce_sum += r.ce.item();
-        if (r.routing.sparsity.defined()) sparsity_sum += r.routing.sparsity.item();
-        if (r.routing.balance.defined()) balance_sum += r.routing.balance.item();
-        if (layers.empty()) {
-          layers = r.layers;
-          for (auto& l : layers) l.f = l.s = 0;
-        }
-        for (size_t i = 0; i < r.layers.size(); ++i) {
-          layers[i].f += r.layers[i].f / static_cast<double>(accum);
-          layers[i].s += r.layers[i].s / static_cast<double>(accum);
-          layers[i].fallback = layers[i].fallback || r.layers[i].fallback;
-        }
+        sums.add(r, accum, &layers);
       }
-      const double grad_norm = clip_grad_norm(params, config.train.clip);
-      optimizer.step(lr);
+      const Tensor grad_norm_sq = optimizer.clip_and_step(lr, config.train.clip);
       optimizer.zero_grad();
+      const StepSums::Values v = sums.read(grad_norm_sq, &layers);
+      const double loss_mean = v.loss, ce_mean = v.ce, grad_norm = v.grad_norm;
       progress.step = step + 1;
       progress.tokens += tokens_per_step;
       const double step_ms =
@@ -304,10 +301,10 @@ static StatusOr<std::string> train_in(const JobConfig& config, const TrainRunOpt
 
       nlohmann::json line = {{"kind", "train"},
                              {"step", progress.step},
-                             {"loss", loss_sum / accum},
-                             {"ce", ce_sum / accum},
-                             {"routing_sparsity", sparsity_sum / accum},
-                             {"routing_balance", balance_sum / accum},
+                             {"loss", loss_mean},
+                             {"ce", ce_mean},
+                             {"routing_sparsity", v.sparsity},
+                             {"routing_balance", v.balance},
                              {"lr", lr},
                              {"grad_norm", grad_norm},
                              {"tokens", progress.tokens},
@@ -317,7 +314,7 @@ static StatusOr<std::string> train_in(const JobConfig& config, const TrainRunOpt
       std::ostringstream fractions;
       for (const auto& l : layers) {
         const auto verdict = monitor.observe(l.layer, l.f, l.fallback);
-        jl.push_back({{"layer", l.layer}, {"f", l.f}, {"s", l.s}, {"fallback", l.fallback},
+        jl.push_back({{"layer", l.layer}, {"f", l.f}, {"s", l.s.item()}, {"fallback", l.fallback},
                       {"starved", verdict.starved}, {"saturated", verdict.saturated}});
         char buf[48];
         std::snprintf(buf, sizeof buf, " L%lld %.2f%s", static_cast<long long>(l.layer), l.f,
@@ -330,7 +327,7 @@ static StatusOr<std::string> train_in(const JobConfig& config, const TrainRunOpt
       char text[256];
       std::snprintf(text, sizeof text, "step %lld/%lld | loss %.4f | ce %.4f | lr %.2e | gnorm %.2f | %s tok/s |",
                     static_cast<long long>(progress.step), static_cast<long long>(config.train.steps),
-                    loss_sum / accum, ce_sum / accum, lr, grad_norm, format_rate(tokens_per_s).c_str());
+                    loss_mean, ce_mean, lr, grad_norm, format_rate(tokens_per_s).c_str());
       log.line(std::string(text) + report.step_tail(progress.step, step_ms) +
                (layers.empty() ? "" : " | f:" + fractions.str()));
 

@@ -3,6 +3,9 @@
 #include <cuda_runtime_api.h>
 
 #include <bit>
+#include <cstring>
+#include <mutex>
+#include <vector>
 
 #include "cuda/caching_allocator.h"
 #include "cuda/cublaslt_gemm.h"
@@ -85,11 +88,64 @@ int device_of_pointer(const void* ptr) {
   return attributes.device;
 }
 
+// Note [Uploads without a synchronisation]
+// A host-to-device copy from pageable memory must either wait for the copy or keep the source alive;
+// the caller's buffer is neither ours to keep nor safe to read later. So small uploads (token batches,
+// index lists) go through a ring of pinned staging buffers: the bytes are copied into the next slot, the
+// device copy is queued from there, and an event marks when the slot may be reused. The caller may free
+// its buffer at once, and the host never waits for the device unless it laps the ring.
+class UploadRing {
+ public:
+  static constexpr int kSlots = 8;
+  static constexpr size_t kSlotBytes = size_t{1} << 20;
+
+  // Queues the upload and returns true, or returns false when nbytes does not fit a slot.
+  bool upload(void* dst, const void* src, size_t nbytes, int device, cudaStream_t stream) {
+    if (nbytes > kSlotBytes) return false;
+    std::lock_guard<std::mutex> lock(mutex_);
+    Slot& slot = slots(device)[next_[device]];
+    next_[device] = (next_[device] + 1) % kSlots;
+    if (slot.host == nullptr) {
+      CUDA_CHECK(cudaMallocHost(&slot.host, kSlotBytes));
+      CUDA_CHECK(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming));
+    } else {
+      CUDA_CHECK(cudaEventSynchronize(slot.done));
+    }
+    std::memcpy(slot.host, src, nbytes);
+    CUDA_CHECK(cudaMemcpyAsync(dst, slot.host, nbytes, cudaMemcpyHostToDevice, stream));
+    CUDA_CHECK(cudaEventRecord(slot.done, stream));
+    return true;
+  }
+
+ private:
+  struct Slot {
+    void* host = nullptr;
+    cudaEvent_t done = nullptr;
+  };
+  std::vector<Slot>& slots(int device) {
+    if (static_cast<int>(slots_.size()) <= device) {
+      slots_.resize(device + 1, std::vector<Slot>(kSlots));
+      next_.resize(device + 1, 0);
+    }
+    return slots_[device];
+  }
+
+  std::mutex mutex_;
+  std::vector<std::vector<Slot>> slots_;  // by device
+  std::vector<int> next_;
+};
+
+UploadRing& upload_ring() {
+  static UploadRing* ring = new UploadRing();  // leaked: see cuda_context.h
+  return *ring;
+}
+
 void host_copy(void* dst, const void* src, size_t nbytes, cudaMemcpyKind kind, const void* device_ptr) {
   if (nbytes == 0) return;
   const int device = device_of_pointer(device_ptr);
   cuda::DeviceGuard guard(device);
   cudaStream_t stream = cuda::stream_for(device);
+  if (kind == cudaMemcpyHostToDevice && upload_ring().upload(dst, src, nbytes, device, stream)) return;
   CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, kind, stream));
   // The contract is blocking: the host may free or read its buffer as soon as this returns.
   CUDA_CHECK(cudaStreamSynchronize(stream));
