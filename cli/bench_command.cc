@@ -36,19 +36,19 @@ int run_bench(int argc, char** argv) {
   auto args = Args::Parse(argc, argv, 2,
                           {{"config"}, {"set", true, true}, {"steps"}, {"warmup"}, {"routed-fraction"},
                            {"json", false}, {"help", false}});
-  if (!args.ok()) return usage_error("bench", args.status().message(), kUsage);
+  if (!args.ok()) return usage_error("bench", args.status().message());
   if (args->has("help")) {
     std::cout << kUsage << kHelp;
     return 0;
   }
-  if (!args->has("config")) return usage_error("bench", "--config is required", kUsage);
+  if (!args->has("config")) return usage_error("bench", "--config is required");
   auto config = train::load_job_config(*args->get("config"), args->all("set"));
   if (!config.ok()) return fail("bench", config.status().message());
   train::BenchOptions options;
   auto steps = args->get_int("steps", options.steps);
   auto warmup = args->get_int("warmup", options.warmup);
-  if (!steps.ok()) return usage_error("bench", steps.status().message(), kUsage);
-  if (!warmup.ok()) return usage_error("bench", warmup.status().message(), kUsage);
+  if (!steps.ok()) return usage_error("bench", steps.status().message());
+  if (!warmup.ok()) return usage_error("bench", warmup.status().message());
   options.steps = *steps;
   options.warmup = *warmup;
   if (auto r = args->get("routed-fraction")) {
@@ -57,7 +57,7 @@ int run_bench(int argc, char** argv) {
       options.routed_fraction = std::stod(*r, &used);
       if (used != r->size() || options.routed_fraction < 0) throw std::invalid_argument(*r);
     } catch (const std::exception&) {
-      return usage_error("bench", "--routed-fraction: '" + *r + "' is not a number in [0, 1]", kUsage);
+      return usage_error("bench", "--routed-fraction: '" + *r + "' is not a number in [0, 1]");
     }
   }
   auto res = train::run_bench(*config, options);

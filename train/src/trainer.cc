@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstdio>
 #include <ctime>
-#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -20,9 +19,13 @@
 #include "dtrn/train/checkpoint.h"
 #include "dtrn/train/evaluate.h"
 #include "placement.h"
+#include "resume_policy.h"
+#include "run_directory.h"
+#include "run_log.h"
+#include "run_report.h"
+#include "stop_signals.h"
 
 namespace dtrn::train {
-namespace fs = std::filesystem;
 namespace {
 
 std::string default_run_dir() {
@@ -31,21 +34,6 @@ std::string default_run_dir() {
   std::strftime(buf, sizeof buf, "runs/%Y%m%d-%H%M%S", std::localtime(&now));
   return buf;
 }
-
-// Everything printed goes to stdout and to RUN/train.log.
-class Log {
- public:
-  Log(const std::string& path, bool quiet) : file_(path, std::ios::app), quiet_(quiet) {}
-  void line(const std::string& text) {
-    if (!quiet_) std::cout << text << std::endl;
-    file_ << text << "\n";
-    file_.flush();
-  }
-
- private:
-  std::ofstream file_;
-  bool quiet_;
-};
 
 // Keeps the lines of metrics.jsonl whose step is at most `step` (a resumed run rewrites what a crashed
 // run wrote after its last checkpoint). Written to a temporary file and renamed.
@@ -130,6 +118,25 @@ class StepSums {
   Tensor loss_, ce_, sparsity_, balance_;
 };
 
+// Compares the resolved config stored in checkpoint `ckpt` with `config` (resume_policy.h); allowed
+// changes are appended to `notes`.
+Status check_resume(const std::string& ckpt, const JobConfig& config, int64_t step,
+                    std::vector<std::string>* notes) {
+  auto yaml = read_checkpoint_config(ckpt);
+  if (!yaml.ok()) return yaml.status();
+  auto saved = parse_job_config(*yaml);
+  if (!saved.ok()) return Status::DataLoss(ckpt + "/config.yaml: " + saved.status().message());
+  return check_resume_config(*saved, config, step, notes);
+}
+
+// What a run stopped by SIGTERM or SIGINT returns (stop_signals.h): the CLI prints it and exits with
+// kExitStopped.
+Status stopped_by_signal(int signal, int64_t step, const std::string& checkpoint, const std::string& run_dir) {
+  return Status::Cancelled(std::string("stopped by ") + StopSignals::name(signal) + " after step " +
+                           std::to_string(step) + "; checkpoint " + checkpoint +
+                           "; continue with: dtrn train --run-dir " + run_dir + " --resume");
+}
+
 std::string format_rate(double tokens_per_s) {
   char buf[32];
   if (tokens_per_s >= 1e3) std::snprintf(buf, sizeof buf, "%.1fk", tokens_per_s / 1e3);
@@ -148,22 +155,28 @@ StarvationMonitor::Verdict StarvationMonitor::observe(int64_t layer, double f, b
   return {fallback || r->low >= window_, r->high >= window_};
 }
 
-StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOptions& options) {
-  const std::string run_dir = options.run_dir.empty() ? default_run_dir() : options.run_dir;
-  std::error_code ec;
-  fs::create_directories(run_dir, ec);
-  if (ec) return Status::IoError(run_dir + ": cannot create the run directory: " + ec.message());
-  // A fresh run never writes over another run's checkpoints, metrics or config.
-  if (!options.resume && resolve_checkpoint(run_dir).ok()) {
-    return Status::FailedPrecondition(run_dir + " already holds checkpoints: pass --resume to continue that run, "
-                                      "or choose another --run-dir");
-  }
-  Log log(run_dir + "/train.log", options.quiet);
+// The run in `dir` (opened by run_training). Nothing is written into the folder until every check has
+// passed and the run starts (dir.started()), so that a refused start changes nothing.
+static StatusOr<std::string> train_in(const JobConfig& config, const TrainRunOptions& options, RunDirectory& dir,
+                                      const StopSignals& stop) {
+  const std::string& run_dir = dir.path();
   const std::string config_yaml = to_yaml(config);
-  {
-    std::ofstream out(run_dir + "/config.yaml", std::ios::trunc);
-    out << config_yaml;
-    if (!out) return Status::IoError(run_dir + "/config.yaml: cannot write");
+  // What a resume continues from, checked before anything else is opened.
+  std::string ckpt;
+  std::vector<std::string> skipped, resume_notes;  // logged once the run starts
+  if (options.resume) {
+    auto resolved_ckpt = resolve_checkpoint(run_dir, &skipped);
+    for (const std::string& line : skipped) std::cerr << "dtrn train: --resume: " << line << std::endl;
+    if (!resolved_ckpt.ok()) return Status::NotFound("--resume: " + resolved_ckpt.status().message());
+    ckpt = *resolved_ckpt;
+    auto step = read_checkpoint_step(ckpt);
+    if (!step.ok()) return step.status();
+    DTRN_RETURN_IF_ERROR(check_resume(ckpt, config, *step, &resume_notes));
+    if (*step >= config.train.steps) {
+      std::cout << "dtrn train: nothing to do: " << ckpt << " is at step " << *step << " of train.steps "
+                << config.train.steps << " (raise it with --set train.steps=N to train on)" << std::endl;
+      return run_dir;
+    }
   }
 
   std::string device_note;
@@ -185,10 +198,11 @@ StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOption
     if (!v.ok()) return v.status();
     val_set = *v;
   }
-  const int64_t tokens_vocab = static_cast<int64_t>(50257);
+  const int64_t tokens_vocab = static_cast<int64_t>((*train_set)->meta().vocab_size);
   if (config.model.vocab_size < tokens_vocab) {
     return Status::InvalidArgument("model.vocab_size: " + std::to_string(config.model.vocab_size) +
-                                   " is smaller than the GPT-2 tokenizer's 50257 ids in " + config.data.path);
+                                   " is smaller than the " + std::to_string(tokens_vocab) + " token ids of " +
+                                   config.data.path);
   }
 
   // Model and optimizer: bf16 computes with f32 master weights, moments and gradients.
@@ -202,13 +216,8 @@ StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOption
   TrainProgress progress;
   progress.seed = config.train.seed;
   if (options.resume) {
-    auto ckpt = resolve_checkpoint(run_dir);
-    if (!ckpt.ok()) return Status::NotFound("--resume: " + ckpt.status().message());
-    DTRN_RETURN_IF_ERROR(load_checkpoint(*ckpt, &model, &optimizer, &progress));
-    DTRN_RETURN_IF_ERROR(truncate_metrics(run_dir + "/metrics.jsonl", progress.step));
-    log.line("resumed from " + *ckpt + " at step " + std::to_string(progress.step));
-  } else {
-    std::ofstream(run_dir + "/metrics.jsonl", std::ios::trunc);
+    DTRN_RETURN_IF_ERROR(load_checkpoint(ckpt, &model, &optimizer, &progress));
+    resume_notes.push_back("resumed from " + ckpt + " at step " + std::to_string(progress.step));
   }
 
   data::LoaderOptions lo;
@@ -225,8 +234,19 @@ StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOption
     if (const auto* s = val_set->meta().split("val")) val_bytes_per_token = s->bytes_per_token();
   }
 
+  // The run starts: from here on the folder is written and kept.
+  dir.started();
+  RunLog log(run_dir + "/train.log", options.quiet);
+  DTRN_RETURN_IF_ERROR(write_file_atomic(run_dir + "/config.yaml", config_yaml));
+  if (options.resume) {
+    DTRN_RETURN_IF_ERROR(truncate_metrics(run_dir + "/metrics.jsonl", progress.step));
+  } else {
+    std::ofstream(run_dir + "/metrics.jsonl", std::ios::trunc);
+  }
   std::ofstream metrics(run_dir + "/metrics.jsonl", std::ios::app);
   log.line("dtrn train: run directory " + run_dir);
+  for (const std::string& line : skipped) log.record("--resume: " + line);
+  for (const std::string& note : resume_notes) log.line(note);
   if (!device_note.empty()) log.line(device_note);
   log.line("model: " + std::to_string(model.parameter_count()) + " parameters, layout " + model.layout() +
            ", device " + device.str() + ", " + precision);
@@ -234,11 +254,16 @@ StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOption
   const int64_t accum = config.train.global_batch / config.train.micro_batch;
   const int64_t tokens_per_step = config.train.global_batch * config.model.seq_len;
   StarvationMonitor monitor(config.routing.starvation_threshold, config.routing.starvation_window);
+  RunReport report(progress.step, config.train.steps);
+  std::string saved;  // the newest checkpoint this process wrote
+  int64_t saved_step = -1;
   auto save = [&]() -> Status {
     progress.sampler = (*loader)->state();
     auto path = save_checkpoint(run_dir, model, optimizer, progress, config_yaml, config.checkpoint.keep);
     if (!path.ok()) return path.status();
     log.line("checkpoint " + *path);
+    saved = *path;
+    saved_step = progress.step;
     return Status::Ok();
   };
 
@@ -303,7 +328,8 @@ StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOption
       std::snprintf(text, sizeof text, "step %lld/%lld | loss %.4f | ce %.4f | lr %.2e | gnorm %.2f | %s tok/s |",
                     static_cast<long long>(progress.step), static_cast<long long>(config.train.steps),
                     loss_mean, ce_mean, lr, grad_norm, format_rate(tokens_per_s).c_str());
-      log.line(std::string(text) + (layers.empty() ? "" : " f:" + fractions.str()));
+      log.line(std::string(text) + report.step_tail(progress.step, step_ms) +
+               (layers.empty() ? "" : " | f:" + fractions.str()));
 
       if (config.train.eval_every > 0 &&
           (progress.step % config.train.eval_every == 0 || progress.step == config.train.steps)) {
@@ -317,16 +343,38 @@ StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOption
                       static_cast<long long>(progress.step), e.loss, e.ppl, e.bits_per_byte,
                       static_cast<long long>(e.tokens));
         log.line(text);
+        report.validation(progress.step, e.loss);
       }
       if ((config.checkpoint.every > 0 && progress.step % config.checkpoint.every == 0) ||
           progress.step == config.train.steps) {
         DTRN_RETURN_IF_ERROR(save());
       }
+      if (stop.received() != 0 && progress.step < config.train.steps) {
+        if (saved_step != progress.step) DTRN_RETURN_IF_ERROR(save());
+        log.line(report.summary(progress.step, progress.tokens, run_dir + "/checkpoints"));
+        return stopped_by_signal(stop.received(), progress.step, saved, run_dir);
+      }
     }
   } catch (const Error& e) {
     return Status::Internal(e.what());
   }
+  log.line(report.summary(progress.step, progress.tokens, run_dir + "/checkpoints"));
   return run_dir;
+}
+
+StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOptions& options) {
+  if (options.resume && !options.init_from.empty()) {
+    return Status::InvalidArgument("--resume and --init-from: --resume continues the run's checkpoint, "
+                                   "--init-from starts a new run from weights; give one");
+  }
+  auto dir = RunDirectory::Open(options.run_dir.empty() ? default_run_dir() : options.run_dir, options.resume);
+  if (!dir.ok()) return dir.status();
+  StopSignals stop;
+  auto run = train_in(config, options, **dir, stop);
+  if (!run.ok() && run.status().code() != StatusCode::kCancelled && (*dir)->is_started()) {
+    RunLog::failure((*dir)->path() + "/train.log", run.status().message());
+  }
+  return run;
 }
 
 }  // namespace dtrn::train

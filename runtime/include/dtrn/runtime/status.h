@@ -12,7 +12,7 @@
 namespace dtrn {
 
 enum class StatusCode { kOk, kInvalidArgument, kNotFound, kIoError, kDataLoss, kFailedPrecondition,
-                        kInternal };
+                        kInternal, kCancelled };
 
 class Status {
  public:
@@ -28,6 +28,8 @@ class Status {
     return {StatusCode::kFailedPrecondition, std::move(m)};
   }
   static Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
+  // Stopped on request (a signal) after saving what is needed to continue.
+  static Status Cancelled(std::string m) { return {StatusCode::kCancelled, std::move(m)}; }
 
   bool ok() const { return code_ == StatusCode::kOk; }
   StatusCode code() const { return code_; }
