@@ -124,3 +124,4 @@ if has hf && python3 -c 'import transformers' 2>/dev/null; then
 fi
 
 { echo "== summary ($(head -1 "$OUT/gpu.txt"))"; printf '%s\n' "${status[@]}"; } | tee "$OUT/summary.txt"
+[[ -s "$OUT/bench.jsonl" ]] && python3 bench/training_table.py "$OUT" | tee "$OUT/training_table.md"
