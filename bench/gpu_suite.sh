@@ -1,126 +1,127 @@
 #!/usr/bin/env bash
-# gpu_suite.sh: configure, build and test dtrn with the CUDA backend, then benchmark its matrix products,
-# in one call on the GPU machine (see shared/gpu-machine.md). Logs land in $OUT (the device tool's return
-# folder; ./gpu-out when unset): configure.log, build.log, runtime_tests.log, gemm_bench.log, summary.txt.
+# gpu_suite.sh: everything dtrn does on the GPU machine, in one call (see shared/gpu-machine.md): build
+# with the CUDA backend, run every GPU test, benchmark training beside the PyTorch peers, train the 360m
+# preset on the corpus. Logs land in $OUT (the device tool's return folder; ./gpu-out when unset).
 #
-#   bash bench/gpu_suite.sh
-#   EXTRA_CMAKE_ARGS="-DDTRN_BUILD_DATA=OFF" BUILD_TARGETS=all bash bench/gpu_suite.sh
+#   STAGES="build tests" bash bench/gpu_suite.sh        # the default
+#   STAGES="build bench peers" bash bench/gpu_suite.sh  # bench/RESULTS.md's training table
+#   STAGES="build train" bash bench/gpu_suite.sh        # 360m bilayer on the corpus
+#   STAGES="build attn" bash bench/gpu_suite.sh         # attention kernels beside torch SDPA
+#   STAGES="build capacity" bash bench/gpu_suite.sh     # the largest micro-batch of the 360m preset
 #
-# The CUDA tests run first and separately, so their result survives a slow or failing CPU suite. The
-# script never stops early on a failure: every step runs, and the summary says what failed.
+# The device call carries .assets/tokenizer, .assets/corpus (the tests' and the train stage's data),
+# .deps (libpcre2-dev, which the machine lacks) and .peer (a copy of ../shared/peer, which does not travel).
+# Every stage runs even when an earlier one failed; the summary at the end says what failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 export PATH="/opt/torch/.venv/bin:/usr/local/cuda/bin:$PATH"  # cmake 4 and ninja live in the venv there
+export NCCL_NVLS_ENABLE=0
 OUT="${OUT:-$PWD/gpu-out}"
 BUILD="${BUILD:-build-gpu}"
 JOBS="${JOBS:-$(nproc)}"
-EXTRA_CMAKE_ARGS="${EXTRA_CMAKE_ARGS:-}"
-BUILD_TARGETS="${BUILD_TARGETS:-runtime_tests gemm_bench}"  # "all" builds everything
-TEST_TIMEOUT="${TEST_TIMEOUT:-420}"                         # seconds, both test runs together
+STAGES="${STAGES:-build tests}"
+TEST_FILTER="${TEST_FILTER:-*}"
+BENCH_STEPS="${BENCH_STEPS:-20}"
+TRAIN_STEPS="${TRAIN_STEPS:-200}"
 mkdir -p "$OUT"
+status=()
+has() { [[ " $STAGES " == *" $1 "* ]]; }
+step() { echo "== $*"; }
 
-# The GPU machine has no PCRE2 headers (the data module's reference pre-tokenizer needs them): unpack the
-# Debian package carried in .deps/ (fetched here with `apt-get download libpcre2-dev`). Its runtime
-# library, libpcre2-8.so.0, is already there.
 if ! pkg-config --exists libpcre2-8 2>/dev/null; then
   for deb in .deps/libpcre2-dev_*.deb; do [[ -f "$deb" ]] && dpkg -x "$deb" /; done
 fi
-
-step() { echo "== $*"; }
-status=()
-
-step "gpu"
-{ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || echo "no nvidia-smi"; } 2>&1 |
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 || echo "no nvidia-smi"; } |
   tee "$OUT/gpu.txt"
 
-# CMAKE_CUDA_STANDARD=17: the .cu files are C++17 by design (cuda/elementwise.h); without it CMake
-# derives CUDA20 from the C++ standard, which older CMake cannot pass to nvcc.
-step "configure ($BUILD) $EXTRA_CMAKE_ARGS"
-# shellcheck disable=SC2086
-cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDTRN_CUDA=ON \
-  -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_CUDA_STANDARD=17 $EXTRA_CMAKE_ARGS >"$OUT/configure.log" 2>&1
-rc=$?; status+=("configure rc=$rc"); tail -3 "$OUT/configure.log"
-
-step "build: $BUILD_TARGETS"
-targets=()
-if [[ "$BUILD_TARGETS" != "all" ]]; then
-  for t in $BUILD_TARGETS; do targets+=(--target "$t"); done
-fi
-start=$SECONDS
-cmake --build "$BUILD" -j "$JOBS" "${targets[@]}" >"$OUT/build.log" 2>&1
-rc=$?; status+=("build rc=$rc ($((SECONDS - start)) s)")
-grep -E "error|FAILED" "$OUT/build.log" | head -20
-
-tests="$BUILD/tests/runtime_tests"
-log="$OUT/runtime_tests.log"
-: >"$log"
-if [[ -x "$tests" ]]; then
-  step "runtime_tests: CUDA tests"
+if has build; then
+  step "build"
   start=$SECONDS
-  timeout "$TEST_TIMEOUT" "$tests" --gtest_color=no --gtest_filter='Cuda*' 2>&1 | tee -a "$log" |
-    grep -E "^\[  (FAILED|PASSED|SKIPPED) |^\[==========\]"
-  rc=${PIPESTATUS[0]}; status+=("cuda tests rc=$rc ($((SECONDS - start)) s)")
-  step "runtime_tests: all other tests"
-  left=$((TEST_TIMEOUT - (SECONDS - start))); ((left < 30)) && left=30
-  timeout "$left" "$tests" --gtest_color=no --gtest_filter='-Cuda*' >>"$log" 2>&1
-  rc=$?; status+=("other runtime tests rc=$rc ($((SECONDS - start)) s)")
-else
-  status+=("runtime_tests not built")
+  # CMAKE_CUDA_STANDARD=17: the .cu files are C++17 by design (cuda/elementwise.h).
+  cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDTRN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+    -DCMAKE_CUDA_STANDARD=17 >"$OUT/build.log" 2>&1 && cmake --build "$BUILD" -j "$JOBS" >>"$OUT/build.log" 2>&1
+  rc=$?; status+=("build rc=$rc ($((SECONDS - start)) s)")
+  grep -E "error|FAILED" "$OUT/build.log" | head -20
 fi
 
-bench="$BUILD/bin/gemm_bench"
-if [[ -x "$bench" ]]; then
-  step "gemm_bench"
-  timeout 120 "$bench" 2>&1 | tee "$OUT/gemm_bench.log"
-  rc=${PIPESTATUS[0]}; status+=("gemm_bench rc=$rc")
-else
-  status+=("gemm_bench not built")
-fi
-if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
-  step "peer: torch.matmul at the same products"
-  timeout 120 python3 bench/peer_gemm.py 2>&1 | tee -a "$OUT/gemm_bench.log"
-fi
-
-# Module suites that need no corpus beyond what a run carries (train_tests needs
-# .assets/tokenizer and two books: .assets/corpus/gutenberg/{blake-poems,burgess-busterbrown}.txt).
-for suite in model_tests train_tests; do
-  if [[ -x "$BUILD/tests/$suite" ]]; then
-    step "$suite"
-    timeout 300 "$BUILD/tests/$suite" --gtest_color=no >>"$OUT/suites.log" 2>&1
-    rc=$?; status+=("$suite rc=$rc: $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/suites.log" | tail -1)")
-  fi
-done
-
-if [[ -x "$BUILD/bin/dtrn" && -d .assets/tokenizer ]]; then
-  step "device selection: train.device auto and cuda on this GPU"
-  tmp=$(mktemp -d)
-  mkdir -p "$tmp/corpus"
-  cp README.md "$tmp/corpus/readme.txt"
-  cp docs/data.md "$tmp/corpus/data.txt"
-  "$BUILD/bin/dtrn" prep --input "$tmp/corpus" --out "$tmp/prep" --val-docs data --tokenizer-dir .assets/tokenizer >/dev/null
-  for dev in auto cuda; do
-    timeout 120 "$BUILD/bin/dtrn" train --config deploy/configs/tiny.yaml --set "data.path=$tmp/prep" \
-      --set model.seq_len=64 --set train.steps=2 --set train.eval_every=0 --set "train.device=$dev" \
-      --run-dir "$tmp/run-$dev" 2>&1 | head -4 | tee -a "$OUT/interop.log"
+if has tests; then
+  for suite in runtime_tests model_tests train_tests; do
+    filter="$TEST_FILTER"
+    [[ $suite == runtime_tests && $filter == "*" ]] && filter='Cuda*'
+    [[ $suite == train_tests && $filter == "*" ]] && filter='GpuTrainer*'
+    step "$suite --gtest_filter=$filter"
+    start=$SECONDS
+    timeout 400 "$BUILD/tests/$suite" --gtest_color=no --gtest_filter="$filter" >"$OUT/$suite.log" 2>&1
+    rc=$?
+    ok=$(grep -c '^\[       OK \]' "$OUT/$suite.log"); bad=$(grep -c '^\[  FAILED  \] [A-Za-z]' "$OUT/$suite.log")
+    skip=$(grep -c '^\[  SKIPPED \] [A-Za-z].*(' "$OUT/$suite.log")
+    status+=("$suite rc=$rc: $ok passed, $bad failed, $skip skipped ($((SECONDS - start)) s)")
+    grep -E '^\[  FAILED  \] [A-Za-z].*\(' "$OUT/$suite.log" | sed 's/^/  /'
   done
-  rm -rf "$tmp"
 fi
 
-if [[ -x "$BUILD/bin/dtrn" && -d .assets/tokenizer ]] && python3 -c 'import transformers' 2>/dev/null; then
+if has attn; then
+  step "attention: dtrn's kernels beside torch SDPA"
+  timeout 180 "$BUILD/bin/attention_bench" 2>&1 | tee "$OUT/attention_bench.log"
+  PYTHONUNBUFFERED=1 timeout 180 python3 bench/peer_attention.py 2>&1 | tee -a "$OUT/attention_bench.log"
+fi
+
+dtrn="$BUILD/bin/dtrn"
+if has bench; then
+  step "dtrn bench: 360m shapes, bf16, dense and bilayer r=0.1, 8 x 2048 and 2 x 8192"
+  for shape in "8 2048" "2 8192"; do
+    set -- $shape
+    for layout in dense bilayer; do
+      extra=(); [[ $layout == bilayer ]] && extra=(--routed-fraction 0.1)
+      timeout 240 "$dtrn" bench --config deploy/configs/360m.yaml --set "train.micro_batch=$1" \
+        --set "model.seq_len=$2" --set "model.layout=$layout" --steps "$BENCH_STEPS" --json "${extra[@]}" \
+        2>&1 | tee -a "$OUT/bench.jsonl"
+      status+=("bench $layout $1x$2 rc=${PIPESTATUS[0]}")
+    done
+  done
+fi
+
+if has capacity; then
+  step "capacity: the largest micro-batch of the 360m preset (bilayer, bf16) at 2048 and 8192"
+  for shape in "2048 64 60 56 52 48" "8192 16 15 14 13 12"; do
+    set -- $shape
+    seq=$1; shift
+    for b in "$@"; do
+      if timeout 120 "$dtrn" bench --config deploy/configs/360m.yaml --set "train.micro_batch=$b" \
+          --set "model.seq_len=$seq" --steps 1 --warmup 1 --routed-fraction 0.1 --json >>"$OUT/capacity.jsonl" 2>&1; then
+        echo "largest micro-batch at $seq: $b"; status+=("capacity $seq: $b"); break
+      fi
+      echo "micro-batch $b at $seq does not fit"
+    done
+  done
+fi
+
+if has peers; then
+  step "peers (../shared/peer, carried as .peer): torch_dense.py and torch_dtrnet.py, vocab 50304"
+  PYTHONUNBUFFERED=1 timeout 420 python3 .peer/torch_dense.py --shape smollm-360m --seqs 2048,8192 \
+    --compile "${PEER_COMPILE:-0,1}" --vocab 50304 2>&1 | grep '^{' | tee -a "$OUT/peers.jsonl"
+  PYTHONUNBUFFERED=1 timeout 300 python3 .peer/torch_dtrnet.py --seqs 2048,8192 --rs 0.1 --vocab 50304 2>&1 |
+    grep '^{' | tee -a "$OUT/peers.jsonl"
+fi
+
+if has train; then
+  step "dtrn train: 360m bilayer on the corpus, $TRAIN_STEPS steps"
+  data=/tmp/dtrn-prep
+  "$dtrn" prep --input .assets/corpus --out "$data" --tokenizer-dir .assets/tokenizer >"$OUT/train360m.log" 2>&1
+  timeout 480 "$dtrn" train --config deploy/configs/360m.yaml --set "data.path=$data" \
+    --set "train.steps=$TRAIN_STEPS" --set train.global_batch=16 --set train.warmup_steps=20 \
+    --set train.eval_every=100 --set checkpoint.every=0 --run-dir /tmp/run360m 2>&1 | tee -a "$OUT/train360m.log" |
+    grep -E "^step (1|50|100|150|200)/|^val|model:"
+  status+=("train 360m rc=${PIPESTATUS[0]}")
+  cp /tmp/run360m/metrics.jsonl "$OUT/train360m_metrics.jsonl" 2>/dev/null
+fi
+
+if has hf && python3 -c 'import transformers' 2>/dev/null; then
   step "Hugging Face parity of dtrn export"
-  timeout 300 bash tests/interop/run_hf_parity.sh "$BUILD" 2>&1 | tee -a "$OUT/interop.log"
-  rc=${PIPESTATUS[0]}; status+=("hf parity rc=$rc: $(grep parity: "$OUT/interop.log" | tail -1)")
+  timeout 300 bash tests/interop/run_hf_parity.sh "$BUILD" >"$OUT/interop.log" 2>&1
+  status+=("hf parity rc=$?: $(grep parity: "$OUT/interop.log" | tail -1)")
 fi
 
-{
-  echo "== summary ($(head -1 "$OUT/gpu.txt"))"
-  printf '%s\n' "${status[@]}"
-  if [[ -s "$log" ]]; then
-    result='^\[ +(OK|FAILED|SKIPPED) +\] [A-Za-z0-9_/]+\.[A-Za-z0-9_/]+ \('
-    count() { grep -E "$result" "$log" | grep -c "^\[ *$1 *\]"; }
-    echo "runtime_tests: $(count OK) passed, $(count FAILED) failed, $(count SKIPPED) skipped"
-    grep -E "$result" "$log" | grep '^\[  FAILED' | sed 's/^/  /'
-  fi
-  [[ -s "$OUT/gemm_bench.log" ]] && grep -E "TFLOP|^square|^360M|allocator" "$OUT/gemm_bench.log"
-} | tee "$OUT/summary.txt"
+{ echo "== summary ($(head -1 "$OUT/gpu.txt"))"; printf '%s\n' "${status[@]}"; } | tee "$OUT/summary.txt"
+[[ -s "$OUT/bench.jsonl" ]] && python3 bench/training_table.py "$OUT" | tee "$OUT/training_table.md"

@@ -82,8 +82,8 @@ int fail(const std::string& command, const std::string& message) {
   return 1;
 }
 
-int usage_error(const std::string& command, const std::string& message, const std::string& usage) {
-  std::cerr << "dtrn " << command << ": " << message << "\n" << usage;
+int usage_error(const std::string& command, const std::string& message) {
+  std::cerr << "dtrn " << command << ": " << message << " (dtrn " << command << " --help shows the usage)\n";
   return 2;
 }
 

@@ -37,8 +37,9 @@ class Args {
   std::vector<std::string> positional_;
 };
 
-// Prints "dtrn <command>: <message>" to stderr and returns the exit code 1 (or 2 for usage errors).
+// Prints "dtrn <command>: <message>" to stderr and returns the exit code 1 (or 2 for usage errors, whose
+// one line points at --help instead of printing the whole usage).
 int fail(const std::string& command, const std::string& message);
-int usage_error(const std::string& command, const std::string& message, const std::string& usage);
+int usage_error(const std::string& command, const std::string& message);
 
 }  // namespace dtrn::cli

@@ -13,6 +13,11 @@ int run_info(int argc, char** argv);      // info_command.cc
 int run_train(int argc, char** argv);     // train_command.cc
 int run_eval(int argc, char** argv);      // eval_command.cc
 int run_export(int argc, char** argv);    // export_command.cc
+int run_bench(int argc, char** argv);     // bench_command.cc
+
+// train::resolve_checkpoint, printing "dtrn <command>: skipped ..." on stderr for each newer checkpoint
+// that fails verification (eval_command.cc). Shared by eval and export.
+StatusOr<std::string> resolve_checkpoint_warning(const std::string& command, const std::string& path);
 
 // The tokenizer named by --tokenizer-dir, else the default folder (tokenize_command.cc). Shared by
 // the commands that read text.

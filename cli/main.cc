@@ -8,6 +8,7 @@
 #if DTRN_HAVE_COORDINATOR
 #include "service/service_commands.h"
 #endif
+#include "dtrn/runtime/device.h"
 
 namespace {
 
@@ -24,6 +25,7 @@ constexpr Command kCommands[] = {
     {"prep", "text files -> token shards, validation split and meta.json", dtrn::cli::run_prep},
     {"tokenize", "text on stdin -> GPT-2 token ids on stdout (--decode: the reverse)",
      dtrn::cli::run_tokenize},
+    {"bench", "training throughput, MFU and peak memory of a config (synthetic tokens)", dtrn::cli::run_bench},
     {"info", "what this build of dtrn holds: backends, devices, version", dtrn::cli::run_info},
 #if DTRN_HAVE_COORDINATOR
     {"coordinator", "the service: schedules jobs, watches workers, exports telemetry", dtrn::cli::run_coordinator},
@@ -35,16 +37,30 @@ constexpr Command kCommands[] = {
 };
 
 void print_help(std::ostream& os) {
-  os << "usage: dtrn <command> [options]   (dtrn <command> --help for details)\n\ncommands:\n";
-  for (const auto& c : kCommands) os << "  " << c.name << std::string(13 - std::strlen(c.name), ' ') << c.summary << "\n";
+  os << "usage: dtrn <command> [options]   (dtrn help <command> or dtrn <command> --help for details)\n"
+        "       dtrn --version\n\ncommands:\n";
+  for (const auto& c : kCommands) os << "  " << c.name << std::string(12 - std::strlen(c.name), ' ') << c.summary << "\n";
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 ||
+      (std::strcmp(argv[1], "help") == 0 && argc == 2)) {
     print_help(argc < 2 ? std::cerr : std::cout);
     return argc < 2 ? 2 : 0;
+  }
+  if (std::strcmp(argv[1], "--version") == 0) {
+    std::cout << "dtrn " << DTRN_VERSION << " (cuda backend: " << (dtrn::cuda_compiled() ? "built" : "not built")
+              << ")\n";
+    return 0;
+  }
+  // `dtrn help train` is `dtrn train --help`.
+  char help_flag[] = "--help";
+  char* help_argv[] = {argv[0], argc > 2 ? argv[2] : nullptr, help_flag, nullptr};
+  if (std::strcmp(argv[1], "help") == 0) {
+    argc = 3;
+    argv = help_argv;
   }
   for (const auto& c : kCommands) {
     if (std::strcmp(argv[1], c.name) == 0) {

@@ -26,8 +26,13 @@ std::string usage() {
          "whatever --threads is. See docs/data.md for the shard format and meta.json.\n"
          "\n"
          "  --input PATH...        text files or folders\n"
-         "  --out DIR              output folder: train_NNNNNN.bin, val_NNNNNN.bin, meta.json "
-         "(written last)\n"
+         "  --out DIR              output folder: train_NNNNNN.bin, val_NNNNNN.bin, meta.json; "
+         "written as\n"
+         "                         DIR.tmp-<pid> beside it and swapped in only when complete, so a "
+         "failed run\n"
+         "                         leaves an earlier dataset in DIR as it was. An existing DIR must be "
+         "empty or\n"
+         "                         a dtrn prep folder (anything else in it is refused, never deleted)\n"
          "  --val-docs PATTERN...  globs matched against the end of each document path, \".txt\" "
          "optional\n"
          "                         (default, for the fetched corpus:" +
@@ -50,19 +55,21 @@ int run_prep(int argc, char** argv) {
                            {"threads", true},
                            {"shard-tokens", true},
                            {"tokenizer-dir", true}});
-  if (!args.ok()) return usage_error("prep", args.status().message(), usage());
+  if (!args.ok()) return usage_error("prep", args.status().message());
   if (args->has("help")) {
     std::cout << usage();
     return 0;
   }
   if (!args->positional().empty()) {
-    return usage_error("prep", "unexpected argument '" + args->positional()[0] + "'", usage());
+    return usage_error("prep", "unexpected argument '" + args->positional()[0] + "'");
   }
-  if (args->all("input").empty()) return usage_error("prep", "--input is required", usage());
-  if (!args->has("out")) return usage_error("prep", "--out is required", usage());
+  if (args->all("input").empty()) return usage_error("prep", "--input is required");
+  if (!args->has("out")) return usage_error("prep", "--out is required");
   auto threads = args->get_int("threads", 0);
   if (!threads.ok()) return fail("prep", threads.status().message());
-  if (*threads < 0) return fail("prep", "--threads must be positive");
+  if (args->has("threads") && *threads <= 0) {
+    return fail("prep", "--threads must be at least 1 (leave it out to use every core)");
+  }
   auto shard_tokens = args->get_int("shard-tokens", 1LL << 27);
   if (!shard_tokens.ok()) return fail("prep", shard_tokens.status().message());
   if (*shard_tokens <= 0) return fail("prep", "--shard-tokens must be positive");

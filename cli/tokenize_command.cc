@@ -44,13 +44,13 @@ StatusOr<data::Tokenizer> load_tokenizer(const Args& args) {
 int run_tokenize(int argc, char** argv) {
   auto args =
       Args::Parse(argc, argv, 2, {{"help", false}, {"decode", false}, {"tokenizer-dir", true}});
-  if (!args.ok()) return usage_error("tokenize", args.status().message(), kUsage);
+  if (!args.ok()) return usage_error("tokenize", args.status().message());
   if (args->has("help")) {
     std::cout << kUsage;
     return 0;
   }
   if (!args->positional().empty()) {
-    return usage_error("tokenize", "unexpected argument '" + args->positional()[0] + "'", kUsage);
+    return usage_error("tokenize", "unexpected argument '" + args->positional()[0] + "'");
   }
   auto tokenizer = load_tokenizer(*args);
   if (!tokenizer.ok()) return fail("tokenize", tokenizer.status().message());

@@ -11,19 +11,33 @@ namespace dtrn::cli {
 namespace {
 
 constexpr char kUsage[] =
-    "usage: dtrn train --config job.yaml [--run-dir DIR] [--set section.key=value ...] [--resume]\n"
-    "                  [--init-from FILE.safetensors]\n";
+    "usage: dtrn train --config job.yaml [--run-dir DIR] [--set section.key=value ...]\n"
+    "                  [--init-from FILE.safetensors]\n"
+    "       dtrn train --run-dir DIR --resume [--config job.yaml] [--set section.key=value ...]\n";
 
 constexpr char kHelp[] =
     "\nTrains a DTRNet model in this process on a `dtrn prep` dataset (data.path).\n\n"
     "  --config FILE        the job config (YAML: model, routing, train, parallel, data, checkpoint,\n"
-    "                       telemetry; deploy/configs/ has presets)\n"
+    "                       telemetry; deploy/configs/ has presets). With --resume it defaults to\n"
+    "                       DIR/config.yaml\n"
     "  --set KEY=VALUE      override any key, e.g. --set train.steps=100 (repeatable)\n"
     "  --run-dir DIR        where to write config.yaml, train.log, metrics.jsonl and checkpoints/\n"
     "                       (default runs/<date-time>)\n"
-    "  --resume             continue from the newest checkpoint in --run-dir\n"
-    "  --init-from FILE     start from a safetensors file (a dtrn export, or a dense Llama checkpoint\n"
-    "                       of matching shape: routers then start fresh)\n";
+    "  --resume             continue from the newest valid checkpoint in --run-dir\n"
+    "  --init-from FILE     start a new run from a safetensors file (a dtrn export, or a dense Llama\n"
+    "                       checkpoint of matching shape: routers then start fresh)\n"
+    "\nRefuses, changing nothing on disk:\n"
+    "  a fresh run into a --run-dir that is not empty (another run's state, even a corrupt one, is only\n"
+    "  continued with --resume, never overwritten); a --run-dir another dtrn train is using;\n"
+    "  --resume with --init-from; --resume with a changed key that changes what the checkpoint means\n"
+    "  (model shape, seq_len, routing, seed, global_batch, optimizer, data.path: only train.steps,\n"
+    "  eval and checkpoint cadence, micro_batch, device and precision may change, and are logged).\n"
+    "A start that fails leaves no new run directory behind. A corrupt newest checkpoint is skipped with\n"
+    "a warning on stderr naming it.\n"
+    "\nSIGTERM or SIGINT (Slurm and Kubernetes pre-emption, Ctrl-C): the current step finishes, a\n"
+    "checkpoint is saved and printed, and dtrn exits with status 75; --resume continues exactly.\n"
+    "A second signal stops at once (status 128 + signal).\n"
+    "\nExit status: 0 done, 1 error, 2 usage error, 75 stopped by a signal after saving a checkpoint.\n";
 
 }  // namespace
 
@@ -31,27 +45,36 @@ int run_train(int argc, char** argv) {
   auto args = Args::Parse(argc, argv, 2,
                           {{"config"}, {"run-dir"}, {"set", true, true}, {"resume", false}, {"init-from"},
                            {"quiet", false}, {"help", false}});
-  if (!args.ok()) return usage_error("train", args.status().message(), kUsage);
+  if (!args.ok()) return usage_error("train", args.status().message());
   if (args->has("help")) {
     std::cout << kUsage << kHelp;
     return 0;
   }
-  if (!args->positional().empty()) return usage_error("train", "unexpected argument '" + args->positional()[0] + "'", kUsage);
-  if (!args->has("config")) return usage_error("train", "--config is required", kUsage);
-  if (args->has("resume") && !args->has("run-dir")) {
-    return usage_error("train", "--resume needs --run-dir (the run to continue)", kUsage);
+  if (!args->positional().empty()) return usage_error("train", "unexpected argument '" + args->positional()[0] + "'");
+  const bool resume = args->has("resume");
+  if (resume && !args->has("run-dir")) return usage_error("train", "--resume needs --run-dir (the run to continue)");
+  if (!resume && !args->has("config")) return usage_error("train", "--config is required");
+  if (resume && args->has("init-from")) {
+    return usage_error("train", "--resume continues the run's checkpoint and --init-from starts a new run from "
+                                "weights: give one");
   }
-  auto config = train::load_job_config(*args->get("config"), args->all("set"));
+  // A resumed run's own resolved config is the natural default.
+  const std::string config_path = args->get_or("config", *args->get("run-dir") + "/config.yaml");
+  auto config = train::load_job_config(config_path, args->all("set"));
   if (!config.ok()) return fail("train", config.status().message());
   train::TrainRunOptions options;
   options.run_dir = args->get_or("run-dir", "");
-  options.resume = args->has("resume");
+  options.resume = resume;
   options.init_from = args->get_or("init-from", "");
   options.quiet = args->has("quiet");
   auto telemetry = connect_worker_telemetry();  // set when an agent started this process
   if (!telemetry.ok()) return fail("train", telemetry.status().message());
   options.telemetry = telemetry->get();
   auto run = train::run_training(*config, options);
+  if (!run.ok() && run.status().code() == StatusCode::kCancelled) {
+    std::cerr << "dtrn train: " << run.status().message() << std::endl;
+    return train::kExitStopped;
+  }
   if (!run.ok()) return fail("train", run.status().message());
   std::cout << "run directory: " << *run << "\n";
   return 0;

@@ -26,7 +26,7 @@ int run_agent(int argc, char** argv) {
   for (const char* f : {"slots", "host", "work-dir"}) specs.push_back({f});
   specs.push_back({"help", false});
   auto args = Args::Parse(argc, argv, 2, specs);
-  if (!args.ok()) return usage_error("agent", args.status().message(), kUsage);
+  if (!args.ok()) return usage_error("agent", args.status().message());
   if (args->has("help")) {
     std::cout << kUsage << kHelp << kClientFlagsHelp;
     return 0;

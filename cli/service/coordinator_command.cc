@@ -29,12 +29,12 @@ int run_coordinator(int argc, char** argv) {
   auto args = Args::Parse(argc, argv, 2,
                           {{"state-dir"}, {"listen"}, {"metrics-listen"}, {"auth-token-file"}, {"tls-cert"},
                            {"tls-key"}, {"heartbeat-timeout"}, {"backoff"}, {"help", false}});
-  if (!args.ok()) return usage_error("coordinator", args.status().message(), kUsage);
+  if (!args.ok()) return usage_error("coordinator", args.status().message());
   if (args->has("help")) {
     std::cout << kUsage << kHelp;
     return 0;
   }
-  if (!args->has("state-dir")) return usage_error("coordinator", "--state-dir is required", kUsage);
+  if (!args->has("state-dir")) return usage_error("coordinator", "--state-dir is required");
   coordinator::ServerOptions o;
   o.coordinator.state_dir = *args->get("state-dir");
   o.listen = args->get_or("listen", o.listen);
@@ -46,7 +46,7 @@ int run_coordinator(int argc, char** argv) {
     o.coordinator.heartbeat_timeout_s = std::stod(args->get_or("heartbeat-timeout", "10"));
     o.coordinator.backoff_initial_s = std::stod(args->get_or("backoff", "1"));
   } catch (const std::exception&) {
-    return usage_error("coordinator", "--heartbeat-timeout and --backoff take seconds", kUsage);
+    return usage_error("coordinator", "--heartbeat-timeout and --backoff take seconds");
   }
   if (auto f = args->get("auth-token-file")) {
     auto token = coordinator::read_token_file(*f);

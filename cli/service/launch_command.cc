@@ -47,12 +47,12 @@ int run_launch(int argc, char** argv) {
   specs.push_back({"set", true, true});
   specs.push_back({"help", false});
   auto args = Args::Parse(argc, argv, 2, specs);
-  if (!args.ok()) return usage_error("launch", args.status().message(), kUsage);
+  if (!args.ok()) return usage_error("launch", args.status().message());
   if (args->has("help")) {
     std::cout << kUsage << kHelp << kClientFlagsHelp;
     return 0;
   }
-  if (!args->has("config")) return usage_error("launch", "--config is required", kUsage);
+  if (!args->has("config")) return usage_error("launch", "--config is required");
   auto config = train::load_job_config(*args->get("config"), args->all("set"));
   if (!config.ok()) return fail("launch", config.status().message());
   auto nproc = args->get_int("nproc", 1);
@@ -78,7 +78,7 @@ int run_launch(int argc, char** argv) {
     try {
       o.coordinator.heartbeat_timeout_s = std::stod(args->get_or("heartbeat-timeout", "10"));
     } catch (const std::exception&) {
-      return usage_error("launch", "--heartbeat-timeout takes seconds", kUsage);
+      return usage_error("launch", "--heartbeat-timeout takes seconds");
     }
     auto started = coordinator::CoordinatorServer::Start(o);
     if (!started.ok()) return fail("launch", started.status().message());

@@ -25,12 +25,12 @@ int run_submit(int argc, char** argv) {
   specs.push_back({"wait", false});
   specs.push_back({"help", false});
   auto args = Args::Parse(argc, argv, 2, specs);
-  if (!args.ok()) return usage_error("submit", args.status().message(), kUsage);
+  if (!args.ok()) return usage_error("submit", args.status().message());
   if (args->has("help")) {
     std::cout << kUsage << kHelp << kClientFlagsHelp;
     return 0;
   }
-  if (args->positional().size() != 1) return usage_error("submit", "expected one JOB.yaml", kUsage);
+  if (args->positional().size() != 1) return usage_error("submit", "expected one JOB.yaml");
   auto config = train::load_job_config(args->positional()[0], args->all("set"));
   if (!config.ok()) return fail("submit", config.status().message());
   auto client = client_options(*args);

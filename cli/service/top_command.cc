@@ -85,7 +85,7 @@ int run_top(int argc, char** argv) {
   specs.push_back({"once", false});
   specs.push_back({"help", false});
   auto args = Args::Parse(argc, argv, 2, specs);
-  if (!args.ok()) return usage_error("top", args.status().message(), kUsage);
+  if (!args.ok()) return usage_error("top", args.status().message());
   if (args->has("help")) {
     std::cout << kUsage << kHelp << kClientFlagsHelp;
     return 0;

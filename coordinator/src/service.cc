@@ -145,6 +145,7 @@ grpc::Status CallGuard::convert(const Status& status) const {
     case StatusCode::kNotFound: code = grpc::StatusCode::NOT_FOUND; break;
     case StatusCode::kFailedPrecondition: code = grpc::StatusCode::FAILED_PRECONDITION; break;
     case StatusCode::kPermissionDenied: code = grpc::StatusCode::PERMISSION_DENIED; break;
+    case StatusCode::kCancelled: code = grpc::StatusCode::CANCELLED; break;
     case StatusCode::kDataLoss: code = grpc::StatusCode::DATA_LOSS; break;
     default: break;
   }

@@ -1,6 +1,25 @@
 #include "dtrn/data/dataset.h"
 
 namespace dtrn::data {
+namespace {
+
+// Ids the tokenizer of meta.json cannot have made (a shard written by another tool, a bit flip made
+// before the checksum) would otherwise reach the model and fail deep inside an embedding lookup: caught
+// here, once per open, naming the shard and the offset.
+Status check_token_ids(const ShardFile& shard, uint32_t vocab_size, const std::string& meta_path) {
+  const uint16_t* tokens = shard.tokens();
+  for (uint64_t i = 0; i < shard.num_tokens(); ++i) {
+    if (tokens[i] >= vocab_size) {
+      return Status::DataLoss(shard.path() + ": token id " + std::to_string(tokens[i]) + " at token offset " +
+                              std::to_string(i) + " (byte " + std::to_string(kShardHeaderBytes + 2 * i) +
+                              ") is not below the vocabulary size " + std::to_string(vocab_size) + " of " +
+                              meta_path);
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
 
 StatusOr<std::shared_ptr<const TokenDataset>> TokenDataset::Open(const std::string& dir,
                                                                  const std::string& split,
@@ -41,6 +60,7 @@ StatusOr<std::shared_ptr<const TokenDataset>> TokenDataset::Open(const std::stri
       return Status::DataLoss(path + ": checksum mismatch (sha256 differs from " + meta_path +
                               "): corrupt");
     }
+    DTRN_RETURN_IF_ERROR(check_token_ids(*shard, meta->vocab_size, meta_path));
     dataset->num_tokens_ += shard->num_tokens();
     dataset->shards_.push_back(std::move(shard).value());
   }

@@ -1,6 +1,8 @@
 #include "dtrn/data/prep.h"
 
+#include <fcntl.h>
 #include <fnmatch.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -155,14 +157,13 @@ class DocumentPool {
 class ShardWriter {
  public:
   ShardWriter(std::string dir, std::string split, const Tokenizer& tokenizer, uint64_t shard_tokens,
-              SplitStats* stats, std::vector<std::string>* written)
+              SplitStats* stats)
       : dir_(std::move(dir)),
         split_(std::move(split)),
         identity_(tokenizer.identity()),
         eot_(static_cast<uint16_t>(tokenizer.eot_id())),
         shard_tokens_(shard_tokens),
-        stats_(stats),
-        written_(written) {}
+        stats_(stats) {}
 
   Status add(const EncodedDocument& doc) {
     stats_->documents += 1;
@@ -190,7 +191,6 @@ class ShardWriter {
     char name[64];
     std::snprintf(name, sizeof name, "%s_%06zu.bin", split_.c_str(), stats_->shards.size());
     const std::string path = dir_ + "/" + name;
-    written_->push_back(path);
     auto sha = write_shard(path, buffer_, identity_);
     if (!sha.ok()) return sha.status();
     stats_->shards.push_back({name, buffer_.size(), *sha});
@@ -202,7 +202,6 @@ class ShardWriter {
   uint16_t eot_;
   uint64_t shard_tokens_;
   SplitStats* stats_;
-  std::vector<std::string>* written_;
   std::vector<uint16_t> buffer_;
 };
 
@@ -210,8 +209,8 @@ bool is_shard_name(const std::string& name) {
   return (name.starts_with("train_") || name.starts_with("val_")) && name.ends_with(".bin");
 }
 
-Status run(const Tokenizer& tokenizer, const PrepOptions& options, DatasetMeta* meta,
-           std::vector<std::string>* written) {
+// Writes the dataset into `dir`, a fresh folder.
+Status run(const Tokenizer& tokenizer, const PrepOptions& options, const std::string& dir, DatasetMeta* meta) {
   auto docs = expand_inputs(options.inputs);
   if (!docs.ok()) return docs.status();
   const std::vector<std::string> patterns =
@@ -234,21 +233,14 @@ Status run(const Tokenizer& tokenizer, const PrepOptions& options, DatasetMeta* 
   }
   if (options.shard_tokens == 0) return Status::InvalidArgument("shard size must be positive");
 
-  std::error_code ec;
-  fs::create_directories(options.out_dir, ec);
-  if (ec) return Status::IoError(options.out_dir + ": " + ec.message());
-  const std::string meta_path = options.out_dir + "/" + kMetaFileName;
-  if (::unlink(meta_path.c_str()) != 0 && errno != ENOENT) return errno_status(meta_path, errno);
-
   meta->tokenizer_name = tokenizer.name();
   meta->tokenizer_identity = tokenizer.identity();
   meta->vocab_size = tokenizer.vocab_size();
   meta->eot_id = tokenizer.eot_id();
   meta->tokenizer_files = tokenizer.sources();
   meta->val_patterns = patterns;
-  ShardWriter train(options.out_dir, "train", tokenizer, options.shard_tokens, &meta->train,
-                    written);
-  ShardWriter val(options.out_dir, "val", tokenizer, options.shard_tokens, &meta->val, written);
+  ShardWriter train(dir, "train", tokenizer, options.shard_tokens, &meta->train);
+  ShardWriter val(dir, "val", tokenizer, options.shard_tokens, &meta->val);
 
   int threads = options.threads > 0 ? options.threads
                                     : int(std::max(1u, std::thread::hardware_concurrency()));
@@ -263,34 +255,69 @@ Status run(const Tokenizer& tokenizer, const PrepOptions& options, DatasetMeta* 
   }
   DTRN_RETURN_IF_ERROR(train.finish());
   DTRN_RETURN_IF_ERROR(val.finish());
+  DTRN_RETURN_IF_ERROR(write_file_atomic(dir + "/" + kMetaFileName, meta_to_json(*meta)));
+  return sync_dir(dir);
+}
 
-  // Shards of an earlier run that this one did not rewrite would only confuse a reader.
-  auto is_current = [&](const std::string& name) {
-    for (const SplitStats* split : {&meta->train, &meta->val}) {
-      for (const ShardEntry& e : split->shards) {
-        if (e.file == name) return true;
-      }
-    }
-    return false;
-  };
-  for (const auto& entry : fs::directory_iterator(options.out_dir, ec)) {
+// An existing output folder is replaced only when it is empty or holds nothing but what prep writes:
+// anything else in it would be deleted by the swap.
+Status check_replaceable(const std::string& out_dir) {
+  std::error_code ec;
+  if (!fs::exists(out_dir, ec)) return Status::Ok();
+  if (!fs::is_directory(out_dir, ec)) return Status::InvalidArgument(out_dir + ": exists and is not a folder");
+  for (const auto& entry : fs::directory_iterator(out_dir, ec)) {
     const std::string name = entry.path().filename().string();
-    if (is_shard_name(name) && !is_current(name)) fs::remove(entry.path(), ec);
+    if (name != kMetaFileName && !is_shard_name(name)) {
+      return Status::FailedPrecondition(out_dir + ": holds " + name +
+                                        ", which dtrn prep did not write; --out must be a new or empty folder "
+                                        "or an earlier dtrn prep output");
+    }
   }
-  return write_file_atomic(meta_path, meta_to_json(*meta));
+  return ec ? Status::IoError(out_dir + ": " + ec.message()) : Status::Ok();
+}
+
+// Puts the complete folder `staging` in place of `out_dir`. With an earlier dataset there, the two are
+// exchanged in one atomic step (renameat2 RENAME_EXCHANGE) where the file system supports it, else
+// the old one is renamed aside first; the old one is removed only once the new one is in place.
+Status swap_in(const std::string& staging, const std::string& out_dir) {
+  std::error_code ec;
+  const std::string parent = fs::absolute(out_dir, ec).parent_path().string();
+  if (!fs::exists(out_dir, ec)) {
+    if (std::rename(staging.c_str(), out_dir.c_str()) != 0) return errno_status(out_dir, errno);
+    return sync_dir(parent);
+  }
+  std::string old = staging;  // after an exchange, the staging name holds the old dataset
+  if (::renameat2(AT_FDCWD, staging.c_str(), AT_FDCWD, out_dir.c_str(), RENAME_EXCHANGE) != 0) {
+    old = out_dir + ".old-" + std::to_string(::getpid());
+    fs::remove_all(old, ec);
+    if (std::rename(out_dir.c_str(), old.c_str()) != 0) return errno_status(out_dir, errno);
+    if (std::rename(staging.c_str(), out_dir.c_str()) != 0) {
+      const int err = errno;
+      std::rename(old.c_str(), out_dir.c_str());
+      return errno_status(out_dir, err);
+    }
+  }
+  DTRN_RETURN_IF_ERROR(sync_dir(parent));
+  fs::remove_all(old, ec);
+  return Status::Ok();
 }
 
 }  // namespace
 
 StatusOr<DatasetMeta> prepare_dataset(const Tokenizer& tokenizer, const PrepOptions& options) {
+  DTRN_RETURN_IF_ERROR(check_replaceable(options.out_dir));
+  std::string out = options.out_dir;
+  while (out.size() > 1 && out.back() == '/') out.pop_back();
+  const std::string staging = out + ".tmp-" + std::to_string(::getpid());
+  std::error_code ec;
+  fs::remove_all(staging, ec);  // left by an earlier process that had our pid
+  fs::create_directories(staging, ec);
+  if (ec) return Status::IoError(staging + ": " + ec.message());
   DatasetMeta meta;
-  std::vector<std::string> written;
-  Status status = run(tokenizer, options, &meta, &written);
+  Status status = run(tokenizer, options, staging, &meta);
+  if (status.ok()) status = swap_in(staging, out);
   if (!status.ok()) {
-    for (const std::string& path : written) {
-      std::error_code ec;
-      fs::remove(path, ec);
-    }
+    fs::remove_all(staging, ec);
     return status;
   }
   return meta;

@@ -20,62 +20,68 @@ uint64_t fnv1a(const std::string& s) {
   return h;
 }
 
-Tensor param(const Shape& shape, DType dtype, Device device) {
-  Tensor t = Tensor::zeros(shape, dtype, device);
-  t.set_requires_grad(true);
-  return t;
-}
-
 }  // namespace
 
-DtrnModel::DtrnModel(const ModelConfig& config, const RoutingConfig& routing, Device device, DType dtype)
-    : config_(config), routing_(routing), device_(device), dtype_(dtype) {
+DtrnModel::DtrnModel(const ModelConfig& config, const RoutingConfig& routing, Device device,
+                     DType compute_dtype)
+    : config_(config), routing_(routing), device_(device), dtype_(compute_dtype) {
   Status s = validate(config);
   DTRN_CHECK(s.ok(), s.message());
+  DTRN_CHECK(is_floating(compute_dtype), "model: compute dtype must be floating, got ",
+             dtype_name(compute_dtype));
   layout_ = resolve_layout(config.layout, config.n_layers).value();
   const int64_t c = config.d_model, hd = config.n_heads * config.head_dim();
   const int64_t kvd = config.n_kv_heads * config.head_dim(), f = config.d_ff;
-  embed_ = param({config.padded_vocab(), c}, dtype, device);
-  final_norm_ = param({c}, dtype, device);
+  embed_ = add_parameter("model.embed_tokens.weight", {config.padded_vocab(), c}, true);
   for (int64_t l = 0; l < config.n_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
     BlockWeights b;
-    b.norm_in = param({c}, dtype, device);
-    b.norm_post = param({c}, dtype, device);
-    b.attn = {param({hd, c}, dtype, device), param({kvd, c}, dtype, device),
-              param({kvd, c}, dtype, device), param({c, hd}, dtype, device)};
-    b.mlp = {param({f, c}, dtype, device), param({f, c}, dtype, device), param({c, f}, dtype, device)};
+    b.norm_in = add_parameter(p + "input_layernorm.weight", {c}, false);
+    b.attn = {add_parameter(p + "self_attn.q_proj.weight", {hd, c}, true),
+              add_parameter(p + "self_attn.k_proj.weight", {kvd, c}, true),
+              add_parameter(p + "self_attn.v_proj.weight", {kvd, c}, true),
+              add_parameter(p + "self_attn.o_proj.weight", {c, hd}, true)};
+    b.norm_post = add_parameter(p + "post_attention_layernorm.weight", {c}, false);
+    b.mlp = {add_parameter(p + "mlp.gate_proj.weight", {f, c}, true),
+             add_parameter(p + "mlp.up_proj.weight", {f, c}, true),
+             add_parameter(p + "mlp.down_proj.weight", {c, f}, true)};
     if (layout_[l] == 'D') {
-      b.router = {param({c / 2, c}, dtype, device), param({c / 2}, dtype, device),
-                  param({2, c / 2}, dtype, device), param({2}, dtype, device)};
+      b.router = {add_parameter(p + "router.0.weight", {c / 2, c}, true),
+                  add_parameter(p + "router.0.bias", {c / 2}, false),
+                  add_parameter(p + "router.2.weight", {2, c / 2}, true),
+                  add_parameter(p + "router.2.bias", {2}, false)};
     }
     blocks_.push_back(std::move(b));
   }
+  final_norm_ = add_parameter("model.norm.weight", {c}, false);
 }
 
-std::vector<NamedParameter> DtrnModel::parameters() const {
-  std::vector<NamedParameter> out;
-  out.push_back({"model.embed_tokens.weight", embed_, true});
-  for (size_t l = 0; l < blocks_.size(); ++l) {
-    const BlockWeights& b = blocks_[l];
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    out.push_back({p + "input_layernorm.weight", b.norm_in, false});
-    out.push_back({p + "self_attn.q_proj.weight", b.attn.wq, true});
-    out.push_back({p + "self_attn.k_proj.weight", b.attn.wk, true});
-    out.push_back({p + "self_attn.v_proj.weight", b.attn.wv, true});
-    out.push_back({p + "self_attn.o_proj.weight", b.attn.wo, true});
-    out.push_back({p + "post_attention_layernorm.weight", b.norm_post, false});
-    out.push_back({p + "mlp.gate_proj.weight", b.mlp.gate, true});
-    out.push_back({p + "mlp.up_proj.weight", b.mlp.up, true});
-    out.push_back({p + "mlp.down_proj.weight", b.mlp.down, true});
-    if (b.router.w1.defined()) {
-      out.push_back({p + "router.0.weight", b.router.w1, true});
-      out.push_back({p + "router.0.bias", b.router.b1, false});
-      out.push_back({p + "router.2.weight", b.router.w2, true});
-      out.push_back({p + "router.2.bias", b.router.b2, false});
-    }
+Tensor DtrnModel::add_parameter(const std::string& name, const Shape& shape, bool decay) {
+  const DType master = dtype_ == DType::kF64 ? DType::kF64 : DType::kF32;
+  NamedParameter p{name, Tensor::zeros(shape, master, device_), decay, Tensor()};
+  p.compute = dtype_ == master ? p.tensor : Tensor::zeros(shape, dtype_, device_);
+  p.compute.set_requires_grad(true);
+  params_.push_back(p);
+  return p.compute;
+}
+
+std::vector<NamedParameter> DtrnModel::parameters() const { return params_; }
+
+void DtrnModel::sync_compute_weights() {
+  NoGradGuard no_grad;
+  for (const NamedParameter& p : params_) {
+    if (!p.compute.same(p.tensor)) p.compute.copy_(p.tensor);
   }
-  out.push_back({"model.norm.weight", final_norm_, false});
-  return out;
+}
+
+const BlockContext& DtrnModel::context(int64_t batch, int64_t seq) {
+  for (const auto& [shape, ctx] : contexts_) {
+    if (shape.first == batch && shape.second == seq) return ctx;
+  }
+  // Evaluation and training use a handful of shapes; a bound keeps odd callers from growing it.
+  if (contexts_.size() >= 8) contexts_.erase(contexts_.begin());
+  contexts_.emplace_back(std::make_pair(batch, seq), make_block_context(config_, batch, seq, device_));
+  return contexts_.back().second;
 }
 
 int64_t DtrnModel::parameter_count() const {
@@ -98,9 +104,10 @@ void DtrnModel::init(uint64_t seed) {
     } else {
       const bool is_output = n.find("o_proj") != std::string::npos || n.find("down_proj") != std::string::npos;
       p.tensor.copy_(Tensor::normal(p.tensor.shape(), 0.0, is_output ? out_std : kInitStd, seed, fnv1a(n),
-                                    0, dtype_, device_));
+                                    0, p.tensor.dtype(), device_));
     }
   }
+  sync_compute_weights();
 }
 
 Tensor DtrnModel::hidden(const Tensor& ids, const ForwardOptions& options, std::vector<RoutingStats>* stats,
@@ -109,9 +116,10 @@ Tensor DtrnModel::hidden(const Tensor& ids, const ForwardOptions& options, std::
   DTRN_CHECK(ids.size(1) <= config_.seq_len, "model: sequence of ", ids.size(1),
              " tokens is longer than model.seq_len ", config_.seq_len);
   Tensor x = embedding(embed_, ids.to(device_));
+  const BlockContext& ctx = context(ids.size(0), ids.size(1));
   for (int64_t l = 0; l < config_.n_layers; ++l) {
     if (layout_[l] == 'T') {
-      x = dense_block_forward(config_, blocks_[l], x);
+      x = dense_block_forward(config_, blocks_[l], x, &ctx);
       continue;
     }
     FallbackDraw draw;
@@ -121,8 +129,8 @@ Tensor DtrnModel::hidden(const Tensor& ids, const ForwardOptions& options, std::
     draw.offset = options.draw << 32;  // 2^32 words per micro-batch and layer: never overlap
     draw.fraction = routing_.fallback_fraction;
     RoutingStats st;
-    x = routed_block_forward(config_, blocks_[l], x, draw, &st);
-    if (layers) layers->push_back({l, st.f(), st.s.item(), st.fallback});
+    x = routed_block_forward(config_, blocks_[l], x, draw, &st, &ctx);
+    if (layers) layers->push_back({l, st.f(), st.s.detach(), st.fallback});
     if (stats) stats->push_back(std::move(st));
   }
   return rmsnorm(x, final_norm_, config_.norm_eps);
@@ -140,10 +148,19 @@ ForwardResult DtrnModel::forward(const Tensor& ids, const Tensor& targets, const
   std::vector<RoutingStats> stats;
   Tensor h = hidden(ids, options, &stats, &r.layers);
   Tensor logits = matmul(h.reshape({-1, config_.d_model}), embed_, false, true);
-  Tensor flat_targets = targets.reshape({targets.numel()}).to(device_);
+  // Targets stay where they come from (the host, for the trainer): cross_entropy counts and checks them
+  // there, with no device synchronisation.
+  Tensor flat_targets = targets.reshape({targets.numel()});
   r.ce = cross_entropy(logits, flat_targets, options.ignore_index, config_.vocab_size);
-  std::vector<int64_t> t = flat_targets.to_ints();
-  for (int64_t v : t) r.targets_counted += v != options.ignore_index;
+  if (flat_targets.device().is_cpu()) {
+    const Tensor host = flat_targets.contiguous();
+    for (int64_t i = 0; i < host.numel(); ++i) {
+      const int64_t v = host.dtype() == DType::kI32 ? host.data<int32_t>()[i] : host.data<int64_t>()[i];
+      r.targets_counted += v != options.ignore_index;
+    }
+  } else {
+    for (int64_t v : flat_targets.to_ints()) r.targets_counted += v != options.ignore_index;
+  }
   r.routing = routing_terms(stats, routing_.target_fraction);
   r.loss = r.ce;
   if (r.routing.sparsity.defined() && routing_.sparsity_weight > 0) {

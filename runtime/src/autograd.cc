@@ -2,6 +2,7 @@
 
 #include <unordered_map>
 
+#include "backend.h"
 #include "dtrn/runtime/ops.h"
 
 namespace dtrn {
@@ -84,10 +85,16 @@ void run_backward(const Tensor& root, const Tensor& gradient) {
   NoGradGuard no_grad;
 
   auto accumulate_leaf = [](TensorImpl& leaf, const Tensor& g) {
-    // Each leaf owns its gradient's storage, so in-place updates (clipping) never touch a tensor shared
-    // with another leaf.
-    Tensor own = leaf.grad ? add(Tensor(leaf.grad), g) : g.clone();
-    leaf.grad = own.impl_ptr();
+    // Each leaf owns its gradient's storage, so in-place updates (accumulation, clipping) never touch a
+    // tensor shared with another leaf; the buffer is kept across backwards (no reallocation per
+    // micro-batch). bf16 leaves accumulate in f32 (the mixed-precision recipe: fp32 gradients).
+    if (leaf.grad) {
+      Tensor buffer(leaf.grad);
+      backend_for(buffer.device()).add_into(buffer, g.contiguous());
+      return;
+    }
+    const DType want = leaf.dtype == DType::kBF16 ? DType::kF32 : leaf.dtype;
+    leaf.grad = (g.dtype() == want ? g.clone() : g.to(want)).impl_ptr();
   };
   if (!root.grad_fn()) {
     accumulate_leaf(root.impl(), seed);

@@ -75,11 +75,34 @@ void Backend::cross_entropy(const Tensor&, const Tensor&, int64_t, int64_t, cons
   missing(*this, "cross_entropy");
 }
 void Backend::cross_entropy_backward(const Tensor&, const Tensor&, int64_t, int64_t, const Tensor&,
-                                     double, const Tensor&) {
+                                     const Tensor&, double, const Tensor&) {
   missing(*this, "cross_entropy_backward");
+}
+void Backend::cross_entropy_fused(const Tensor&, const Tensor&, int64_t, int64_t, double,
+                                  const Tensor&, const Tensor&, const Tensor&) {
+  missing(*this, "cross_entropy_fused");
 }
 void Backend::adamw(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const AdamWArgs&) {
   missing(*this, "adamw");
+}
+
+void Backend::sum_squares_multi(const std::vector<Tensor>&, const Tensor&) {
+  missing(*this, "sum_squares_multi");
+}
+void Backend::adamw_multi(const std::vector<AdamWTensors>&, const AdamWArgs&, const Tensor&, double) {
+  missing(*this, "adamw_multi");
+}
+void Backend::add_into(const Tensor&, const Tensor&) { missing(*this, "add_into"); }
+void Backend::index_copy(const Tensor&, int64_t, int64_t, int64_t, const Tensor&, const Tensor&) {
+  missing(*this, "index_copy");
+}
+void Backend::route_threshold(const Tensor&, double, const Tensor&) { missing(*this, "route_threshold"); }
+void Backend::route_fallback(const Tensor&, int64_t, uint64_t, uint64_t, uint64_t) {
+  missing(*this, "route_fallback");
+}
+void Backend::route_compact(const Tensor&, int64_t, int64_t, const Tensor&, const Tensor&, const Tensor&,
+                            const Tensor&, const Tensor&) {
+  missing(*this, "route_compact");
 }
 
 Backend& backend_for(Device device) {
@@ -98,6 +121,13 @@ Backend* cuda_backend_or_null() { return nullptr; }
 bool cuda_compiled() { return false; }
 bool cuda_available() { return false; }
 int cuda_device_count() { return 0; }
+std::string device_name(Device device) {
+  DTRN_CHECK(device.is_cpu(), "device ", device.str(), " requested but this dtrn was built without CUDA");
+  return "cpu";
+}
+void synchronize(Device) {}
+DeviceMemoryStats device_memory_stats(Device) { return {}; }
+void reset_peak_device_memory(Device) {}
 #endif
 
 }  // namespace dtrn

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "dtrn/runtime/allocator.h"
 #include "dtrn/runtime/tensor.h"
@@ -28,6 +29,15 @@ struct GemmArgs {
 struct AdamWArgs {
   double lr, beta1, beta2, eps, weight_decay;
   double bias_correction1, bias_correction2;  // 1 - beta^t
+  double grad_scale = 1.0;                    // the gradient is read as grad_scale * grad (clipping)
+};
+
+// One parameter of a multi-tensor AdamW update (adamw_multi). param, m and v are f32 (f64 in gradient
+// checks); grad is f32 (the accumulation buffer, also for bf16 compute copies); compute, when defined,
+// is a lower-precision copy of param that the update rewrites (the weights the forward reads).
+struct AdamWTensors {
+  Tensor param, grad, m, v, compute;
+  double weight_decay = 0;
 };
 
 class Backend {
@@ -40,7 +50,8 @@ class Backend {
   virtual void fill(const Tensor& out, double value);
   // dst[i] = src[i] over the common shape; both strided; dtypes may differ (converting).
   virtual void copy(const Tensor& src, const Tensor& dst);
-  // Raw bytes between host and this device (blocking).
+  // Raw bytes between host and this device. Both return once the host buffer may be reused or read;
+  // an upload may still be in flight on the device (ordered before any later work on it).
   virtual void copy_from_host(void* dst, const void* src, size_t nbytes);
   virtual void copy_to_host(void* dst, const void* src, size_t nbytes);
   // out[i] = uniform / normal draw number (offset + i) of (seed, stream); see rng.h.
@@ -62,7 +73,7 @@ class Backend {
   // Sum of squares of all elements, accumulated in f64 (for gradient norms).
   virtual double sum_squares(const Tensor& x);
 
-  // ---- Matrix products
+  // ---- Matrix products. a and b share a dtype; c has it too, or is f32 for bf16 a and b (CUDA).
   virtual void gemm(const GemmArgs& args, const Tensor& a, const Tensor& b, const Tensor& c);
 
   // ---- Indexing: x viewed as [outer, n, inner], index [m] -> out [outer, m, inner].
@@ -96,18 +107,57 @@ class Backend {
                                   const Tensor& lse, const Tensor& dout, const Tensor& dq,
                                   const Tensor& dk, const Tensor& dv);
 
-  // ---- Cross-entropy. logits [N, V]; targets [N]. losses [N] and lse [N] in f32 (f64 for f64 logits);
-  // ignored rows get loss 0. Backward: dlogits = grad_scale * (softmax - onehot) for kept rows, 0 for
-  // ignored rows and for padded classes >= num_classes.
+  // ---- Cross-entropy. logits [N, V]; targets [N], each ignore_index or in [0, num_classes); only the
+  // first num_classes columns take part (the rest is vocabulary padding). losses [N] and lse [N] in f32
+  // (f64 for f64 logits); ignored rows get loss 0 and lse 0.
   virtual void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                              int64_t num_classes, const Tensor& losses, const Tensor& lse);
+  // dlogits = grad * scale * (softmax - onehot) for kept rows; 0 for ignored rows and for padded
+  // classes. grad is the upstream gradient: one f32 or f64 element on this device, read there (no
+  // host synchronisation); scale is typically 1 / (kept rows).
   virtual void cross_entropy_backward(const Tensor& logits, const Tensor& targets,
                                       int64_t ignore_index, int64_t num_classes, const Tensor& lse,
-                                      double grad_scale, const Tensor& dlogits);
+                                      const Tensor& grad, double scale, const Tensor& dlogits);
+  // cross_entropy and cross_entropy_backward with grad 1 in one pass over the logits: writes losses,
+  // lse and dlogits = scale * (softmax - onehot). dlogits may be logits itself (in place).
+  virtual void cross_entropy_fused(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                                   int64_t num_classes, double scale, const Tensor& losses,
+                                   const Tensor& lse, const Tensor& dlogits);
 
   // ---- Optimizer: one AdamW update of param with grad, moments m and v (f32), in place.
   virtual void adamw(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
                      const AdamWArgs& args);
+  // out (one element, f32; f64 on the CPU) = the sum of squares of every element of every tensor, in a
+  // fixed order (deterministic). The global gradient norm without a host round trip per tensor.
+  virtual void sum_squares_multi(const std::vector<Tensor>& tensors, const Tensor& out);
+  // AdamW on every entry; the gradients are multiplied by min(1, max_norm / sqrt(norm_sq)), norm_sq read
+  // where it lies (on the device: no host synchronisation); max_norm <= 0 disables clipping. args'
+  // weight_decay and grad_scale are ignored (per entry, and from norm_sq).
+  virtual void adamw_multi(const std::vector<AdamWTensors>& entries, const AdamWArgs& args,
+                           const Tensor& norm_sq, double max_norm);
+
+  // ---- Accumulation: dst += src elementwise (same numel, both contiguous; src's dtype converts to
+  // dst's). Gradient accumulation into leaf buffers, f32 buffers for bf16 leaves.
+  virtual void add_into(const Tensor& dst, const Tensor& src);
+  // out viewed as [outer, n, inner]: out[:, index[i], :] = src[:, i, :] (indices distinct), in place.
+  virtual void index_copy(const Tensor& out, int64_t outer, int64_t n, int64_t inner,
+                          const Tensor& index, const Tensor& src);
+
+  // ---- Token routing (routing.h). mask: i32 [N] of 0/1.
+  // mask[i] = p[i] > threshold for p f32 [N].
+  virtual void route_threshold(const Tensor& p, double threshold, const Tensor& mask);
+  // Sets mask to 1 at `want` distinct positions drawn by a partial Fisher-Yates shuffle of 0..N-1 whose
+  // draws are RngStream(seed, stream, offset).next_below(N - i), i = 0..want-1 (the same positions on
+  // every backend).
+  virtual void route_fallback(const Tensor& mask, int64_t want, uint64_t seed, uint64_t stream,
+                              uint64_t offset);
+  // Compacts a mask over `rows` rows of `cols` tokens (N = rows * cols) into i32 outputs of capacity N:
+  // routed[0..R) the flat indices with mask 1 in increasing order, positions[0..R) their index within
+  // the row, bypass[0..N-R) the other indices in increasing order, cu_seqlens [rows + 1] the running
+  // count of routed tokens at each row start, count [1] = R.
+  virtual void route_compact(const Tensor& mask, int64_t rows, int64_t cols, const Tensor& routed,
+                             const Tensor& positions, const Tensor& bypass, const Tensor& cu_seqlens,
+                             const Tensor& count);
 };
 
 // The backend owning `device`'s memory. Throws when it is not built or no such device exists.

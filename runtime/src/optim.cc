@@ -13,36 +13,60 @@ AdamW::AdamW(std::vector<ParamGroupEntry> params, AdamWOptions options)
   for (const auto& e : params_) {
     DTRN_CHECK(e.param.is_leaf() && e.param.is_contiguous(), "AdamW: parameter '", e.name,
                "' must be a contiguous leaf");
-    // Moments in f32 (f64 for f64 parameters, as the gradient checks use).
-    const DType mt = e.param.dtype() == DType::kF64 ? DType::kF64 : DType::kF32;
-    m_.push_back(Tensor::zeros(e.param.shape(), mt, e.param.device()));
-    v_.push_back(Tensor::zeros(e.param.shape(), mt, e.param.device()));
+    DTRN_CHECK(e.param.device() == params_[0].param.device(), "AdamW: parameter '", e.name, "' is on ",
+               e.param.device().str(), ", '", params_[0].name, "' on ", params_[0].param.device().str());
+    DTRN_CHECK(e.param.dtype() == DType::kF32 || e.param.dtype() == DType::kF64, "AdamW: parameter '",
+               e.name, "' must be f32 or f64 master weights, got ", e.param.describe());
+    if (e.compute.defined()) {
+      DTRN_CHECK(e.compute.shape() == e.param.shape() && e.compute.device() == e.param.device(),
+                 "AdamW: the compute copy of '", e.name, "' is ", e.compute.describe(), ", the master ",
+                 e.param.describe());
+    }
+    m_.push_back(Tensor::zeros(e.param.shape(), e.param.dtype(), e.param.device()));
+    v_.push_back(Tensor::zeros(e.param.shape(), e.param.dtype(), e.param.device()));
   }
 }
 
-void AdamW::step(double lr) {
+void AdamW::step(double lr) { clip_and_step(lr, 0.0); }
+
+Tensor AdamW::clip_and_step(double lr, double max_norm) {
   NoGradGuard no_grad;
+  const Device device = params_.empty() ? Device::cpu() : params_[0].param.device();
+  Tensor norm_sq = Tensor::zeros({1}, DType::kF64, device);
+  std::vector<AdamWTensors> entries;
+  std::vector<Tensor> grads;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const ParamGroupEntry& e = params_[i];
+    Tensor g = (e.compute.defined() ? e.compute : e.param).grad();
+    if (!g.defined() || e.param.numel() == 0) continue;
+    DTRN_CHECK(g.dtype() == e.param.dtype(), "AdamW: gradient of '", e.name, "' is ", g.describe(),
+               ", the master weights are ", e.param.describe());
+    entries.push_back({e.param, g.contiguous(), m_[i], v_[i],
+                       e.compute.defined() && !e.compute.same(e.param) ? e.compute : Tensor(),
+                       e.decay ? options_.weight_decay : 0.0});
+    grads.push_back(entries.back().grad);
+  }
   ++step_;
+  if (entries.empty()) return norm_sq;
+  Backend& backend = backend_for(device);
+  backend.sum_squares_multi(grads, norm_sq);
   AdamWArgs args;
   args.lr = lr;
   args.beta1 = options_.beta1;
   args.beta2 = options_.beta2;
   args.eps = options_.eps;
+  args.weight_decay = 0;
   args.bias_correction1 = 1 - std::pow(options_.beta1, static_cast<double>(step_));
   args.bias_correction2 = 1 - std::pow(options_.beta2, static_cast<double>(step_));
-  for (size_t i = 0; i < params_.size(); ++i) {
-    const Tensor& p = params_[i].param;
-    Tensor g = p.grad();
-    if (!g.defined() || p.numel() == 0) continue;
-    DTRN_CHECK(g.dtype() == p.dtype(), "AdamW: gradient of '", params_[i].name, "' is ",
-               g.describe(), ", parameter is ", p.describe());
-    args.weight_decay = params_[i].decay ? options_.weight_decay : 0.0;
-    backend_for(p.device()).adamw(p, g.contiguous(), m_[i], v_[i], args);
-  }
+  backend.adamw_multi(entries, args, norm_sq, max_norm);
+  return norm_sq;
 }
 
 void AdamW::zero_grad() {
-  for (auto& e : params_) e.param.zero_grad();
+  for (auto& e : params_) {
+    Tensor g = (e.compute.defined() ? e.compute : e.param).grad();
+    if (g.defined()) g.fill_(0.0);
+  }
 }
 
 double grad_global_norm(const std::vector<Tensor>& params) {

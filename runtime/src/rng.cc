@@ -27,9 +27,9 @@ double philox_normal(uint64_t seed, uint64_t stream, uint64_t offset) {
 }
 
 uint64_t RngStream::next_below(uint64_t n) {
-  const uint64_t hi = next_u32(), lo = next_u32();
-  const unsigned __int128 x = static_cast<unsigned __int128>((hi << 32) | lo) * n;
-  return static_cast<uint64_t>(x >> 64);
+  const uint64_t draw = philox_below(seed_, stream_, offset_, n);
+  offset_ += 2;
+  return draw;
 }
 
 }  // namespace dtrn

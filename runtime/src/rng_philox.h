@@ -43,6 +43,19 @@ DTRN_HOST_DEVICE inline uint32_t philox_word(uint64_t seed, uint64_t stream, uin
   return philox4x32_10(seed, stream, offset / 4).w[offset % 4];
 }
 
+// A uniform integer in [0, n) from words offset (high half) and offset + 1 (low half) by a 64-bit
+// multiply-shift: RngStream::next_below, and the device-side starvation fallback, which must draw the
+// same tokens.
+DTRN_HOST_DEVICE inline uint64_t philox_below(uint64_t seed, uint64_t stream, uint64_t offset, uint64_t n) {
+  const uint64_t x = (static_cast<uint64_t>(philox_word(seed, stream, offset)) << 32) |
+                     philox_word(seed, stream, offset + 1);
+#if defined(__CUDA_ARCH__)
+  return __umul64hi(x, n);
+#else
+  return static_cast<uint64_t>((static_cast<unsigned __int128>(x) * n) >> 64);
+#endif
+}
+
 // Uniform in [0, 1) from the top 24 bits of a word: exact in float, so no rounding can differ.
 DTRN_HOST_DEVICE inline float philox_word_to_uniform(uint32_t word) {
   return static_cast<float>(word >> 8) * (1.0f / 16777216.0f);

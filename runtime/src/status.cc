@@ -12,6 +12,7 @@ std::string Status::ToString() const {
     case StatusCode::kDataLoss: name = "data loss"; break;
     case StatusCode::kFailedPrecondition: name = "failed precondition"; break;
     case StatusCode::kInternal: name = "internal"; break;
+    case StatusCode::kCancelled: name = "cancelled"; break;
     case StatusCode::kPermissionDenied: name = "permission denied"; break;
   }
   return std::string(name) + ": " + message_;

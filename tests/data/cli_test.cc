@@ -6,8 +6,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 
+#include "dtrn/data/dataset.h"
 #include "test_util.h"
 
 namespace {
@@ -95,9 +97,63 @@ TEST_F(CliTest, PrepErrorsAreOneLine) {
             "dtrn prep: " + (dir_ / "missing.txt").string() + ": No such file or directory\n");
   r = dtrn("prep --out x");
   EXPECT_EQ(r.code, 2);
-  EXPECT_EQ(r.err.rfind("dtrn prep: --input is required\n", 0), 0u) << r.err;
+  // One line pointing at --help, not the whole usage.
+  EXPECT_EQ(r.err, "dtrn prep: --input is required (dtrn prep --help shows the usage)\n");
   r = dtrn("prep --input a --out o --threads many");
   EXPECT_EQ(r.err, "dtrn prep: flag --threads expects an integer, got 'many'\n");
+  r = dtrn("prep --input a --out o --threads 0");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err, "dtrn prep: --threads must be at least 1 (leave it out to use every core)\n");
+}
+
+// Every file under `dir` (relative path -> bytes).
+std::map<std::string, std::string> snapshot(const fs::path& dir) {
+  std::map<std::string, std::string> files;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) files[fs::relative(e.path(), dir)] = slurp(e.path());
+  return files;
+}
+
+// A prep that fails part-way (an empty document) into the folder of an earlier dataset leaves that
+// dataset exactly as it was and loadable; a successful one replaces it whole.
+TEST_F(CliTest, AFailedPrepLeavesTheEarlierDatasetAsItWas) {
+  std::ofstream(dir_ / "a.txt") << "The first document.";
+  std::ofstream(dir_ / "b.txt") << "The second document.";
+  std::ofstream(dir_ / "c.txt") << "A third, longer document that the second dataset adds to the first.";
+  std::ofstream(dir_ / "empty.txt");
+  const std::string out = (dir_ / "out").string();
+  const std::string ab = (dir_ / "a.txt").string() + " " + (dir_ / "b.txt").string();
+  ASSERT_EQ(dtrn("prep --input " + ab + " --out " + out + " --val-docs b").code, 0);
+  const auto before = snapshot(out);
+  ASSERT_EQ(before.count("meta.json"), 1u);
+
+  Result r = dtrn("prep --input " + ab + " " + (dir_ / "empty.txt").string() + " --out " + out + " --val-docs b");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err, "dtrn prep: " + (dir_ / "empty.txt").string() + ": empty document\n");
+  EXPECT_EQ(snapshot(out), before);
+  EXPECT_TRUE(dtrn::data::TokenDataset::Open(out, "train").ok());
+  for (const auto& e : fs::directory_iterator(dir_)) {
+    EXPECT_EQ(e.path().filename().string().find("out.tmp-"), std::string::npos) << e.path();
+  }
+
+  ASSERT_EQ(dtrn("prep --input " + ab + " " + (dir_ / "c.txt").string() + " --out " + out + " --val-docs b").code, 0);
+  auto ds = dtrn::data::TokenDataset::Open(out, "train");
+  ASSERT_TRUE(ds.ok());
+  EXPECT_EQ((*ds)->meta().train.documents, 2u);
+}
+
+// The swap would delete whatever else the output folder holds, so such a folder is refused.
+TEST_F(CliTest, PrepRefusesAnOutputFolderHoldingOtherFiles) {
+  std::ofstream(dir_ / "a.txt") << "The first document.";
+  std::ofstream(dir_ / "b.txt") << "The second document.";
+  fs::create_directories(dir_ / "home");
+  std::ofstream(dir_ / "home" / "thesis.tex") << "precious";
+  Result r = dtrn("prep --input " + (dir_ / "a.txt").string() + " " + (dir_ / "b.txt").string() + " --out " +
+                  (dir_ / "home").string() + " --val-docs b");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err, "dtrn prep: " + (dir_ / "home").string() +
+                       ": holds thesis.tex, which dtrn prep did not write; --out must be a new or empty folder "
+                       "or an earlier dtrn prep output\n");
+  EXPECT_EQ(slurp(dir_ / "home" / "thesis.tex"), "precious");
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include "dtrn/data/prep.h"
 #include "dtrn/data/sampler.h"
 #include "dtrn/data/tokenizer.h"
+#include "dtrn/runtime/sha256.h"
 #include "test_util.h"
 
 namespace dtrn::data {
@@ -267,6 +268,24 @@ TEST_F(CorruptDataset, MissingOrBrokenMeta) {
   expect_error("meta.json: ");
   fs::remove(copy_ / "meta.json");
   expect_error("meta.json: missing (not a `dtrn prep` output, or prep did not finish)");
+}
+
+// A token id the vocabulary does not have, in a shard whose checksum in meta.json was updated to match
+// (a shard written by another tool, or corrupted before prep hashed it): the open names the shard and the
+// offset instead of letting the id reach the model's embedding lookup.
+TEST_F(CorruptDataset, TokenIdBeyondTheVocabularyWithAValidChecksum) {
+  const std::string shard = "train_000002.bin";
+  const std::string old_sha = sha256_hex(testing::slurp(copy_ / shard));
+  const size_t offset = 1234;
+  patch(shard, kShardHeaderBytes + 2 * offset, std::string("\x60\xEA", 2));  // 60000, little-endian
+  const std::string new_sha = sha256_hex(testing::slurp(copy_ / shard));
+  std::string meta = testing::slurp(copy_ / "meta.json");
+  const size_t at = meta.find(old_sha);
+  ASSERT_NE(at, std::string::npos);
+  meta.replace(at, old_sha.size(), new_sha);
+  std::ofstream(copy_ / "meta.json", std::ios::binary | std::ios::trunc) << meta;
+  expect_error(shard + ": token id 60000 at token offset 1234 (byte 2596) is not below the vocabulary size 50257 of " +
+               (copy_ / "meta.json").string());
 }
 
 }  // namespace

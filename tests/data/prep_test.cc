@@ -143,28 +143,37 @@ TEST_F(PrepTest, BadInputsGiveOneClearError) {
   expect_error(prepare_dataset(assets_tokenizer(), o), "no input documents");
 }
 
-// A run that fails half-way leaves no meta.json, so the folder does not open as a dataset, and
-// removes the shards it wrote; a later good run commits a clean folder.
-TEST_F(PrepTest, FailedRunLeavesNothingLookingComplete) {
+// A run that fails half-way leaves the earlier dataset in the output folder as it was (it still opens,
+// its files unchanged) and no temporary folder beside it; into a new folder it leaves no folder at all.
+TEST_F(PrepTest, AFailedRunLeavesTheEarlierDatasetAsItWas) {
   PrepOptions o;
   o.out_dir = (dir_ / "out").string();
   o.inputs = {write("in/a.txt", "First document."), write("in/b.txt", "Second one.")};
   o.val_patterns = {"b"};
   o.shard_tokens = 2;
   ASSERT_TRUE(prepare_dataset(assets_tokenizer(), o).ok());
-  ASSERT_TRUE(TokenDataset::Open(o.out_dir, "train").ok());
+  const std::string meta_before = testing::slurp(dir_ / "out" / "meta.json");
+  const std::string shard_before = testing::slurp(dir_ / "out" / "train_000000.bin");
 
   o.inputs.push_back(write("in/c.txt", ""));
   expect_error(prepare_dataset(assets_tokenizer(), o), "c.txt: empty document");
-  auto opened = TokenDataset::Open(o.out_dir, "train");
-  ASSERT_FALSE(opened.ok());
-  EXPECT_NE(opened.status().message().find("meta.json: missing"), std::string::npos)
-      << opened.status().message();
-  EXPECT_TRUE(fs::is_empty(o.out_dir));
+  EXPECT_TRUE(TokenDataset::Open(o.out_dir, "train").ok());
+  EXPECT_EQ(testing::slurp(dir_ / "out" / "meta.json"), meta_before);
+  EXPECT_EQ(testing::slurp(dir_ / "out" / "train_000000.bin"), shard_before);
+  for (const auto& e : fs::directory_iterator(dir_)) {
+    EXPECT_EQ(e.path().filename().string().rfind("out.", 0), std::string::npos) << e.path();
+  }
 
+  o.out_dir = (dir_ / "new").string();
+  expect_error(prepare_dataset(assets_tokenizer(), o), "c.txt: empty document");
+  EXPECT_FALSE(fs::exists(o.out_dir));
+
+  o.out_dir = (dir_ / "out").string();
   o.inputs.pop_back();
+  o.shard_tokens = 1000;  // fewer shards than before: the old ones must not linger
   ASSERT_TRUE(prepare_dataset(assets_tokenizer(), o).ok());
   EXPECT_TRUE(TokenDataset::Open(o.out_dir, "val").ok());
+  EXPECT_FALSE(fs::exists(dir_ / "out" / "train_000001.bin"));
 }
 
 }  // namespace

@@ -16,7 +16,7 @@ cp README.md "$tmp/corpus/readme.txt"
 cat docs/*.md > "$tmp/corpus/docs.txt"
 "$DTRN" prep --input "$tmp/corpus" --out "$tmp/prep" --val-docs readme --tokenizer-dir "$TOK" >/dev/null
 "$DTRN" train --config deploy/configs/tiny.yaml --set "data.path=$tmp/prep" --set model.layout=dense \
-  --set model.n_layers=2 --set model.seq_len=64 --set train.steps=3 --set train.eval_every=0 \
+  --set model.n_layers=2 --set model.seq_len=64 --set train.steps=3 --set train.warmup_steps=0 --set train.eval_every=0 \
   --set train.device=cpu --run-dir "$tmp/run" --quiet
 "$DTRN" export --checkpoint "$tmp/run" --out "$tmp/model.safetensors" >/dev/null
 "$DTRN" tokenize --tokenizer-dir "$TOK" <"$tmp/corpus/readme.txt" >"$tmp/tokens.txt"

@@ -95,19 +95,16 @@ TEST(CudaDevice, AbsentGpuIsAClearError) {
 }
 
 #ifdef DTRN_WITH_CUDA
-TEST(CudaCachingAllocator, SizeClassesAreAtMostAnEighthAboveTheRequest) {
+TEST(CudaCachingAllocator, RequestsRoundUpTo512Bytes) {
   using cuda::CudaCachingAllocator;
   EXPECT_EQ(CudaCachingAllocator::round_size(1), 512u);
   EXPECT_EQ(CudaCachingAllocator::round_size(512), 512u);
   EXPECT_EQ(CudaCachingAllocator::round_size(1000), 1024u);
-  EXPECT_EQ(CudaCachingAllocator::round_size(size_t{1} << 20), size_t{1} << 20);
-  // Just above 1 MiB the step is 1 MiB / 8.
-  EXPECT_EQ(CudaCachingAllocator::round_size((size_t{1} << 20) + 1), (size_t{1} << 20) + (128 << 10));
   for (size_t n = 1; n < (size_t{1} << 34); n = n * 3 / 2 + 7) {
     const size_t r = CudaCachingAllocator::round_size(n);
     EXPECT_GE(r, n);
     EXPECT_EQ(r % 512, 0u);
-    EXPECT_LE(r, n + std::max<size_t>(511, n / 8)) << n;
+    EXPECT_LT(r, n + 512) << n;
   }
 }
 
@@ -205,6 +202,26 @@ TEST(CudaGemm, LinearLayerOnTheGpu) {
   ASSERT_EQ(got.size(), want.size());
   // K = 24 terms of magnitude < 1 plus a bias: 24 * 2 * 2^-24 < 3e-6 absolute per element.
   for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 3e-6) << i;
+}
+
+// A bf16 weight's gradient goes straight into its f32 buffer (Note [Weight gradients straight into their
+// f32 buffers]): two backwards through a linear layer (the 3-D shared-weight path and the 2-D path)
+// accumulate x^T dy in f32. Reference: the CPU's f64 products of the same bf16-rounded values; the GPU
+// sums K = 10 bf16 products (exact in f32) in f32: relative error below 1e-6, tolerance 1e-5.
+TEST(CudaGemm, Bf16WeightGradientsAccumulateInF32) {
+  REQUIRE_GPU();
+  Tensor x3 = random_cpu({2, 5, 24}, 98, DType::kBF16), x2 = random_cpu({7, 24}, 99, DType::kBF16);
+  Tensor w = random_cpu({16, 24}, 100, DType::kBF16);
+  Tensor up3 = random_cpu({2, 5, 16}, 101, DType::kBF16), up2 = random_cpu({7, 16}, 102, DType::kBF16);
+  Tensor wg = w.to(kGpu).set_requires_grad(true);
+  linear(x3.to(kGpu), wg).backward(up3.to(kGpu));
+  linear(x2.to(kGpu), wg).backward(up2.to(kGpu));
+  ASSERT_EQ(wg.grad().dtype(), DType::kF32);
+  Tensor w64 = w.to(DType::kF64).set_requires_grad(true);
+  linear(x3.to(DType::kF64), w64).backward(up3.to(DType::kF64));
+  linear(x2.to(DType::kF64), w64).backward(up2.to(DType::kF64));
+  const std::vector<double> got = wg.grad().to_vector(), want = w64.grad().to_vector();
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5 * std::max(1.0, std::fabs(want[i]))) << i;
 }
 
 TEST(CudaGemm, MismatchedShapesThrow) {
@@ -360,48 +377,59 @@ TEST(CudaRandom, NormalAgreesWithTheCpu) {
 
 // ---- Allocator
 
-TEST(CudaAllocator, FreedBlockIsReusedForTheSameSize) {
+#ifdef DTRN_WITH_CUDA
+// What a D block asks of the allocator: every micro-batch, tensors of slightly different sizes. Once the
+// pool holds a step's worth, repeating the pattern with sizes moved by up to 20% reserves nothing new.
+TEST(CudaAllocator, VaryingSizesAreServedFromReservedMemory) {
   REQUIRE_GPU();
-  Allocator& allocator = allocator_for(kGpu);
-  void* p = allocator.allocate(1000);
-  ASSERT_NE(p, nullptr);
-  allocator.deallocate(p, 1000);
-  void* q = allocator.allocate(1000);
-  EXPECT_EQ(q, p);
-  allocator.deallocate(q, 1000);
-  // Through tensors: a dropped tensor's storage serves the next one of its size.
-  void* first = nullptr;
-  {
-    Tensor t = Tensor::empty({123, 45}, DType::kF32, kGpu);
-    first = t.raw_data();
-  }
+  cuda::CudaCachingAllocator& allocator = cuda::caching_allocator();
+  auto step = [&](double scale) {
+    std::vector<std::pair<void*, size_t>> live;
+    for (size_t mib : {9, 3, 17, 1, 6, 12}) {
+      const size_t bytes = static_cast<size_t>(scale * static_cast<double>(mib << 20)) + 123;
+      live.emplace_back(allocator.allocate(bytes), bytes);
+      if (live.size() % 2 == 0) {  // free some while others live, as a forward and backward do
+        allocator.deallocate(live.front().first, live.front().second);
+        live.erase(live.begin());
+      }
+    }
+    for (auto& [p, n] : live) allocator.deallocate(p, n);
+  };
+  step(1.2);  // warm: the largest sizes first
+  const uint64_t reservations = allocator.stats(0).device_mallocs;
+  for (double scale : {1.0, 0.85, 1.17, 0.93, 1.2, 0.8}) step(scale);
+  EXPECT_EQ(allocator.stats(0).device_mallocs, reservations);
+  // Through tensors: a dropped tensor's memory serves the next one.
+  { Tensor t = Tensor::empty({123, 45}, DType::kF32, kGpu); }
+  const uint64_t before = allocator.stats(0).device_mallocs;
   Tensor u = Tensor::empty({123, 45}, DType::kF32, kGpu);
-  EXPECT_EQ(u.raw_data(), first);
+  EXPECT_EQ(allocator.stats(0).device_mallocs, before);
 }
 
-#ifdef DTRN_WITH_CUDA
 TEST(CudaAllocator, StatisticsFollowAllocateAndFree) {
   REQUIRE_GPU();
   cuda::CudaCachingAllocator& allocator = cuda::caching_allocator();
   const size_t bytes = (size_t{3} << 20) + 5;  // a size no other test uses
   const size_t block = cuda::CudaCachingAllocator::round_size(bytes);
+  EXPECT_EQ(block % 512, 0u);
+  EXPECT_GE(block, bytes);
   allocator.reset_peak();
   const cuda::AllocatorStats before = allocator.stats(0);
   void* p = allocator.allocate(bytes);
   cuda::AllocatorStats during = allocator.stats(0);
   EXPECT_EQ(during.allocated_bytes, before.allocated_bytes + block);
+  EXPECT_EQ(during.allocations, before.allocations + 1);
   EXPECT_GE(during.peak_allocated_bytes, during.allocated_bytes);
   allocator.deallocate(p, bytes);
   cuda::AllocatorStats after = allocator.stats(0);
   EXPECT_EQ(after.allocated_bytes, before.allocated_bytes);
-  EXPECT_EQ(after.cached_bytes, during.cached_bytes + block);
+  EXPECT_GE(after.cached_bytes, block);  // kept by the pool
   void* q = allocator.allocate(bytes);
-  EXPECT_EQ(q, p);
   EXPECT_EQ(allocator.stats(0).cache_hits, after.cache_hits + 1);
   EXPECT_EQ(allocator.stats(0).device_mallocs, after.device_mallocs);
   allocator.deallocate(q, bytes);
   allocator.empty_cache();
-  EXPECT_EQ(allocator.stats(0).cached_bytes, 0u);
+  EXPECT_LT(allocator.stats(0).cached_bytes, after.cached_bytes);
 }
 #endif
 

@@ -1,7 +1,7 @@
 // cross_entropy: the mean over kept rows of logsumexp(logits[:num_classes]) - logit[target] against
 // a loop reference, ignored rows and padded vocabulary classes excluded; the backward against
 // central finite differences in f64 (gradcheck.h); f32 against f64; the all-ignored case; argument
-// errors.
+// errors; the backend's fused kernel against its forward plus backward kernels.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -9,6 +9,7 @@
 #include <cmath>
 #include <vector>
 
+#include "../../runtime/src/backend.h"
 #include "gradcheck.h"
 
 namespace dtrn {
@@ -160,6 +161,57 @@ TEST(CrossEntropy, ErrorsNameTheOpAndShapes) {
         cross_entropy(logits, Tensor::from_ints({0, 1, 2, 3, 4, 0}, {6}), -100, 8);
       },
       throws_error_naming("num_classes 8", "[6, 7]"));
+}
+
+// The kernels of backend.h directly: cross_entropy_fused (losses, lse and dlogits = scale * (softmax -
+// onehot) in one pass) against cross_entropy followed by cross_entropy_backward with an upstream
+// gradient tensor, out of place and in place (dlogits over the logits).
+TEST(CrossEntropy, FusedKernelEqualsForwardPlusBackward) {
+  Backend& cpu = backend_for(Device::cpu());
+  const double upstream = 2.5;
+  for (DType dtype : {DType::kF64, DType::kF32}) {
+    for (const Case& c : kCases) {
+      Tensor logits = make_logits(c, 7).to(dtype);
+      Tensor targets = targets_of(c);
+      const int64_t classes = c.num_classes < 0 ? kVocab : c.num_classes;
+      int64_t kept = 0;
+      for (int64_t t : c.targets) kept += t != c.ignore_index;
+      const double scale = 1.0 / static_cast<double>(kept);
+
+      Tensor losses = Tensor::empty({kRows}, dtype), lse = Tensor::empty({kRows}, dtype);
+      Tensor dlogits = Tensor::empty({kRows, kVocab}, dtype);
+      cpu.cross_entropy(logits, targets, c.ignore_index, classes, losses, lse);
+      cpu.cross_entropy_backward(logits, targets, c.ignore_index, classes, lse,
+                                 Tensor::full({}, upstream, dtype), scale, dlogits);
+
+      Tensor f_losses = Tensor::empty({kRows}, dtype), f_lse = Tensor::empty({kRows}, dtype);
+      Tensor f_dlogits = Tensor::empty({kRows, kVocab}, dtype);
+      cpu.cross_entropy_fused(logits, targets, c.ignore_index, classes, upstream * scale, f_losses,
+                              f_lse, f_dlogits);
+      // The same per-row code computes the statistics.
+      EXPECT_EQ(f_losses.to_vector(), losses.to_vector());
+      EXPECT_EQ(f_lse.to_vector(), lse.to_vector());
+      // f64: the same arithmetic, bit for bit. f32: the unfused backward reads lse rounded to f32
+      // (2^-24 of |lse| < 8 moves p by < 5e-7 relative), the fused one the unrounded value.
+      const std::vector<double> want = dlogits.to_vector(), got = f_dlogits.to_vector();
+      const double tol = dtype == DType::kF64 ? 0.0 : 1e-6 * upstream * scale;
+      for (size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(got[i], want[i], tol) << "element " << i;
+      // Padded classes and ignored rows are exactly zero.
+      for (int64_t r = 0; r < kRows; ++r) {
+        for (int64_t i = 0; i < kVocab; ++i) {
+          if (c.targets[r] == c.ignore_index || i >= classes) {
+            EXPECT_EQ(got[r * kVocab + i], 0.0);
+          }
+        }
+      }
+
+      Tensor in_place = logits.clone();
+      cpu.cross_entropy_fused(in_place, targets, c.ignore_index, classes, upstream * scale, f_losses,
+                              f_lse, in_place);
+      EXPECT_EQ(in_place.to_vector(), got);
+      EXPECT_EQ(f_losses.to_vector(), losses.to_vector());
+    }
+  }
 }
 
 }  // namespace

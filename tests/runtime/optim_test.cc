@@ -1,6 +1,7 @@
 // AdamW against a hand-computed step, gradient clipping, and learning-rate schedules at their endpoints.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "dtrn/runtime/optim.h"
@@ -42,6 +43,30 @@ TEST(AdamW, FirstTwoStepsMatchTheFormulaWorkedByHand) {
   EXPECT_NEAR(q.to_vector()[0], 0.5 - 0.01 * (2.0 / (2.0 + 1e-8)), 1e-15);
 }
 
+// f32 parameters (the training dtype), clipped: each element against the formula evaluated in f64 on
+// the same f32 inputs. The kernel computes in double and rounds m, v and p once each to f32, so the
+// result is within a few f32 ulps (relative 1e-6).
+TEST(AdamW, F32ClippedStepMatchesTheF64Formula) {
+  const int64_t n = 1000;
+  Tensor p = Tensor::uniform({n}, -1, 1, 1, 1, 0, DType::kF32).set_requires_grad(true);
+  const Tensor g = Tensor::uniform({n}, -2, 2, 2, 1, 0, DType::kF32);
+  p.set_grad(g);
+  const std::vector<double> p0 = p.to_vector(), gv = g.to_vector();
+  AdamW opt({{"p", p, true}}, {0.9, 0.95, 1e-8, 0.1});
+  const double norm = std::sqrt(opt.clip_and_step(0.01, 1.0).item());
+  double ss = 0;
+  for (double x : gv) ss += x * x;
+  EXPECT_NEAR(norm, std::sqrt(ss), 1e-9 * std::sqrt(ss));
+  const double clip = 1.0 / std::sqrt(ss);  // the norm is about 36: clipping applies
+  const std::vector<double> p1 = p.to_vector();
+  for (int64_t i = 0; i < n; ++i) {
+    const double gi = gv[i] * clip;
+    const double m = 0.1 * gi, v = 0.05 * gi * gi;
+    const double expect = p0[i] - 0.01 * ((m / 0.1) / (std::sqrt(v / 0.05) + 1e-8) + 0.1 * p0[i]);
+    EXPECT_NEAR(p1[i], expect, 1e-6 * std::max(1.0, std::fabs(expect))) << i;
+  }
+}
+
 TEST(ClipGradNorm, ScalesToTheMaximumOnlyWhenAbove) {
   Tensor a = Tensor::zeros({2}, DType::kF64), b = Tensor::zeros({1}, DType::kF64);
   a.set_grad(Tensor::from_vector({3, 0}, {2}, DType::kF64));
@@ -68,6 +93,46 @@ TEST(Schedule, WarmupCosineAndLinearEndpoints) {
   EXPECT_DOUBLE_EQ(lr_at(0, 0, 100, peak, floor), peak);  // no warm-up
   // Monotone decay after warm-up.
   for (int s = 10; s < 100; ++s) EXPECT_GE(lr_at(s, 10, 100, peak, floor), lr_at(s + 1, 10, 100, peak, floor));
+}
+
+}  // namespace
+}  // namespace dtrn
+
+namespace dtrn {
+namespace {
+
+// The multi-tensor CUDA update against the CPU's: f32 masters of odd sizes (one spans several chunks of
+// the kernel's table), bf16 compute copies, clipping active, three steps. Both evaluate the update in
+// double from the same f32 values and round once per stored value; only FMA contraction on the GPU can
+// move a result, by at most an f32 rounding step per step (relative 3e-7 after three); each compute
+// copy is exactly its master rounded to bf16.
+TEST(CudaAdamW, MultiTensorStepMatchesTheCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no GPU";
+  const std::vector<int64_t> sizes = {1, 33, 70000, 4097};
+  std::vector<ParamGroupEntry> cpu, gpu;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    Tensor p = Tensor::uniform({sizes[i]}, -1, 1, 10 + i, 1, 0, DType::kF32);
+    Tensor pc = p.clone().set_requires_grad(true);
+    Tensor pg = p.to(Device::cuda());
+    Tensor cg = pg.to(DType::kBF16).set_requires_grad(true);
+    cpu.push_back({"p" + std::to_string(i), pc, i % 2 == 0, Tensor()});
+    gpu.push_back({"p" + std::to_string(i), pg, i % 2 == 0, cg});
+  }
+  AdamW oc(cpu, {0.9, 0.95, 1e-8, 0.1}), og(gpu, {0.9, 0.95, 1e-8, 0.1});
+  for (int step = 0; step < 3; ++step) {
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      const Tensor g = Tensor::uniform({sizes[i]}, -1, 1, 100 * step + i, 2, 0, DType::kF32);
+      cpu[i].param.set_grad(g);
+      gpu[i].compute.set_grad(g.to(Device::cuda()));
+    }
+    const double nc = oc.clip_and_step(0.01, 5.0).item(), ng = og.clip_and_step(0.01, 5.0).item();
+    EXPECT_NEAR(ng, nc, 1e-6 * nc);
+  }
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const std::vector<double> want = cpu[i].param.to_vector(), got = gpu[i].param.to_vector();
+    for (size_t k = 0; k < want.size(); ++k) EXPECT_NEAR(got[k], want[k], 3e-7 * std::max(1.0, std::fabs(want[k])));
+    EXPECT_EQ(gpu[i].compute.to_vector(), gpu[i].param.to(DType::kBF16).to_vector());
+  }
 }
 
 }  // namespace

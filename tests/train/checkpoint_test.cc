@@ -302,6 +302,30 @@ TEST_F(CheckpointTest, AFailedSaveLosesNothing) {
   EXPECT_THAT(blocked.status().message(), HasSubstr(run_ + "/plain_file/run/checkpoints"));
 }
 
+// A failed export names the file the user asked for, never the temporary file written beside it, and
+// leaves neither behind; the resolver reports the corrupt newer checkpoint it passes over.
+TEST_F(CheckpointTest, AFailedExportNamesTheRequestedFileAndSkippedCheckpointsAreReported) {
+  const std::string step1 = save(1);
+  const std::string out = run_ + "/export.safetensors";
+  Status failed;
+  {
+    FileSizeLimit limit(4096);
+    failed = export_safetensors(step1, out);
+  }
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.message(), out + ": File too large");
+  EXPECT_FALSE(fs::exists(out));
+  for (const auto& e : fs::directory_iterator(run_)) EXPECT_EQ(e.path().string().find(".tmp-"), std::string::npos);
+
+  const std::string step2 = save(2);
+  flip_byte(step2 + "/model.safetensors", 100);
+  std::vector<std::string> skipped;
+  EXPECT_EQ(resolve_checkpoint(run_, &skipped).value(), step1);
+  ASSERT_EQ(skipped.size(), 1u);
+  EXPECT_THAT(skipped[0], ::testing::StartsWith("skipped " + step2 + ", which fails verification: " + step2 +
+                                                "/model.safetensors: sha256 mismatch"));
+}
+
 TEST_F(CheckpointTest, LoadIntoADifferentModelNamesTheTensor) {
   const std::string dir = save(1);
   model::ModelConfig wider = tiny();

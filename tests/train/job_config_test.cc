@@ -64,7 +64,48 @@ TEST(JobConfig, RejectsUnknownKeysWrongTypesAndInconsistencyNamingTheKey) {
   EXPECT_THAT(error_of(kBase, {"train.device=tpu"}), HasSubstr("train.device"));
   EXPECT_THAT(error_of(kBase, {"notakey"}), HasSubstr("section.key=value"));
   EXPECT_THAT(error_of("model: [1, 2\n"), HasSubstr("YAML syntax error"));
-  EXPECT_THAT(error_of("model: {d_model: 64}\n"), HasSubstr("model.n_layers"));
+}
+
+TEST(JobConfig, AMissingRequiredKeyReadsAsMissingNotAsARangeError) {
+  EXPECT_EQ(error_of("model: {d_model: 64, n_heads: 4, n_kv_heads: 2, d_ff: 128, seq_len: 32}\n"
+                     "train: {steps: 10, micro_batch: 2, global_batch: 4}\ndata: {path: /tmp/x}\n"),
+            "model.n_layers: missing (a required key; docs/config.md lists them)");
+  EXPECT_EQ(error_of("model: {d_model: 64, n_layers: 4, n_heads: 4, n_kv_heads: 2, d_ff: 128, seq_len: 32}\n"
+                     "train: {steps: 10, micro_batch: 2, global_batch: 4}\n"),
+            "data.path: missing (a required key; docs/config.md lists them)");
+  // --set supplies a key as well as the file does.
+  auto c = parse_job_config("model: {d_model: 64, n_heads: 4, n_kv_heads: 2, d_ff: 128, seq_len: 32}\n"
+                            "train: {steps: 10, micro_batch: 2, global_batch: 4}\ndata: {path: /tmp/x}\n",
+                            {"model.n_layers=4"});
+  EXPECT_TRUE(c.ok()) << c.status().message();
+}
+
+TEST(JobConfig, DuplicateKeysAndSectionsAreRefusedNotLastOneWins) {
+  EXPECT_EQ(error_of(std::string(kBase) + "checkpoint: {every: 5, every: 7}\n"),
+            "checkpoint.every: key given twice (keep one)");
+  EXPECT_EQ(error_of(std::string(kBase) + "checkpoint:\n  every: 5\n  keep: 2\n  every: 7\n"),
+            "checkpoint.every: key given twice (keep one)");
+  EXPECT_EQ(error_of(std::string(kBase) + "train: {lr: 1.0e-3}\n"),
+            "train: section given twice (merge the two into one)");
+}
+
+TEST(JobConfig, ValuesTheRunCannotMeanAreExplained) {
+  EXPECT_EQ(error_of(kBase, {"train.seed=-1"}), "train.seed: expected a non-negative integer, got '-1'");
+  EXPECT_EQ(error_of(kBase, {"train.warmup_steps=11"}),
+            "train.warmup_steps: 11 is more than train.steps 10 (the learning rate would never reach train.lr)");
+  EXPECT_TRUE(parse_job_config(kBase, {"train.warmup_steps=10"}).ok());
+}
+
+TEST(JobConfig, ConfigYamlWritesNumbersAsAPersonWouldWriteThem) {
+  auto c = parse_job_config(kBase, {"train.lr=3e-3", "train.min_lr=0.0003", "routing.sparsity_weight=8e-4"});
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  const std::string yaml = to_yaml(*c);
+  // std::to_chars' shortest round-trip form: 0.003 and 8e-04 read back as the same doubles.
+  EXPECT_THAT(yaml, HasSubstr("  lr: 0.003\n"));
+  EXPECT_THAT(yaml, HasSubstr("  min_lr: 3e-04\n"));
+  EXPECT_THAT(yaml, HasSubstr("  sparsity_weight: 8e-04\n"));
+  EXPECT_THAT(yaml, HasSubstr("  norm_eps: 1e-05\n"));
+  EXPECT_THAT(yaml, ::testing::Not(HasSubstr("0000000")));
 }
 
 TEST(JobConfig, ResolvedYamlRoundTrips) {

@@ -366,6 +366,35 @@ Status prune(const std::string& root, const std::string& just_saved, int64_t kee
   return Status::Ok();
 }
 
+// --- Export target ---
+
+std::string replace_all(std::string text, const std::string& from, const std::string& to) {
+  for (size_t at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size())) {
+    text.replace(at, from.size(), to);
+  }
+  return text;
+}
+
+Status check_export_target(const std::string& out_file, bool force) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path target = fs::weakly_canonical(fs::absolute(out_file, ec), ec);
+  // A checkpoint folder holds no subfolders, so the parent is the only place to look.
+  auto manifest = read_file(join(target.parent_path().string(), kManifest));
+  if (manifest.ok() && manifest->find(kFormatName) != std::string::npos) {
+    return Status::FailedPrecondition(out_file + ": inside the checkpoint " + target.parent_path().string() +
+                                      "; export writes outside checkpoint folders, --force or not");
+  }
+  if (fs::is_directory(target, ec)) return Status::InvalidArgument(out_file + ": is a folder; --out names a file");
+  if (fs::exists(target, ec) && !force) {
+    return Status::FailedPrecondition(out_file + ": exists; pass --force to replace it");
+  }
+  if (!fs::is_directory(target.parent_path(), ec)) {
+    return Status::NotFound(out_file + ": the folder " + target.parent_path().string() + " does not exist");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 StatusOr<std::string> save_checkpoint(const std::string& run_dir, const model::DtrnModel& model,
@@ -396,7 +425,7 @@ StatusOr<std::string> save_checkpoint(const std::string& run_dir, const model::D
   return final_dir;
 }
 
-StatusOr<std::string> resolve_checkpoint(const std::string& path) {
+StatusOr<std::string> resolve_checkpoint(const std::string& path, std::vector<std::string>* skipped_out) {
   std::error_code ec;
   if (!std::filesystem::is_directory(path, ec)) return Status::NotFound(path + ": no such folder");
   if (std::filesystem::exists(join(path, kManifest), ec)) return path;
@@ -410,6 +439,7 @@ StatusOr<std::string> resolve_checkpoint(const std::string& path) {
     Status s = verify_checkpoint(d.path);
     if (s.ok()) return d.path;
     skipped += "; skipped " + s.message();
+    if (skipped_out) skipped_out->push_back("skipped " + d.path + ", which fails verification: " + s.message());
   }
   return Status::NotFound(path + ": no valid checkpoint in " + root + skipped);
 }
@@ -431,6 +461,12 @@ Status verify_checkpoint(const std::string& checkpoint_dir) {
     DTRN_RETURN_IF_ERROR(check_digest(checkpoint_dir, *m, name, *sha));
   }
   return Status::Ok();
+}
+
+StatusOr<int64_t> read_checkpoint_step(const std::string& checkpoint_dir) {
+  auto m = read_manifest(checkpoint_dir);
+  if (!m.ok()) return m.status();
+  return m->step;
 }
 
 StatusOr<std::string> read_checkpoint_config(const std::string& checkpoint_dir) {
@@ -465,6 +501,7 @@ Status load_checkpoint(const std::string& checkpoint_dir, model::DtrnModel* mode
         plan_copies(join(checkpoint_dir, kOptimizerFile), *moments, targets, &copies));
   }
   run_copies(copies);
+  model->sync_compute_weights();
   if (optimizer) optimizer->set_step_count(m->optimizer_step);
   if (progress) {
     progress->step = m->step;
@@ -475,9 +512,10 @@ Status load_checkpoint(const std::string& checkpoint_dir, model::DtrnModel* mode
   return Status::Ok();
 }
 
-Status export_safetensors(const std::string& checkpoint_dir, const std::string& out_file) {
+Status export_safetensors(const std::string& checkpoint_dir, const std::string& out_file, bool force) {
   auto m = read_manifest(checkpoint_dir);
   if (!m.ok()) return m.status();
+  DTRN_RETURN_IF_ERROR(check_export_target(out_file, force));
   auto weights = read_checked(checkpoint_dir, *m, kModelFile);
   if (!weights.ok()) return weights.status();
   for (const char* key : {"dtrn.model", "dtrn.layout"}) {
@@ -491,7 +529,7 @@ Status export_safetensors(const std::string& checkpoint_dir, const std::string& 
   if (s.ok()) s = rename_path(tmp, out_file);
   if (!s.ok()) {
     std::remove(tmp.c_str());
-    return s;
+    return Status(s.code(), replace_all(s.message(), tmp, out_file));  // the user named out_file
   }
   const std::string parent = std::filesystem::path(out_file).parent_path().string();
   return sync_dir(parent.empty() ? "." : parent);
@@ -508,6 +546,7 @@ Status init_from_safetensors(const std::string& file, model::DtrnModel* model) {
   std::vector<std::pair<Tensor, Tensor>> copies;
   DTRN_RETURN_IF_ERROR(plan_copies(file, *contents, targets, &copies));
   run_copies(copies);
+  model->sync_compute_weights();
   return Status::Ok();
 }
 

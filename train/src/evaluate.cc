@@ -18,11 +18,12 @@ struct Accumulator {
     nats += r.ce.item() * static_cast<double>(r.targets_counted);
     predicted += r.targets_counted;
     if (layers.empty()) {
-      for (const auto& l : r.layers) layers.push_back({l.layer, 0, 0});
+      for (const auto& l : r.layers) layers.push_back({l.layer, 0, 0, false});
     }
     for (size_t i = 0; i < r.layers.size(); ++i) {
       layers[i].f += r.layers[i].f * static_cast<double>(n);
-      layers[i].s += r.layers[i].s * static_cast<double>(n);
+      layers[i].s += r.layers[i].s.item() * static_cast<double>(n);
+      layers[i].fallback = layers[i].fallback || r.layers[i].fallback;
     }
   }
 };
@@ -46,18 +47,22 @@ void run_windows(model::DtrnModel& model, const std::vector<int32_t>& tokens, in
 }  // namespace
 
 EvalResult evaluate_tokens(model::DtrnModel& model, const std::vector<int32_t>& tokens, int64_t batch,
-                           int64_t max_batches, double bytes_per_token) {
+                           int64_t max_batches, double bytes_per_token, const EvalProgress& progress) {
   NoGradGuard no_grad;
   const int64_t t = model.config().seq_len;
   const int64_t n = static_cast<int64_t>(tokens.size());
   Accumulator acc;
   const int64_t full = n > 0 ? (n - 1) / t : 0;  // windows with all T predictions available
+  const int64_t tail = n - 1 - full * t;  // predictions left for a last, shorter window
+  int64_t total = (full + batch - 1) / batch + (tail > 0 ? 1 : 0);
+  if (max_batches > 0) total = std::min(total, max_batches);
   int64_t batches = 0;
   int64_t w = 0;
-  for (; w < full && (max_batches <= 0 || batches < max_batches); w += batch, ++batches) {
+  for (; w < full && (max_batches <= 0 || batches < max_batches); w += batch) {
     run_windows(model, tokens, w, std::min(batch, full - w), t, &acc);
+    ++batches;
+    if (progress) progress(batches, total);
   }
-  const int64_t tail = n - 1 - full * t;  // predictions left for a last, shorter window
   if (w >= full && tail > 0 && (max_batches <= 0 || batches < max_batches)) {
     std::vector<int32_t> rest(tokens.begin() + full * t, tokens.end());
     model::ForwardResult r = model.forward(
@@ -65,6 +70,8 @@ EvalResult evaluate_tokens(model::DtrnModel& model, const std::vector<int32_t>& 
         Tensor::from_ints(std::vector<int64_t>(rest.begin() + 1, rest.end()), {1, tail}, DType::kI32),
         model::ForwardOptions{});
     acc.add(r, tail);
+    ++batches;
+    if (progress) progress(batches, total);
   }
   EvalResult out;
   out.tokens = acc.predicted;

@@ -2,8 +2,10 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <charconv>
 #include <functional>
 #include <map>
+#include <set>
 
 #include "dtrn/runtime/file_io.h"
 
@@ -13,7 +15,8 @@ namespace {
 // One entry per key: how to read it from a YAML scalar and how to write it back.
 struct Key {
   std::function<Status(const YAML::Node&, const std::string& name)> read;
-  std::function<void(YAML::Emitter&)> write;
+  std::function<std::string()> text;  // the value as config.yaml writes it
+  bool required = false;              // no default: the config must give it
 };
 
 template <typename T>
@@ -24,31 +27,57 @@ Status read_scalar(const YAML::Node& node, const std::string& name, T* out) {
   } catch (const YAML::Exception&) {
     const char* what = std::is_same_v<T, std::string> ? "a string"
                        : std::is_floating_point_v<T> ? "a number"
+                       : std::is_unsigned_v<T>       ? "a non-negative integer"
                                                      : "an integer";
     return Status::InvalidArgument(name + ": expected " + what + ", got '" + node.Scalar() + "'");
   }
   return Status::Ok();
 }
 
+// The shortest text that reads back as the same double (3e-3 is written 0.003, never
+// 0.0030000000000000001), so config.yaml shows the values as a person wrote them.
+std::string shortest_text(double v) {
+  char buf[32];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, r.ptr);
+}
+
 template <typename T>
-Key key(T* field) {
+Key key(T* field, bool required = false) {
+  auto text = [field]() -> std::string {
+    if constexpr (std::is_same_v<T, std::string>) {
+      return *field;
+    } else if constexpr (std::is_floating_point_v<T>) {
+      return shortest_text(*field);
+    } else {
+      return std::to_string(*field);
+    }
+  };
   return {[field](const YAML::Node& n, const std::string& name) { return read_scalar(n, name, field); },
-          [field](YAML::Emitter& e) { e << *field; }};
+          text, required};
+}
+
+template <typename T>
+Key required_key(T* field) {
+  return key(field, true);
 }
 
 using Table = std::map<std::string, std::map<std::string, Key>>;
+
+// Sections in the order config.yaml writes them.
+constexpr const char* kSections[] = {"model", "routing", "train", "parallel", "data", "checkpoint", "telemetry"};
 
 // The one list of every section and key: adding a key means adding one line here.
 Table make_table(JobConfig* c) {
   Table t;
   auto& m = t["model"];
-  m["d_model"] = key(&c->model.d_model);
-  m["n_layers"] = key(&c->model.n_layers);
-  m["n_heads"] = key(&c->model.n_heads);
-  m["n_kv_heads"] = key(&c->model.n_kv_heads);
-  m["d_ff"] = key(&c->model.d_ff);
+  m["d_model"] = required_key(&c->model.d_model);
+  m["n_layers"] = required_key(&c->model.n_layers);
+  m["n_heads"] = required_key(&c->model.n_heads);
+  m["n_kv_heads"] = required_key(&c->model.n_kv_heads);
+  m["d_ff"] = required_key(&c->model.d_ff);
   m["vocab_size"] = key(&c->model.vocab_size);
-  m["seq_len"] = key(&c->model.seq_len);
+  m["seq_len"] = required_key(&c->model.seq_len);
   m["layout"] = key(&c->model.layout);
   m["norm_eps"] = key(&c->model.norm_eps);
   m["rope_theta"] = key(&c->model.rope_theta);
@@ -59,9 +88,9 @@ Table make_table(JobConfig* c) {
   r["starvation_threshold"] = key(&c->routing.starvation_threshold);
   r["starvation_window"] = key(&c->routing.starvation_window);
   auto& tr = t["train"];
-  tr["steps"] = key(&c->train.steps);
-  tr["micro_batch"] = key(&c->train.micro_batch);
-  tr["global_batch"] = key(&c->train.global_batch);
+  tr["steps"] = required_key(&c->train.steps);
+  tr["micro_batch"] = required_key(&c->train.micro_batch);
+  tr["global_batch"] = required_key(&c->train.global_batch);
   tr["lr"] = key(&c->train.lr);
   tr["min_lr"] = key(&c->train.min_lr);
   tr["warmup_steps"] = key(&c->train.warmup_steps);
@@ -74,33 +103,43 @@ Table make_table(JobConfig* c) {
   tr["eval_batches"] = key(&c->train.eval_batches);
   t["parallel"]["dp"] = key(&c->parallel.dp);
   t["parallel"]["tp"] = key(&c->parallel.tp);
-  t["data"]["path"] = key(&c->data.path);
+  t["data"]["path"] = required_key(&c->data.path);
   t["checkpoint"]["every"] = key(&c->checkpoint.every);
   t["checkpoint"]["keep"] = key(&c->checkpoint.keep);
   t["telemetry"]["every"] = key(&c->telemetry.every);
   return t;
 }
 
-Status apply_node(const YAML::Node& root, Table& table) {
+// Reads the YAML document into the table; `given` collects the "section.key" names it sets. A section
+// or key given twice is an error: YAML readers disagree on which one wins, so the file would not say
+// what the run does.
+Status apply_node(const YAML::Node& root, Table& table, std::set<std::string>* given) {
   if (!root || root.IsNull()) return Status::Ok();
   if (!root.IsMap()) return Status::InvalidArgument("config: the top level must be a mapping of sections");
+  std::set<std::string> sections;
   for (const auto& section : root) {
     const std::string sname = section.first.as<std::string>();
     auto sit = table.find(sname);
     if (sit == table.end()) return Status::InvalidArgument(sname + ": unknown section");
+    if (!sections.insert(sname).second) {
+      return Status::InvalidArgument(sname + ": section given twice (merge the two into one)");
+    }
     if (section.second.IsNull()) continue;
     if (!section.second.IsMap()) return Status::InvalidArgument(sname + ": expected a mapping of keys");
     for (const auto& entry : section.second) {
       const std::string kname = entry.first.as<std::string>();
       auto kit = sit->second.find(kname);
       if (kit == sit->second.end()) return Status::InvalidArgument(sname + "." + kname + ": unknown key");
+      if (!given->insert(sname + "." + kname).second) {
+        return Status::InvalidArgument(sname + "." + kname + ": key given twice (keep one)");
+      }
       DTRN_RETURN_IF_ERROR(kit->second.read(entry.second, sname + "." + kname));
     }
   }
   return Status::Ok();
 }
 
-Status apply_override(const std::string& text, Table& table) {
+Status apply_override(const std::string& text, Table& table, std::set<std::string>* given) {
   const auto eq = text.find('=');
   const auto dot = text.find('.');
   if (eq == std::string::npos || dot == std::string::npos || dot > eq) {
@@ -120,7 +159,22 @@ Status apply_override(const std::string& text, Table& table) {
     return Status::InvalidArgument(section + "." + name + ": cannot parse value in --set " + text);
   }
   if (!value.IsScalar()) value = YAML::Node(text.substr(eq + 1));
+  given->insert(section + "." + name);
   return kit->second.read(value, section + "." + name);
+}
+
+// A required key the config does not give reads as "missing", not as the range error its zero default
+// would cause.
+Status check_required(const Table& table, const std::set<std::string>& given) {
+  for (const auto& [section, keys] : table) {
+    for (const auto& [name, k] : keys) {
+      const std::string full = section + "." + name;
+      if (k.required && !given.count(full)) {
+        return Status::InvalidArgument(full + ": missing (a required key; docs/config.md lists them)");
+      }
+    }
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -136,8 +190,10 @@ StatusOr<JobConfig> parse_job_config(const std::string& yaml_text, const std::ve
     return Status::InvalidArgument("config: YAML syntax error at line " + std::to_string(e.mark.line + 1) +
                                    ": " + e.msg);
   }
-  DTRN_RETURN_IF_ERROR(apply_node(root, table));
-  for (const std::string& o : overrides) DTRN_RETURN_IF_ERROR(apply_override(o, table));
+  std::set<std::string> given;
+  DTRN_RETURN_IF_ERROR(apply_node(root, table, &given));
+  for (const std::string& o : overrides) DTRN_RETURN_IF_ERROR(apply_override(o, table, &given));
+  DTRN_RETURN_IF_ERROR(check_required(table, given));
   DTRN_RETURN_IF_ERROR(validate(config));
   return config;
 }
@@ -176,6 +232,10 @@ Status validate(const JobConfig& c) {
   if (!(t.lr > 0)) return Status::InvalidArgument("train.lr must be positive");
   if (!(t.min_lr >= 0 && t.min_lr <= t.lr)) return Status::InvalidArgument("train.min_lr must be in [0, train.lr]");
   if (t.warmup_steps < 0) return Status::InvalidArgument("train.warmup_steps must be >= 0");
+  if (t.warmup_steps > t.steps) {
+    return Status::InvalidArgument("train.warmup_steps: " + std::to_string(t.warmup_steps) + " is more than train.steps " +
+                                   std::to_string(t.steps) + " (the learning rate would never reach train.lr)");
+  }
   if (!(t.weight_decay >= 0)) return Status::InvalidArgument("train.weight_decay must be >= 0");
   if (!(t.clip > 0)) return Status::InvalidArgument("train.clip must be positive");
   if (t.eval_every < 0) return Status::InvalidArgument("train.eval_every must be >= 0");
@@ -196,18 +256,24 @@ std::string to_yaml(const JobConfig& config) {
   JobConfig copy = config;
   Table table = make_table(&copy);
   YAML::Emitter e;
-  e.SetDoublePrecision(17);
   e << YAML::BeginMap;
-  for (const char* section : {"model", "routing", "train", "parallel", "data", "checkpoint", "telemetry"}) {
+  for (const char* section : kSections) {
     e << YAML::Key << section << YAML::Value << YAML::BeginMap;
-    for (auto& [name, k] : table[section]) {
-      e << YAML::Key << name << YAML::Value;
-      k.write(e);
-    }
+    for (auto& [name, k] : table[section]) e << YAML::Key << name << YAML::Value << k.text();
     e << YAML::EndMap;
   }
   e << YAML::EndMap;
   return std::string(e.c_str()) + "\n";
+}
+
+std::vector<std::pair<std::string, std::string>> config_entries(const JobConfig& config) {
+  JobConfig copy = config;
+  Table table = make_table(&copy);
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const char* section : kSections) {
+    for (auto& [name, k] : table[section]) out.emplace_back(std::string(section) + "." + name, k.text());
+  }
+  return out;
 }
 
 }  // namespace dtrn::train

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstdio>
 #include <ctime>
-#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -19,9 +18,14 @@
 #include "dtrn/runtime/optim.h"
 #include "dtrn/train/checkpoint.h"
 #include "dtrn/train/evaluate.h"
+#include "placement.h"
+#include "resume_policy.h"
+#include "run_directory.h"
+#include "run_log.h"
+#include "run_report.h"
+#include "stop_signals.h"
 
 namespace dtrn::train {
-namespace fs = std::filesystem;
 namespace {
 
 std::string default_run_dir() {
@@ -30,21 +34,6 @@ std::string default_run_dir() {
   std::strftime(buf, sizeof buf, "runs/%Y%m%d-%H%M%S", std::localtime(&now));
   return buf;
 }
-
-// Everything printed goes to stdout and to RUN/train.log.
-class Log {
- public:
-  Log(const std::string& path, bool quiet) : file_(path, std::ios::app), quiet_(quiet) {}
-  void line(const std::string& text) {
-    if (!quiet_) std::cout << text << std::endl;
-    file_ << text << "\n";
-    file_.flush();
-  }
-
- private:
-  std::ofstream file_;
-  bool quiet_;
-};
 
 // Keeps the lines of metrics.jsonl whose step is at most `step` (a resumed run rewrites what a crashed
 // run wrote after its last checkpoint). Written to a temporary file and renamed.
@@ -62,55 +51,90 @@ Status truncate_metrics(const std::string& path, int64_t step) {
   return write_file_atomic(path, kept);
 }
 
-// Runs one tiny DTRNet training step (forward, backward) on `device`; returns the error it raised, or ""
-// when the device's backend has every kernel the model needs.
-std::string training_gap(Device device) {
-  try {
-    model::ModelConfig c;
-    c.d_model = 8;
-    c.n_layers = 3;
-    c.n_heads = 2;
-    c.n_kv_heads = 1;
-    c.d_ff = 8;
-    c.vocab_size = 60;
-    c.seq_len = 4;
-    c.layout = "TDT";
-    model::DtrnModel probe(c, model::RoutingConfig{}, device, DType::kF32);
-    probe.init(0);
-    Tensor ids = Tensor::from_ints({1, 2, 3, 4}, {1, 4}, DType::kI32);
-    model::ForwardOptions fo;
-    fo.training = true;
-    probe.forward(ids, ids, fo).loss.backward();
-    return "";
-  } catch (const Error& e) {
-    return e.what();
-  }
+// A [B, T] i32 CPU tensor of a batch's tokens; the model uploads it (without a device synchronisation).
+Tensor host_tokens(const std::vector<int32_t>& tokens, int64_t b, int64_t t) {
+  Tensor out = Tensor::empty({b, t}, DType::kI32);
+  std::copy(tokens.begin(), tokens.end(), out.data<int32_t>());
+  return out;
 }
 
-// train.device: cpu, cuda[:N], or auto. auto takes the GPU only where its backend can train the model
-// (today's CUDA backend is the foundation slice: memory, copies, elementwise ops and matrix products), so
-// `auto` always gives a run that works; an explicit cuda that cannot train is an error at start, not at
-// the first missing kernel mid-step.
-StatusOr<Device> resolve_device(const std::string& name, std::string* note) {
-  if (name == "auto") {
-    if (!cuda_available()) return Device::cpu();
-    const std::string gap = training_gap(Device::cuda(0));
-    if (gap.empty()) return Device::cuda(0);
-    *note = "train.device auto: a GPU is present but the CUDA backend cannot train the model yet (" + gap +
-            "); training on the CPU";
-    return Device::cpu();
+// The scalars a step reports, summed over its micro-batches where the model runs and read once.
+class StepSums {
+ public:
+  struct Values {
+    double loss = 0, ce = 0, sparsity = 0, balance = 0, grad_norm = 0;
+  };
+
+  // Adds one micro-batch's terms (each divided by `accum`); layers collects f and fallback on the host
+  // and s on the device.
+  void add(const model::ForwardResult& r, int64_t accum, std::vector<model::LayerRouting>* layers) {
+    NoGradGuard no_grad;
+    const double w = 1.0 / static_cast<double>(accum);
+    accumulate(&loss_, r.loss, w);
+    accumulate(&ce_, r.ce, w);
+    accumulate(&sparsity_, r.routing.sparsity, w);
+    accumulate(&balance_, r.routing.balance, w);
+    if (layers->empty()) {
+      *layers = r.layers;
+      for (auto& l : *layers) {
+        l.f = 0;
+        l.s = Tensor();
+      }
+    }
+    for (size_t i = 0; i < r.layers.size(); ++i) {
+      (*layers)[i].f += r.layers[i].f * w;
+      accumulate(&(*layers)[i].s, r.layers[i].s, w);
+      (*layers)[i].fallback = (*layers)[i].fallback || r.layers[i].fallback;
+    }
   }
-  Device device;
-  try {
-    device = Device::parse(name);
-  } catch (const Error& e) {
-    return Status::InvalidArgument(std::string("train.device: ") + e.what());
+
+  // Reads every sum and the squared gradient norm in one device-to-host copy; layers' s become
+  // host-side scalars.
+  Values read(const Tensor& grad_norm_sq, std::vector<model::LayerRouting>* layers) {
+    NoGradGuard no_grad;
+    std::vector<Tensor> parts;
+    auto put = [&](const Tensor& t) {
+      parts.push_back((t.defined() ? t : Tensor::zeros({}, DType::kF64, grad_norm_sq.device()))
+                          .reshape({1})
+                          .to(DType::kF64));
+    };
+    for (const Tensor& t : {loss_, ce_, sparsity_, balance_, grad_norm_sq}) put(t);
+    for (const auto& l : *layers) put(l.s);
+    const std::vector<double> host = concat(parts, 0).to_vector();
+    Values v{host[0], host[1], host[2], host[3], std::sqrt(host[4])};
+    for (size_t i = 0; i < layers->size(); ++i) {
+      (*layers)[i].s = Tensor::full({}, host[5 + i], DType::kF64);
+    }
+    return v;
   }
-  if (device.is_cuda()) {
-    const std::string gap = training_gap(device);
-    if (!gap.empty()) return Status::InvalidArgument("train.device " + name + ": " + gap);
+
+ private:
+  static void accumulate(Tensor* sum, const Tensor& term, double w) {
+    if (!term.defined()) return;
+    Tensor t = scale(term.detach(), w);
+    *sum = sum->defined() ? dtrn::add(*sum, t) : t;
   }
-  return device;
+
+  Tensor loss_, ce_, sparsity_, balance_;
+};
+
+// Compares the resolved config stored in checkpoint `ckpt` with `config` (resume_policy.h); allowed
+// changes are appended to `notes`.
+Status check_resume(const std::string& ckpt, const JobConfig& config, int64_t step,
+                    std::vector<std::string>* notes) {
+  auto yaml = read_checkpoint_config(ckpt);
+  if (!yaml.ok()) return yaml.status();
+  auto saved = parse_job_config(*yaml);
+  if (!saved.ok()) return Status::DataLoss(ckpt + "/config.yaml: " + saved.status().message());
+  return check_resume_config(*saved, config, step, notes);
+}
+
+// What a run stopped by SIGTERM or SIGINT returns (stop_signals.h): the CLI prints it and exits with
+// kExitStopped.
+Status stopped_by_signal(int signal, int64_t step, const std::string& checkpoint, const std::string& run_dir) {
+  return Status::Cancelled(std::string("stopped by ") + StopSignals::name(signal) + " after step " +
+                           std::to_string(step) + "; checkpoint " + checkpoint +
+                           "; continue with: dtrn train --run-dir " + run_dir + " --resume");
 }
 
 std::string format_rate(double tokens_per_s) {
@@ -144,33 +168,35 @@ StarvationMonitor::Verdict StarvationMonitor::observe(int64_t layer, double f, b
   return {fallback || r->low >= window_, r->high >= window_};
 }
 
-StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOptions& options) {
-  const std::string run_dir = options.run_dir.empty() ? default_run_dir() : options.run_dir;
-  std::error_code ec;
-  fs::create_directories(run_dir, ec);
-  if (ec) return Status::IoError(run_dir + ": cannot create the run directory: " + ec.message());
-  // A fresh run never writes over another run's checkpoints, metrics or config.
-  if (!options.resume && resolve_checkpoint(run_dir).ok()) {
-    return Status::FailedPrecondition(run_dir + " already holds checkpoints: pass --resume to continue that run, "
-                                      "or choose another --run-dir");
-  }
-  Log log(run_dir + "/train.log", options.quiet);
+// The run in `dir` (opened by run_training). Nothing is written into the folder until every check has
+// passed and the run starts (dir.started()), so that a refused start changes nothing.
+static StatusOr<std::string> train_in(const JobConfig& config, const TrainRunOptions& options, RunDirectory& dir,
+                                      const StopSignals& stop) {
+  const std::string& run_dir = dir.path();
   const std::string config_yaml = to_yaml(config);
-  {
-    std::ofstream out(run_dir + "/config.yaml", std::ios::trunc);
-    out << config_yaml;
-    if (!out) return Status::IoError(run_dir + "/config.yaml: cannot write");
+  // What a resume continues from, checked before anything else is opened.
+  std::string ckpt;
+  std::vector<std::string> skipped, resume_notes;  // logged once the run starts
+  if (options.resume) {
+    auto resolved_ckpt = resolve_checkpoint(run_dir, &skipped);
+    for (const std::string& line : skipped) std::cerr << "dtrn train: --resume: " << line << std::endl;
+    if (!resolved_ckpt.ok()) return Status::NotFound("--resume: " + resolved_ckpt.status().message());
+    ckpt = *resolved_ckpt;
+    auto step = read_checkpoint_step(ckpt);
+    if (!step.ok()) return step.status();
+    DTRN_RETURN_IF_ERROR(check_resume(ckpt, config, *step, &resume_notes));
+    if (*step >= config.train.steps) {
+      std::cout << "dtrn train: nothing to do: " << ckpt << " is at step " << *step << " of train.steps "
+                << config.train.steps << " (raise it with --set train.steps=N to train on)" << std::endl;
+      return run_dir;
+    }
   }
 
   std::string device_note;
-  auto resolved = resolve_device(config.train.device, &device_note);
-  if (!resolved.ok()) return resolved.status();
-  const Device device = *resolved;
-  const std::string precision =
-      config.train.precision == "auto" ? (device.is_cuda() ? "bf16" : "fp32") : config.train.precision;
-  if (precision == "bf16" && device.is_cpu()) {
-    return Status::InvalidArgument("train.precision: bf16 compute needs a CUDA device; the CPU trains in fp32");
-  }
+  auto placement = resolve_placement(config.train, &device_note);
+  if (!placement.ok()) return placement.status();
+  const Device device = placement->device;
+  const std::string precision = placement->precision_name();
   if (config.parallel.dp != 1 || config.parallel.tp != 1) {
     return Status::InvalidArgument("parallel.dp/parallel.tp: this trainer runs one process; data and "
                                    "tensor parallelism arrive with the parallel module");
@@ -185,34 +211,26 @@ StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOption
     if (!v.ok()) return v.status();
     val_set = *v;
   }
-  const int64_t tokens_vocab = static_cast<int64_t>(50257);
+  const int64_t tokens_vocab = static_cast<int64_t>((*train_set)->meta().vocab_size);
   if (config.model.vocab_size < tokens_vocab) {
     return Status::InvalidArgument("model.vocab_size: " + std::to_string(config.model.vocab_size) +
-                                   " is smaller than the GPT-2 tokenizer's 50257 ids in " + config.data.path);
+                                   " is smaller than the " + std::to_string(tokens_vocab) + " token ids of " +
+                                   config.data.path);
   }
 
-  // Model and optimizer.
-  model::DtrnModel model(config.model, config.routing, device, DType::kF32);
+  // Model and optimizer: bf16 computes with f32 master weights, moments and gradients.
+  model::DtrnModel model(config.model, config.routing, device, placement->compute_dtype);
   model.init(config.train.seed);
   if (!options.init_from.empty()) DTRN_RETURN_IF_ERROR(init_from_safetensors(options.init_from, &model));
   std::vector<ParamGroupEntry> groups;
-  std::vector<Tensor> params;
-  for (const auto& p : model.parameters()) {
-    groups.push_back({p.name, p.tensor, p.decay});
-    params.push_back(p.tensor);
-  }
+  for (const auto& p : model.parameters()) groups.push_back({p.name, p.tensor, p.decay, p.compute});
   AdamW optimizer(groups, AdamWOptions{0.9, 0.999, 1e-8, config.train.weight_decay});
 
   TrainProgress progress;
   progress.seed = config.train.seed;
   if (options.resume) {
-    auto ckpt = resolve_checkpoint(run_dir);
-    if (!ckpt.ok()) return Status::NotFound("--resume: " + ckpt.status().message());
-    DTRN_RETURN_IF_ERROR(load_checkpoint(*ckpt, &model, &optimizer, &progress));
-    DTRN_RETURN_IF_ERROR(truncate_metrics(run_dir + "/metrics.jsonl", progress.step));
-    log.line("resumed from " + *ckpt + " at step " + std::to_string(progress.step));
-  } else {
-    std::ofstream(run_dir + "/metrics.jsonl", std::ios::trunc);
+    DTRN_RETURN_IF_ERROR(load_checkpoint(ckpt, &model, &optimizer, &progress));
+    resume_notes.push_back("resumed from " + ckpt + " at step " + std::to_string(progress.step));
   }
 
   data::LoaderOptions lo;
@@ -229,8 +247,19 @@ StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOption
     if (const auto* s = val_set->meta().split("val")) val_bytes_per_token = s->bytes_per_token();
   }
 
+  // The run starts: from here on the folder is written and kept.
+  dir.started();
+  RunLog log(run_dir + "/train.log", options.quiet);
+  DTRN_RETURN_IF_ERROR(write_file_atomic(run_dir + "/config.yaml", config_yaml));
+  if (options.resume) {
+    DTRN_RETURN_IF_ERROR(truncate_metrics(run_dir + "/metrics.jsonl", progress.step));
+  } else {
+    std::ofstream(run_dir + "/metrics.jsonl", std::ios::trunc);
+  }
   std::ofstream metrics(run_dir + "/metrics.jsonl", std::ios::app);
   log.line("dtrn train: run directory " + run_dir);
+  for (const std::string& line : skipped) log.record("--resume: " + line);
+  for (const std::string& note : resume_notes) log.line(note);
   if (!device_note.empty()) log.line(device_note);
   log.line("model: " + std::to_string(model.parameter_count()) + " parameters, layout " + model.layout() +
            ", device " + device.str() + ", " + precision);
@@ -238,11 +267,16 @@ StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOption
   const int64_t accum = config.train.global_batch / config.train.micro_batch;
   const int64_t tokens_per_step = config.train.global_batch * config.model.seq_len;
   StarvationMonitor monitor(config.routing.starvation_threshold, config.routing.starvation_window);
+  RunReport report(progress.step, config.train.steps);
+  std::string saved;  // the newest checkpoint this process wrote
+  int64_t saved_step = -1;
   auto save = [&]() -> Status {
     progress.sampler = (*loader)->state();
     auto path = save_checkpoint(run_dir, model, optimizer, progress, config_yaml, config.checkpoint.keep);
     if (!path.ok()) return path.status();
     log.line("checkpoint " + *path);
+    saved = *path;
+    saved_step = progress.step;
     if (options.telemetry) options.telemetry->on_checkpoint(progress.step);
     return Status::Ok();
   };
@@ -257,14 +291,13 @@ StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOption
       const auto t0 = std::chrono::steady_clock::now();
       const double lr = lr_at(step, config.train.warmup_steps, config.train.steps, config.train.lr,
                               config.train.min_lr);
-      double loss_sum = 0, ce_sum = 0, sparsity_sum = 0, balance_sum = 0;
+      // Per-step sums stay on the device until the step ends: one read per step, not per micro-batch.
+      StepSums sums;
       std::vector<model::LayerRouting> layers;
       for (int64_t micro = 0; micro < accum; ++micro) {
         data::Batch batch = (*loader)->next();
-        Tensor ids = Tensor::from_ints(std::vector<int64_t>(batch.inputs.begin(), batch.inputs.end()),
-                                       {batch.B, batch.T}, DType::kI32);
-        Tensor targets = Tensor::from_ints(std::vector<int64_t>(batch.targets.begin(), batch.targets.end()),
-                                           {batch.B, batch.T}, DType::kI32);
+        Tensor ids = host_tokens(batch.inputs, batch.B, batch.T);
+        Tensor targets = host_tokens(batch.targets, batch.B, batch.T);
         model::ForwardOptions fo;
         fo.training = true;
         fo.seed = config.train.seed;
@@ -273,23 +306,12 @@ StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOption
         // Every term is averaged over micro-batches like CE, so lambda's strength does not depend on the
         // accumulation count (dtrnet-spec.md, Loss).
         scale(r.loss, 1.0 / static_cast<double>(accum)).backward();
-        loss_sum += r.loss.item();
-        ce_sum += r.ce.item();
-        if (r.routing.sparsity.defined()) sparsity_sum += r.routing.sparsity.item();
-        if (r.routing.balance.defined()) balance_sum += r.routing.balance.item();
-        if (layers.empty()) {
-          layers = r.layers;
-          for (auto& l : layers) l.f = l.s = 0;
-        }
-        for (size_t i = 0; i < r.layers.size(); ++i) {
-          layers[i].f += r.layers[i].f / static_cast<double>(accum);
-          layers[i].s += r.layers[i].s / static_cast<double>(accum);
-          layers[i].fallback = layers[i].fallback || r.layers[i].fallback;
-        }
+        sums.add(r, accum, &layers);
       }
-      const double grad_norm = clip_grad_norm(params, config.train.clip);
-      optimizer.step(lr);
+      const Tensor grad_norm_sq = optimizer.clip_and_step(lr, config.train.clip);
       optimizer.zero_grad();
+      const StepSums::Values v = sums.read(grad_norm_sq, &layers);
+      const double loss_mean = v.loss, ce_mean = v.ce, grad_norm = v.grad_norm;
       progress.step = step + 1;
       progress.tokens += tokens_per_step;
       const double step_ms =
@@ -298,10 +320,10 @@ StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOption
 
       nlohmann::json line = {{"kind", "train"},
                              {"step", progress.step},
-                             {"loss", loss_sum / accum},
-                             {"ce", ce_sum / accum},
-                             {"routing_sparsity", sparsity_sum / accum},
-                             {"routing_balance", balance_sum / accum},
+                             {"loss", loss_mean},
+                             {"ce", ce_mean},
+                             {"routing_sparsity", v.sparsity},
+                             {"routing_balance", v.balance},
                              {"lr", lr},
                              {"grad_norm", grad_norm},
                              {"tokens", progress.tokens},
@@ -311,7 +333,7 @@ StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOption
       std::ostringstream fractions;
       for (const auto& l : layers) {
         const auto verdict = monitor.observe(l.layer, l.f, l.fallback);
-        jl.push_back({{"layer", l.layer}, {"f", l.f}, {"s", l.s}, {"fallback", l.fallback},
+        jl.push_back({{"layer", l.layer}, {"f", l.f}, {"s", l.s.item()}, {"fallback", l.fallback},
                       {"starved", verdict.starved}, {"saturated", verdict.saturated}});
         char buf[48];
         std::snprintf(buf, sizeof buf, " L%lld %.2f%s", static_cast<long long>(l.layer), l.f,
@@ -325,8 +347,9 @@ StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOption
       char text[256];
       std::snprintf(text, sizeof text, "step %lld/%lld | loss %.4f | ce %.4f | lr %.2e | gnorm %.2f | %s tok/s |",
                     static_cast<long long>(progress.step), static_cast<long long>(config.train.steps),
-                    loss_sum / accum, ce_sum / accum, lr, grad_norm, format_rate(tokens_per_s).c_str());
-      log.line(std::string(text) + (layers.empty() ? "" : " f:" + fractions.str()));
+                    loss_mean, ce_mean, lr, grad_norm, format_rate(tokens_per_s).c_str());
+      log.line(std::string(text) + report.step_tail(progress.step, step_ms) +
+               (layers.empty() ? "" : " | f:" + fractions.str()));
 
       if (config.train.eval_every > 0 &&
           (progress.step % config.train.eval_every == 0 || progress.step == config.train.steps)) {
@@ -341,19 +364,41 @@ StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOption
                       static_cast<long long>(progress.step), e.loss, e.ppl, e.bits_per_byte,
                       static_cast<long long>(e.tokens));
         log.line(text);
+        report.validation(progress.step, e.loss);
       }
       if ((config.checkpoint.every > 0 && progress.step % config.checkpoint.every == 0) ||
           progress.step == config.train.steps) {
         if (options.telemetry) options.telemetry->on_phase("checkpoint", progress.step);
         DTRN_RETURN_IF_ERROR(save());
       }
+      if (stop.received() != 0 && progress.step < config.train.steps) {
+        if (saved_step != progress.step) DTRN_RETURN_IF_ERROR(save());
+        log.line(report.summary(progress.step, progress.tokens, run_dir + "/checkpoints"));
+        return stopped_by_signal(stop.received(), progress.step, saved, run_dir);
+      }
       if (options.telemetry) options.telemetry->on_phase("train", progress.step);
     }
   } catch (const Error& e) {
     return Status::Internal(e.what());
   }
+  log.line(report.summary(progress.step, progress.tokens, run_dir + "/checkpoints"));
   if (options.telemetry) options.telemetry->on_phase("done", progress.step);
   return run_dir;
+}
+
+StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOptions& options) {
+  if (options.resume && !options.init_from.empty()) {
+    return Status::InvalidArgument("--resume and --init-from: --resume continues the run's checkpoint, "
+                                   "--init-from starts a new run from weights; give one");
+  }
+  auto dir = RunDirectory::Open(options.run_dir.empty() ? default_run_dir() : options.run_dir, options.resume);
+  if (!dir.ok()) return dir.status();
+  StopSignals stop;
+  auto run = train_in(config, options, **dir, stop);
+  if (!run.ok() && run.status().code() != StatusCode::kCancelled && (*dir)->is_started()) {
+    RunLog::failure((*dir)->path() + "/train.log", run.status().message());
+  }
+  return run;
 }
 
 }  // namespace dtrn::train

@@ -56,11 +56,28 @@ class CpuBackend final : public Backend {
   void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                      int64_t num_classes, const Tensor& losses, const Tensor& lse) override;
   void cross_entropy_backward(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
-                              int64_t num_classes, const Tensor& lse, double grad_scale,
-                              const Tensor& dlogits) override;
+                              int64_t num_classes, const Tensor& lse, const Tensor& grad,
+                              double scale, const Tensor& dlogits) override;
+  void cross_entropy_fused(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                           int64_t num_classes, double scale, const Tensor& losses,
+                           const Tensor& lse, const Tensor& dlogits) override;
 
   void adamw(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
              const AdamWArgs& args) override;
+  void sum_squares_multi(const std::vector<Tensor>& tensors, const Tensor& out) override;
+  void adamw_multi(const std::vector<AdamWTensors>& entries, const AdamWArgs& args, const Tensor& norm_sq,
+                   double max_norm) override;
+
+  void add_into(const Tensor& dst, const Tensor& src) override;
+  void index_copy(const Tensor& out, int64_t outer, int64_t n, int64_t inner, const Tensor& index,
+                  const Tensor& src) override;
+
+  void route_threshold(const Tensor& p, double threshold, const Tensor& mask) override;
+  void route_fallback(const Tensor& mask, int64_t want, uint64_t seed, uint64_t stream,
+                      uint64_t offset) override;
+  void route_compact(const Tensor& mask, int64_t rows, int64_t cols, const Tensor& routed,
+                     const Tensor& positions, const Tensor& bypass, const Tensor& cu_seqlens,
+                     const Tensor& count) override;
 };
 
 CpuBackend& cpu_backend();

@@ -54,6 +54,18 @@ void CpuBackend::affine(const Tensor& x, double alpha, double beta, const Tensor
   });
 }
 
+void CpuBackend::add_into(const Tensor& dst, const Tensor& src_in) {
+  const Tensor src = src_in.dtype() == dst.dtype() ? src_in : src_in.detach().to(dst.dtype());
+  dispatch_floating(dst.dtype(), "add_into", [&](auto tag) {
+    using T = decltype(tag);
+    const T* ps = src.data<T>();
+    T* pd = dst.data<T>();
+    const int64_t n = dst.numel();
+#pragma omp parallel for if (n > 32768)
+    for (int64_t i = 0; i < n; ++i) pd[i] += ps[i];
+  });
+}
+
 void CpuBackend::silu(const Tensor& x, const Tensor& out) {
   dispatch_floating(out.dtype(), "silu", [&](auto tag) {
     using T = decltype(tag);

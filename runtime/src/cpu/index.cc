@@ -64,4 +64,21 @@ void CpuBackend::index_add(const Tensor& out, int64_t outer, int64_t n, int64_t 
   });
 }
 
+void CpuBackend::index_copy(const Tensor& out, int64_t outer, int64_t n, int64_t inner,
+                            const Tensor& index, const Tensor& src) {
+  check_indices("index_copy", index, n);
+  const int64_t m = index.numel();
+  const size_t row_bytes = inner * dtype_size(out.dtype());
+  char* po = static_cast<char*>(out.raw_data());
+  const char* ps = static_cast<const char*>(src.raw_data());
+  const void* pi = index.raw_data();
+  const DType it = index.dtype();
+#pragma omp parallel for collapse(2) if (outer * m * inner > 32768)
+  for (int64_t o = 0; o < outer; ++o) {
+    for (int64_t j = 0; j < m; ++j) {
+      std::memcpy(po + (o * n + read_index(it, pi, j)) * row_bytes, ps + (o * m + j) * row_bytes, row_bytes);
+    }
+  }
+}
+
 }  // namespace dtrn

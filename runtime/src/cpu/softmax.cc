@@ -68,13 +68,35 @@ void CpuBackend::softmax_backward(const Tensor& y, const Tensor& dy, const Tenso
   });
 }
 
+namespace {
+
+// One kept row's gradient coef * (softmax - onehot) over its classes, 0 over the padding. drow may be
+// row itself: element i is read before it is written.
+template <typename T>
+void cross_entropy_gradient_row(const T* row, T* drow, int64_t v, int64_t num_classes, int64_t t,
+                                double lse, double coef) {
+  for (int64_t i = 0; i < num_classes; ++i) {
+    const double p = std::exp(static_cast<double>(row[i]) - lse);
+    drow[i] = static_cast<T>(coef * (p - (i == t ? 1.0 : 0.0)));
+  }
+  std::fill(drow + num_classes, drow + v, T(0));
+}
+
+void check_cross_entropy(const char* kernel, const Tensor& logits, const Tensor& targets,
+                         int64_t num_classes, const Tensor& lse) {
+  const int64_t n = logits.size(0), v = logits.size(1);
+  DTRN_ASSERT(num_classes > 0 && num_classes <= v && targets.numel() == n && lse.numel() == n,
+              kernel, ": ", logits.describe(), ", ", targets.describe(), ", ", lse.describe(),
+              ", num_classes ", num_classes);
+}
+
+}  // namespace
+
 void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                                int64_t num_classes, const Tensor& losses, const Tensor& lse) {
+  check_cross_entropy("cross_entropy", logits, targets, num_classes, lse);
+  DTRN_ASSERT(losses.numel() == logits.size(0), "cross_entropy: losses ", losses.describe());
   const int64_t n = logits.size(0), v = logits.size(1);
-  DTRN_ASSERT(num_classes > 0 && num_classes <= v && targets.numel() == n && losses.numel() == n &&
-                  lse.numel() == n,
-              "cross_entropy: ", logits.describe(), ", ", targets.describe(), ", num_classes ",
-              num_classes);
   const DType target_dtype = targets.dtype();
   const void* tp = targets.raw_data();
   dispatch_floating(logits.dtype(), "cross_entropy", [&](auto zero) {
@@ -99,12 +121,15 @@ void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int6
 
 void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targets,
                                         int64_t ignore_index, int64_t num_classes,
-                                        const Tensor& lse, double grad_scale,
+                                        const Tensor& lse, const Tensor& grad, double scale,
                                         const Tensor& dlogits) {
+  check_cross_entropy("cross_entropy_backward", logits, targets, num_classes, lse);
+  DTRN_ASSERT(dlogits.shape() == logits.shape() && grad.numel() == 1 &&
+                  (grad.dtype() == DType::kF32 || grad.dtype() == DType::kF64),
+              "cross_entropy_backward: ", dlogits.describe(), ", grad ", grad.describe());
   const int64_t n = logits.size(0), v = logits.size(1);
-  DTRN_ASSERT(num_classes > 0 && num_classes <= v && targets.numel() == n && lse.numel() == n &&
-                  dlogits.shape() == logits.shape(),
-              "cross_entropy_backward: ", logits.describe(), ", ", dlogits.describe());
+  const double upstream = grad.dtype() == DType::kF64 ? *grad.data<double>() : *grad.data<float>();
+  const double coef = upstream * scale;
   const DType target_dtype = targets.dtype();
   const void* tp = targets.raw_data();
   dispatch_floating(logits.dtype(), "cross_entropy_backward", [&](auto zero) {
@@ -120,12 +145,43 @@ void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targ
         std::fill(drow, drow + v, T(0));
         continue;
       }
-      const double l = lsep[row];
-      for (int64_t i = 0; i < num_classes; ++i) {
-        const double p = std::exp(static_cast<double>(lp[row * v + i]) - l);
-        drow[i] = static_cast<T>(grad_scale * (p - (i == t ? 1.0 : 0.0)));
+      cross_entropy_gradient_row(lp + row * v, drow, v, num_classes, t,
+                                 static_cast<double>(lsep[row]), coef);
+    }
+  });
+}
+
+void CpuBackend::cross_entropy_fused(const Tensor& logits, const Tensor& targets,
+                                     int64_t ignore_index, int64_t num_classes, double scale,
+                                     const Tensor& losses, const Tensor& lse,
+                                     const Tensor& dlogits) {
+  check_cross_entropy("cross_entropy_fused", logits, targets, num_classes, lse);
+  DTRN_ASSERT(losses.numel() == logits.size(0) && dlogits.shape() == logits.shape(),
+              "cross_entropy_fused: ", losses.describe(), ", ", dlogits.describe());
+  const int64_t n = logits.size(0), v = logits.size(1);
+  const DType target_dtype = targets.dtype();
+  const void* tp = targets.raw_data();
+  dispatch_floating(logits.dtype(), "cross_entropy_fused", [&](auto zero) {
+    using T = decltype(zero);
+    const T* lp = logits.data<T>();
+    T* loss = losses.data<T>();
+    T* lsep = lse.data<T>();
+    T* dp = dlogits.data<T>();
+#pragma omp parallel for schedule(static) if (n * v > kParallelElements)
+    for (int64_t row = 0; row < n; ++row) {
+      T* drow = dp + row * v;
+      const int64_t t = read_index(target_dtype, tp, row);
+      if (t == ignore_index) {
+        loss[row] = 0;
+        lsep[row] = 0;
+        std::fill(drow, drow + v, T(0));
+        continue;
       }
-      std::fill(drow + num_classes, drow + v, T(0));
+      const T* xrow = lp + row * v;
+      const double l = log_sum_exp(xrow, num_classes);
+      lsep[row] = static_cast<T>(l);
+      loss[row] = static_cast<T>(l - static_cast<double>(xrow[t]));
+      cross_entropy_gradient_row(xrow, drow, v, num_classes, t, l, scale);
     }
   });
 }

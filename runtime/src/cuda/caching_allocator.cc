@@ -3,7 +3,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
-#include <bit>
+#include <cstdint>
 
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_context.h"
@@ -12,27 +12,35 @@
 namespace dtrn::cuda {
 namespace {
 
-constexpr size_t kGranularity = 512;            // cudaMalloc returns at least 256-aligned; keep 512 steps
-constexpr size_t kSmallLimit = size_t{1} << 20;  // up to here: 512-byte steps
-constexpr int kClassesPerPowerOfTwo = 8;        // above: 12.5% steps
-constexpr size_t kMaxReuseSlackDivisor = 4;     // reuse a block at most 25% larger than the class
+constexpr size_t kGranularity = 512;
 
 double mib(size_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
 
 }  // namespace
 
 size_t CudaCachingAllocator::round_size(size_t nbytes) {
-  size_t size = (nbytes + kGranularity - 1) / kGranularity * kGranularity;
-  if (size <= kSmallLimit) return size;
-  // Steps of 2^(floor(log2(size)) - 3): eight classes between consecutive powers of two.
-  size_t step = std::bit_floor(size) / kClassesPerPowerOfTwo;
-  return (size + step - 1) / step * step;
+  return (nbytes + kGranularity - 1) / kGranularity * kGranularity;
 }
 
 CudaCachingAllocator::DevicePool& CudaCachingAllocator::pool(int device) {
   if (pools_.empty()) pools_.resize(device_count());
   DTRN_ASSERT(device >= 0 && device < static_cast<int>(pools_.size()), "device ", device);
-  return pools_[device];
+  DevicePool& p = pools_[device];
+  if (p.pool == nullptr) {
+    cudaMemPool_t pool = nullptr;
+    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+    uint64_t keep_everything = UINT64_MAX;
+    CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep_everything));
+    p.pool = pool;
+  }
+  return p;
+}
+
+size_t CudaCachingAllocator::reserved(const DevicePool& p) const {
+  uint64_t bytes = 0;
+  CUDA_CHECK(cudaMemPoolGetAttribute(static_cast<cudaMemPool_t>(p.pool), cudaMemPoolAttrReservedMemCurrent,
+                                     &bytes));
+  return static_cast<size_t>(bytes);
 }
 
 void* CudaCachingAllocator::allocate(size_t nbytes) {
@@ -41,22 +49,15 @@ void* CudaCachingAllocator::allocate(size_t nbytes) {
   const size_t size = round_size(nbytes);
   std::lock_guard<std::mutex> lock(mutex_);
   DevicePool& p = pool(device);
-
-  void* ptr = nullptr;
-  size_t block_size = size;
-  auto it = p.free_blocks.lower_bound(size);
-  if (it != p.free_blocks.end() && it->first <= size + size / kMaxReuseSlackDivisor) {
-    block_size = it->first;
-    ptr = it->second;
-    p.free_blocks.erase(it);
-    p.stats.cached_bytes -= block_size;
-    ++p.stats.cache_hits;
+  const size_t before = reserved(p);
+  void* ptr = malloc_or_throw(device, size, nbytes);
+  if (reserved(p) > before) {
+    ++p.stats.device_mallocs;
   } else {
-    ptr = malloc_or_throw(device, size, nbytes);
+    ++p.stats.cache_hits;
   }
-
-  live_blocks_.emplace(ptr, Block{device, block_size});
-  p.stats.allocated_bytes += block_size;
+  live_blocks_.emplace(ptr, Block{device, size});
+  p.stats.allocated_bytes += size;
   p.stats.peak_allocated_bytes = std::max(p.stats.peak_allocated_bytes, p.stats.allocated_bytes);
   ++p.stats.allocations;
   return ptr;
@@ -64,25 +65,29 @@ void* CudaCachingAllocator::allocate(size_t nbytes) {
 
 void* CudaCachingAllocator::malloc_or_throw(int device, size_t size, size_t requested) {
   DeviceGuard guard(device);
+  DevicePool& p = pool(device);
+  cudaStream_t stream = stream_for(device);
+  auto pool = static_cast<cudaMemPool_t>(p.pool);
   void* ptr = nullptr;
-  cudaError_t err = cudaMalloc(&ptr, size);
+  cudaError_t err = cudaMallocFromPoolAsync(&ptr, size, pool, stream);
   if (err == cudaErrorMemoryAllocation) {
     cudaGetLastError();  // clear the (non-sticky) OOM before retrying
-    release_cached(device);
-    err = cudaMalloc(&ptr, size);
+    // Queued kernels may still use freed memory: wait for them before the pool returns it.
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+    CUDA_CHECK(cudaMemPoolTrimTo(pool, 0));
+    err = cudaMallocFromPoolAsync(&ptr, size, pool, stream);
   }
   if (err == cudaErrorMemoryAllocation) {
     cudaGetLastError();
     size_t free_bytes = 0, total_bytes = 0;
     cudaMemGetInfo(&free_bytes, &total_bytes);
-    const AllocatorStats& s = pool(device).stats;
+    const size_t held = reserved(p);
     DTRN_CHECK(false, "CUDA out of memory on cuda:", device, ": tried to allocate ", requested,
-               " bytes (", mib(size), " MiB as a block); dtrn holds ", mib(s.allocated_bytes),
-               " MiB in use and ", mib(s.cached_bytes), " MiB cached; the device has ",
-               mib(free_bytes), " MiB free of ", mib(total_bytes), " MiB");
+               " bytes (", mib(size), " MiB as a block); dtrn holds ", mib(p.stats.allocated_bytes),
+               " MiB in use and ", mib(held > p.stats.allocated_bytes ? held - p.stats.allocated_bytes : 0),
+               " MiB cached; the device has ", mib(free_bytes), " MiB free of ", mib(total_bytes), " MiB");
   }
   CUDA_CHECK(err);
-  ++pool(device).stats.device_mallocs;
   return ptr;
 }
 
@@ -90,43 +95,31 @@ void CudaCachingAllocator::deallocate(void* ptr, size_t /*nbytes: the block know
   if (ptr == nullptr) return;
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = live_blocks_.find(ptr);
-  DTRN_ASSERT(it != live_blocks_.end(), "CudaCachingAllocator: freeing ", ptr,
-              " which it did not hand out");
+  DTRN_ASSERT(it != live_blocks_.end(), "CudaCachingAllocator: freeing ", ptr, " which it did not hand out");
   const Block block = it->second;
   live_blocks_.erase(it);
-  DevicePool& p = pool(block.device);
-  p.stats.allocated_bytes -= block.size;
-  p.stats.cached_bytes += block.size;
-  // At the front of its size's range, so the next request of that size takes it (LIFO): the most
-  // recently freed block is the likeliest to still sit in L2.
-  p.free_blocks.emplace_hint(p.free_blocks.lower_bound(block.size), block.size, ptr);
-}
-
-void CudaCachingAllocator::release_cached(int device) {
-  DevicePool& p = pool(device);
-  if (p.free_blocks.empty()) return;
-  DeviceGuard guard(device);
-  // Queued kernels may still read a cached block (see the header): wait for them before the driver
-  // may hand its pages to someone else.
-  CUDA_CHECK(cudaDeviceSynchronize());
-  for (auto& [size, ptr] : p.free_blocks) CUDA_CHECK(cudaFree(ptr));
-  p.free_blocks.clear();
-  p.stats.cached_bytes = 0;
+  pool(block.device).stats.allocated_bytes -= block.size;
+  DeviceGuard guard(block.device);
+  CUDA_CHECK(cudaFreeAsync(ptr, stream_for(block.device)));
 }
 
 AllocatorStats CudaCachingAllocator::stats(int device) const {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (device >= 0) {
-    return device < static_cast<int>(pools_.size()) ? pools_[device].stats : AllocatorStats{};
-  }
   AllocatorStats sum;
-  for (const DevicePool& p : pools_) {
-    sum.allocated_bytes += p.stats.allocated_bytes;
-    sum.cached_bytes += p.stats.cached_bytes;
-    sum.peak_allocated_bytes += p.stats.peak_allocated_bytes;
-    sum.allocations += p.stats.allocations;
-    sum.cache_hits += p.stats.cache_hits;
-    sum.device_mallocs += p.stats.device_mallocs;
+  for (int d = 0; d < static_cast<int>(pools_.size()); ++d) {
+    if (device >= 0 && d != device) continue;
+    const DevicePool& p = pools_[d];
+    AllocatorStats s = p.stats;
+    if (p.pool != nullptr) {
+      const size_t held = reserved(p);
+      s.cached_bytes = held > s.allocated_bytes ? held - s.allocated_bytes : 0;
+    }
+    sum.allocated_bytes += s.allocated_bytes;
+    sum.cached_bytes += s.cached_bytes;
+    sum.peak_allocated_bytes += s.peak_allocated_bytes;
+    sum.allocations += s.allocations;
+    sum.cache_hits += s.cache_hits;
+    sum.device_mallocs += s.device_mallocs;
   }
   return sum;
 }
@@ -138,7 +131,12 @@ void CudaCachingAllocator::reset_peak() {
 
 void CudaCachingAllocator::empty_cache() {
   std::lock_guard<std::mutex> lock(mutex_);
-  for (int device = 0; device < static_cast<int>(pools_.size()); ++device) release_cached(device);
+  for (int device = 0; device < static_cast<int>(pools_.size()); ++device) {
+    if (pools_[device].pool == nullptr) continue;
+    DeviceGuard guard(device);
+    CUDA_CHECK(cudaStreamSynchronize(stream_for(device)));
+    CUDA_CHECK(cudaMemPoolTrimTo(static_cast<cudaMemPool_t>(pools_[device].pool), 0));
+  }
 }
 
 CudaCachingAllocator& caching_allocator() {

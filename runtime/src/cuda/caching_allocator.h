@@ -1,18 +1,19 @@
-// CudaCachingAllocator: device memory for Storage. cudaMalloc and cudaFree are slow (cudaFree also
-// synchronises the device), and a training step frees and re-requests the same sizes every iteration, so
-// freed blocks are kept in per-device free lists and handed out again.
+// CudaCachingAllocator: device memory for Storage, from each device's stream-ordered memory pool
+// (cudaMallocFromPoolAsync / cudaFreeAsync on the device's one stream).
 //
-// - Sizes are rounded up to a size class: multiples of 512 bytes up to 1 MiB, then eight classes per
-//   power of two (each at most 12.5% above the request), so that similar requests share blocks.
-// - A request takes the smallest cached block of its device that is at least its class and at most 25%
-//   larger (best fit in a std::multimap by size; among equal sizes the most recently freed); blocks are
-//   never split or merged.
-// - On a miss it calls cudaMalloc on the calling thread's current device. When that runs out of memory it
-//   releases every cached block of that device and retries once, then throws dtrn::Error with the bytes
-//   requested, in use and cached.
-// - Reuse without events is safe because all dtrn work on a device runs on its one stream (Note [One
-//   stream per device] in cuda_context.h): a block freed on the host is only rewritten by work queued
-//   after everything that read it.
+// Note [Why a stream-ordered pool]
+// cudaMalloc and cudaFree are slow (cudaFree also synchronises the device), and a training step frees and
+// re-requests memory every iteration. A cache of exact-size blocks serves a dense model well, but a D
+// block's tensors change size with the routed count every micro-batch: blocks of old sizes pile up while
+// new sizes still miss, and the cache grows and calls cudaMalloc every step. The driver's pool
+// suballocates and coalesces freed memory for any size, with no synchronisation, and keeps what it has
+// reserved (release threshold: unlimited), so a training step reserves nothing new once warm.
+//
+// - Requests are rounded up to 512 bytes (round_size).
+// - Reuse is safe without events because all dtrn work on a device runs on its one stream (Note [One
+//   stream per device] in cuda_context.h) and frees are ordered on that stream.
+// - Out of memory: the pool's unused reservations are returned to the driver (after a synchronisation)
+//   and the request retried once; then dtrn::Error with the bytes requested, in use and cached.
 //
 // Device choice: the Allocator interface carries no device, so memory comes from the calling thread's
 // current CUDA device; deallocate finds the block's device itself. Thread-safe (one mutex).
@@ -22,7 +23,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <map>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -33,11 +33,11 @@ namespace dtrn::cuda {
 
 struct AllocatorStats {
   size_t allocated_bytes = 0;       // in blocks handed out (rounded sizes)
-  size_t cached_bytes = 0;          // in free blocks kept for reuse
+  size_t cached_bytes = 0;          // reserved by the pool and not handed out
   size_t peak_allocated_bytes = 0;  // max of allocated_bytes since start or reset_peak()
   uint64_t allocations = 0;         // allocate() calls that returned memory
-  uint64_t cache_hits = 0;          // of those, served from the cache
-  uint64_t device_mallocs = 0;      // cudaMalloc calls that succeeded
+  uint64_t cache_hits = 0;          // of those, served from memory the pool had reserved
+  uint64_t device_mallocs = 0;      // of those, the ones that made the pool reserve more from the driver
 };
 
 class CudaCachingAllocator final : public Allocator {
@@ -48,7 +48,7 @@ class CudaCachingAllocator final : public Allocator {
   // Statistics of one device (all devices summed when device < 0).
   AllocatorStats stats(int device = -1) const;
   void reset_peak();
-  // Returns every cached block of every device to the driver (after synchronising each device).
+  // Returns every device's unused reservations to the driver (after synchronising each device).
   void empty_cache();
 
   // The size class a request of `nbytes` is served from.
@@ -60,13 +60,13 @@ class CudaCachingAllocator final : public Allocator {
     size_t size;
   };
   struct DevicePool {
-    std::multimap<size_t, void*> free_blocks;  // size -> block
+    void* pool = nullptr;  // the device's cudaMemPool_t
     AllocatorStats stats;
   };
 
-  DevicePool& pool(int device);
-  void release_cached(int device);  // with mutex_ held
-  void* malloc_or_throw(int device, size_t size, size_t requested);
+  DevicePool& pool(int device);  // with mutex_ held
+  size_t reserved(const DevicePool& p) const;
+  void* malloc_or_throw(int device, size_t size, size_t requested);  // with mutex_ held
 
   mutable std::mutex mutex_;
   std::vector<DevicePool> pools_;                  // by device index

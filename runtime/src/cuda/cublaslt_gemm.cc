@@ -17,7 +17,8 @@ namespace {
 
 struct PlanKey {
   int device;
-  DType dtype;
+  DType dtype;    // of A and B
+  DType c_dtype;  // of C: dtype, or f32 for bf16 inputs (accumulation into f32 gradients)
   int64_t batch, m, n, k;
   bool trans_a, trans_b;
   int64_t stride_a, stride_b, stride_c;
@@ -29,12 +30,31 @@ struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t layout_a = nullptr, layout_b = nullptr, layout_c = nullptr;  // cuBLASLt's A, B
   cublasLtMatmulAlgo_t algo{};
+  bool borrowed = false;  // algo was timed for another product of the bucket (not yet seen to run)
 };
+
+// Note [Plans for products whose M changes every call]
+// A D block's packed products have M = the routed count, which changes every micro-batch (and K = the
+// routed count in their weight gradients). Asking the heuristic, let alone timing candidates, for each
+// new size would stall every step and grow the cache without end. So an algorithm is chosen once per
+// bucket (M, N and K each rounded up to a power of two) and borrowed by every other product of the
+// bucket: a new product costs only its layout descriptors. cuBLASLt refuses (without running) an
+// algorithm that cannot compute a given shape; such a product then gets the heuristic's choice for its
+// exact shape, untimed. Exact plans are bounded: past kMaxPlans they are all released (the chosen
+// algorithms, a few bytes each, are kept).
+constexpr size_t kMaxPlans = 1024;
 
 struct PlanCache {
   std::mutex mutex;
-  std::map<PlanKey, Plan> plans;  // never evicted: a model has a few dozen distinct products
+  std::map<PlanKey, Plan> plans;
+  std::map<PlanKey, cublasLtMatmulAlgo_t> timed;  // by bucket key
 };
+
+int64_t size_bucket(int64_t size) {
+  int64_t b = 16;
+  while (b < size) b *= 2;
+  return b;
+}
 
 PlanCache& plan_cache() {
   static PlanCache* cache = new PlanCache();  // leaked: see cuda_context.h
@@ -94,7 +114,7 @@ int fastest_candidate(const Plan& plan, const PlanKey& key, DeviceContext& ctx,
                       const std::vector<cublasLtMatmulHeuristicResult_t>& algos, const void* a,
                       const void* b) {
   const int64_t c_elems = std::max(key.m * key.n, (key.batch - 1) * key.stride_c + key.m * key.n);
-  const size_t c_bytes = static_cast<size_t>(c_elems) * dtype_size(key.dtype);
+  const size_t c_bytes = static_cast<size_t>(c_elems) * dtype_size(key.c_dtype);
   void* scratch = nullptr;
   CUDA_CHECK(cudaMallocAsync(&scratch, c_bytes, ctx.stream));
   const float one32 = 1.0f, zero32 = 0.0f;
@@ -131,7 +151,8 @@ int fastest_candidate(const Plan& plan, const PlanKey& key, DeviceContext& ctx,
   return best;
 }
 
-Plan make_plan(const PlanKey& key, DeviceContext& ctx, const void* a, const void* b) {
+// The descriptors of a product (no algorithm yet).
+Plan make_descriptors(const PlanKey& key) {
   cudaDataType_t data_type = CUDA_R_32F, scale_type = CUDA_R_32F;
   cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
   switch (key.dtype) {
@@ -159,8 +180,15 @@ Plan make_plan(const PlanKey& key, DeviceContext& ctx, const void* a, const void
                               : make_layout(data_type, key.n, key.k, key.batch, key.stride_b);
   plan.layout_b = key.trans_a ? make_layout(data_type, key.m, key.k, key.batch, key.stride_a)
                               : make_layout(data_type, key.k, key.m, key.batch, key.stride_a);
-  plan.layout_c = make_layout(data_type, key.n, key.m, key.batch, key.stride_c);
+  const cudaDataType_t c_type = key.c_dtype == key.dtype ? data_type : CUDA_R_32F;
+  plan.layout_c = make_layout(c_type, key.n, key.m, key.batch, key.stride_c);
+  return plan;
+}
 
+// The heuristic's algorithm for the exact product, or the fastest of its candidates on the real
+// operands when time_candidates (Note [Choosing among cuBLASLt's candidates]).
+cublasLtMatmulAlgo_t choose_algo(const Plan& plan, const PlanKey& key, DeviceContext& ctx, const void* a,
+                                 const void* b, bool time_candidates) {
   cublasLtMatmulPreference_t pref = nullptr;
   CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   const uint64_t workspace = ctx.workspace_bytes;
@@ -175,42 +203,45 @@ Plan make_plan(const PlanKey& key, DeviceContext& ctx, const void* a, const void
                                                     &key.align_c, sizeof(key.align_c)));
   CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                                                     &key.align_c, sizeof(key.align_c)));
-  std::vector<cublasLtMatmulHeuristicResult_t> results(autotune_enabled() ? kCandidates : 1);
+  std::vector<cublasLtMatmulHeuristicResult_t> results(time_candidates ? kCandidates : 1);
   int found = 0;
   const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
       ctx.cublaslt, plan.op, plan.layout_a, plan.layout_b, plan.layout_c, plan.layout_c, pref,
       static_cast<int>(results.size()), results.data(), &found);
   cublasLtMatmulPreferenceDestroy(pref);
-  if (status != CUBLAS_STATUS_SUCCESS || found == 0) destroy(plan);
   CUBLAS_CHECK(status);
   DTRN_CHECK(found > 0, "cuBLASLt has no algorithm for a ", dtype_name(key.dtype), " gemm of batch ",
              key.batch, ", m ", key.m, ", n ", key.n, ", k ", key.k, ", trans_a ", key.trans_a,
              ", trans_b ", key.trans_b, ", strides ", key.stride_a, "/", key.stride_b, "/",
              key.stride_c);
   results.resize(found);
-  plan.algo = results[found > 1 ? fastest_candidate(plan, key, ctx, results, a, b) : 0].algo;
-  return plan;
+  return results[found > 1 ? fastest_candidate(plan, key, ctx, results, a, b) : 0].algo;
 }
 
 }  // namespace
 
-void cublaslt_gemm(const GemmArgs& args, DType dtype, const void* a, const void* b, void* c,
+void cublaslt_gemm(const GemmArgs& args, DType dtype, DType c_dtype, const void* a, const void* b, void* c,
                    int device) {
+  DTRN_ASSERT(c_dtype == dtype || (dtype == DType::kBF16 && c_dtype == DType::kF32), "cublaslt_gemm: ",
+              dtype_name(dtype), " inputs into ", dtype_name(c_dtype));
   const size_t elem = dtype_size(dtype);
   const PlanKey key{device,
                     dtype,
+                    c_dtype,
                     args.batch,
                     args.m,
                     args.n,
                     args.k,
                     args.trans_a,
                     args.trans_b,
-                    args.stride_a,
-                    args.stride_b,
-                    args.stride_c,
+                    // Strides matter only between batch entries: a single product's key must not
+                    // change with them (they follow M, which changes every micro-batch in D blocks).
+                    args.batch > 1 ? args.stride_a : 0,
+                    args.batch > 1 ? args.stride_b : 0,
+                    args.batch > 1 ? args.stride_c : 0,
                     alignment(a, args.stride_a, args.batch, elem),
                     alignment(b, args.stride_b, args.batch, elem),
-                    alignment(c, args.stride_c, args.batch, elem)};
+                    alignment(c, args.stride_c, args.batch, dtype_size(c_dtype))};
   DeviceGuard guard(device);
   DeviceContext& ctx = device_context(device);
   Plan plan;
@@ -218,7 +249,26 @@ void cublaslt_gemm(const GemmArgs& args, DType dtype, const void* a, const void*
     PlanCache& cache = plan_cache();
     std::lock_guard<std::mutex> lock(cache.mutex);
     auto it = cache.plans.find(key);
-    if (it == cache.plans.end()) it = cache.plans.emplace(key, make_plan(key, ctx, a, b)).first;
+    if (it == cache.plans.end()) {
+      if (cache.plans.size() >= kMaxPlans) {
+        for (auto& [k, p] : cache.plans) destroy(p);
+        cache.plans.clear();
+      }
+      PlanKey bucket = key;
+      bucket.m = size_bucket(key.m);
+      bucket.n = size_bucket(key.n);
+      bucket.k = size_bucket(key.k);
+      auto timed = cache.timed.find(bucket);
+      Plan made = make_descriptors(key);
+      if (timed != cache.timed.end()) {
+        made.algo = timed->second;
+        made.borrowed = true;
+      } else {
+        made.algo = choose_algo(made, key, ctx, a, b, autotune_enabled());
+        cache.timed.emplace(bucket, made.algo);
+      }
+      it = cache.plans.emplace(key, made).first;
+    }
     plan = it->second;
   }
 
@@ -226,9 +276,25 @@ void cublaslt_gemm(const GemmArgs& args, DType dtype, const void* a, const void*
   const double alpha64 = args.alpha, beta64 = args.beta;
   const void* alpha = dtype == DType::kF64 ? static_cast<const void*>(&alpha64) : &alpha32;
   const void* beta = dtype == DType::kF64 ? static_cast<const void*>(&beta64) : &beta32;
-  CUBLAS_CHECK(cublasLtMatmul(ctx.cublaslt, plan.op, alpha, b, plan.layout_a, a, plan.layout_b, beta,
-                              c, plan.layout_c, c, plan.layout_c, &plan.algo, ctx.workspace,
-                              ctx.workspace_bytes, ctx.stream));
+  auto run = [&] {
+    return cublasLtMatmul(ctx.cublaslt, plan.op, alpha, b, plan.layout_a, a, plan.layout_b, beta, c,
+                          plan.layout_c, c, plan.layout_c, &plan.algo, ctx.workspace, ctx.workspace_bytes,
+                          ctx.stream);
+  };
+  cublasStatus_t status = run();
+  if (plan.borrowed) {
+    // A borrowed algorithm that cannot run this exact product is replaced by the heuristic's choice
+    // for it, once; either way the plan is settled.
+    if (status != CUBLAS_STATUS_SUCCESS) {
+      plan.algo = choose_algo(plan, key, ctx, a, b, /*time_candidates=*/false);
+      status = run();
+    }
+    plan.borrowed = false;
+    PlanCache& cache = plan_cache();
+    std::lock_guard<std::mutex> lock(cache.mutex);
+    if (auto it = cache.plans.find(key); it != cache.plans.end()) it->second = plan;
+  }
+  CUBLAS_CHECK(status);
 }
 
 }  // namespace dtrn::cuda

@@ -9,7 +9,7 @@
 //
 // Precision: f32 inputs use CUBLAS_COMPUTE_32F (true fp32 products; TF32 is never allowed, so results
 // track the CPU's fp32 BLAS to ~1e-6 relative and tests can hold tight tolerances). bf16 inputs produce
-// bf16 with fp32 accumulation and fp32 alpha/beta. f64 uses CUBLAS_COMPUTE_64F.
+// bf16 (or f32) with fp32 accumulation and fp32 alpha/beta. f64 uses CUBLAS_COMPUTE_64F.
 //
 // Plans (descriptors, layouts and the chosen algorithm) are cached per (device, dtype, shape, strides,
 // transposes, operand alignment): making one queries the heuristic and times its candidates once (Note
@@ -20,9 +20,10 @@
 
 namespace dtrn::cuda {
 
-// Queues C = alpha op(A) op(B) + beta C on `device`'s stream. a, b, c are device pointers of `dtype`
-// (f64, f32 or bf16; the same for all three) on that device.
-void cublaslt_gemm(const GemmArgs& args, DType dtype, const void* a, const void* b, void* c,
+// Queues C = alpha op(A) op(B) + beta C on `device`'s stream. a and b are device pointers of `dtype`
+// (f64, f32 or bf16), c of c_dtype: the same, or f32 for bf16 inputs (a weight gradient accumulated
+// into its f32 buffer with beta = 1, without a bf16 intermediate).
+void cublaslt_gemm(const GemmArgs& args, DType dtype, DType c_dtype, const void* a, const void* b, void* c,
                    int device);
 
 }  // namespace dtrn::cuda

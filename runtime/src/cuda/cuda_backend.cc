@@ -3,6 +3,9 @@
 #include <cuda_runtime_api.h>
 
 #include <bit>
+#include <cstring>
+#include <mutex>
+#include <vector>
 
 #include "cuda/caching_allocator.h"
 #include "cuda/cublaslt_gemm.h"
@@ -85,11 +88,64 @@ int device_of_pointer(const void* ptr) {
   return attributes.device;
 }
 
+// Note [Uploads without a synchronisation]
+// A host-to-device copy from pageable memory must either wait for the copy or keep the source alive;
+// the caller's buffer is neither ours to keep nor safe to read later. So small uploads (token batches,
+// index lists) go through a ring of pinned staging buffers: the bytes are copied into the next slot, the
+// device copy is queued from there, and an event marks when the slot may be reused. The caller may free
+// its buffer at once, and the host never waits for the device unless it laps the ring.
+class UploadRing {
+ public:
+  static constexpr int kSlots = 8;
+  static constexpr size_t kSlotBytes = size_t{1} << 20;
+
+  // Queues the upload and returns true, or returns false when nbytes does not fit a slot.
+  bool upload(void* dst, const void* src, size_t nbytes, int device, cudaStream_t stream) {
+    if (nbytes > kSlotBytes) return false;
+    std::lock_guard<std::mutex> lock(mutex_);
+    Slot& slot = slots(device)[next_[device]];
+    next_[device] = (next_[device] + 1) % kSlots;
+    if (slot.host == nullptr) {
+      CUDA_CHECK(cudaMallocHost(&slot.host, kSlotBytes));
+      CUDA_CHECK(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming));
+    } else {
+      CUDA_CHECK(cudaEventSynchronize(slot.done));
+    }
+    std::memcpy(slot.host, src, nbytes);
+    CUDA_CHECK(cudaMemcpyAsync(dst, slot.host, nbytes, cudaMemcpyHostToDevice, stream));
+    CUDA_CHECK(cudaEventRecord(slot.done, stream));
+    return true;
+  }
+
+ private:
+  struct Slot {
+    void* host = nullptr;
+    cudaEvent_t done = nullptr;
+  };
+  std::vector<Slot>& slots(int device) {
+    if (static_cast<int>(slots_.size()) <= device) {
+      slots_.resize(device + 1, std::vector<Slot>(kSlots));
+      next_.resize(device + 1, 0);
+    }
+    return slots_[device];
+  }
+
+  std::mutex mutex_;
+  std::vector<std::vector<Slot>> slots_;  // by device
+  std::vector<int> next_;
+};
+
+UploadRing& upload_ring() {
+  static UploadRing* ring = new UploadRing();  // leaked: see cuda_context.h
+  return *ring;
+}
+
 void host_copy(void* dst, const void* src, size_t nbytes, cudaMemcpyKind kind, const void* device_ptr) {
   if (nbytes == 0) return;
   const int device = device_of_pointer(device_ptr);
   cuda::DeviceGuard guard(device);
   cudaStream_t stream = cuda::stream_for(device);
+  if (kind == cudaMemcpyHostToDevice && upload_ring().upload(dst, src, nbytes, device, stream)) return;
   CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, kind, stream));
   // The contract is blocking: the host may free or read its buffer as soon as this returns.
   CUDA_CHECK(cudaStreamSynchronize(stream));
@@ -175,8 +231,9 @@ void CudaBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, const Te
 }
 
 void CudaBackend::gemm(const GemmArgs& args, const Tensor& a, const Tensor& b, const Tensor& c) {
-  DTRN_CHECK(a.dtype() == c.dtype() && b.dtype() == c.dtype(), "matmul dtypes differ: ", a.describe(),
-             " x ", b.describe(), " -> ", c.describe());
+  const bool bf16_into_f32 = a.dtype() == DType::kBF16 && c.dtype() == DType::kF32;
+  DTRN_CHECK(a.dtype() == b.dtype() && (a.dtype() == c.dtype() || bf16_into_f32), "matmul dtypes differ: ",
+             a.describe(), " x ", b.describe(), " -> ", c.describe());
   check_floating_gpu(c.dtype(), "matmul");
   DTRN_ASSERT(args.batch >= 1 && args.m >= 0 && args.n >= 0 && args.k >= 0, "gemm sizes");
   // The extents the arguments promise must lie inside each tensor (a broken op layer would otherwise
@@ -193,7 +250,7 @@ void CudaBackend::gemm(const GemmArgs& args, const Tensor& a, const Tensor& b, c
   const int device = same_device(a, c);
   same_device(b, c);
   if (args.m == 0 || args.n == 0) return;
-  cuda::cublaslt_gemm(args, c.dtype(), a.raw_data(), b.raw_data(), c.raw_data(), device);
+  cuda::cublaslt_gemm(args, a.dtype(), c.dtype(), a.raw_data(), b.raw_data(), c.raw_data(), device);
 }
 
 }  // namespace dtrn

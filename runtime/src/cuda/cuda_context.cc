@@ -4,6 +4,7 @@
 #include <mutex>
 #include <vector>
 
+#include "cuda/caching_allocator.h"
 #include "cuda/cuda_check.h"
 #include "dtrn/runtime/check.h"
 #include "dtrn/runtime/device.h"
@@ -85,5 +86,29 @@ DeviceGuard::~DeviceGuard() {
 bool cuda_compiled() { return true; }
 int cuda_device_count() { return cuda::device_count(); }
 bool cuda_available() { return cuda::device_count() > 0; }
+
+std::string device_name(Device device) {
+  if (device.is_cpu()) return "cpu";
+  cuda::device_context(device.index);  // checks the index
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, device.index));
+  return prop.name;
+}
+
+void synchronize(Device device) {
+  if (device.is_cpu()) return;
+  CUDA_CHECK(cudaStreamSynchronize(cuda::device_context(device.index).stream));
+}
+
+DeviceMemoryStats device_memory_stats(Device device) {
+  if (device.is_cpu()) return {};
+  const cuda::AllocatorStats s = cuda::caching_allocator().stats(device.index);
+  return {static_cast<int64_t>(s.allocated_bytes), static_cast<int64_t>(s.peak_allocated_bytes),
+          static_cast<int64_t>(s.cached_bytes), static_cast<int64_t>(s.device_mallocs)};
+}
+
+void reset_peak_device_memory(Device device) {
+  if (device.is_cuda()) cuda::caching_allocator().reset_peak();
+}
 
 }  // namespace dtrn

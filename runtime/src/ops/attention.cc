@@ -1,8 +1,10 @@
 // attention() and causal_attention() of ops.h with their backward. attention() validates the packed
 // layout (q [N, H, D], k and v [N, G, D], cu_seqlens i32 [S+1] running from 0 to N without
-// decreasing; the offsets are read on the host once per call, a few bytes), runs the device's
-// attention kernel with scale 1/sqrt(D), and saves q, k, v, the output (detached, Note [Saving
-// outputs]) and the per-row log-sum-exp for the backward kernel. causal_attention() is the dense
+// decreasing), runs the device's attention kernel with scale 1/sqrt(D), and saves q, k, v, the output
+// (detached, Note [Saving outputs]) and the per-row log-sum-exp for the backward kernel. Offsets on
+// the host are checked here; offsets on a GPU are not read back, which would wait for the device at
+// every call: the CUDA kernels keep invalid ones inside the tensors (Note [Attention grids without
+// host synchronisation] in cuda/attention.h). Empty tensors (N = 0) skip the kernels. causal_attention() is the dense
 // case: a batch of B sequences of equal length T is a packed batch with offsets 0, T, ..., BT.
 #include <cmath>
 #include <cstdint>
@@ -33,12 +35,14 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
   DTRN_CHECK(cu_seqlens.dtype() == DType::kI32 && cu_seqlens.dim() == 1 && cu_seqlens.size(0) >= 1,
              "attention: cu_seqlens must be i32 [S+1], got ", cu_seqlens.describe());
   const int64_t n = q.size(0), h = q.size(1), d = q.size(2);
-  const std::vector<int64_t> cu = cu_seqlens.to_ints();
-  DTRN_CHECK(cu.front() == 0 && cu.back() == n, "attention: cu_seqlens must run from 0 to N = ", n,
-             " of q ", shape_str(q.shape()), ", got ", cu.front(), " .. ", cu.back());
-  for (size_t i = 0; i + 1 < cu.size(); ++i) {
-    DTRN_CHECK(cu[i] <= cu[i + 1], "attention: cu_seqlens decreases at ", i, ": ", cu[i], " > ",
-               cu[i + 1]);
+  if (cu_seqlens.device().is_cpu()) {
+    const std::vector<int64_t> cu = cu_seqlens.to_ints();
+    DTRN_CHECK(cu.front() == 0 && cu.back() == n, "attention: cu_seqlens must run from 0 to N = ", n,
+               " of q ", shape_str(q.shape()), ", got ", cu.front(), " .. ", cu.back());
+    for (size_t i = 0; i + 1 < cu.size(); ++i) {
+      DTRN_CHECK(cu[i] <= cu[i + 1], "attention: cu_seqlens decreases at ", i, ": ", cu[i], " > ",
+                 cu[i + 1]);
+    }
   }
 
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));

@@ -43,6 +43,41 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   });
 }
 
+Tensor scatter_rows(const std::vector<Tensor>& parts, const std::vector<Tensor>& indices, int64_t rows) {
+  DTRN_CHECK(!parts.empty() && parts.size() == indices.size(), "scatter_rows: ", parts.size(),
+             " parts and ", indices.size(), " index lists");
+  const Tensor& first = parts[0];
+  DTRN_CHECK(first.dim() >= 1, "scatter_rows: parts need a row dimension, got ", first.describe());
+  Shape out_shape = first.shape();
+  out_shape[0] = rows;
+  int64_t covered = 0;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    check_index(indices[i], parts[i], "scatter_rows");
+    check_same_kind(first, parts[i], "scatter_rows");
+    Shape want = out_shape;
+    want[0] = indices[i].numel();
+    DTRN_CHECK(parts[i].shape() == want, "scatter_rows: part ", i, " is ", shape_str(parts[i].shape()),
+               ", expected ", shape_str(want));
+    covered += want[0];
+  }
+  DTRN_CHECK(covered <= rows, "scatter_rows: ", covered, " indices for ", rows, " rows");
+  Tensor out = covered == rows ? Tensor::empty(out_shape, first.dtype(), first.device())
+                               : Tensor::zeros(out_shape, first.dtype(), first.device());
+  const Geometry3 g = around(out_shape, 0);
+  std::vector<Tensor> idx;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    idx.push_back(indices[i].contiguous());
+    if (idx.back().numel() > 0 && g.inner > 0) {
+      backend_of(out).index_copy(out, g.outer, g.n, g.inner, idx.back(), parts[i].contiguous().detach());
+    }
+  }
+  return record("scatter_rows", out, parts, [idx](const Tensor& grad) -> std::vector<Tensor> {
+    std::vector<Tensor> grads;
+    for (const Tensor& i : idx) grads.push_back(index_select(grad, 0, i));
+    return grads;
+  });
+}
+
 Tensor index_add(const Tensor& base, int64_t dim, const Tensor& index, const Tensor& src) {
   dim = wrap_dim(dim, base.dim(), "index_add");
   check_index(index, base, "index_add");

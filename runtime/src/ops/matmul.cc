@@ -67,6 +67,34 @@ Tensor matmul_forward(const Tensor& a_in, const Tensor& b_in, bool ta, bool tb) 
   return c;
 }
 
+// c += op(x) op(y) for 2-D contiguous x, y and c (c may be f32 for bf16 x and y).
+void gemm_accumulate(const Tensor& x_in, const Tensor& y_in, bool tx, bool ty, const Tensor& c) {
+  Tensor x = x_in.contiguous(), y = y_in.contiguous();
+  GemmArgs args;
+  args.m = tx ? x.size(1) : x.size(0);
+  args.k = tx ? x.size(0) : x.size(1);
+  args.n = ty ? y.size(0) : y.size(1);
+  args.trans_a = tx;
+  args.trans_b = ty;
+  args.beta = 1.0;
+  if (args.m == 0 || args.n == 0 || args.k == 0) return;
+  backend_of(c).gemm(args, x, y, c);
+}
+
+// Note [Weight gradients straight into their f32 buffers]
+// In bf16 training a weight's gradient accumulates in f32 (autograd.cc). Computing it as a bf16 product
+// and adding that to the buffer rounds every micro-batch's gradient to bf16 and moves it through memory
+// twice; cuBLASLt can instead accumulate the bf16 product directly into the f32 buffer (beta = 1). The
+// matmul backward does so for a 2-D bf16 leaf on a GPU, creating the buffer when it does not exist yet,
+// and returns no gradient for that input (it is already accumulated).
+std::shared_ptr<TensorImpl> f32_gradient_buffer(const Tensor& b) {
+  if (!(b.is_leaf() && b.requires_grad() && b.dim() == 2 && b.dtype() == DType::kBF16 &&
+        b.device().is_cuda())) {
+    return nullptr;
+  }
+  return b.impl_ptr();
+}
+
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
@@ -76,11 +104,23 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
              "matmul: a transposed batched operand with a shared 2-D right-hand side has no backward");
   Tensor sa = a.detach(), sb = b.detach();
   const bool need_a = a.requires_grad(), need_b = b.requires_grad();
+  std::shared_ptr<TensorImpl> b_buffer = needs_grad({a, b}) ? f32_gradient_buffer(b) : nullptr;
   return record("matmul", c, {a, b},
-                [sa, sb, ta, tb, shared_b, need_a, need_b](const Tensor& g) -> std::vector<Tensor> {
+                [sa, sb, ta, tb, shared_b, need_a, need_b, b_buffer](const Tensor& g) -> std::vector<Tensor> {
                   Tensor da, db;
                   if (need_a) da = ta ? matmul(sb, g, tb, true) : matmul(g, sb, false, !tb);
-                  if (need_b) {
+                  if (b_buffer != nullptr && (!b_buffer->grad || b_buffer->grad->dtype == DType::kF32)) {
+                    // Note [Weight gradients straight into their f32 buffers]
+                    if (!b_buffer->grad) {
+                      b_buffer->grad = Tensor::zeros(sb.shape(), DType::kF32, sb.device()).impl_ptr();
+                    }
+                    const Tensor a2 = sa.reshape({-1, sa.size(-1)}), g2 = g.reshape({-1, g.size(-1)});
+                    if (tb) {
+                      gemm_accumulate(g2, a2, true, ta, Tensor(b_buffer->grad));
+                    } else {
+                      gemm_accumulate(a2, g2, !ta, false, Tensor(b_buffer->grad));
+                    }
+                  } else if (need_b) {
                     if (shared_b) {
                       Tensor a2 = sa.reshape({-1, sa.size(-1)});
                       Tensor g2 = g.reshape({-1, g.size(-1)});

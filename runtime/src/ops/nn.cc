@@ -107,7 +107,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
              shape_str(targets.shape()), " must be [N] for logits ", shape_str(logits.shape()));
   check_floating(logits, "cross_entropy");
   check_index(targets, "cross_entropy", "targets");
-  check_same_device(logits, targets, "cross_entropy");
+  // Targets may stay on the host (where the data loader made them): counted and checked there, then
+  // uploaded without a device synchronisation.
+  if (!targets.device().is_cpu()) check_same_device(logits, targets, "cross_entropy");
   const int64_t n = logits.size(0), v = logits.size(1);
   const int64_t classes = num_classes == -1 ? v : num_classes;
   DTRN_CHECK(classes >= 1 && classes <= v, "cross_entropy: num_classes ", num_classes,
@@ -126,7 +128,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
 
   const DType stats = stats_dtype(logits.dtype());
   Tensor l = kernel_input(logits);
-  Tensor tg = targets.contiguous();
+  Tensor tg = targets.to(logits.device()).contiguous();
   Tensor out, lse;
   if (count == 0) {
     out = Tensor::zeros({}, stats, logits.device());
@@ -141,9 +143,10 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
       [l, tg, lse, ignore_index, classes, count](const Tensor& grad) -> std::vector<Tensor> {
         if (count == 0) return {Tensor::zeros(l.shape(), l.dtype(), l.device()), Tensor()};
         Tensor dlogits = Tensor::empty(l.shape(), l.dtype(), l.device());
-        const double grad_scale = grad.item() / static_cast<double>(count);
-        backend_of(l).cross_entropy_backward(l, tg, ignore_index, classes, lse, grad_scale,
-                                             dlogits);
+        // The upstream gradient stays on the device: the kernel reads it (no host synchronisation).
+        Tensor upstream = grad.detach().to(lse.dtype()).contiguous();
+        backend_of(l).cross_entropy_backward(l, tg, ignore_index, classes, lse, upstream,
+                                             1.0 / static_cast<double>(count), dlogits);
         return {dlogits, Tensor()};
       });
 }

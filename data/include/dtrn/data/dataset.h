@@ -3,7 +3,9 @@
 //
 // Open() fails with one line naming the file and the problem: no meta.json (not a prep folder, or
 // prep did not finish), a missing, truncated or corrupt shard (magic, version, size, checksum), or
-// shards made by another tokenizer than meta.json names or than the caller expects.
+// shards made by another tokenizer than meta.json names or than the caller expects, and a token id
+// not below meta.json's vocab_size (naming the shard and the token offset; every id is checked once,
+// here, so that the loader and evaluation never hand the model an id it cannot take).
 //
 // Thread-safety: immutable after Open; share it (shared_ptr) between loaders and threads.
 #pragma once

@@ -9,12 +9,15 @@
 //
 // Determinism: the output folder is a pure function of the inputs' bytes and paths, the tokenizer
 // and the options other than `threads`: documents are encoded by a pool of threads but written in
-// input order. Crash safety: meta.json is removed first and written last (the commit marker); every
-// file is written under a temporary name and renamed; a failed run removes the shards it wrote.
+// input order. Nothing is lost: the whole dataset is written into OUT.tmp-<pid>/ beside the output
+// folder (meta.json last, the commit marker) and swapped in only when complete, atomically where the file
+// system can exchange two names; an earlier dataset in OUT is removed only after that. A failed run
+// removes its temporary folder and leaves OUT exactly as it was.
 //
 // Errors (one line, naming the file): a missing or unreadable input, an empty document, no training
 // document left, a --val-docs pattern that matches nothing, an output folder that cannot be
-// written.
+// written, and an existing output folder holding anything but an earlier prep's files (the swap would
+// delete it).
 #pragma once
 
 #include <string>

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "dtrn/model/config.h"
+#include "dtrn/runtime/routing.h"
 #include "dtrn/runtime/tensor.h"
 
 namespace dtrn::model {
@@ -51,26 +52,31 @@ struct RoutingStats {
   double f() const { return tokens ? static_cast<double>(routed) / static_cast<double>(tokens) : 0.0; }
 };
 
-// Where the starvation fallback draws from: a pure function of these, so runs are reproducible.
-struct FallbackDraw {
-  bool enabled = false;  // training only
-  uint64_t seed = 0;
-  uint64_t stream = 0;
-  uint64_t offset = 0;
-  double fraction = 0.15;
+using dtrn::FallbackDraw;  // routing.h: where the starvation fallback draws from
+
+// Constants of one batch shape that every block of a forward reads: made once per shape and kept by the
+// model, so that no block uploads index tensors (a host-to-device copy each) on every call.
+struct BlockContext {
+  Tensor positions;   // i32 [B*T]: 0..T-1 per row
+  Tensor cu_seqlens;  // i32 [B+1]: row boundaries (the T block's packed attention)
+  Tensor head_map;    // i32 [H]: query head h reads KV head h / (H / G); undefined when H == G
 };
+BlockContext make_block_context(const ModelConfig& config, int64_t batch, int64_t seq, Device device);
 
 Tensor mlp_forward(const MlpWeights& w, const Tensor& u);
 
-// Positions 0..T-1 for each of B rows, flattened: i64 [B*T].
+// Positions 0..T-1 for each of B rows, flattened: i32 [B*T].
 Tensor sequence_positions(int64_t batch, int64_t seq, Device device);
 
-Tensor dense_block_forward(const ModelConfig& config, const BlockWeights& w, const Tensor& x);
+// ctx: the shape's constants (made on the fly when null).
+Tensor dense_block_forward(const ModelConfig& config, const BlockWeights& w, const Tensor& x,
+                           const BlockContext* ctx = nullptr);
 
 // The router's attention probability p_a for every token: x [B, T, C] -> [B*T] (f32 softmax, rule 2).
 Tensor router_p_attn(const RouterWeights& w, const Tensor& x);
 
 Tensor routed_block_forward(const ModelConfig& config, const BlockWeights& w, const Tensor& x,
-                            const FallbackDraw& fallback, RoutingStats* stats);
+                            const FallbackDraw& fallback, RoutingStats* stats,
+                            const BlockContext* ctx = nullptr);
 
 }  // namespace dtrn::model

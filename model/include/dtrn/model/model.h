@@ -1,12 +1,16 @@
 // DtrnModel: a decoder-only DTRNet language model assembled from a layout string: token embedding (tied
 // with the LM head), the T and D blocks, a final RMSNorm, and the loss CE + lambda S + beta Bal.
 //
-// The model owns its parameters (leaf Tensors on one device, in one dtype) under Hugging Face Llama names
+// The model owns its parameters (leaf Tensors on one device) under Hugging Face Llama names
 // (model.layers.3.self_attn.q_proj.weight, ...), plus model.layers.N.router.{0,2}.{weight,bias} for the
-// routers. Not thread-safe; one model per training process (or per tensor-parallel shard later).
+// routers. The compute dtype says what the forward runs in: f32 or f64 (the parameters are the weights
+// it reads), or bf16 (mixed precision: f32 master weights, which are saved and optimised, and bf16
+// copies that the forward reads and whose f32 gradients the optimiser consumes). Not thread-safe; one
+// model per training process (or per tensor-parallel shard later).
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -18,14 +22,15 @@ namespace dtrn::model {
 
 struct NamedParameter {
   std::string name;
-  Tensor tensor;
+  Tensor tensor;      // the master weights (f32; f64 models keep f64): what is saved, loaded, optimised
   bool decay = true;  // weight decay applies (not to biases and norm weights)
+  Tensor compute;     // what the forward reads and differentiates: `tensor` itself, or its bf16 copy
 };
 
 struct LayerRouting {
   int64_t layer = 0;
-  double f = 0;  // routed fraction
-  double s = 0;  // mean p_attn
+  double f = 0;          // routed fraction (known on the host: it sized the packed products)
+  Tensor s;              // mean p_attn, a detached scalar where the model runs (read it when needed)
   bool fallback = false;
 };
 
@@ -47,12 +52,22 @@ struct ForwardResult {
 class DtrnModel {
  public:
   DtrnModel(const ModelConfig& config, const RoutingConfig& routing, Device device,
-            DType dtype = DType::kF32);
+            DType compute_dtype = DType::kF32);
 
   // The spec's initialisation: every weight N(0, 0.02), output projections (W_O, down) scaled by
   // 1/sqrt(2 L), router biases 0, norm weights 1. Each parameter draws from its own RNG stream (a hash
   // of its name), so the values do not depend on parameter order.
   void init(uint64_t seed);
+  // Rewrites the compute copies from the master weights (after init, a checkpoint load or an import;
+  // the optimiser refreshes them itself). A no-op when the compute dtype is the masters'.
+  void sync_compute_weights();
+
+  // The benchmark protocol of ../shared/peer/torch_dtrnet.py: every router's output weights are spread
+  // (x50, so that its logit difference is O(1) rather than tiny at initialisation) and its bypass bias set
+  // to the (1 - fraction) quantile of that difference over the tokens of `ids` reaching the layer, so
+  // that about `fraction` of them route to attention; fraction 0 or 1 pins routing off or on. spread
+  // false re-sets the biases only (a second calibration of already spread routers).
+  void calibrate_routing(const Tensor& ids, double fraction, bool spread = true);
 
   // ids, targets: i32/i64 [B, T] (T <= seq_len). Returns the loss and per-layer routing.
   ForwardResult forward(const Tensor& ids, const Tensor& targets, const ForwardOptions& options);
@@ -65,19 +80,26 @@ class DtrnModel {
   std::vector<NamedParameter> parameters() const;
   int64_t parameter_count() const;
   Device device() const { return device_; }
+  DType compute_dtype() const { return dtype_; }
 
  private:
   Tensor hidden(const Tensor& ids, const ForwardOptions& options, std::vector<RoutingStats>* stats,
                 std::vector<LayerRouting>* layers);
+  // Registers a parameter (master and compute copy) and returns the tensor the forward reads.
+  Tensor add_parameter(const std::string& name, const Shape& shape, bool decay);
+  const NamedParameter& parameter(const std::string& name) const;
+  const BlockContext& context(int64_t batch, int64_t seq);
 
   ModelConfig config_;
   RoutingConfig routing_;
   std::string layout_;
   Device device_;
   DType dtype_;
-  Tensor embed_;       // [V_padded, C]
-  Tensor final_norm_;  // [C]
+  std::vector<NamedParameter> params_;  // in Hugging Face order
+  Tensor embed_;       // [V_padded, C], compute copy
+  Tensor final_norm_;  // [C], compute copy
   std::vector<BlockWeights> blocks_;
+  std::vector<std::pair<std::pair<int64_t, int64_t>, BlockContext>> contexts_;  // by (B, T)
 };
 
 }  // namespace dtrn::model

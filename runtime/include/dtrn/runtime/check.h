@@ -3,8 +3,9 @@
 // Two macros with different meanings (see Note [Two kinds of check]):
 //   DTRN_CHECK(cond, msg...)   a caller broke a contract: bad argument, mismatched shapes, wrong dtype.
 //   DTRN_ASSERT(cond, msg...)  dtrn itself is broken: an internal invariant does not hold.
-// Both throw dtrn::Error carrying file:line, the failed condition and the streamed message, and are never
-// compiled out. DTRN_CHECK_EQ and friends also print both values.
+// Both throw dtrn::Error carrying the streamed message (or the failed condition when there is none) and
+// are never compiled out; only DTRN_ASSERT adds file:line and the condition, since a user-facing error
+// should not read like dtrn's source. DTRN_CHECK_EQ and friends also print both values.
 //
 // Note [Two kinds of check]
 // A user reading "matmul: inner dimensions differ: [2, 3] vs [4, 5]" should fix their call; a user reading
@@ -56,7 +57,9 @@ std::string str_cat(Args&&... args) {
     const auto& dtrn_b_ = (b);                                                                  \
     if (!(dtrn_a_ op dtrn_b_)) [[unlikely]]                                                     \
       ::dtrn::throw_check_failure(__FILE__, __LINE__, #a " " #op " " #b,                        \
-                                  ::dtrn::str_cat("(", dtrn_a_, " vs ", dtrn_b_, ")"), false);  \
+                                  ::dtrn::str_cat("check failed: " #a " " #op " " #b " (", dtrn_a_, \
+                                                  " vs ", dtrn_b_, ")"),                        \
+                                  false);                                                       \
   } while (0)
 
 #define DTRN_CHECK_EQ(a, b) DTRN_CHECK_OP_(a, b, ==)

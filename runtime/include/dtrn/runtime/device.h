@@ -32,4 +32,19 @@ bool cuda_compiled();
 bool cuda_available();
 int cuda_device_count();
 
+// The device's name ("NVIDIA H200"; "cpu").
+std::string device_name(Device device);
+// Waits until every piece of work queued on the device has finished (nothing to wait for on the CPU).
+void synchronize(Device device);
+
+// Memory the runtime's allocator holds on a device (zeros for the CPU, which uses plain malloc).
+struct DeviceMemoryStats {
+  int64_t allocated_bytes = 0;       // in tensors now
+  int64_t peak_allocated_bytes = 0;  // since start or reset_peak_device_memory
+  int64_t cached_bytes = 0;          // freed blocks kept for reuse
+  int64_t device_mallocs = 0;        // calls to the driver's allocator so far
+};
+DeviceMemoryStats device_memory_stats(Device device);
+void reset_peak_device_memory(Device device);
+
 }  // namespace dtrn

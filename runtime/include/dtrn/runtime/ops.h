@@ -46,6 +46,10 @@ Tensor embedding(const Tensor& weight, const Tensor& ids);
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
 // base + scatter: out = base; out[index[i]] += src[i] along `dim` (repeated indices accumulate).
 Tensor index_add(const Tensor& base, int64_t dim, const Tensor& index, const Tensor& src);
+// Rows of several parts placed into one tensor: parts[i] [m_i, ...] at rows indices[i] (i32/i64 [m_i]) of
+// an output [rows, ...]; indices are distinct across all parts; rows no index names are 0. The inverse
+// of gathering a partition (a D block's routed and bypassed tokens); the backward gathers.
+Tensor scatter_rows(const std::vector<Tensor>& parts, const std::vector<Tensor>& indices, int64_t rows);
 Tensor concat(const std::vector<Tensor>& parts, int64_t dim);
 std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim);
 
@@ -60,13 +64,16 @@ Tensor softmax(const Tensor& x);
 // Causal attention over packed variable-length sequences (the flash-attn "varlen" form).
 // q: [N, H, D], k, v: [N, G, D]; cu_seqlens: i32 [S+1], 0 = cu[0] <= ... <= cu[S] = N. Within sequence s
 // (rows cu[s]..cu[s+1]-1, in position order) row i attends to rows j <= i of the same sequence only.
-// Query head h reads key/value head h / (H / G). Scale 1/sqrt(D). -> [N, H, D].
+// Query head h reads key/value head h / (H / G). Scale 1/sqrt(D). -> [N, H, D]. cu_seqlens lives on
+// q's device; on a GPU it is never read back to the host, so invalid offsets there are not reported
+// (the rows they leave out are unspecified).
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& cu_seqlens);
 // Dense causal attention: q [B, T, H, D], k, v [B, T, G, D] -> [B, T, H, D]; attention() with S = B.
 Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v);
 // Mean cross-entropy over rows whose target != ignore_index. logits: [N, V], targets: i32/i64 [N].
 // Only the first `num_classes` logits take part (the rest is vocabulary padding); -1 means all V.
-// Returns an f32/f64 scalar; 0 when every row is ignored.
+// Returns an f32/f64 scalar; 0 when every row is ignored. targets may be a CPU tensor for logits on
+// another device (read there, uploaded without a synchronisation).
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100,
                      int64_t num_classes = -1);
 

@@ -20,18 +20,28 @@ struct AdamWOptions {
 
 struct ParamGroupEntry {
   std::string name;
-  Tensor param;
+  Tensor param;       // the master weights the update writes (f32; f64 in gradient checks)
   bool decay = true;  // false for biases and norm weights
+  // Optional: the lower-precision copy that the forward reads (bf16 training). Its .grad (f32, see
+  // autograd.cc) is the gradient, and every update rewrites it from param.
+  Tensor compute;
 };
 
 class AdamW {
  public:
+  // All parameters live on one device.
   AdamW(std::vector<ParamGroupEntry> params, AdamWOptions options);
 
-  // One update with learning rate lr, using each parameter's .grad (parameters without one are skipped).
+  // One update with learning rate lr, using each parameter's gradient (parameters without one are
+  // skipped).
   //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  m^ = m/(1-b1^t);  v^ = v/(1-b2^t)
   //   p -= lr * (m^ / (sqrt(v^) + eps) + wd * p)   (wd only where decay is set)
   void step(double lr);
+  // The same update with every gradient first scaled by min(1, max_norm / ||g||) over all gradients
+  // together (max_norm <= 0: no clipping). Norm, clipping and update run on the parameters' device with
+  // no host synchronisation; returns ||g||^2 before clipping, a one-element f64 tensor on that device.
+  Tensor clip_and_step(double lr, double max_norm);
+  // Zeroes the gradient buffers in place; they are kept for the next accumulation.
   void zero_grad();
 
   int64_t step_count() const { return step_; }

@@ -12,7 +12,7 @@
 namespace dtrn {
 
 enum class StatusCode { kOk, kInvalidArgument, kNotFound, kIoError, kDataLoss, kFailedPrecondition,
-                        kInternal, kPermissionDenied };
+                        kInternal, kCancelled, kPermissionDenied };
 
 class Status {
  public:
@@ -28,6 +28,8 @@ class Status {
     return {StatusCode::kFailedPrecondition, std::move(m)};
   }
   static Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
+  // Stopped on request (a signal) after saving what is needed to continue.
+  static Status Cancelled(std::string m) { return {StatusCode::kCancelled, std::move(m)}; }
   // The caller is known but may not do this (a worker reporting for a rank it was not given).
   static Status PermissionDenied(std::string m) { return {StatusCode::kPermissionDenied, std::move(m)}; }
 

@@ -39,7 +39,7 @@ struct TensorImpl {
   int64_t offset = 0;  // in elements
   DType dtype = DType::kF32;
   bool requires_grad = false;
-  std::shared_ptr<TensorImpl> grad;  // accumulated gradient, same shape and dtype
+  std::shared_ptr<TensorImpl> grad;  // accumulated gradient, same shape; same dtype, f32 for bf16
   std::shared_ptr<Node> grad_fn;     // producer; null for leaves
 };
 

@@ -34,11 +34,16 @@ StatusOr<std::string> save_checkpoint(const std::string& run_dir, const model::D
                                       const std::string& config_yaml, int64_t keep);
 
 // `path` is a checkpoint folder, or a run directory (meaning its newest valid checkpoint). Returns the
-// checkpoint folder; NotFound when there is none.
-StatusOr<std::string> resolve_checkpoint(const std::string& path);
+// checkpoint folder; NotFound when there is none. Newer step folders that fail verification are passed
+// over; `skipped`, when given, receives one line per such folder saying which and why, for the caller to
+// print (a corrupt newest checkpoint is never skipped without a word).
+StatusOr<std::string> resolve_checkpoint(const std::string& path, std::vector<std::string>* skipped = nullptr);
 
 // Checks the manifest and every file's sha256.
 Status verify_checkpoint(const std::string& checkpoint_dir);
+
+// The step a checkpoint's manifest records (optimizer steps completed).
+StatusOr<int64_t> read_checkpoint_step(const std::string& checkpoint_dir);
 
 // Reads the resolved config stored in a checkpoint.
 StatusOr<std::string> read_checkpoint_config(const std::string& checkpoint_dir);
@@ -50,8 +55,10 @@ Status load_checkpoint(const std::string& checkpoint_dir, model::DtrnModel* mode
 
 // `dtrn export`: the model of a checkpoint as one safetensors file with Hugging Face Llama names
 // (tied embeddings: no lm_head.weight) and the routers as model.layers.N.router.{0,2}.{weight,bias};
-// metadata holds the model config (as JSON under "dtrn.model") and "dtrn.layout".
-Status export_safetensors(const std::string& checkpoint_dir, const std::string& out_file);
+// metadata holds the model config (as JSON under "dtrn.model") and "dtrn.layout". Refuses (one line, no
+// file touched) an `out_file` that exists unless `force`, and any `out_file` inside a checkpoint folder
+// (one holding manifest.json), `force` or not: a checkpoint's files are only ever written by a save.
+Status export_safetensors(const std::string& checkpoint_dir, const std::string& out_file, bool force = false);
 
 // `--init-from`: loads a safetensors file of matching shape into the model: every shared tensor is
 // required; router tensors are optional (a dense Llama file leaves the freshly initialised routers).

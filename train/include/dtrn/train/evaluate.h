@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "dtrn/model/model.h"
@@ -17,6 +18,7 @@ struct LayerAverage {
   int64_t layer = 0;
   double f = 0;  // routed fraction over all evaluated tokens
   double s = 0;  // mean p_attn over all evaluated tokens
+  bool fallback = false;  // the starvation fallback fired in some forward (never at inference: rule 4)
 };
 
 struct EvalResult {
@@ -27,8 +29,11 @@ struct EvalResult {
   std::vector<LayerAverage> layers;
 };
 
+// Called after each forward with the batches done and the batches this evaluation will run in all.
+using EvalProgress = std::function<void(int64_t done, int64_t total)>;
+
 // Scores `tokens` in consecutive windows, `batch` windows per forward; max_batches > 0 stops early.
 EvalResult evaluate_tokens(model::DtrnModel& model, const std::vector<int32_t>& tokens, int64_t batch,
-                           int64_t max_batches, double bytes_per_token);
+                           int64_t max_batches, double bytes_per_token, const EvalProgress& progress = {});
 
 }  // namespace dtrn::train

@@ -1,13 +1,14 @@
 // The job config: one YAML file with the sections of DESIGN.md (model, routing, train, parallel, data,
 // checkpoint, telemetry), overridable with `--set section.key=value`.
 //
-// Parsing is strict: an unknown section or key, a value of the wrong type, and inconsistent values
-// (heads not dividing d_model, global_batch not divisible by micro_batch * dp, ...) are rejected with one
-// message naming the key. Defaults are the ones DESIGN.md and dtrnet-spec.md give.
+// Parsing is strict: an unknown section or key, a section or key given twice, a missing required key, a
+// value of the wrong type, and inconsistent values (heads not dividing d_model, global_batch not divisible
+// by micro_batch * dp, warmup_steps > steps, ...) are rejected with one message naming the key. Defaults are the ones DESIGN.md and dtrnet-spec.md give.
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "dtrn/model/config.h"
@@ -72,7 +73,10 @@ StatusOr<JobConfig> load_job_config(const std::string& path,
 // Consistency checks across keys (also run by the parsers).
 Status validate(const JobConfig& config);
 // The fully resolved config as YAML (every key, defaults included): written to the run directory and
-// stored in checkpoints; parse_job_config(to_yaml(c)) == c.
+// stored in checkpoints; parse_job_config(to_yaml(c)) == c. Numbers are written in their shortest exact
+// form (0.003, not 0.0030000000000000001).
 std::string to_yaml(const JobConfig& config);
+// Every key as ("section.key", value as to_yaml writes it), in to_yaml's order: for comparing configs.
+std::vector<std::pair<std::string, std::string>> config_entries(const JobConfig& config);
 
 }  // namespace dtrn::train

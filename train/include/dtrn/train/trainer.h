@@ -5,6 +5,7 @@
 //   RUN/train.log         everything printed on stdout
 //   RUN/metrics.jsonl     one JSON object per line: "kind": "train" per step, "kind": "val" per evaluation
 //   RUN/checkpoints/      step-NNNNNNNN/ (checkpoint.h)
+//   RUN/.lock             held (flock) while a trainer runs in RUN; its text is that trainer's pid
 // Same config and seed on the same build and machine give byte-identical metrics.jsonl apart from the
 // timing fields (tokens_per_s, step_ms); a resumed run appends exactly the lines an uninterrupted run
 // would have written.
@@ -48,7 +49,16 @@ class StarvationMonitor {
   std::vector<std::pair<int64_t, Runs>> runs_;
 };
 
-// Runs the job; returns the run directory on success.
+// The exit status of `dtrn train` stopped by SIGTERM or SIGINT after saving its checkpoint (75,
+// EX_TEMPFAIL: "try again later"; Note [Pre-emption] in src/stop_signals.h).
+inline constexpr int kExitStopped = 75;
+
+// Runs the job; returns the run directory on success (also when a resumed run had nothing left to do).
+// Refuses, before writing anything (see src/run_directory.h and src/resume_policy.h): a fresh run into a
+// folder that is not empty, a folder another trainer holds, --resume with init_from, and a resume whose
+// config changes what the checkpoint means. SIGTERM / SIGINT during the run: the step finishes, a
+// checkpoint is saved, and the result is a kCancelled Status naming it. Errors after the run started are
+// also appended to RUN/train.log.
 StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOptions& options);
 
 }  // namespace dtrn::train

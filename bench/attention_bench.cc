@@ -1,0 +1,143 @@
+// attention_bench: the throughput of dtrn's CUDA attention kernels (cuda/attention.h) on causal bf16
+// batches of the SmolLM-360M shape (15 query heads of 64 sharing 5 KV heads) and an MHA shape with
+// D = 128 (16 heads), at B x T = 8 x 2048 and 2 x 8192 packed rows; the bf16 generic kernels and the
+// f32 kernels at the first shape for comparison. bench/peer_attention.py times torch at the same shapes.
+//
+// The backend's kernels are called directly (white-box, so no autograd bookkeeping is timed), with CUDA
+// events on dtrn's stream around each call: median of 20 runs after 3 warm-ups. FLOPs count the matrix
+// products over the unmasked (causal) half only, the FlashAttention convention:
+//   forward  = 2 products (Q K^T, P V) x 2 T^2 D / 2 per sequence and head = 4 N T H D / 2 (N = B T),
+//   backward = 2.5 x forward (5 products: S recomputed, dP, dV, dK, dQ; dtrn's split dk/dv and dq
+//              kernels each recompute S and dP, so they execute 7, the same 3.5 x forward any
+//              atomics-free FlashAttention-2 backward does).
+// Exits 0 with a message where no GPU or no CUDA backend exists.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "../runtime/src/backend.h"
+#include "dtrn/runtime/tensor.h"
+
+#ifdef DTRN_WITH_CUDA
+#include <cuda_runtime_api.h>
+
+// White-box: the stream dtrn queues its work on, so the events bracket exactly the kernels.
+#include "../runtime/src/cuda/cuda_check.h"
+#include "../runtime/src/cuda/cuda_context.h"
+#endif
+
+namespace {
+
+#ifdef DTRN_WITH_CUDA
+using dtrn::DType;
+using dtrn::Tensor;
+
+constexpr int kWarmup = 3, kRuns = 20;
+
+struct Case {
+  int64_t b, t, h, g, d;
+  DType dtype;
+  const char* kernel;  // DTRN_ATTENTION_KERNEL
+};
+
+// Median milliseconds of fn() on dtrn's stream.
+template <typename Fn>
+double median_ms(Fn&& fn) {
+  cudaStream_t stream = dtrn::cuda::stream_for(0);
+  cudaEvent_t start, stop;
+  CUDA_CHECK(cudaEventCreate(&start));
+  CUDA_CHECK(cudaEventCreate(&stop));
+  std::vector<double> ms;
+  for (int i = 0; i < kWarmup + kRuns; ++i) {
+    CUDA_CHECK(cudaEventRecord(start, stream));
+    fn();
+    CUDA_CHECK(cudaEventRecord(stop, stream));
+    CUDA_CHECK(cudaEventSynchronize(stop));
+    float elapsed = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&elapsed, start, stop));
+    if (i >= kWarmup) ms.push_back(elapsed);
+  }
+  CUDA_CHECK(cudaEventDestroy(start));
+  CUDA_CHECK(cudaEventDestroy(stop));
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+void run_case(const Case& c) {
+  setenv("DTRN_ATTENTION_KERNEL", c.kernel, 1);
+  const dtrn::Device gpu = dtrn::Device::cuda(0);
+  const int64_t n = c.b * c.t;
+  const auto draw = [&](const dtrn::Shape& shape, uint64_t stream) {
+    return Tensor::uniform(shape, -1, 1, 1, stream, 0, c.dtype, gpu);
+  };
+  const Tensor q = draw({n, c.h, c.d}, 1), k = draw({n, c.g, c.d}, 2), v = draw({n, c.g, c.d}, 3);
+  const Tensor dout = draw({n, c.h, c.d}, 4);
+  std::vector<int64_t> offsets(c.b + 1);
+  for (int64_t i = 0; i <= c.b; ++i) offsets[i] = i * c.t;
+  const Tensor cu = Tensor::from_ints(offsets, {c.b + 1}, DType::kI32, gpu);
+  const DType stats = c.dtype == DType::kF64 ? DType::kF64 : DType::kF32;
+  const Tensor out = Tensor::empty(q.shape(), c.dtype, gpu), lse = Tensor::empty({c.h, n}, stats, gpu);
+  const Tensor dq = Tensor::empty(q.shape(), c.dtype, gpu), dk = Tensor::empty(k.shape(), c.dtype, gpu),
+               dv = Tensor::empty(v.shape(), c.dtype, gpu);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(c.d));
+  dtrn::Backend& backend = dtrn::backend_for(gpu);
+  const auto forward = [&] { backend.attention(q, k, v, cu, scale, out, lse); };
+  const auto backward = [&] {
+    backend.attention_backward(q, k, v, cu, scale, out, lse, dout, dq, dk, dv);
+  };
+  const double fwd = median_ms(forward);
+  const double bwd = median_ms(backward);
+  const double both = median_ms([&] {
+    forward();
+    backward();
+  });
+  const double fwd_flop = 4.0 * n * c.t * c.h * c.d / 2;
+  const auto tflops = [](double flop, double ms) { return flop / (ms * 1e-3) / 1e12; };
+  std::printf("%4s %2ld x %5ld  H %2ld G %2ld D %3ld  %-7s | %8.3f %6.1f | %8.3f %6.1f | %8.3f %6.1f\n",
+              dtrn::dtype_name(c.dtype).data(), static_cast<long>(c.b), static_cast<long>(c.t),
+              static_cast<long>(c.h), static_cast<long>(c.g), static_cast<long>(c.d), c.kernel, fwd,
+              tflops(fwd_flop, fwd), bwd, tflops(2.5 * fwd_flop, bwd), both,
+              tflops(3.5 * fwd_flop, both));
+  unsetenv("DTRN_ATTENTION_KERNEL");
+}
+
+int run() {
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("attention_bench on %s (%d SMs), causal, median of %d runs; TFLOP/s over the causal half "
+              "(fwd 4NTHD/2, bwd 2.5x, fwd+bwd 3.5x)\n",
+              prop.name, prop.multiProcessorCount, kRuns);
+  std::printf("%-45s | %15s | %15s | %15s\n", "case", "fwd ms  TFLOP/s", "bwd ms  TFLOP/s",
+              "f+b ms  TFLOP/s");
+  const std::vector<Case> cases = {
+      {8, 2048, 15, 5, 64, DType::kBF16, "auto"},    {2, 8192, 15, 5, 64, DType::kBF16, "auto"},
+      {8, 2048, 16, 16, 128, DType::kBF16, "auto"},  {2, 8192, 16, 16, 128, DType::kBF16, "auto"},
+      {8, 2048, 15, 5, 64, DType::kBF16, "generic"}, {8, 2048, 15, 5, 64, DType::kF32, "auto"},
+  };
+  for (const Case& c : cases) run_case(c);
+  return 0;
+}
+#endif
+
+}  // namespace
+
+int main() {
+  if (!dtrn::cuda_available()) {
+    std::printf("attention_bench: no GPU (CUDA backend %s); nothing to measure\n",
+                dtrn::cuda_compiled() ? "built" : "not built");
+    return 0;
+  }
+#ifdef DTRN_WITH_CUDA
+  try {
+    return run();
+  } catch (const dtrn::Error& e) {
+    std::fprintf(stderr, "attention_bench: %s\n", e.what());
+    return 1;
+  }
+#else
+  return 0;
+#endif
+}

@@ -1,0 +1,66 @@
+// Launchers of the CUDA attention kernels (ops.h: attention; cpu/attention.cc is the specification).
+// Shape letters: N packed rows, H query heads, G key/value heads (query head h reads KV head h / (H/G)),
+// D head dim, S sequences. q, out, dout, dq are [N, H, D]; k, v, dk, dv are [N, G, D]; cu_seqlens i32
+// [S+1] on the device; lse and delta are [H, N] of the statistics type (f32 for f32 and bf16 elements,
+// f64 for f64). All contiguous device pointers; every launch is queued on `stream`.
+//
+// Note [Attention grids without host synchronisation]
+// The offsets stay on the device: no launcher reads them. Each grid is an upper bound on the tiles of
+// all sequences, sum_s ceil(len_s / R) <= ceil(N / R) + S for tiles of R rows, and each block finds its
+// (sequence, tile) by a block-wide prefix sum over the ceil(len_s / R) read from cu_seqlens; surplus
+// blocks exit at once. Within a sequence, the blocks with the most causal work start first. Offsets are
+// clamped into [0, N] and made non-decreasing on the device, so invalid offsets never reach memory
+// outside the tensors (the op layer validates offsets that live on the host; on the device it cannot
+// without a synchronisation, and rows outside the clamped sequences are then left unwritten).
+//
+// Two implementations sit behind the same launchers:
+//   generic      tiled flash attention with FMA arithmetic (f32 accumulation, f64 for f64), any D <= 256,
+//                every element type (attention_generic.cuh, in attention_forward.cu and
+//                attention_backward.cu). The f32 training path and the correctness anchor.
+//   tensor core  bf16 with D = 64 or 128, 16-byte aligned pointers: FlashAttention-2 on mma.sync m16n8k16
+//                bf16 -> f32 with ldmatrix and cp.async double buffering (attention_tc_*.cu).
+// The backward of both is deterministic (no atomics; every sum in a fixed order): a preprocess
+// delta = rowsum(dout * out), then one kernel per (KV head, key tile) writing dk and dv, summing over
+// the H/G query heads of its group in order and, within each, over the query tiles in order, and one
+// per (query head, query tile) writing dq. Both reuse the forward's lse; neither recomputes it.
+//
+// Environment: DTRN_ATTENTION_KERNEL=generic forces the generic kernels for bf16 too (A/B checks);
+// unset, empty or "auto" picks the tensor cores where they apply. cuda_backend_attention.cc reads it on
+// every call and passes the choice in.
+//
+// C++17 and free of dtrn's Tensor, like elementwise.h.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "cuda/elementwise.h"
+
+namespace dtrn::cuda {
+
+enum class AttentionKernel : uint8_t { kAuto, kGeneric };
+
+constexpr int kAttentionMaxHeadDim = 256;
+
+struct AttentionShape {
+  int64_t n = 0;     // packed rows N
+  int h = 0, g = 0;  // query heads, key/value heads (h % g == 0)
+  int d = 0;         // head dim, 1..kAttentionMaxHeadDim
+  int num_seqs = 0;  // S: cu_seqlens holds S + 1 offsets
+  double scale = 0;  // multiplies q . k
+};
+
+// out [N, H, D] and lse [H, N] of every row of every sequence.
+void launch_attention_forward(ElemType type, const AttentionShape& shape, AttentionKernel kernel,
+                              const void* q, const void* k, const void* v, const int32_t* cu_seqlens,
+                              void* out, void* lse, cudaStream_t stream);
+
+// dq, dk, dv from the forward's out and lse and the output gradient dout. `delta` is scratch of H * N
+// statistics-type elements, overwritten.
+void launch_attention_backward(ElemType type, const AttentionShape& shape, AttentionKernel kernel,
+                               const void* q, const void* k, const void* v, const int32_t* cu_seqlens,
+                               const void* out, const void* lse, const void* dout, void* delta,
+                               void* dq, void* dk, void* dv, cudaStream_t stream);
+
+}  // namespace dtrn::cuda

@@ -1,0 +1,274 @@
+// The attention backward (attention.h): the delta preprocess both implementations share, the two
+// generic kernels, and the dispatch between them and the bf16 tensor-core kernels
+// (attention_tc_backward.cu).
+//
+// With P_ij = exp(scale q_i . k_j - lse_i), delta_i = dO_i . O_i = sum_j P_ij (dO_i . v_j):
+//   dS_ij = P_ij (dO_i . v_j - delta_i),  dq_i = scale sum_j dS_ij k_j,
+//   dk_j = scale sum_i dS_ij q_i,  dv_j = sum_i P_ij dO_i,
+// dk and dv summed over the query heads of the key's group (cpu/attention.cc derives it).
+//
+// Generic kernels (Note [Generic attention layout]): the dk/dv kernel owns kRows key rows of one KV head
+// and walks, for each query head of the group in order, the query rows from the tile's first key to the
+// sequence end, kChunk at a time; the dq kernel owns kRows query rows of one head and walks the causal
+// keys. Each recomputes P from the saved lse, so neither needs the other's results.
+#include <algorithm>
+
+#include "cuda/attention_generic.cuh"
+#include "cuda/cuda_check.h"
+
+namespace dtrn::cuda {
+namespace {
+
+// delta[head * N + row] = sum_c dout[row, head, c] * out[row, head, c]: one warp per (row, head).
+template <typename T>
+__global__ void __launch_bounds__(kAttentionThreads)
+    attention_delta_kernel(const T* __restrict__ out, const T* __restrict__ dout, int64_t n, int h,
+                           int d, typename AccOf<T>::type* __restrict__ delta) {
+  using Acc = typename AccOf<T>::type;
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = int64_t{gridDim.x} * kAttentionWarps;
+  for (int64_t w = blockIdx.x * int64_t{kAttentionWarps} + threadIdx.x / 32; w < n * h; w += warps) {
+    // [N, H, D] contiguous: (row, head) = (w / H, w % H) starts at w * D.
+    const T* o = out + w * d;
+    const T* g = dout + w * d;
+    Acc sum = 0;
+    for (int c = lane; c < d; c += 32) sum += Converter<Acc, T>::run(g[c]) * Converter<Acc, T>::run(o[c]);
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    if (lane == 0) delta[(w % h) * n + w / h] = sum;
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kAttentionThreads)
+    generic_dq_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                      const int32_t* __restrict__ cu, AttentionShape shape,
+                      const typename AccOf<T>::type* __restrict__ lse, const T* __restrict__ dout,
+                      const typename AccOf<T>::type* __restrict__ delta, T* __restrict__ dq) {
+  using Acc = typename AccOf<T>::type;
+  using L = GenericLayout<Acc>;
+  constexpr int kRows = L::kRows, kGroups = L::kGroups, kChunk = L::kChunk;
+  extern __shared__ __align__(16) unsigned char smem_bytes[];
+  const int d = shape.d, stride = L::stride(d);
+  Acc* s_q = reinterpret_cast<Acc*>(smem_bytes);  // [kRows][stride]
+  Acc* s_g = s_q + kRows * stride;                // [kRows][stride], dout
+  Acc* s_dq = s_g + kRows * stride;               // [kRows][stride], sum_j dS_ij k_j
+  Acc* s_k = s_dq + kRows * stride;               // [kChunk][d]
+  Acc* s_v = s_k + kChunk * d;                    // [kChunk][d]
+
+  const SeqTile tile = locate_tile(cu, shape.num_seqs, shape.n, kRows, blockIdx.x, /*reverse=*/true);
+  if (!tile.found) return;
+  const int head = blockIdx.y, kv = head / (shape.h / shape.g);
+  const int q_lo = tile.tile * kRows, q_rows = min(kRows, tile.len - q_lo);
+  const int r = threadIdx.x / kGroups, cg = threadIdx.x % kGroups;
+  const int i = q_lo + r;
+  const bool row_valid = r < q_rows;
+  const int64_t row = tile.start + i;
+
+  const int64_t q_offset = ((tile.start + q_lo) * shape.h + head) * d;
+  stage_rows(s_q, stride, q + q_offset, int64_t{shape.h} * d, kRows, q_rows, d);
+  stage_rows(s_g, stride, dout + q_offset, int64_t{shape.h} * d, kRows, q_rows, d);
+  for (int c = cg; c < d; c += kGroups) s_dq[r * stride + c] = 0;
+  const Acc row_lse = row_valid ? lse[head * shape.n + row] : Acc(0);
+  const Acc row_delta = row_valid ? delta[head * shape.n + row] : Acc(0);
+
+  const int kv_end = q_lo + q_rows;
+  for (int k0 = 0; k0 < kv_end; k0 += kChunk) {
+    const int k_rows = min(kChunk, kv_end - k0);
+    __syncthreads();
+    stage_rows(s_k, d, k + ((tile.start + k0) * shape.g + kv) * d, int64_t{shape.g} * d, kChunk,
+               k_rows, d);
+    stage_rows(s_v, d, v + ((tile.start + k0) * shape.g + kv) * d, int64_t{shape.g} * d, kChunk,
+               k_rows, d);
+    __syncthreads();
+
+    Acc ds[kChunk];
+#pragma unroll
+    for (int jj = 0; jj < kChunk; ++jj) {
+      Acc part_s = 0, part_p = 0;
+      for (int c = cg; c < d; c += kGroups) {
+        part_s += s_q[r * stride + c] * s_k[jj * d + c];
+        part_p += s_g[r * stride + c] * s_v[jj * d + c];
+      }
+      const Acc s = row_group_sum<kGroups>(part_s);
+      const Acc dp = row_group_sum<kGroups>(part_p);
+      const bool live = row_valid && jj < k_rows && k0 + jj <= i;
+      const Acc p = live ? acc_exp(s * static_cast<Acc>(shape.scale) - row_lse) : Acc(0);
+      ds[jj] = p * (dp - row_delta);
+    }
+    for (int c = cg; c < d; c += kGroups) {
+      Acc a = s_dq[r * stride + c];
+#pragma unroll
+      for (int jj = 0; jj < kChunk; ++jj) a += ds[jj] * s_k[jj * d + c];
+      s_dq[r * stride + c] = a;
+    }
+  }
+
+  if (row_valid) {
+    T* dq_row = dq + (row * shape.h + head) * d;
+    for (int c = cg; c < d; c += kGroups) {
+      dq_row[c] = Converter<T, Acc>::run(static_cast<Acc>(shape.scale) * s_dq[r * stride + c]);
+    }
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kAttentionThreads)
+    generic_dkdv_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                        const int32_t* __restrict__ cu, AttentionShape shape,
+                        const typename AccOf<T>::type* __restrict__ lse, const T* __restrict__ dout,
+                        const typename AccOf<T>::type* __restrict__ delta, T* __restrict__ dk,
+                        T* __restrict__ dv) {
+  using Acc = typename AccOf<T>::type;
+  using L = GenericLayout<Acc>;
+  constexpr int kRows = L::kRows, kGroups = L::kGroups, kChunk = L::kChunk;
+  extern __shared__ __align__(16) unsigned char smem_bytes[];
+  const int d = shape.d, stride = L::stride(d);
+  Acc* s_k = reinterpret_cast<Acc*>(smem_bytes);  // [kRows][stride]
+  Acc* s_v = s_k + kRows * stride;                // [kRows][stride]
+  Acc* s_dk = s_v + kRows * stride;               // [kRows][stride], sum dS_ij q_i
+  Acc* s_dv = s_dk + kRows * stride;              // [kRows][stride], sum P_ij dO_i
+  Acc* s_q = s_dv + kRows * stride;               // [kChunk][d]
+  Acc* s_g = s_q + kChunk * d;                    // [kChunk][d], dout
+  Acc* s_lse = s_g + kChunk * d;                  // [kChunk]
+  Acc* s_delta = s_lse + kChunk;                  // [kChunk]
+
+  const SeqTile tile = locate_tile(cu, shape.num_seqs, shape.n, kRows, blockIdx.x, /*reverse=*/false);
+  if (!tile.found) return;
+  const int kv = blockIdx.y, group = shape.h / shape.g;
+  const int k_lo = tile.tile * kRows, k_rows = min(kRows, tile.len - k_lo);
+  const int r = threadIdx.x / kGroups, cg = threadIdx.x % kGroups;
+  const int j = k_lo + r;  // this thread's key row within the sequence
+  const bool key_valid = r < k_rows;
+
+  const int64_t kv_offset = ((tile.start + k_lo) * shape.g + kv) * d;
+  stage_rows(s_k, stride, k + kv_offset, int64_t{shape.g} * d, kRows, k_rows, d);
+  stage_rows(s_v, stride, v + kv_offset, int64_t{shape.g} * d, kRows, k_rows, d);
+  for (int c = cg; c < d; c += kGroups) {
+    s_dk[r * stride + c] = 0;
+    s_dv[r * stride + c] = 0;
+  }
+
+  for (int head = kv * group; head < (kv + 1) * group; ++head) {
+    // Causal: only query rows at or after the tile's first key see any of its keys.
+    for (int i0 = k_lo; i0 < tile.len; i0 += kChunk) {
+      const int q_rows = min(kChunk, tile.len - i0);
+      __syncthreads();
+      const int64_t q_offset = ((tile.start + i0) * shape.h + head) * d;
+      stage_rows(s_q, d, q + q_offset, int64_t{shape.h} * d, kChunk, q_rows, d);
+      stage_rows(s_g, d, dout + q_offset, int64_t{shape.h} * d, kChunk, q_rows, d);
+      if (threadIdx.x < kChunk) {
+        const bool ok = static_cast<int>(threadIdx.x) < q_rows;
+        const int64_t stat = head * shape.n + tile.start + i0 + threadIdx.x;
+        s_lse[threadIdx.x] = ok ? lse[stat] : Acc(0);
+        s_delta[threadIdx.x] = ok ? delta[stat] : Acc(0);
+      }
+      __syncthreads();
+
+      Acc p[kChunk], ds[kChunk];
+#pragma unroll
+      for (int ii = 0; ii < kChunk; ++ii) {
+        Acc part_s = 0, part_p = 0;
+        for (int c = cg; c < d; c += kGroups) {
+          part_s += s_q[ii * d + c] * s_k[r * stride + c];
+          part_p += s_g[ii * d + c] * s_v[r * stride + c];
+        }
+        const Acc s = row_group_sum<kGroups>(part_s);
+        const Acc dp = row_group_sum<kGroups>(part_p);
+        const bool live = key_valid && ii < q_rows && j <= i0 + ii;
+        p[ii] = live ? acc_exp(s * static_cast<Acc>(shape.scale) - s_lse[ii]) : Acc(0);
+        ds[ii] = p[ii] * (dp - s_delta[ii]);
+      }
+      for (int c = cg; c < d; c += kGroups) {
+        Acc a_k = s_dk[r * stride + c], a_v = s_dv[r * stride + c];
+#pragma unroll
+        for (int ii = 0; ii < kChunk; ++ii) {
+          a_k += ds[ii] * s_q[ii * d + c];
+          a_v += p[ii] * s_g[ii * d + c];
+        }
+        s_dk[r * stride + c] = a_k;
+        s_dv[r * stride + c] = a_v;
+      }
+    }
+  }
+
+  if (key_valid) {
+    const int64_t offset = ((tile.start + j) * shape.g + kv) * d;
+    for (int c = cg; c < d; c += kGroups) {
+      dk[offset + c] = Converter<T, Acc>::run(static_cast<Acc>(shape.scale) * s_dk[r * stride + c]);
+      dv[offset + c] = Converter<T, Acc>::run(s_dv[r * stride + c]);
+    }
+  }
+}
+
+template <typename T>
+void launch_delta(const AttentionShape& shape, const T* out, const T* dout,
+                  typename AccOf<T>::type* delta, cudaStream_t stream) {
+  constexpr int64_t kMaxBlocks = 8192;
+  const int64_t rows = shape.n * shape.h;
+  const int64_t blocks = std::min(kMaxBlocks, (rows + kAttentionWarps - 1) / kAttentionWarps);
+  attention_delta_kernel<T><<<static_cast<unsigned>(blocks), kAttentionThreads, 0, stream>>>(
+      out, dout, shape.n, shape.h, shape.d, delta);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void launch_generic_backward(const AttentionShape& shape, const T* q, const T* k, const T* v,
+                             const int32_t* cu, const typename AccOf<T>::type* lse, const T* dout,
+                             const typename AccOf<T>::type* delta, T* dq, T* dk, T* dv,
+                             cudaStream_t stream) {
+  using Acc = typename AccOf<T>::type;
+  using L = GenericLayout<Acc>;
+  const int stride = L::stride(shape.d);
+  const int dq_smem =
+      static_cast<int>((3 * L::kRows * stride + 2 * L::kChunk * shape.d) * sizeof(Acc));
+  allow_shared_memory(reinterpret_cast<const void*>(&generic_dq_kernel<T>), dq_smem);
+  generic_dq_kernel<T><<<dim3(attention_tile_blocks(shape, L::kRows), shape.h), kAttentionThreads,
+                         dq_smem, stream>>>(q, k, v, cu, shape, lse, dout, delta, dq);
+  CUDA_CHECK_LAUNCH();
+  const int dkdv_smem = static_cast<int>(
+      (4 * L::kRows * stride + 2 * L::kChunk * shape.d + 2 * L::kChunk) * sizeof(Acc));
+  allow_shared_memory(reinterpret_cast<const void*>(&generic_dkdv_kernel<T>), dkdv_smem);
+  generic_dkdv_kernel<T><<<dim3(attention_tile_blocks(shape, L::kRows), shape.g), kAttentionThreads,
+                           dkdv_smem, stream>>>(q, k, v, cu, shape, lse, dout, delta, dk, dv);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void generic_attention_backward(ElemType type, const AttentionShape& shape, const void* q,
+                                const void* k, const void* v, const int32_t* cu_seqlens,
+                                const void* lse, const void* dout, const void* delta, void* dq,
+                                void* dk, void* dv, cudaStream_t stream) {
+  dispatch_floating_elem(type, [&](auto tag) {
+    using T = decltype(tag);
+    using Acc = typename AccOf<T>::type;
+    launch_generic_backward(shape, static_cast<const T*>(q), static_cast<const T*>(k),
+                            static_cast<const T*>(v), cu_seqlens, static_cast<const Acc*>(lse),
+                            static_cast<const T*>(dout), static_cast<const Acc*>(delta),
+                            static_cast<T*>(dq), static_cast<T*>(dk), static_cast<T*>(dv), stream);
+  });
+}
+
+void launch_attention_backward(ElemType type, const AttentionShape& shape, AttentionKernel kernel,
+                               const void* q, const void* k, const void* v, const int32_t* cu_seqlens,
+                               const void* out, const void* lse, const void* dout, void* delta,
+                               void* dq, void* dk, void* dv, cudaStream_t stream) {
+  if (shape.n == 0 || shape.num_seqs == 0) return;
+  dispatch_floating_elem(type, [&](auto tag) {
+    using T = decltype(tag);
+    using Acc = typename AccOf<T>::type;
+    launch_delta(shape, static_cast<const T*>(out), static_cast<const T*>(dout),
+                 static_cast<Acc*>(delta), stream);
+  });
+  const void* pointers[] = {q, k, v, dout, dq, dk, dv};
+  if (attention_uses_tensor_cores(type, shape, kernel, pointers, 7)) {
+    tensor_core_attention_backward(shape, q, k, v, cu_seqlens, static_cast<const float*>(lse), dout,
+                                   static_cast<const float*>(delta), dq, dk, dv, stream);
+  } else {
+    generic_attention_backward(type, shape, q, k, v, cu_seqlens, lse, dout, delta, dq, dk, dv,
+                               stream);
+  }
+}
+
+}  // namespace dtrn::cuda

@@ -1,0 +1,340 @@
+// The CUDA attention kernels (cuda/attention.h) against the CPU backend, their executable specification.
+// Inputs are drawn on the CPU in the tested dtype; the reference runs the CPU kernels in f64 on exactly
+// those rounded values. The GPU kernels are called through the backend table (white-box, so lse and
+// every gradient are checked and the outputs can be poisoned first) and once through the public ops
+// with autograd. Every GPU output is filled with NaN before the kernels run, so an element a kernel
+// forgets to write fails the comparison. Every test that needs a GPU skips cleanly without one.
+//
+// Coverage: packed batches with empty and one-row sequences and lengths that are not multiples of any
+// tile size (generic tiles of 16 and 32 rows, tensor-core tiles of 32 and 64), S = 1 and S = 8, MHA
+// (H = G) and grouped heads (H = 3G), D in {4, 16, 64, 128} (and 256 and f64 for the generic kernels),
+// f32 and bf16 on both bf16 paths, bit-reproducibility of the backward.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "../../runtime/src/backend.h"
+#include "dtrn/runtime/autograd.h"
+#include "dtrn/runtime/ops.h"
+#include "dtrn/runtime/tensor.h"
+
+namespace dtrn {
+namespace {
+
+#define REQUIRE_GPU() \
+  if (!cuda_available()) GTEST_SKIP() << "no GPU"
+
+const Device kGpu = Device::cuda(0);
+
+// DTRN_ATTENTION_KERNEL for the guard's lifetime (the backend reads it on every call).
+class KernelChoice {
+ public:
+  explicit KernelChoice(const char* value) { setenv("DTRN_ATTENTION_KERNEL", value, 1); }
+  ~KernelChoice() { unsetenv("DTRN_ATTENTION_KERNEL"); }
+  KernelChoice(const KernelChoice&) = delete;
+  KernelChoice& operator=(const KernelChoice&) = delete;
+};
+
+struct Problem {
+  std::vector<int64_t> lens;  // sequence lengths, packed in order
+  int64_t h, g, d;
+  DType dtype;
+};
+
+std::string describe(const Problem& p) {
+  std::ostringstream s;
+  s << dtype_name(p.dtype) << " H " << p.h << " G " << p.g << " D " << p.d << " lengths";
+  for (int64_t len : p.lens) s << " " << len;
+  return s.str();
+}
+
+// Inputs and the output gradient on the CPU, drawn in f64 and rounded to the problem's dtype; q and k
+// span [-2, 2] so that the softmax rows are far from uniform.
+struct Inputs {
+  Tensor q, k, v, dout, cu_seqlens;
+};
+
+Inputs make_inputs(const Problem& p, uint64_t seed) {
+  std::vector<int64_t> offsets = {0};
+  for (int64_t len : p.lens) offsets.push_back(offsets.back() + len);
+  const int64_t n = offsets.back();
+  const auto draw = [&](const Shape& shape, double bound, uint64_t stream) {
+    return Tensor::uniform(shape, -bound, bound, seed, stream, 0, DType::kF64).to(p.dtype);
+  };
+  return {draw({n, p.h, p.d}, 2, 1), draw({n, p.g, p.d}, 2, 2), draw({n, p.g, p.d}, 1, 3),
+          draw({n, p.h, p.d}, 1, 4),
+          Tensor::from_ints(offsets, {static_cast<int64_t>(offsets.size())}, DType::kI32)};
+}
+
+struct Outputs {
+  Tensor out, lse, dq, dk, dv;
+};
+
+// Copies of the inputs converted to `dtype` on `device`.
+Inputs on_device(const Inputs& in, Device device, DType dtype) {
+  const auto put = [&](const Tensor& t) { return t.to(dtype).to(device).contiguous(); };
+  return {put(in.q), put(in.k), put(in.v), put(in.dout), in.cu_seqlens.to(device)};
+}
+
+// The forward and backward kernels of the inputs' backend, outputs poisoned with NaN first.
+Outputs run_kernels(const Inputs& x) {
+  const Device device = x.q.device();
+  const DType dtype = x.q.dtype();
+  const auto poisoned = [&](const Shape& shape, DType type) {
+    Tensor t = Tensor::empty(shape, type, device);
+    t.fill_(std::nan(""));
+    return t;
+  };
+  const int64_t n = x.q.size(0), h = x.q.size(1);
+  const DType stats = dtype == DType::kF64 ? DType::kF64 : DType::kF32;
+  Outputs o{poisoned(x.q.shape(), dtype), poisoned({h, n}, stats), poisoned(x.q.shape(), dtype),
+            poisoned(x.k.shape(), dtype), poisoned(x.k.shape(), dtype)};
+  const double scale = 1.0 / std::sqrt(static_cast<double>(x.q.size(2)));
+  Backend& backend = backend_for(device);
+  backend.attention(x.q, x.k, x.v, x.cu_seqlens, scale, o.out, o.lse);
+  backend.attention_backward(x.q, x.k, x.v, x.cu_seqlens, scale, o.out, o.lse, x.dout, o.dq, o.dk,
+                             o.dv);
+  return o;
+}
+
+Outputs run_kernels(const Inputs& in, Device device, DType dtype) {
+  return run_kernels(on_device(in, device, dtype));
+}
+
+Outputs reference(const Inputs& in) { return run_kernels(in, Device::cpu(), DType::kF64); }
+
+// Errors are measured against the tensor's scale, max |want|: each of these tensors has entries of
+// order one (rows of one-row sequences copy v, so |out| and |dv| reach ~1), so this is a relative
+// bound on the values that matter. A NaN anywhere (an unwritten element) fails both checks.
+struct Tolerance {
+  double max_error;   // max |got - want| / max |want|
+  double norm_error;  // ||got - want||_2 / ||want||_2
+};
+
+void expect_close(const Tensor& got_t, const Tensor& want_t, Tolerance tol, const std::string& what) {
+  const std::vector<double> got = got_t.to_vector(), want = want_t.to_vector();
+  ASSERT_EQ(got.size(), want.size()) << what;
+  double max_want = 0, max_diff = 0, sq_want = 0, sq_diff = 0;
+  size_t worst = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double diff = std::fabs(got[i] - want[i]);
+    max_want = std::max(max_want, std::fabs(want[i]));
+    sq_want += want[i] * want[i];
+    sq_diff += diff * diff;
+    if (!(diff <= max_diff)) {  // NaN-sticky: a NaN difference becomes the worst
+      max_diff = diff;
+      worst = i;
+    }
+  }
+  if (got.empty()) return;
+  EXPECT_LE(max_diff, tol.max_error * max_want)
+      << what << ": element " << worst << " gpu " << got[worst] << " vs cpu f64 " << want[worst]
+      << " (max |want| " << max_want << ")";
+  EXPECT_LE(std::sqrt(sq_diff), tol.norm_error * std::sqrt(sq_want))
+      << what << ": relative norm error " << std::sqrt(sq_diff / sq_want);
+}
+
+void expect_outputs_close(const Outputs& got, const Outputs& want, Tolerance tol) {
+  expect_close(got.out, want.out, tol, "out");
+  expect_close(got.lse, want.lse, tol, "lse");
+  expect_close(got.dq, want.dq, tol, "dq");
+  expect_close(got.dk, want.dk, tol, "dk");
+  expect_close(got.dv, want.dv, tol, "dv");
+}
+
+void expect_matches_reference(const Problem& p, Tolerance tol, uint64_t seed) {
+  SCOPED_TRACE(describe(p));
+  const Inputs in = make_inputs(p, seed);
+  expect_outputs_close(run_kernels(in, kGpu, p.dtype), reference(in), tol);
+}
+
+// f32 kernels accumulate in f32: a dot product of D <= 256 terms and softmax sums of a few hundred
+// terms carry relative errors ~ sqrt(terms) * 2^-24 ~ 1e-6 of the tensor's scale (their worst case,
+// terms * 2^-24, is never approached by random data); the output is then rounded once (2^-24).
+// 2e-5 leaves an order of magnitude above that, while a wrong key, mask or scale moves elements by
+// 1e-2 or more.
+constexpr Tolerance kF32{2e-5, 2e-5};
+// bf16: the inputs are the same rounded values on both sides; each output is rounded to bf16 (2^-9
+// relative), and the kernels round P, dS and the saved output to bf16 before multiplying (2^-9 each,
+// averaging out over the sums). Elementwise that stays below 1e-2 of the scale and in norm well
+// below 1e-2; 3e-2 and 1.2e-2 leave margin, and a dropped key of a short sequence or a mis-masked
+// tile costs several percent in norm.
+constexpr Tolerance kBf16{3e-2, 1.2e-2};
+// f64 accumulates in f64 like the CPU, in another order: ~1e-15.
+constexpr Tolerance kF64{1e-12, 1e-12};
+
+// Sequence lengths: empty and one-row sequences, none a multiple of 16 except 64 and 128.
+const std::vector<int64_t> kMixed = {1, 0, 37, 64, 130, 0, 5, 200};
+const std::vector<int64_t> kSingle = {300};
+
+// Eight lengths in [0, 150] from a fixed seed, with a one-row and an empty sequence among them.
+std::vector<int64_t> random_lengths(uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int64_t> len(0, 150);
+  std::vector<int64_t> lens(8);
+  for (int64_t& l : lens) l = len(rng);
+  lens[2] = 1;
+  lens[5] = 0;
+  return lens;
+}
+
+struct Heads {
+  int64_t h, g;
+};
+const Heads kHeadLayouts[] = {{2, 2}, {3, 1}, {6, 2}};
+
+TEST(CudaAttention, F32MatchesCpuF64) {
+  REQUIRE_GPU();
+  uint64_t seed = 1;
+  for (int64_t d : {4, 16, 64, 128}) {
+    for (const Heads& heads : kHeadLayouts) {
+      expect_matches_reference({kMixed, heads.h, heads.g, d, DType::kF32}, kF32, seed++);
+    }
+    expect_matches_reference({kSingle, 2, 2, d, DType::kF32}, kF32, seed++);
+    expect_matches_reference({random_lengths(7), 6, 2, d, DType::kF32}, kF32, seed++);
+  }
+}
+
+TEST(CudaAttention, F32AndF64AtTheLargestHeadDim) {
+  REQUIRE_GPU();
+  expect_matches_reference({{1, 70, 0, 33}, 3, 1, 256, DType::kF32}, kF32, 20);
+  expect_matches_reference({{1, 70, 0, 33}, 3, 1, 256, DType::kF64}, kF64, 21);
+  expect_matches_reference({kMixed, 6, 2, 16, DType::kF64}, kF64, 22);
+}
+
+// D = 64 and 128 take the tensor cores unless told otherwise; D = 4 and 16 always the generic kernels.
+TEST(CudaAttention, Bf16TensorCoresMatchCpuF64) {
+  REQUIRE_GPU();
+  uint64_t seed = 30;
+  for (int64_t d : {64, 128}) {
+    for (const Heads& heads : kHeadLayouts) {
+      expect_matches_reference({kMixed, heads.h, heads.g, d, DType::kBF16}, kBf16, seed++);
+    }
+    expect_matches_reference({kSingle, 3, 1, d, DType::kBF16}, kBf16, seed++);
+    expect_matches_reference({random_lengths(8), 6, 2, d, DType::kBF16}, kBf16, seed++);
+  }
+}
+
+TEST(CudaAttention, Bf16GenericMatchesCpuF64) {
+  REQUIRE_GPU();
+  KernelChoice generic("generic");
+  uint64_t seed = 50;
+  for (int64_t d : {4, 16, 64, 128}) {
+    for (const Heads& heads : kHeadLayouts) {
+      expect_matches_reference({kMixed, heads.h, heads.g, d, DType::kBF16}, kBf16, seed++);
+    }
+    expect_matches_reference({kSingle, 2, 2, d, DType::kBF16}, kBf16, seed++);
+  }
+}
+
+// The switch really changes the path: the tensor cores round P to bf16 before P V, the generic kernel
+// does not, so some of the ~10^5 bf16 outputs differ in their last bits.
+TEST(CudaAttention, KernelSwitchSelectsADifferentPath) {
+  REQUIRE_GPU();
+  const Inputs in = make_inputs({kMixed, 6, 2, 64, DType::kBF16}, 70);
+  const std::vector<double> tensor_cores = run_kernels(in, kGpu, DType::kBF16).out.to_vector();
+  std::vector<double> generic;
+  {
+    KernelChoice choice("generic");
+    generic = run_kernels(in, kGpu, DType::kBF16).out.to_vector();
+  }
+  EXPECT_NE(tensor_cores, generic);
+  {
+    KernelChoice bad("fastest");
+    EXPECT_THAT([&] { run_kernels(in, kGpu, DType::kBF16); },
+                ::testing::ThrowsMessage<Error>(::testing::HasSubstr("DTRN_ATTENTION_KERNEL")));
+  }
+}
+
+// The tensor cores need 16-byte aligned rows; a contiguous view 2 bytes into its storage must take the
+// generic kernels and still be right.
+TEST(CudaAttention, MisalignedBf16OperandsTakeTheGenericKernels) {
+  REQUIRE_GPU();
+  const Problem p{kMixed, 6, 2, 64, DType::kBF16};
+  SCOPED_TRACE(describe(p));
+  const Inputs in = make_inputs(p, 95);
+  Inputs x = on_device(in, kGpu, DType::kBF16);
+  const Tensor storage = Tensor::empty({x.q.numel() + 1}, DType::kBF16, kGpu);
+  const Tensor shifted = storage.narrow(0, 1, x.q.numel()).reshape(x.q.shape());
+  ASSERT_TRUE(shifted.is_contiguous());
+  shifted.copy_(x.q);
+  x.q = shifted;
+  const Outputs got = run_kernels(x), want = reference(in);
+  expect_outputs_close(got, want, kBf16);
+}
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  const Tensor x = a.to(Device::cpu()), y = b.to(Device::cpu());
+  return x.nbytes() == y.nbytes() && std::memcmp(x.raw_data(), y.raw_data(), x.nbytes()) == 0;
+}
+
+// No atomics and fixed summation orders: two runs give the same bits, forward and backward.
+TEST(CudaAttention, ResultsAreBitReproducible) {
+  REQUIRE_GPU();
+  for (const char* kernel : {"auto", "generic"}) {
+    KernelChoice choice(kernel);
+    for (DType dtype : {DType::kBF16, DType::kF32}) {
+      for (int64_t d : {64, 128}) {
+        const Inputs in = make_inputs({random_lengths(9), 6, 2, d, dtype}, 80);
+        const Outputs a = run_kernels(in, kGpu, dtype), b = run_kernels(in, kGpu, dtype);
+        const std::string what = std::string(kernel) + " " + std::string(dtype_name(dtype)) +
+                                 " D " + std::to_string(d);
+        EXPECT_TRUE(same_bits(a.out, b.out)) << what;
+        EXPECT_TRUE(same_bits(a.lse, b.lse)) << what;
+        EXPECT_TRUE(same_bits(a.dq, b.dq)) << what;
+        EXPECT_TRUE(same_bits(a.dk, b.dk)) << what;
+        EXPECT_TRUE(same_bits(a.dv, b.dv)) << what;
+      }
+    }
+  }
+}
+
+// Through the public ops and autograd, with the offsets on the GPU: the same values as the CPU ops.
+TEST(CudaAttention, OpsAndAutogradOnTheGpu) {
+  REQUIRE_GPU();
+  const Problem p{{3, 0, 70, 1}, 4, 2, 16, DType::kF32};
+  const Inputs in = make_inputs(p, 90);
+  std::vector<std::vector<Tensor>> results;
+  for (Device device : {Device::cpu(), kGpu}) {
+    // Fresh leaves on each device (a clone has no history).
+    Tensor q = in.q.clone().to(device), k = in.k.clone().to(device), v = in.v.clone().to(device);
+    for (Tensor* t : {&q, &k, &v}) t->set_requires_grad(true);
+    Tensor out = attention(q, k, v, in.cu_seqlens.to(device));
+    ASSERT_EQ(out.device(), device);
+    out.backward(in.dout.to(device));
+    results.push_back({out, q.grad(), k.grad(), v.grad()});
+  }
+  const char* names[] = {"out", "dq", "dk", "dv"};
+  for (size_t i = 0; i < results[0].size(); ++i) {
+    expect_close(results[1][i], results[0][i], kF32, names[i]);
+  }
+  // Dense form: B = 2 sequences of T = 40.
+  const Tensor q = Tensor::uniform({2, 40, 4, 64}, -2, 2, 91, 1, 0, DType::kBF16);
+  const Tensor k = Tensor::uniform({2, 40, 2, 64}, -2, 2, 91, 2, 0, DType::kBF16);
+  const Tensor v = Tensor::uniform({2, 40, 2, 64}, -1, 1, 91, 3, 0, DType::kBF16);
+  const Tensor want = causal_attention(q.to(DType::kF64), k.to(DType::kF64), v.to(DType::kF64));
+  expect_close(causal_attention(q.to(kGpu), k.to(kGpu), v.to(kGpu)), want, kBf16, "causal_attention");
+}
+
+// N = 0: the op skips the kernels; the output is empty and k, v get (empty) zero gradients.
+TEST(CudaAttention, EmptyBatchOnTheGpu) {
+  REQUIRE_GPU();
+  Tensor q = Tensor::empty({0, 2, 64}, DType::kBF16, kGpu).set_requires_grad(true);
+  Tensor k = Tensor::empty({0, 1, 64}, DType::kBF16, kGpu).set_requires_grad(true);
+  Tensor out = attention(q, k, k, Tensor::from_ints({0, 0}, {2}, DType::kI32, kGpu));
+  EXPECT_EQ(out.shape(), (Shape{0, 2, 64}));
+  out.backward(Tensor::empty({0, 2, 64}, DType::kBF16, kGpu));
+  EXPECT_EQ(q.grad().shape(), q.shape());
+  EXPECT_EQ(k.grad().shape(), k.shape());
+}
+
+}  // namespace
+}  // namespace dtrn

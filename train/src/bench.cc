@@ -1,0 +1,138 @@
+#include "dtrn/train/bench.h"
+
+#include <chrono>
+#include <cmath>
+
+#include "dtrn/model/model.h"
+#include "dtrn/runtime/autograd.h"
+#include "dtrn/runtime/device.h"
+#include "dtrn/runtime/ops.h"
+#include "dtrn/runtime/optim.h"
+#include "dtrn/runtime/rng.h"
+#include "placement.h"
+
+namespace dtrn::train {
+namespace {
+
+constexpr double kBenchLr = 1e-5;
+constexpr uint64_t kTokenStream = 0x42454e4348ull;  // "BENCH"
+
+}  // namespace
+
+double training_flops(const model::ModelConfig& c, const std::string& layout, int64_t batch, int64_t seq,
+                      const std::vector<double>& routed_fraction) {
+  const double d = static_cast<double>(c.d_model), ff = static_cast<double>(c.d_ff);
+  const double hd = static_cast<double>(c.n_heads * c.head_dim());
+  const double kvd = static_cast<double>(c.n_kv_heads * c.head_dim());
+  const double t = static_cast<double>(seq);
+  // Forward FLOPs per token.
+  const double qkvo = 2 * (d * hd + 2 * d * kvd + hd * d);
+  const double vo = 2 * (d * kvd + hd * d);
+  const double mlp = 2 * 3 * d * ff;
+  const double router = 2 * (d * (d / 2) + (d / 2) * 2);
+  double per_token = 2 * d * static_cast<double>(c.padded_vocab());  // the LM head
+  size_t next_d = 0;
+  for (char kind : layout) {
+    if (kind == 'T') {
+      per_token += qkvo + mlp + 2 * t * hd;  // causal attention: half of 2 * (2 * T * hd) per token
+      continue;
+    }
+    DTRN_CHECK(next_d < routed_fraction.size(), "training_flops: ", routed_fraction.size(),
+               " routed fractions for a layout with more D layers: ", layout);
+    const double r = routed_fraction[next_d++];
+    per_token += router + r * qkvo + (1 - r) * vo + mlp + 2 * r * r * t * hd;
+  }
+  return 3 * per_token * static_cast<double>(batch) * t;
+}
+
+double dense_bf16_peak(const std::string& name) {
+  if (name.find("H100") != std::string::npos || name.find("H200") != std::string::npos) return 989e12;
+  return 0;
+}
+
+StatusOr<BenchResult> run_bench(const JobConfig& config, const BenchOptions& options) {
+  if (options.steps < 1 || options.warmup < 0) {
+    return Status::InvalidArgument("bench: --steps must be >= 1 and --warmup >= 0");
+  }
+  if (options.routed_fraction > 1) {
+    return Status::InvalidArgument("bench: --routed-fraction must be in [0, 1]");
+  }
+  std::string note;
+  auto placement = resolve_placement(config.train, &note);
+  if (!placement.ok()) return placement.status();
+  const Device device = placement->device;
+  const int64_t b = config.train.micro_batch, t = config.model.seq_len;
+
+  model::DtrnModel model(config.model, config.routing, device, placement->compute_dtype);
+  model.init(config.train.seed);
+  std::vector<int64_t> tokens(b * (t + 1));
+  RngStream rng(config.train.seed, kTokenStream);
+  for (auto& v : tokens) v = static_cast<int64_t>(rng.next_below(config.model.vocab_size));
+  Tensor all = Tensor::from_ints(tokens, {b, t + 1}, DType::kI32);
+  Tensor ids = all.narrow(1, 0, t).contiguous(), targets = all.narrow(1, 1, t).contiguous();
+  // Calibrated before the warm-up too, so that warm-up runs (and plans the products of) the same shapes.
+  if (options.routed_fraction >= 0) model.calibrate_routing(ids, options.routed_fraction);
+  std::vector<ParamGroupEntry> groups;
+  for (const auto& p : model.parameters()) groups.push_back({p.name, p.tensor, p.decay, p.compute});
+  AdamW optimizer(groups, AdamWOptions{0.9, 0.999, 1e-8, config.train.weight_decay});
+
+  reset_peak_device_memory(device);
+  BenchResult res;
+  std::vector<double> f_sum;
+  int64_t mallocs_before = 0;
+  std::chrono::steady_clock::time_point start;
+  Tensor last_loss;
+  for (int64_t step = 0; step < options.warmup + options.steps; ++step) {
+    if (step == options.warmup) {
+      // Calibrated after the warm-up steps, which move the routers (at lr 1e-5 by a few percent of
+      // routed fraction), so the timed steps route close to the asked fraction.
+      if (options.routed_fraction >= 0) model.calibrate_routing(ids, options.routed_fraction, /*spread=*/false);
+      synchronize(device);
+      mallocs_before = device_memory_stats(device).device_mallocs;
+      start = std::chrono::steady_clock::now();
+    }
+    model::ForwardOptions fo;
+    fo.training = true;
+    fo.seed = config.train.seed;
+    fo.draw = static_cast<uint64_t>(step);
+    model::ForwardResult r = model.forward(ids, targets, fo);
+    r.loss.backward();
+    optimizer.clip_and_step(kBenchLr, config.train.clip);
+    optimizer.zero_grad();
+    last_loss = r.loss.detach();
+    if (step >= options.warmup) {
+      if (f_sum.empty()) f_sum.assign(r.layers.size(), 0.0);
+      for (size_t i = 0; i < r.layers.size(); ++i) f_sum[i] += r.layers[i].f;
+    }
+  }
+  synchronize(device);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  std::vector<double> fractions;
+  const std::string& layout = model.layout();
+  for (size_t l = 0, i = 0; l < layout.size(); ++l) {
+    if (layout[l] != 'D') continue;
+    fractions.push_back(f_sum[i] / static_cast<double>(options.steps));
+    res.routed_fraction.emplace_back(static_cast<int64_t>(l), fractions.back());
+    ++i;
+  }
+  res.device = device_name(device);
+  res.precision = placement->precision_name();
+  res.layout = layout;
+  res.parameters = model.parameter_count();
+  res.batch = b;
+  res.seq = t;
+  res.step_ms = seconds * 1e3 / static_cast<double>(options.steps);
+  res.tokens_per_s = static_cast<double>(b * t) / (res.step_ms / 1e3);
+  res.flops_per_step = training_flops(config.model, layout, b, t, fractions);
+  res.tflops = res.flops_per_step / (res.step_ms / 1e3) / 1e12;
+  res.peak_tflops = dense_bf16_peak(res.device) / 1e12;
+  res.mfu = res.peak_tflops > 0 ? res.tflops / res.peak_tflops : 0;
+  const DeviceMemoryStats mem = device_memory_stats(device);
+  res.peak_memory_gib = static_cast<double>(mem.peak_allocated_bytes) / static_cast<double>(1 << 30);
+  res.steady_device_mallocs = mem.device_mallocs - mallocs_before;
+  res.final_loss = last_loss.item();
+  return res;
+}
+
+}  // namespace dtrn::train
