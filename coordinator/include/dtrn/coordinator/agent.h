@@ -1,7 +1,7 @@
 // `dtrn agent`: one per host. Registers its slots with the coordinator, then polls it: starts the
 // workers it is given (each a `dtrn train` process told its coordinator, job, rank, generation and
 // secret through DTRN_* environment variables, see worker_client.h), stops the ones it is told to stop
-// (SIGTERM, SIGKILL after a grace period), and reports every exit with its status or signal. Workers die
+// (SIGTERM, on which `dtrn train` saves a checkpoint and exits; SIGKILL after a grace period), and reports every exit with its status or signal. Workers die
 // with their agent (PR_SET_PDEATHSIG). When the coordinator restarts, the agent re-registers under the
 // same id and reports its live workers, which the coordinator adopts again.
 //
@@ -24,7 +24,7 @@ struct AgentOptions {
   std::string dtrn_binary; // default: this executable
   std::string work_dir = "agent";
   double poll_s = 0.3;
-  double stop_grace_s = 5;
+  double stop_grace_s = 30;  // SIGTERM makes `dtrn train` save a checkpoint (docs/runs.md) before it exits
   bool verbose = true;     // one line per worker started, stopped or exited
 };
 

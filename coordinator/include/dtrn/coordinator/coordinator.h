@@ -41,7 +41,9 @@ struct CoordinatorOptions {
   double heartbeat_timeout_s = 10;  // a rank (or agent) silent this long has failed
   double backoff_initial_s = 1;     // restart n waits initial * 2^(n-1), at most backoff_max_s
   double backoff_max_s = 30;
-  double stop_grace_s = 10;         // a stopped generation's ranks still unreported after this are dropped
+  // A stopped generation's ranks still unreported after this are taken for gone; longer than the agents'
+  // --stop-grace (30 s), so that a new generation never starts beside an old rank still saving.
+  double stop_grace_s = 60;
 };
 
 // A WatchJob subscription: events queued by the coordinator, taken by the RPC thread.
