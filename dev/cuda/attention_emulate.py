@@ -321,26 +321,24 @@ def tc_forward(q, k, v, cu, h, g, scale):
                     tile_max = np.full((2, 32), NEG)
                     for nt in range(TC_KV // 8):
                         for e in range(4):
-                            x = s[nt, :, e] * scale_log2
                             key = kv_lo + nt * 8 + (LANE % 4) * 2 + (e & 1)
                             query = q_lo + row0 + (e // 2) * 8
                             if diagonal:
-                                x = np.where(key > query, NEG, x)
-                            s[nt, :, e] = x
-                            tile_max[e // 2] = np.maximum(tile_max[e // 2], x)
-                    m_use, correction = np.zeros((2, 32)), np.zeros((2, 32))
+                                s[nt, :, e] = np.where(key > query, NEG, s[nt, :, e])
+                            tile_max[e // 2] = np.maximum(tile_max[e // 2], s[nt, :, e])
+                    m_scaled, correction = np.zeros((2, 32)), np.zeros((2, 32))
                     for half in range(2):
                         mx = tile_max[half]
                         mx = np.maximum(mx, mx[LANE ^ 1])
                         mx = np.maximum(mx, mx[LANE ^ 2])
                         m_new = np.maximum(m[half], mx)
-                        m_use[half] = np.where(m_new == NEG, 0, m_new)
-                        correction[half] = np.exp2(m[half] - m_use[half])
+                        m_scaled[half] = np.where(m_new == NEG, 0, m_new * scale_log2)
+                        correction[half] = np.exp2(m[half] * scale_log2 - m_scaled[half])
                         m[half] = m_new
                         l[half] *= correction[half]
                     for nt in range(TC_KV // 8):
                         for e in range(4):
-                            p = np.exp2(s[nt, :, e] - m_use[e // 2])
+                            p = np.exp2(s[nt, :, e] * scale_log2 - m_scaled[e // 2])
                             s[nt, :, e] = p
                             l[e // 2] += p
                     o[:, :, 0:2] *= correction[0][None, :, None]
@@ -354,7 +352,7 @@ def tc_forward(q, k, v, cu, h, g, scale):
                         if row < q_rows:
                             o[:, lane, 2 * half:2 * half + 2] /= l[half][lane]
                             if lane % 4 == 0:
-                                lse[head, start + q_lo + row] = m[half][lane] * np.log(2) + np.log(l[half][lane])
+                                lse[head, start + q_lo + row] = m[half][lane] * scale + np.log(l[half][lane])
                 store_rows(out, o, 1.0, q_rows, warp, lambda row: (start + q_lo + row, head))
     return out, lse
 

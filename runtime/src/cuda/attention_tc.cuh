@@ -22,7 +22,6 @@ constexpr int kTcThreads = 32 * kTcWarps;
 constexpr int kTcBlockRows = 16 * kTcWarps;
 constexpr int kTcKvRows = 64;
 constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
 
 template <int D>
 struct TcGeometry {

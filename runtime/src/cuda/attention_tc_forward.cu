@@ -4,12 +4,13 @@
 // registers as A fragments. It walks the causal key tiles of 64 keys in order, each staged by cp.async
 // into one of two shared buffers while the previous one is computed on; a warp skips the tiles whose
 // keys all come after its last query (the last tile for the first four warps). Per key tile and warp:
-// S = Q K^T (16 x 64, f32 C fragments), scaled into the base-2 domain (x = s * scale * log2 e, so that
-// exp becomes exp2); only a tile that reaches past the warp's first query masks keys after the query; the running row
-// maximum m and denominator l are updated (the rescale exp2(m_old - m_new) is applied to l and to the
-// output accumulator once per tile), P = exp2(x - m) is rounded to bf16 and multiplied into V straight
-// from registers. A row's max is reduced over the 4 lanes that hold it; l stays a per-lane partial sum
-// until the end. Then out = o / l and lse = m ln 2 + ln l (natural log, as the CPU reference stores it).
+// S = Q K^T (16 x 64, f32 C fragments); only a tile that reaches past the warp's first query masks keys
+// after the query (s = -inf); the running row maximum m of the unscaled scores and the denominator l are
+// updated (the rescale exp2((m_old - m_new) c), c = scale * log2 e, is applied to l and to the output
+// accumulator once per tile); P = exp(scale (s - m)) = exp2(s c - m c), one fused multiply-add and one
+// exp2 per score, is rounded to bf16 and multiplied into V straight from registers. A row's max is
+// reduced over the 4 lanes that hold it; l stays a per-lane partial sum until the end. Then out = o / l
+// and lse = m scale + ln l (natural log, as the CPU reference stores it).
 #include "cuda/attention_tc.cuh"
 #include "cuda/cuda_check.h"
 
@@ -41,7 +42,7 @@ __global__ void __launch_bounds__(kTcThreads, D == 64 ? 2 : 1)
   const int64_t kv_stride = int64_t{shape.g} * D;
   const Bf16* k_seq = k + (tile.start * shape.g + kv) * D;  // key row 0 of the sequence
   const Bf16* v_seq = v + (tile.start * shape.g + kv) * D;
-  const float scale_log2 = static_cast<float>(shape.scale) * kLog2e;
+  const float scale = static_cast<float>(shape.scale), scale_log2 = scale * kLog2e;
 
   tc_stage<D, kRows>(s_q, q + ((tile.start + q_lo) * shape.h + head) * D, int64_t{shape.h} * D,
                      q_rows);
@@ -101,15 +102,13 @@ __global__ void __launch_bounds__(kTcThreads, D == 64 ? 2 : 1)
       for (int nt = 0; nt < kKv / 8; ++nt) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          float x = s[nt][e] * scale_log2;
           const int key = kv_lo + nt * 8 + (lane % 4) * 2 + (e & 1);
           const int query = q_lo + row0 + (e / 2) * 8;
-          if (diagonal && key > query) x = kNegInf;
-          s[nt][e] = x;
-          tile_max[e / 2] = fmaxf(tile_max[e / 2], x);
+          if (diagonal && key > query) s[nt][e] = kNegInf;
+          tile_max[e / 2] = fmaxf(tile_max[e / 2], s[nt][e]);
         }
       }
-      float m_use[2], correction[2];
+      float m_scaled[2], correction[2];  // m_new c, and the rescale of what came before
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         float mx = tile_max[half];
@@ -118,8 +117,8 @@ __global__ void __launch_bounds__(kTcThreads, D == 64 ? 2 : 1)
         const float m_new = fmaxf(m[half], mx);
         // Key 0 is unmasked for every row in the first tile, so m_new is finite; the guard keeps a
         // fully masked row (none occur) from computing inf - inf.
-        m_use[half] = m_new == kNegInf ? 0.f : m_new;
-        correction[half] = exp2f(m[half] - m_use[half]);
+        m_scaled[half] = m_new == kNegInf ? 0.f : m_new * scale_log2;
+        correction[half] = exp2f(m[half] * scale_log2 - m_scaled[half]);
         m[half] = m_new;
         l[half] *= correction[half];
       }
@@ -127,7 +126,7 @@ __global__ void __launch_bounds__(kTcThreads, D == 64 ? 2 : 1)
       for (int nt = 0; nt < kKv / 8; ++nt) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const float p = exp2f(s[nt][e] - m_use[e / 2]);
+          const float p = exp2f(fmaf(s[nt][e], scale_log2, -m_scaled[e / 2]));
           s[nt][e] = p;
           l[e / 2] += p;
         }
@@ -156,7 +155,7 @@ __global__ void __launch_bounds__(kTcThreads, D == 64 ? 2 : 1)
     const int64_t packed = tile.start + q_lo + row;
     valid[half] = row < q_rows;
     dst[half] = out + (packed * shape.h + head) * D;
-    if (valid[half] && lane % 4 == 0) lse[head * shape.n + packed] = m[half] * kLn2 + logf(l[half]);
+    if (valid[half] && lane % 4 == 0) lse[head * shape.n + packed] = m[half] * scale + logf(l[half]);
   }
   store_rows<D>(o, inv_l, dst, valid);
 }
