@@ -9,26 +9,26 @@ Arithmetic is f64 without bf16 rounding, so a correct transcription agrees with 
 element no block writes shows as NaN. Not a substitute for the GPU tests (tests/runtime/
 cuda_attention_test.cc): it checks the transcription, not the compiled code.
 
-    python3 dev/cuda/attention_emulate.py      # needs numpy; about half a minute
+    python3 dev/cuda/attention_emulate.py      # needs numpy; about two minutes
 """
 import sys
 
 import numpy as np
 
 NEG = -np.inf
-THREADS = 128  # kAttentionThreads
+THREADS = 128  # kAttentionThreads (generic kernels)
 LANE = np.arange(32)
 LOG2E = 1.4426950408889634
 
 
-# ---- attention_common.cuh: locate_tile (the block-wide prefix sum, one round per 128 sequences)
+# ---- attention_common.cuh: locate_tile (the block-wide prefix sum, one round per `threads` sequences)
 
-def locate_tile(cu, n, rows, block_tile, reverse):
+def locate_tile(cu, n, rows, block_tile, reverse, threads):
     num_seqs = len(cu) - 1
     before = 0
-    for base in range(0, num_seqs, THREADS):
-        lo, ln, tiles = (np.zeros(THREADS, dtype=np.int64) for _ in range(3))
-        for t in range(THREADS):
+    for base in range(0, num_seqs, threads):
+        lo, ln, tiles = (np.zeros(threads, dtype=np.int64) for _ in range(3))
+        for t in range(threads):
             s = base + t
             if s < num_seqs:
                 lo[t] = min(max(cu[s], 0), n)
@@ -36,7 +36,7 @@ def locate_tile(cu, n, rows, block_tile, reverse):
                 tiles[t] = (ln[t] + rows - 1) // rows
         inclusive = np.cumsum(tiles)
         found = None
-        for t in range(THREADS):
+        for t in range(threads):
             first = before + inclusive[t] - tiles[t]
             if tiles[t] > 0 and first <= block_tile < first + tiles[t]:
                 local = block_tile - first
@@ -49,10 +49,10 @@ def locate_tile(cu, n, rows, block_tile, reverse):
     return None
 
 
-def blocks(cu, rows, reverse):
+def blocks(cu, rows, reverse, threads=THREADS):
     n = cu[-1]
     for bx in range((n + rows - 1) // rows + len(cu) - 1):
-        found = locate_tile(cu, n, rows, bx, reverse)
+        found = locate_tile(cu, n, rows, bx, reverse, threads)
         if found is not None:
             yield found
 
@@ -232,7 +232,10 @@ def c_pair_to_a(left, right):
 
 # ---- attention_tc.cuh: padded tiles, fragment loads, the two product shapes
 
-TC_ROWS = 64
+TC_WARPS = 8                # kTcWarps
+TC_THREADS = 32 * TC_WARPS  # kTcThreads
+TC_ROWS = 16 * TC_WARPS     # kTcBlockRows: query rows (forward, dq) or keys (dk/dv) of a block
+TC_KV = 64                  # kTcKvRows: keys of a K/V tile (forward, dq)
 
 
 def tc_tile(x, first, rows, valid, d):
@@ -289,57 +292,58 @@ def tc_forward(q, k, v, cu, h, g, scale):
     n, _, d = q.shape
     out, lse = np.full(q.shape, np.nan), np.full((h, n), np.nan)
     scale_log2 = scale * LOG2E
-    for start, ln, tile in blocks(cu, TC_ROWS, True):
+    for start, ln, tile in blocks(cu, TC_ROWS, True, TC_THREADS):
         for head in range(h):
             kv = head // (h // g)
             q_lo = tile * TC_ROWS
             q_rows = min(TC_ROWS, ln - q_lo)
             kv_end = q_lo + q_rows
             s_q = tc_tile(q[:, head], start + q_lo, TC_ROWS, q_rows, d)
-            for warp in range(4):
+            for warp in range(TC_WARPS):
                 row0 = warp * 16 + LANE // 4
+                warp_q_first = q_lo + warp * 16
                 q_frag = [load_a(s_q, d, warp * 16, kk * 16) for kk in range(d // 16)]
                 o = np.zeros((d // 8, 32, 4))
                 m, l = np.full((2, 32), NEG), np.zeros((2, 32))
-                for t in range((kv_end + TC_ROWS - 1) // TC_ROWS):
-                    kv_lo = t * TC_ROWS
-                    sk = tc_tile(k[:, kv], start + kv_lo, TC_ROWS, min(TC_ROWS, kv_end - kv_lo), d)
-                    sv = tc_tile(v[:, kv], start + kv_lo, TC_ROWS, min(TC_ROWS, kv_end - kv_lo), d)
-                    s = np.zeros((TC_ROWS // 8, 32, 4))
+                for t in range((kv_end + TC_KV - 1) // TC_KV):
+                    kv_lo = t * TC_KV
+                    if kv_lo > warp_q_first + 15:
+                        continue
+                    sk = tc_tile(k[:, kv], start + kv_lo, TC_KV, min(TC_KV, kv_end - kv_lo), d)
+                    sv = tc_tile(v[:, kv], start + kv_lo, TC_KV, min(TC_KV, kv_end - kv_lo), d)
+                    s = np.zeros((TC_KV // 8, 32, 4))
                     for kk in range(d // 16):
-                        for pair in range(TC_ROWS // 16):
+                        for pair in range(TC_KV // 16):
                             b = load_b_from_rows(sk, d, pair * 16, kk * 16)
                             s[2 * pair] = mma(s[2 * pair], q_frag[kk], b[0], b[1])
                             s[2 * pair + 1] = mma(s[2 * pair + 1], q_frag[kk], b[2], b[3])
-                    diagonal = kv_lo + TC_ROWS > q_lo
+                    diagonal = kv_lo + TC_KV - 1 > warp_q_first
                     tile_max = np.full((2, 32), NEG)
-                    for nt in range(TC_ROWS // 8):
+                    for nt in range(TC_KV // 8):
                         for e in range(4):
-                            x = s[nt, :, e] * scale_log2
                             key = kv_lo + nt * 8 + (LANE % 4) * 2 + (e & 1)
                             query = q_lo + row0 + (e // 2) * 8
                             if diagonal:
-                                x = np.where(key > query, NEG, x)
-                            s[nt, :, e] = x
-                            tile_max[e // 2] = np.maximum(tile_max[e // 2], x)
-                    m_use, correction = np.zeros((2, 32)), np.zeros((2, 32))
+                                s[nt, :, e] = np.where(key > query, NEG, s[nt, :, e])
+                            tile_max[e // 2] = np.maximum(tile_max[e // 2], s[nt, :, e])
+                    m_scaled, correction = np.zeros((2, 32)), np.zeros((2, 32))
                     for half in range(2):
                         mx = tile_max[half]
                         mx = np.maximum(mx, mx[LANE ^ 1])
                         mx = np.maximum(mx, mx[LANE ^ 2])
                         m_new = np.maximum(m[half], mx)
-                        m_use[half] = np.where(m_new == NEG, 0, m_new)
-                        correction[half] = np.exp2(m[half] - m_use[half])
+                        m_scaled[half] = np.where(m_new == NEG, 0, m_new * scale_log2)
+                        correction[half] = np.exp2(m[half] * scale_log2 - m_scaled[half])
                         m[half] = m_new
                         l[half] *= correction[half]
-                    for nt in range(TC_ROWS // 8):
+                    for nt in range(TC_KV // 8):
                         for e in range(4):
-                            p = np.exp2(s[nt, :, e] - m_use[e // 2])
+                            p = np.exp2(s[nt, :, e] * scale_log2 - m_scaled[e // 2])
                             s[nt, :, e] = p
                             l[e // 2] += p
                     o[:, :, 0:2] *= correction[0][None, :, None]
                     o[:, :, 2:4] *= correction[1][None, :, None]
-                    mma_regs_by_tile(o, s, sv, d, TC_ROWS)
+                    mma_regs_by_tile(o, s, sv, d, TC_KV)
                 for half in range(2):
                     l[half] = l[half] + l[half][LANE ^ 1]
                     l[half] = l[half] + l[half][LANE ^ 2]
@@ -348,7 +352,7 @@ def tc_forward(q, k, v, cu, h, g, scale):
                         if row < q_rows:
                             o[:, lane, 2 * half:2 * half + 2] /= l[half][lane]
                             if lane % 4 == 0:
-                                lse[head, start + q_lo + row] = m[half][lane] * np.log(2) + np.log(l[half][lane])
+                                lse[head, start + q_lo + row] = m[half][lane] * scale + np.log(l[half][lane])
                 store_rows(out, o, 1.0, q_rows, warp, lambda row: (start + q_lo + row, head))
     return out, lse
 
@@ -360,7 +364,7 @@ def tc_dkdv(q, k, v, cu, h, g, scale, lse, dout, delta):
     kq = 32 if d == 128 else 64
     dk, dv = np.full(k.shape, np.nan), np.full(v.shape, np.nan)
     group = h // g
-    for start, ln, tile in blocks(cu, TC_ROWS, False):
+    for start, ln, tile in blocks(cu, TC_ROWS, False, TC_THREADS):
         for kv in range(g):
             k_lo = tile * TC_ROWS
             k_rows = min(TC_ROWS, ln - k_lo)
@@ -368,13 +372,16 @@ def tc_dkdv(q, k, v, cu, h, g, scale, lse, dout, delta):
             s_v = tc_tile(v[:, kv], start + k_lo, TC_ROWS, k_rows, d)
             q_first = k_lo // kq
             q_tiles = (ln + kq - 1) // kq - q_first
-            for warp in range(4):
-                key0 = k_lo + warp * 16 + LANE // 4
+            for warp in range(TC_WARPS):
+                warp_k_first = k_lo + warp * 16
+                key0 = warp_k_first + LANE // 4
                 dk_acc, dv_acc = np.zeros((d // 8, 32, 4)), np.zeros((d // 8, 32, 4))
                 for step in range(group * q_tiles):
                     head = kv * group + step // q_tiles
                     q_lo = (q_first + step % q_tiles) * kq
                     q_rows = min(kq, ln - q_lo)
+                    if q_lo + kq - 1 < warp_k_first:
+                        continue
                     sq = tc_tile(q[:, head], start + q_lo, kq, q_rows, d)
                     sg = tc_tile(dout[:, head], start + q_lo, kq, q_rows, d)
                     sl = staged(lse[head], start + q_lo, kq, q_rows)
@@ -400,7 +407,7 @@ def tc_dkdv(q, k, v, cu, h, g, scale, lse, dout, delta):
 def tc_dq(q, k, v, cu, h, g, scale, lse, dout, delta):
     d = q.shape[2]
     dq = np.full(q.shape, np.nan)
-    for start, ln, tile in blocks(cu, TC_ROWS, True):
+    for start, ln, tile in blocks(cu, TC_ROWS, True, TC_THREADS):
         for head in range(h):
             kv = head // (h // g)
             q_lo = tile * TC_ROWS
@@ -408,8 +415,9 @@ def tc_dq(q, k, v, cu, h, g, scale, lse, dout, delta):
             kv_end = q_lo + q_rows
             s_q = tc_tile(q[:, head], start + q_lo, TC_ROWS, q_rows, d)
             s_g = tc_tile(dout[:, head], start + q_lo, TC_ROWS, q_rows, d)
-            for warp in range(4):
+            for warp in range(TC_WARPS):
                 row0 = warp * 16 + LANE // 4
+                warp_q_first = q_lo + warp * 16
                 lse_log2, row_delta = np.zeros((2, 32)), np.zeros((2, 32))
                 for half in range(2):
                     row = row0 + half * 8
@@ -417,20 +425,24 @@ def tc_dq(q, k, v, cu, h, g, scale, lse, dout, delta):
                     lse_log2[half] = np.where(row < q_rows, lse[head, stat] * LOG2E, np.inf)
                     row_delta[half] = np.where(row < q_rows, delta[head, stat], 0)
                 acc = np.zeros((d // 8, 32, 4))
-                for t in range((kv_end + TC_ROWS - 1) // TC_ROWS):
-                    kv_lo = t * TC_ROWS
-                    sk = tc_tile(k[:, kv], start + kv_lo, TC_ROWS, min(TC_ROWS, kv_end - kv_lo), d)
-                    sv = tc_tile(v[:, kv], start + kv_lo, TC_ROWS, min(TC_ROWS, kv_end - kv_lo), d)
-                    p, ds = np.zeros((TC_ROWS // 8, 32, 4)), np.zeros((TC_ROWS // 8, 32, 4))
-                    mma_rows_by_rows(p, s_q, warp * 16, sk, d, TC_ROWS)
-                    mma_rows_by_rows(ds, s_g, warp * 16, sv, d, TC_ROWS)
-                    for nt in range(TC_ROWS // 8):
+                for t in range((kv_end + TC_KV - 1) // TC_KV):
+                    kv_lo = t * TC_KV
+                    if kv_lo > warp_q_first + 15:
+                        continue
+                    sk = tc_tile(k[:, kv], start + kv_lo, TC_KV, min(TC_KV, kv_end - kv_lo), d)
+                    sv = tc_tile(v[:, kv], start + kv_lo, TC_KV, min(TC_KV, kv_end - kv_lo), d)
+                    p, ds = np.zeros((TC_KV // 8, 32, 4)), np.zeros((TC_KV // 8, 32, 4))
+                    mma_rows_by_rows(p, s_q, warp * 16, sk, d, TC_KV)
+                    mma_rows_by_rows(ds, s_g, warp * 16, sv, d, TC_KV)
+                    diagonal = kv_lo + TC_KV - 1 > warp_q_first
+                    for nt in range(TC_KV // 8):
                         for e in range(4):
                             key = kv_lo + nt * 8 + (LANE % 4) * 2 + (e & 1)
                             query = q_lo + row0 + (e // 2) * 8
-                            pe = np.where(key <= query, np.exp2(p[nt, :, e] * scale * LOG2E - lse_log2[e // 2]), 0.0)
+                            live = (not diagonal) | (key <= query)
+                            pe = np.where(live, np.exp2(p[nt, :, e] * scale * LOG2E - lse_log2[e // 2]), 0.0)
                             ds[nt, :, e] = pe * (ds[nt, :, e] - row_delta[e // 2])
-                    mma_regs_by_tile(acc, ds, sk, d, TC_ROWS)
+                    mma_regs_by_tile(acc, ds, sk, d, TC_KV)
                 store_rows(dq, acc, scale, q_rows, warp, lambda row: (start + q_lo + row, head))
     return dq
 
@@ -485,7 +497,9 @@ def main():
         check("generic", generic, [1, 0, 37, 5], 3, 1, 4, rng),
         check("generic", generic, [20, 0, 1, 33], 2, 2, 12, rng),
         check("tc", tensor_cores, [1, 0, 70, 5, 130], 2, 1, 64, rng),
+        check("tc", tensor_cores, [200, 17, 129, 300], 4, 2, 64, rng),
         check("tc", tensor_cores, [67], 3, 3, 128, rng),
+        check("tc", tensor_cores, [150, 64], 2, 1, 128, rng),
         check("tc", tensor_cores, [0, 1, 64, 2], 3, 1, 128, rng),
     ]
     return 0 if all(results) else 1

@@ -11,7 +11,7 @@
 
 namespace dtrn::cuda {
 
-// Every attention kernel runs 4 warps per block (the block-wide search below relies on it).
+// The generic kernels run 4 warps per block; the tensor-core kernels run kTcThreads (attention_tc.cuh).
 constexpr int kAttentionWarps = 4;
 constexpr int kAttentionThreads = kAttentionWarps * 32;
 
@@ -39,17 +39,20 @@ struct SeqTile {
 
 // The tile of block `block_tile` in the order: sequence 0's tiles, then sequence 1's, and so on; within a
 // sequence, last tile first when `reverse` (causal work grows with the tile index for query tiles).
-// Sequences are scanned kAttentionThreads at a time with a block-wide inclusive prefix sum of their tile
-// counts. Every thread of the block must call it; the result is the same in every thread.
+// Sequences are scanned kThreads (the block size, a multiple of 32) at a time with a block-wide inclusive
+// prefix sum of their tile counts. Every thread of the block must call it; the result is the same in
+// every thread.
+template <int kThreads = kAttentionThreads>
 __device__ inline SeqTile locate_tile(const int32_t* cu, int num_seqs, int64_t n, int tile_rows,
                                       int64_t block_tile, bool reverse) {
-  __shared__ long long warp_totals[kAttentionWarps];
+  constexpr int kWarps = kThreads / 32;
+  __shared__ long long warp_totals[kWarps];
   __shared__ SeqTile found;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   if (threadIdx.x == 0) found = SeqTile{0, 0, 0, false};
   __syncthreads();
   long long before = 0;  // tiles of the sequences of earlier rounds
-  for (int base = 0; base < num_seqs; base += kAttentionThreads) {
+  for (int base = 0; base < num_seqs; base += kThreads) {
     const int s = base + threadIdx.x;
     int64_t lo = 0;
     int len = 0;
@@ -69,7 +72,7 @@ __device__ inline SeqTile locate_tile(const int32_t* cu, int num_seqs, int64_t n
     if (lane == 31) warp_totals[warp] = inclusive;
     __syncthreads();
     long long round_total = 0;
-    for (int w = 0; w < kAttentionWarps; ++w) {
+    for (int w = 0; w < kWarps; ++w) {
       if (w < warp) inclusive += warp_totals[w];
       round_total += warp_totals[w];
     }

@@ -14,10 +14,14 @@
 
 namespace dtrn::cuda {
 
-// Rows of a query tile (forward, dq) and of a key tile (all three kernels): 16 per warp.
-constexpr int kTcTileRows = 16 * kAttentionWarps;
+// Every tensor-core kernel runs 8 warps per block, each owning 16 rows of the block's tile: 128 query
+// rows (forward, dq) or 128 keys (dk/dv). The forward and dq walk the keys in K/V tiles of 64 that all
+// 8 warps share, so each K/V tile staged in shared memory serves 128 queries.
+constexpr int kTcWarps = 8;
+constexpr int kTcThreads = 32 * kTcWarps;
+constexpr int kTcBlockRows = 16 * kTcWarps;
+constexpr int kTcKvRows = 64;
 constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
 
 template <int D>
 struct TcGeometry {
@@ -32,9 +36,9 @@ struct TcGeometry {
 template <int D, int kRows>
 __device__ __forceinline__ void tc_stage(Bf16* smem, const Bf16* gmem, int64_t gstride, int valid) {
   constexpr int kPieces = D / 8;  // 16-byte pieces per row
-  static_assert(kRows * kPieces % kAttentionThreads == 0, "every thread copies the same count");
+  static_assert(kRows * kPieces % kTcThreads == 0, "every thread copies the same count");
 #pragma unroll
-  for (int idx = threadIdx.x; idx < kRows * kPieces; idx += kAttentionThreads) {
+  for (int idx = threadIdx.x; idx < kRows * kPieces; idx += kTcThreads) {
     const int r = idx / kPieces, c = (idx % kPieces) * 8;
     const bool ok = r < valid;
     cp_async_16(smem + r * TcGeometry<D>::kStride + c, gmem + (ok ? r * gstride + c : 0), ok);

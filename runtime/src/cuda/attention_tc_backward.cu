@@ -3,16 +3,18 @@
 // comes from attention_backward.cu's preprocess, lse from the forward. Probabilities are rebuilt as
 // P = exp2(s * scale * log2 e - lse * log2 e), which is exp(scale s - lse).
 //
-// dk/dv: a block of 4 warps owns 64 keys of one KV head, 16 per warp, with K and V staged once. It walks
-// the query heads of the group in order and, for each, the query tiles from the one holding the block's
-// first key to the sequence end (kQRows rows each, double-buffered with cp.async together with their lse
-// and delta). Per step and warp, in transposed form: S^T = K Q^T and dP^T = V dO^T (16 x kQRows),
+// dk/dv: a block of 8 warps owns 128 keys of one KV head, 16 per warp, with K and V staged once. It
+// walks the query heads of the group in order and, for each, the query tiles from the one holding the
+// block's first key to the sequence end (kQRows rows each, double-buffered with cp.async together with
+// their lse and delta); a warp skips the steps whose queries all come before its first key. Per step and
+// warp, in transposed form: S^T = K Q^T and dP^T = V dO^T (16 x kQRows),
 // P^T masked to queries at or after the key and inside the sequence, dS^T = P^T (dP^T - delta), then
 // dV += P^T dO and dK += dS^T Q with P^T and dS^T rounded to bf16 as A fragments. dk is scaled once at
 // the end.
 //
-// dq: a block owns 64 query rows of one head and walks the causal key tiles like the forward:
-// S = Q K^T, dP = dO V^T, dS = P (dP - delta), dQ += dS K, scaled at the end. Q and dO fragments are
+// dq: a block of 8 warps owns 128 query rows of one head and walks the causal key tiles of 64 like the
+// forward (skipping, per warp, the tiles past its last query; masking only where a tile reaches past its
+// first query): S = Q K^T, dP = dO V^T, dS = P (dP - delta), dQ += dS K, scaled at the end. Q and dO fragments are
 // re-read from shared memory per tile rather than held, which keeps the accumulators in registers.
 #include "cuda/attention_tc.cuh"
 #include "cuda/cuda_check.h"
@@ -26,13 +28,13 @@ template <int D>
 constexpr int kQRows = D == 128 ? 32 : 64;
 
 template <int D>
-__global__ void __launch_bounds__(kAttentionThreads)
+__global__ void __launch_bounds__(kTcThreads)
     tc_dkdv_kernel(const Bf16* __restrict__ q, const Bf16* __restrict__ k,
                    const Bf16* __restrict__ v, const int32_t* __restrict__ cu, AttentionShape shape,
                    const float* __restrict__ lse, const Bf16* __restrict__ dout,
                    const float* __restrict__ delta, Bf16* __restrict__ dk, Bf16* __restrict__ dv) {
   using G = TcGeometry<D>;
-  constexpr int kRows = kTcTileRows, kQ = kQRows<D>;
+  constexpr int kRows = kTcBlockRows, kQ = kQRows<D>;
   constexpr int kKeyTile = kRows * G::kStride, kQTile = kQ * G::kStride;
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   Bf16* s_k = reinterpret_cast<Bf16*>(smem_bytes);
@@ -42,7 +44,8 @@ __global__ void __launch_bounds__(kAttentionThreads)
   float* s_lse = reinterpret_cast<float*>(s_g + 2 * kQTile);  // two buffers of kQ
   float* s_delta = s_lse + 2 * kQ;                             // two buffers of kQ
 
-  const SeqTile tile = locate_tile(cu, shape.num_seqs, shape.n, kRows, blockIdx.x, /*reverse=*/false);
+  const SeqTile tile =
+      locate_tile<kTcThreads>(cu, shape.num_seqs, shape.n, kRows, blockIdx.x, /*reverse=*/false);
   if (!tile.found) return;
   const int kv = blockIdx.y, group = shape.h / shape.g;
   const int k_lo = tile.tile * kRows, k_rows = min(kRows, tile.len - k_lo);
@@ -75,7 +78,8 @@ __global__ void __launch_bounds__(kAttentionThreads)
   stage_step(0, 0);
   cp_async_commit();
 
-  const int key0 = k_lo + warp * 16 + lane / 4;  // this lane's keys: key0 and key0 + 8
+  const int warp_k_first = k_lo + warp * 16;   // the warp's first key
+  const int key0 = warp_k_first + lane / 4;  // this lane's keys: key0 and key0 + 8
   float dk_acc[G::kDTiles][4] = {}, dv_acc[G::kDTiles][4] = {};
   for (int step = 0; step < steps; ++step) {
     const int buf = step % 2;
@@ -87,30 +91,32 @@ __global__ void __launch_bounds__(kAttentionThreads)
       cp_async_wait<0>();
     }
     __syncthreads();
-    const Bf16* sq = s_q + buf * kQTile;
-    const Bf16* sg = s_g + buf * kQTile;
-    const float* sl = s_lse + buf * kQ;
-    const float* sd = s_delta + buf * kQ;
     const int q_lo = (q_first + step % q_tiles) * kQ, q_rows = min(kQ, tile.len - q_lo);
-
-    float p[kQ / 8][4] = {}, ds[kQ / 8][4] = {};
-    mma_rows_by_rows<D, kQ>(p, s_k, warp * 16, sq);   // S^T
-    mma_rows_by_rows<D, kQ>(ds, s_v, warp * 16, sg);  // dP^T
+    // A step whose queries all come before the warp's first key adds nothing.
+    if (q_lo + kQ - 1 >= warp_k_first) {
+      const Bf16* sq = s_q + buf * kQTile;
+      const Bf16* sg = s_g + buf * kQTile;
+      const float* sl = s_lse + buf * kQ;
+      const float* sd = s_delta + buf * kQ;
+      float p[kQ / 8][4] = {}, ds[kQ / 8][4] = {};
+      mma_rows_by_rows<D, kQ>(p, s_k, warp * 16, sq);   // S^T
+      mma_rows_by_rows<D, kQ>(ds, s_v, warp * 16, sg);  // dP^T
 #pragma unroll
-    for (int nt = 0; nt < kQ / 8; ++nt) {
+      for (int nt = 0; nt < kQ / 8; ++nt) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int col = nt * 8 + (lane % 4) * 2 + (e & 1);  // query q_lo + col
-        const int key = key0 + (e / 2) * 8;
-        // Keys past the sequence end are after every live query, so `key <= query` masks them too.
-        const bool live = col < q_rows && key <= q_lo + col;
-        const float pe = live ? exp2f(p[nt][e] * scale_log2 - sl[col] * kLog2e) : 0.f;
-        p[nt][e] = pe;
-        ds[nt][e] = pe * (ds[nt][e] - sd[col]);
+        for (int e = 0; e < 4; ++e) {
+          const int col = nt * 8 + (lane % 4) * 2 + (e & 1);  // query q_lo + col
+          const int key = key0 + (e / 2) * 8;
+          // Keys past the sequence end are after every live query, so `key <= query` masks them too.
+          const bool live = col < q_rows && key <= q_lo + col;
+          const float pe = live ? exp2f(p[nt][e] * scale_log2 - sl[col] * kLog2e) : 0.f;
+          p[nt][e] = pe;
+          ds[nt][e] = pe * (ds[nt][e] - sd[col]);
+        }
       }
+      mma_regs_by_tile<D, kQ>(dv_acc, p, sg);
+      mma_regs_by_tile<D, kQ>(dk_acc, ds, sq);
     }
-    mma_regs_by_tile<D, kQ>(dv_acc, p, sg);
-    mma_regs_by_tile<D, kQ>(dk_acc, ds, sq);
     __syncthreads();  // this buffer is refilled by the next iteration's prefetch
   }
 
@@ -132,26 +138,27 @@ __global__ void __launch_bounds__(kAttentionThreads)
 }
 
 template <int D>
-__global__ void __launch_bounds__(kAttentionThreads)
+__global__ void __launch_bounds__(kTcThreads)
     tc_dq_kernel(const Bf16* __restrict__ q, const Bf16* __restrict__ k, const Bf16* __restrict__ v,
                  const int32_t* __restrict__ cu, AttentionShape shape, const float* __restrict__ lse,
                  const Bf16* __restrict__ dout, const float* __restrict__ delta,
                  Bf16* __restrict__ dq) {
   using G = TcGeometry<D>;
-  constexpr int kRows = kTcTileRows;
-  constexpr int kTile = kRows * G::kStride;
+  constexpr int kRows = kTcBlockRows, kKv = kTcKvRows;
+  constexpr int kTile = kKv * G::kStride;  // one K or V buffer
   constexpr float kInf = __builtin_huge_valf();
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   Bf16* s_q = reinterpret_cast<Bf16*>(smem_bytes);
-  Bf16* s_g = s_q + kTile;      // dout
-  Bf16* s_k = s_g + kTile;      // two buffers
-  Bf16* s_v = s_k + 2 * kTile;  // two buffers
+  Bf16* s_g = s_q + kRows * G::kStride;  // dout
+  Bf16* s_k = s_g + kRows * G::kStride;  // two buffers
+  Bf16* s_v = s_k + 2 * kTile;           // two buffers
 
-  const SeqTile tile = locate_tile(cu, shape.num_seqs, shape.n, kRows, blockIdx.x, /*reverse=*/true);
+  const SeqTile tile =
+      locate_tile<kTcThreads>(cu, shape.num_seqs, shape.n, kRows, blockIdx.x, /*reverse=*/true);
   if (!tile.found) return;
   const int head = blockIdx.y, kv = head / (shape.h / shape.g);
   const int q_lo = tile.tile * kRows, q_rows = min(kRows, tile.len - q_lo);
-  const int kv_end = q_lo + q_rows, num_kv_tiles = (kv_end + kRows - 1) / kRows;
+  const int kv_end = q_lo + q_rows, num_kv_tiles = (kv_end + kKv - 1) / kKv;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int64_t kv_stride = int64_t{shape.g} * D;
   const Bf16* k_seq = k + (tile.start * shape.g + kv) * D;
@@ -161,11 +168,12 @@ __global__ void __launch_bounds__(kAttentionThreads)
   const int64_t q_offset = ((tile.start + q_lo) * shape.h + head) * D;
   tc_stage<D, kRows>(s_q, q + q_offset, int64_t{shape.h} * D, q_rows);
   tc_stage<D, kRows>(s_g, dout + q_offset, int64_t{shape.h} * D, q_rows);
-  tc_stage<D, kRows>(s_k, k_seq, kv_stride, min(kRows, kv_end));
-  tc_stage<D, kRows>(s_v, v_seq, kv_stride, min(kRows, kv_end));
+  tc_stage<D, kKv>(s_k, k_seq, kv_stride, min(kKv, kv_end));
+  tc_stage<D, kKv>(s_v, v_seq, kv_stride, min(kKv, kv_end));
   cp_async_commit();
 
   const int row0 = warp * 16 + lane / 4;  // this lane's rows: row0 and row0 + 8
+  const int warp_q_first = q_lo + warp * 16;
   // Rows past the sequence end get lse = +inf, hence P = 0, and are never stored.
   float lse_log2[2], row_delta[2];
 #pragma unroll
@@ -180,35 +188,40 @@ __global__ void __launch_bounds__(kAttentionThreads)
   for (int t = 0; t < num_kv_tiles; ++t) {
     const int buf = t % 2;
     if (t + 1 < num_kv_tiles) {
-      const int next_lo = (t + 1) * kRows;
-      tc_stage<D, kRows>(s_k + (1 - buf) * kTile, k_seq + next_lo * kv_stride, kv_stride,
-                         min(kRows, kv_end - next_lo));
-      tc_stage<D, kRows>(s_v + (1 - buf) * kTile, v_seq + next_lo * kv_stride, kv_stride,
-                         min(kRows, kv_end - next_lo));
+      const int next_lo = (t + 1) * kKv;
+      tc_stage<D, kKv>(s_k + (1 - buf) * kTile, k_seq + next_lo * kv_stride, kv_stride,
+                       min(kKv, kv_end - next_lo));
+      tc_stage<D, kKv>(s_v + (1 - buf) * kTile, v_seq + next_lo * kv_stride, kv_stride,
+                       min(kKv, kv_end - next_lo));
       cp_async_commit();
       cp_async_wait<1>();
     } else {
       cp_async_wait<0>();
     }
     __syncthreads();
-    const Bf16* sk = s_k + buf * kTile;
-    const Bf16* sv = s_v + buf * kTile;
-
-    float p[kRows / 8][4] = {}, ds[kRows / 8][4] = {};
-    mma_rows_by_rows<D, kRows>(p, s_q, warp * 16, sk);   // S
-    mma_rows_by_rows<D, kRows>(ds, s_g, warp * 16, sv);  // dP
-    const int kv_lo = t * kRows;
+    const int kv_lo = t * kKv;
+    // A tile whose keys all come after the warp's last query adds nothing.
+    if (kv_lo <= warp_q_first + 15) {
+      const Bf16* sk = s_k + buf * kTile;
+      const Bf16* sv = s_v + buf * kTile;
+      float p[kKv / 8][4] = {}, ds[kKv / 8][4] = {};
+      mma_rows_by_rows<D, kKv>(p, s_q, warp * 16, sk);   // S
+      mma_rows_by_rows<D, kKv>(ds, s_g, warp * 16, sv);  // dP
+      // Only a tile whose last key comes after the warp's first query needs the mask.
+      const bool diagonal = kv_lo + kKv - 1 > warp_q_first;
 #pragma unroll
-    for (int nt = 0; nt < kRows / 8; ++nt) {
+      for (int nt = 0; nt < kKv / 8; ++nt) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int key = kv_lo + nt * 8 + (lane % 4) * 2 + (e & 1);
-        const int query = q_lo + row0 + (e / 2) * 8;
-        const float pe = key <= query ? exp2f(p[nt][e] * scale_log2 - lse_log2[e / 2]) : 0.f;
-        ds[nt][e] = pe * (ds[nt][e] - row_delta[e / 2]);
+        for (int e = 0; e < 4; ++e) {
+          const int key = kv_lo + nt * 8 + (lane % 4) * 2 + (e & 1);
+          const int query = q_lo + row0 + (e / 2) * 8;
+          const bool live = !diagonal || key <= query;
+          const float pe = live ? exp2f(p[nt][e] * scale_log2 - lse_log2[e / 2]) : 0.f;
+          ds[nt][e] = pe * (ds[nt][e] - row_delta[e / 2]);
+        }
       }
+      mma_regs_by_tile<D, kKv>(dq_acc, ds, sk);
     }
-    mma_regs_by_tile<D, kRows>(dq_acc, ds, sk);
     __syncthreads();  // this buffer is refilled by the next iteration's prefetch
   }
 
@@ -230,15 +243,15 @@ void launch_tc_backward(const AttentionShape& shape, const Bf16* q, const Bf16* 
                         const int32_t* cu, const float* lse, const Bf16* dout, const float* delta,
                         Bf16* dq, Bf16* dk, Bf16* dv, cudaStream_t stream) {
   constexpr int kStride = TcGeometry<D>::kStride;
-  constexpr int kDkdvSmem = (2 * kTcTileRows + 4 * kQRows<D>) * kStride * sizeof(Bf16) +
+  constexpr int kDkdvSmem = (2 * kTcBlockRows + 4 * kQRows<D>) * kStride * sizeof(Bf16) +
                             4 * kQRows<D> * sizeof(float);
   allow_shared_memory(reinterpret_cast<const void*>(&tc_dkdv_kernel<D>), kDkdvSmem);
-  tc_dkdv_kernel<D><<<dim3(attention_tile_blocks(shape, kTcTileRows), shape.g), kAttentionThreads,
+  tc_dkdv_kernel<D><<<dim3(attention_tile_blocks(shape, kTcBlockRows), shape.g), kTcThreads,
                       kDkdvSmem, stream>>>(q, k, v, cu, shape, lse, dout, delta, dk, dv);
   CUDA_CHECK_LAUNCH();
-  constexpr int kDqSmem = 6 * kTcTileRows * kStride * sizeof(Bf16);
+  constexpr int kDqSmem = (2 * kTcBlockRows + 4 * kTcKvRows) * kStride * sizeof(Bf16);
   allow_shared_memory(reinterpret_cast<const void*>(&tc_dq_kernel<D>), kDqSmem);
-  tc_dq_kernel<D><<<dim3(attention_tile_blocks(shape, kTcTileRows), shape.h), kAttentionThreads,
+  tc_dq_kernel<D><<<dim3(attention_tile_blocks(shape, kTcBlockRows), shape.h), kTcThreads,
                     kDqSmem, stream>>>(q, k, v, cu, shape, lse, dout, delta, dq);
   CUDA_CHECK_LAUNCH();
 }
