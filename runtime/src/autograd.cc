@@ -96,19 +96,26 @@ void run_backward(const Tensor& root, const Tensor& gradient) {
     const DType want = leaf.dtype == DType::kBF16 ? DType::kF32 : leaf.dtype;
     leaf.grad = (g.dtype() == want ? g.clone() : g.to(want)).impl_ptr();
   };
+  auto finished_leaf = [](TensorImpl& leaf) {
+    if (leaf.post_accumulate_grad_hook) leaf.post_accumulate_grad_hook();
+  };
   if (!root.grad_fn()) {
     accumulate_leaf(root.impl(), seed);
+    finished_leaf(root.impl());
     return;
   }
 
-  // Count, for every node reachable from the root, how many edges lead into it.
+  // Count, for every node reachable from the root, how many edges lead into it; and for every leaf with a
+  // hook, how many edges lead into it, so that the hook runs after the last one.
   std::unordered_map<Node*, int> pending;
+  std::unordered_map<TensorImpl*, int> leaf_pending;
   std::vector<Node*> stack = {root.grad_fn().get()};
   pending[stack.back()] = 0;
   while (!stack.empty()) {
     Node* n = stack.back();
     stack.pop_back();
     for (const Edge& e : n->edges()) {
+      if (e.leaf && e.leaf->post_accumulate_grad_hook) ++leaf_pending[e.leaf.get()];
       if (!e.node) continue;
       auto [it, inserted] = pending.try_emplace(e.node.get(), 0);
       ++it->second;
@@ -137,12 +144,20 @@ void run_backward(const Tensor& root, const Tensor& gradient) {
       const bool has = i < outs.size() && outs[i].defined();
       if (e.leaf) {
         if (has) accumulate_leaf(*e.leaf, outs[i]);
+        if (e.leaf->post_accumulate_grad_hook && --leaf_pending[e.leaf.get()] == 0 && e.leaf->grad) {
+          finished_leaf(*e.leaf);
+        }
       } else if (e.node) {
         if (has) grads[e.node.get()] = accumulate(grads[e.node.get()], outs[i]);
         if (--pending[e.node.get()] == 0) ready.push_back(e.node);
       }
     }
   }
+}
+
+void register_post_accumulate_grad_hook(const Tensor& leaf, std::function<void()> hook) {
+  DTRN_CHECK(leaf.is_leaf(), "register_post_accumulate_grad_hook: ", leaf.describe(), " is not a leaf");
+  leaf.impl().post_accumulate_grad_hook = std::move(hook);
 }
 
 }  // namespace dtrn

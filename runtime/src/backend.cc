@@ -126,6 +126,7 @@ std::string device_name(Device device) {
   return "cpu";
 }
 void synchronize(Device) {}
+void* device_stream(Device) { return nullptr; }
 DeviceMemoryStats device_memory_stats(Device) { return {}; }
 void reset_peak_device_memory(Device) {}
 #endif

@@ -31,6 +31,27 @@ TEST(Autograd, GradientsAccumulateAcrossBackwardCallsUntilZeroed) {
   EXPECT_FALSE(x.grad().defined());
 }
 
+TEST(Autograd, PostAccumulateHookRunsOnceAfterTheLastContribution) {
+  // x reaches the loss through three paths that backward visits at different times; the hook must see the
+  // finished gradient 2x + 1 + 5 (never a partial sum), once per backward, and w's hook only w's.
+  Tensor x = leaf({1, -2, 3}, {3});
+  Tensor w = leaf({4, 5, 6}, {3});
+  std::vector<std::vector<double>> seen_x;
+  int w_calls = 0;
+  register_post_accumulate_grad_hook(x, [&] { seen_x.push_back(x.grad().to_vector()); });
+  register_post_accumulate_grad_hook(w, [&] { ++w_calls; });
+  Tensor deep = sum(mul(add(mul(x, x), x), Tensor::full({3}, 1.0, DType::kF64)));
+  add(add(deep, sum(scale(x, 5))), sum(mul(w, w))).backward();
+  ASSERT_EQ(seen_x.size(), 1u);
+  EXPECT_EQ(seen_x[0], (std::vector<double>{8, 2, 12}));
+  EXPECT_EQ(w_calls, 1);
+  // A second backward accumulates on top and runs the hook again with the sum of both.
+  sum(scale(x, 1)).backward();
+  ASSERT_EQ(seen_x.size(), 2u);
+  EXPECT_EQ(seen_x[1], (std::vector<double>{9, 3, 13}));
+  EXPECT_EQ(w_calls, 1);
+}
+
 TEST(Autograd, NoGradScopeRecordsNothing) {
   Tensor x = leaf({1, 2}, {2});
   Tensor y;

@@ -100,6 +100,11 @@ void synchronize(Device device) {
   CUDA_CHECK(cudaStreamSynchronize(cuda::device_context(device.index).stream));
 }
 
+void* device_stream(Device device) {
+  if (device.is_cpu()) return nullptr;
+  return cuda::device_context(device.index).stream;
+}
+
 DeviceMemoryStats device_memory_stats(Device device) {
   if (device.is_cpu()) return {};
   const cuda::AllocatorStats s = cuda::caching_allocator().stats(device.index);

@@ -67,4 +67,10 @@ Tensor record(const std::string& name, Tensor output, const std::vector<Tensor>&
 
 void run_backward(const Tensor& root, const Tensor& gradient);
 
+// Calls `hook` during every backward that reaches `leaf`, right after the backward's last contribution
+// to leaf.grad was accumulated: from then on that backward does not touch the gradient again, so the hook
+// may start work on it (data parallelism all-reduces gradient buckets while the rest of the backward runs).
+// The hook runs on the backward's thread; an empty hook removes it.
+void register_post_accumulate_grad_hook(const Tensor& leaf, std::function<void()> hook);
+
 }  // namespace dtrn

@@ -36,6 +36,10 @@ int cuda_device_count();
 std::string device_name(Device device);
 // Waits until every piece of work queued on the device has finished (nothing to wait for on the CPU).
 void synchronize(Device device);
+// The one stream all of the runtime's work on a CUDA device is queued on (a cudaStream_t, opaque here so
+// that this header needs no CUDA), for libraries that order their own streams against it with events
+// (NCCL). Null for the CPU.
+void* device_stream(Device device);
 
 // Memory the runtime's allocator holds on a device (zeros for the CPU, which uses plain malloc).
 struct DeviceMemoryStats {

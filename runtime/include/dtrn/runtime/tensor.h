@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <string>
@@ -41,6 +42,9 @@ struct TensorImpl {
   bool requires_grad = false;
   std::shared_ptr<TensorImpl> grad;  // accumulated gradient, same shape; same dtype, f32 for bf16
   std::shared_ptr<Node> grad_fn;     // producer; null for leaves
+  // Leaves only: called once per backward, after the last contribution of that backward was added to
+  // .grad (register_post_accumulate_grad_hook in autograd.h).
+  std::function<void()> post_accumulate_grad_hook;
 };
 
 class Tensor {
