@@ -76,3 +76,34 @@ if(NOT DTRN_COORDINATOR STREQUAL "OFF")
     set(DTRN_HAVE_COORDINATOR ON)
   endif()
 endif()
+
+# MPI (Open MPI): the CPU ranks' collectives and the bootstrap under mpirun and srun. AUTO: where found;
+# without it dtrn trains in one process (and on GPUs launched with RANK/WORLD_SIZE env vars).
+set(DTRN_MPI AUTO CACHE STRING "Build the MPI communicator: AUTO (when found), ON or OFF")
+set_property(CACHE DTRN_MPI PROPERTY STRINGS AUTO ON OFF)
+set(DTRN_HAVE_MPI OFF)
+if(NOT DTRN_MPI STREQUAL "OFF")
+  if(DTRN_MPI STREQUAL "ON")
+    find_package(MPI REQUIRED COMPONENTS CXX)
+  else()
+    find_package(MPI COMPONENTS CXX QUIET)
+  endif()
+  if(MPI_CXX_FOUND)
+    set(DTRN_HAVE_MPI ON)
+    find_program(DTRN_MPIEXEC NAMES mpirun mpiexec)
+  endif()
+endif()
+
+# NCCL: the GPU ranks' collectives, with the CUDA backend only. The CUDA toolkit may carry it
+# (/usr/local/cuda) or the system (Debian/Ubuntu libnccl-dev; the GPU machine has only libnccl.so.2).
+set(DTRN_HAVE_NCCL OFF)
+if(DTRN_HAVE_CUDA)
+  find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/local/cuda/include /usr/include)
+  find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2
+               HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/local/cuda/lib64 /usr/lib/x86_64-linux-gnu)
+  if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
+    set(DTRN_HAVE_NCCL ON)
+  else()
+    message(STATUS "dtrn: NCCL not found: GPU ranks cannot communicate (one GPU still trains)")
+  endif()
+endif()

@@ -11,6 +11,8 @@ packages=(
   libopenblas-openmp-dev
   libyaml-cpp-dev nlohmann-json3-dev
   libpcre2-dev
+  # parallel: Open MPI for CPU ranks and for launching with mpirun (NCCL comes with the CUDA machines)
+  libopenmpi-dev openmpi-bin
   # coordinator: gRPC + protobuf, the HTTP server for /metrics and the dashboard; and what its tests run:
   # a real Prometheus (with promtool), headless Chromium for the dashboard page, tmux for `dtrn top`.
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libcpp-httplib-dev

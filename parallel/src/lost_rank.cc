@@ -1,0 +1,49 @@
+#include "dtrn/parallel/lost_rank.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "dtrn/parallel/tcp_store.h"
+
+namespace dtrn::parallel {
+
+void exit_lost_rank(int rank, const std::string& what, const std::vector<int>& lost, double waited_s) {
+  std::string line = "dtrn: rank " + std::to_string(rank) + ": ";
+  if (lost.empty()) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "no progress after %.0f s (parallel.timeout_s) ", waited_s);
+    line += std::string(buf) + "in " + what + ": a rank of the group hangs; exiting";
+  } else {
+    line += lost.size() == 1 ? "lost rank " : "lost ranks ";
+    for (size_t i = 0; i < lost.size(); ++i) {
+      if (i > 0) line += ',';
+      line += std::to_string(lost[i]);
+    }
+    line += " (its connection to the job's store closed) while waiting in " + what + "; exiting";
+  }
+  std::fprintf(stderr, "%s\n", line.c_str());
+  std::fflush(stderr);
+  std::fflush(stdout);
+  // _Exit: no static destructors, which could block on the half-done collective (MPI_Finalize would).
+  std::_Exit(kExitLostRank);
+}
+
+void Liveness::check(const std::string& what, std::chrono::steady_clock::time_point started) {
+  using std::chrono::steady_clock;
+  const auto now = steady_clock::now();
+  const double waited = std::chrono::duration<double>(now - started).count();
+  if (store_ != nullptr && waited > 0.2) {
+    std::vector<int> lost;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (now - last_asked_ > std::chrono::milliseconds(500)) {
+        last_asked_ = now;
+        lost = store_->lost_ranks();
+      }
+    }
+    if (!lost.empty()) exit_lost_rank(rank_, what, lost, waited);
+  }
+  if (waited > timeout_s_) exit_lost_rank(rank_, what, {}, waited);
+}
+
+}  // namespace dtrn::parallel

@@ -1,0 +1,125 @@
+#include "dtrn/parallel/zero_optimizer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "dtrn/runtime/autograd.h"
+#include "dtrn/runtime/check.h"
+#include "dtrn/runtime/ops.h"
+
+namespace dtrn::parallel {
+namespace {
+
+// Copies src into dst (same shape), converting the dtype where they differ.
+void copy_converting(const Tensor& dst, const Tensor& src) {
+  dst.copy_(src.dtype() == dst.dtype() ? src : src.to(dst.dtype()));
+}
+
+}  // namespace
+
+ZeroAdamW::ZeroAdamW(const std::vector<ParamGroupEntry>& params, GradientBuckets& buckets, AdamWOptions options)
+    : params_(params), buckets_(buckets) {
+  NoGradGuard no_grad;
+  std::map<std::string, size_t> by_name;
+  for (size_t i = 0; i < params_.size(); ++i) by_name[params_[i].name] = i;
+  const int64_t rank = buckets_.group().rank();
+  for (const auto& slot : buckets_.slots()) {
+    auto it = by_name.find(slot.name);
+    DTRN_CHECK(it != by_name.end(), "ZeroAdamW: bucket slot '", slot.name, "' is not a parameter");
+    slot_param_.push_back(it->second);
+    const int64_t shard = buckets_.buckets()[slot.bucket].shard.numel();
+    const int64_t lo = std::max(slot.offset, rank * shard);
+    const int64_t hi = std::min(slot.offset + slot.leaf.numel(), (rank + 1) * shard);
+    if (lo < hi) segments_.push_back({it->second, slot.bucket, lo - slot.offset, hi - lo, lo - rank * shard});
+  }
+  std::vector<ParamGroupEntry> pieces;
+  for (const Segment& s : segments_) {
+    const ParamGroupEntry& p = params_[s.param];
+    Tensor master = segment_view(p.param, s);
+    master.set_grad(buckets_.buckets()[s.bucket].shard.narrow(0, s.in_shard, s.length));
+    pieces.push_back({p.name + "[" + std::to_string(s.begin) + ":" + std::to_string(s.begin + s.length) + "]",
+                      master, p.decay, Tensor()});
+  }
+  shard_optimizer_ = std::make_unique<AdamW>(std::move(pieces), options);
+}
+
+Tensor ZeroAdamW::segment_view(const Tensor& full, const Segment& s) {
+  NoGradGuard no_grad;
+  return full.detach().reshape({-1}).narrow(0, s.begin, s.length);
+}
+
+Tensor ZeroAdamW::clip_and_step(double lr, double max_norm) {
+  NoGradGuard no_grad;
+  const Device device = params_.empty() ? Device::cpu() : params_[0].param.device();
+  // The global squared norm: each rank's pieces, summed over the group (padding elements are zero).
+  Tensor norm_sq = Tensor::zeros({1}, DType::kF64, device);
+  for (const auto& b : buckets_.buckets()) {
+    Tensor g = b.shard.to(DType::kF64);
+    norm_sq = add(norm_sq, sum(mul(g, g)).reshape({1}));
+  }
+  buckets_.group().all_reduce(norm_sq, ReduceOp::kSum);
+  const double norm = std::sqrt(norm_sq.to_vector()[0]);
+  if (max_norm > 0 && norm > max_norm) {
+    for (const auto& b : buckets_.buckets()) b.shard.copy_(scale(b.shard, max_norm / norm));
+  }
+  shard_optimizer_->step(lr);
+  const auto& masters = shard_optimizer_->params();
+  gather([&](size_t k) { return masters[k].param; }, [&](size_t p) { return params_[p].param; });
+  for (const ParamGroupEntry& p : params_) {
+    if (p.compute.defined() && !p.compute.same(p.param)) copy_converting(p.compute, p.param);
+  }
+  return norm_sq;
+}
+
+void ZeroAdamW::zero_grad() {
+  for (const auto& b : buckets_.buckets()) {
+    b.buffer.fill_(0.0);
+    b.shard.fill_(0.0);
+  }
+}
+
+void ZeroAdamW::gather(const std::function<Tensor(size_t segment)>& piece,
+                       const std::function<Tensor(size_t param)>& full) {
+  NoGradGuard no_grad;
+  Communicator& group = buckets_.group();
+  const auto& buckets = buckets_.buckets();
+  const auto& slots = buckets_.slots();
+  const DType dtype = params_.empty() ? DType::kF32 : params_[0].param.dtype();
+  for (size_t b = 0; b < buckets.size(); ++b) {
+    const int64_t shard = buckets[b].shard.numel();
+    const Device device = buckets[b].shard.device();
+    Tensor mine = Tensor::zeros({shard}, dtype, device);
+    for (size_t k = 0; k < segments_.size(); ++k) {
+      const Segment& s = segments_[k];
+      if (s.bucket == static_cast<int64_t>(b)) mine.narrow(0, s.in_shard, s.length).copy_(piece(k));
+    }
+    Tensor all = Tensor::empty({shard * group.size()}, dtype, device);
+    group.all_gather(mine, all);
+    for (int64_t i : buckets[b].slots) {
+      const auto& slot = slots[i];
+      Tensor dest = full(slot_param_[i]);
+      dest.detach().reshape({-1}).copy_(all.narrow(0, slot.offset, slot.leaf.numel()));
+    }
+  }
+}
+
+void ZeroAdamW::gather_state(AdamW* full) {
+  auto& m = shard_optimizer_->exp_avg();
+  auto& v = shard_optimizer_->exp_avg_sq();
+  gather([&](size_t k) { return m[k]; }, [&](size_t p) { return full->exp_avg()[p]; });
+  gather([&](size_t k) { return v[k]; }, [&](size_t p) { return full->exp_avg_sq()[p]; });
+  full->set_step_count(shard_optimizer_->step_count());
+}
+
+void ZeroAdamW::scatter_state(AdamW& full) {
+  NoGradGuard no_grad;
+  for (size_t k = 0; k < segments_.size(); ++k) {
+    const Segment& s = segments_[k];
+    shard_optimizer_->exp_avg()[k].copy_(segment_view(full.exp_avg()[s.param], s));
+    shard_optimizer_->exp_avg_sq()[k].copy_(segment_view(full.exp_avg_sq()[s.param], s));
+  }
+  shard_optimizer_->set_step_count(full.step_count());
+}
+
+}  // namespace dtrn::parallel
