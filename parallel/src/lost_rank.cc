@@ -19,7 +19,8 @@ void exit_lost_rank(int rank, const std::string& what, const std::vector<int>& l
       if (i > 0) line += ',';
       line += std::to_string(lost[i]);
     }
-    line += " (its connection to the job's store closed) while waiting in " + what + "; exiting";
+    line += " (the process ended: killed, crashed or stopped by its own error) while waiting in " + what +
+            "; exiting";
   }
   std::fprintf(stderr, "%s\n", line.c_str());
   std::fflush(stderr);
@@ -33,15 +34,14 @@ void Liveness::check(const std::string& what, std::chrono::steady_clock::time_po
   const auto now = steady_clock::now();
   const double waited = std::chrono::duration<double>(now - started).count();
   if (store_ != nullptr && waited > 0.2) {
-    std::vector<int> lost;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (now - last_asked_ > std::chrono::milliseconds(500)) {
-        last_asked_ = now;
-        lost = store_->lost_ranks();
-      }
+    std::lock_guard<std::mutex> lock(mu_);
+    if (now - last_asked_ > std::chrono::milliseconds(500)) {
+      last_asked_ = now;
+      const bool was_gone = !gone_.empty();
+      gone_ = store_->lost_ranks();
+      if (!was_gone && !gone_.empty()) gone_since_ = now;
     }
-    if (!lost.empty()) exit_lost_rank(rank_, what, lost, waited);
+    if (!gone_.empty() && now - gone_since_ > std::chrono::seconds(2)) exit_lost_rank(rank_, what, gone_, waited);
   }
   if (waited > timeout_s_) exit_lost_rank(rank_, what, {}, waited);
 }

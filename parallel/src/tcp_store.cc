@@ -142,7 +142,9 @@ class TcpStore::Server {
       if (said_bye) break;
     }
     std::lock_guard<std::mutex> lock(mu_);
-    if (!said_bye && !stopping_ && rank >= 0 && rank < world_size_) lost_.insert(rank);
+    // A rank that said BYE ended on purpose (an error it reported itself, or the end of the job); either
+    // way it will not join another collective, so a rank waiting for it learns it is gone.
+    if (!stopping_ && rank >= 0 && rank < world_size_) lost_.insert(rank);
   }
 
   int listen_fd_;

@@ -103,6 +103,9 @@ Table make_table(JobConfig* c) {
   tr["eval_batches"] = key(&c->train.eval_batches);
   t["parallel"]["dp"] = key(&c->parallel.dp);
   t["parallel"]["tp"] = key(&c->parallel.tp);
+  t["parallel"]["zero"] = key(&c->parallel.zero);
+  t["parallel"]["bucket_mb"] = key(&c->parallel.bucket_mb);
+  t["parallel"]["timeout_s"] = key(&c->parallel.timeout_s);
   t["data"]["path"] = required_key(&c->data.path);
   t["checkpoint"]["every"] = key(&c->checkpoint.every);
   t["checkpoint"]["keep"] = key(&c->checkpoint.keep);
@@ -220,6 +223,12 @@ Status validate(const JobConfig& c) {
   DTRN_RETURN_IF_ERROR(positive("parallel.dp", c.parallel.dp));
   DTRN_RETURN_IF_ERROR(positive("parallel.tp", c.parallel.tp));
   DTRN_RETURN_IF_ERROR(positive("telemetry.every", c.telemetry.every));
+  if (c.parallel.zero != 0 && c.parallel.zero != 1) {
+    return Status::InvalidArgument("parallel.zero: " + std::to_string(c.parallel.zero) +
+                                   " is not a ZeRO stage dtrn has (0 or 1)");
+  }
+  if (!(c.parallel.bucket_mb > 0)) return Status::InvalidArgument("parallel.bucket_mb must be positive");
+  if (!(c.parallel.timeout_s > 0)) return Status::InvalidArgument("parallel.timeout_s must be positive");
   if (t.global_batch % (t.micro_batch * c.parallel.dp) != 0) {
     return Status::InvalidArgument("train.global_batch: " + std::to_string(t.global_batch) +
                                    " is not divisible by train.micro_batch * parallel.dp = " +

@@ -2,10 +2,12 @@
 // A data- or tensor-parallel job is only as alive as its slowest rank: a collective waits for every rank
 // of its group. When a rank dies (SIGKILL, OOM, a node lost) or hangs, every other rank must end within a
 // bounded time with a message a person can act on, never wait forever. Two mechanisms cover the cases:
-//   - death: every rank keeps a TCP connection to the job's store (tcp_store.h) on rank 0; the kernel
-//     closes a dead process's sockets, so the store learns at once which rank went away without saying
-//     goodbye, and a rank waiting in a collective asks it while it waits (and a lost store means rank 0
-//     died);
+//   - death or exit: every rank keeps a TCP connection to the job's store (tcp_store.h) on rank 0; the
+//     kernel closes a dead process's sockets, so the store learns at once which rank went away (killed,
+//     or ended by an error it reported itself), and a rank waiting in a collective asks it while it waits
+//     (a lost store means rank 0 is gone). A gone rank is acted on after a 2 s grace in which the
+//     collective may still complete: a rank that finished the job's last collective and exited is not
+//     a failure for the others still completing it;
 //   - hang: a collective that has not completed after the communicator's timeout (parallel.timeout_s) ends
 //     the wait whatever the store says.
 // Either way the process prints one line naming its rank, the group, the collective (with its sequence
@@ -50,6 +52,8 @@ class Liveness {
   TcpStore* store_ = nullptr;
   std::mutex mu_;
   std::chrono::steady_clock::time_point last_asked_{};
+  std::vector<int> gone_;                                // what the store last reported
+  std::chrono::steady_clock::time_point gone_since_{};  // when it first reported a gone rank
 };
 
 }  // namespace dtrn::parallel

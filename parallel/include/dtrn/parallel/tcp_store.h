@@ -1,11 +1,11 @@
 // TcpStore: the job's small key-value rendezvous over TCP, served by rank 0, as torchrun's TCPStore. It
 // shares what the collectives need before they exist (the NCCL unique id) and watches liveness: every
-// rank holds one connection for the life of the job, and a connection that closes without close() marks
-// its rank lost (Note [Lost ranks] in lost_rank.h).
+// rank holds one connection for the life of the job, and a connection that closes (a rank that exited,
+// normally or not) marks its rank gone (Note [Lost ranks] in lost_rank.h).
 //
 // Protocol: one text line per request and per reply; values travel hex-encoded, so any bytes fit.
 //   HELLO <rank>   -> OK             SET <key> <hex> -> OK         GET <key> -> VAL <hex> (waits until set)
-//   LOST           -> LOST <r>,<r>   BYE             -> OK (this rank ends on purpose)
+//   LOST           -> LOST <r>,<r>   BYE             -> OK (this rank ends)
 //
 // Thread-safety: all methods may be called from any thread; requests of one client are serialised.
 #pragma once
@@ -25,14 +25,14 @@ class TcpStore {
   // rank 0 included, then connects, retrying for up to timeout_s while the server starts.
   static StatusOr<std::unique_ptr<TcpStore>> Open(int rank, int world_size, const std::string& host, int port,
                                                   double timeout_s);
-  ~TcpStore();  // says BYE, so the others do not take this rank for lost
+  ~TcpStore();  // says BYE and closes the connection
   TcpStore(const TcpStore&) = delete;
   TcpStore& operator=(const TcpStore&) = delete;
 
   void set(const std::string& key, const std::string& value);
   // Waits until some rank has set key (up to the timeout given to Open; then throws dtrn::Error).
   std::string get(const std::string& key);
-  // The ranks whose connection closed without BYE, ascending; {0} when rank 0 (the server) is gone.
+  // The ranks whose connection closed, ascending; {0} when rank 0 (the server) is gone.
   std::vector<int> lost_ranks();
   int port() const { return port_; }
 

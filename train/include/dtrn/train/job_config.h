@@ -35,6 +35,9 @@ struct TrainConfig {
 struct ParallelConfig {
   int64_t dp = 1;
   int64_t tp = 1;
+  int64_t zero = 0;         // 1: ZeRO-1 (optimizer state sharded over the DP group)
+  double bucket_mb = 25;    // gradient bucket size for the overlapped DP all-reduce, in MB
+  double timeout_s = 300;   // a collective waiting longer ends the job (Note [Lost ranks] in parallel/)
 };
 
 struct DataConfig {
