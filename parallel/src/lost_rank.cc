@@ -37,11 +37,13 @@ void Liveness::check(const std::string& what, std::chrono::steady_clock::time_po
     std::lock_guard<std::mutex> lock(mu_);
     if (now - last_asked_ > std::chrono::milliseconds(500)) {
       last_asked_ = now;
-      const bool was_gone = !gone_.empty();
-      gone_ = store_->lost_ranks();
-      if (!was_gone && !gone_.empty()) gone_since_ = now;
+      const bool was_gone = !left_.empty();
+      const TcpStore::Gone gone = store_->gone_ranks();
+      if (!gone.lost.empty()) exit_lost_rank(rank_, what, gone.lost, waited);
+      left_ = gone.left;
+      if (!was_gone && !left_.empty()) left_since_ = now;
     }
-    if (!gone_.empty() && now - gone_since_ > std::chrono::seconds(2)) exit_lost_rank(rank_, what, gone_, waited);
+    if (!left_.empty() && now - left_since_ > std::chrono::seconds(2)) exit_lost_rank(rank_, what, left_, waited);
   }
   if (waited > timeout_s_) exit_lost_rank(rank_, what, {}, waited);
 }

@@ -91,7 +91,9 @@ class MpiCommunicator final : public Communicator {
     world_rank_ = world_rank;
   }
   ~MpiCommunicator() override {
-    if (owns_) MPI_Comm_free(&comm_);
+    int finalized = 0;
+    MPI_Finalized(&finalized);  // a communicator outliving MPI (a static) has nothing left to free
+    if (owns_ && !finalized) MPI_Comm_free(&comm_);
   }
 
   int rank() const override { return rank_; }

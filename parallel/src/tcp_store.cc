@@ -63,6 +63,22 @@ bool read_line(int fd, std::string* line) {
   }
 }
 
+std::string join(const std::set<int>& ranks) {
+  std::string out;
+  for (int r : ranks) out += (out.empty() ? "" : ",") + std::to_string(r);
+  return out;
+}
+
+std::vector<int> parse_ranks(const std::string& text) {
+  std::vector<int> out;
+  std::istringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    if (!item.empty()) out.push_back(std::stoi(item));
+  }
+  return out;
+}
+
 }  // namespace
 
 // Rank 0's side: an accept thread and one thread per connection (a job has one connection per rank).
@@ -130,11 +146,7 @@ class TcpStore::Server {
         reply = "VAL " + values_[key];
       } else if (verb == "LOST") {
         std::lock_guard<std::mutex> lock(mu_);
-        reply = "LOST ";
-        for (int r : lost_) {
-          if (reply.size() > 5) reply += ',';
-          reply += std::to_string(r);
-        }
+        reply = "LOST " + join(lost_) + ";" + join(left_);
       } else if (verb == "BYE") {
         said_bye = true;
       }
@@ -142,9 +154,9 @@ class TcpStore::Server {
       if (said_bye) break;
     }
     std::lock_guard<std::mutex> lock(mu_);
-    // A rank that said BYE ended on purpose (an error it reported itself, or the end of the job); either
-    // way it will not join another collective, so a rank waiting for it learns it is gone.
-    if (!stopping_ && rank >= 0 && rank < world_size_) lost_.insert(rank);
+    // A rank that said BYE ended on purpose (an error it reported itself, or the end of the job); one
+    // that did not was killed or crashed. Neither joins another collective.
+    if (!stopping_ && rank >= 0 && rank < world_size_) (said_bye ? left_ : lost_).insert(rank);
   }
 
   int listen_fd_;
@@ -153,7 +165,7 @@ class TcpStore::Server {
   std::condition_variable cv_;
   bool stopping_ = false;
   std::map<std::string, std::string> values_;
-  std::set<int> lost_;
+  std::set<int> lost_, left_;
   std::vector<int> client_fds_;
   std::vector<std::thread> client_threads_;
   std::thread accept_thread_;
@@ -253,17 +265,13 @@ std::string TcpStore::get(const std::string& key) {
   return from_hex(reply.substr(4));
 }
 
-std::vector<int> TcpStore::lost_ranks() {
+TcpStore::Gone TcpStore::gone_ranks() {
   std::lock_guard<std::mutex> lock(mu_);
   std::string reply;
-  if (!send_all(fd_, "LOST\n") || !read_line(fd_, &reply)) return {0};
-  std::vector<int> lost;
-  std::istringstream in(reply.substr(std::min<size_t>(reply.size(), 5)));
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    if (!item.empty()) lost.push_back(std::stoi(item));
-  }
-  return lost;
+  if (!send_all(fd_, "LOST\n") || !read_line(fd_, &reply)) return {{0}, {}};
+  const std::string lists = reply.substr(std::min<size_t>(reply.size(), 5));
+  const size_t semi = lists.find(';');
+  return {parse_ranks(lists.substr(0, semi)), semi == std::string::npos ? std::vector<int>{} : parse_ranks(lists.substr(semi + 1))};
 }
 
 }  // namespace dtrn::parallel

@@ -5,9 +5,9 @@
 //   - death or exit: every rank keeps a TCP connection to the job's store (tcp_store.h) on rank 0; the
 //     kernel closes a dead process's sockets, so the store learns at once which rank went away (killed,
 //     or ended by an error it reported itself), and a rank waiting in a collective asks it while it waits
-//     (a lost store means rank 0 is gone). A gone rank is acted on after a 2 s grace in which the
-//     collective may still complete: a rank that finished the job's last collective and exited is not
-//     a failure for the others still completing it;
+//     (a lost store means rank 0 is gone). A killed rank is acted on at once; a rank that ended on
+//     purpose (said BYE) after a 2 s grace in which the collective may still complete: a rank that
+//     finished the job's last collective and exited is no failure for the others still completing it;
 //   - hang: a collective that has not completed after the communicator's timeout (parallel.timeout_s) ends
 //     the wait whatever the store says.
 // Either way the process prints one line naming its rank, the group, the collective (with its sequence
@@ -52,8 +52,8 @@ class Liveness {
   TcpStore* store_ = nullptr;
   std::mutex mu_;
   std::chrono::steady_clock::time_point last_asked_{};
-  std::vector<int> gone_;                                // what the store last reported
-  std::chrono::steady_clock::time_point gone_since_{};  // when it first reported a gone rank
+  std::vector<int> left_;                               // ranks that ended on purpose, as last reported
+  std::chrono::steady_clock::time_point left_since_{};  // when the store first reported one
 };
 
 }  // namespace dtrn::parallel

@@ -5,7 +5,7 @@
 //
 // Protocol: one text line per request and per reply; values travel hex-encoded, so any bytes fit.
 //   HELLO <rank>   -> OK             SET <key> <hex> -> OK         GET <key> -> VAL <hex> (waits until set)
-//   LOST           -> LOST <r>,<r>   BYE             -> OK (this rank ends)
+//   LOST -> LOST <lost r>,<r>;<left r>,<r>      BYE -> OK (this rank ends)
 //
 // Thread-safety: all methods may be called from any thread; requests of one client are serialised.
 #pragma once
@@ -32,8 +32,12 @@ class TcpStore {
   void set(const std::string& key, const std::string& value);
   // Waits until some rank has set key (up to the timeout given to Open; then throws dtrn::Error).
   std::string get(const std::string& key);
-  // The ranks whose connection closed, ascending; {0} when rank 0 (the server) is gone.
-  std::vector<int> lost_ranks();
+  // The ranks whose connection closed, ascending: lost (closed without BYE: killed or crashed) and left
+  // (said BYE: ended on purpose). Lost = {0} when rank 0 (the server) is gone.
+  struct Gone {
+    std::vector<int> lost, left;
+  };
+  Gone gone_ranks();
   int port() const { return port_; }
 
  private:
