@@ -3,6 +3,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "dtrn/parallel/launch_env.h"
 #include "dtrn/train/job_config.h"
 #include "dtrn/train/trainer.h"
 #include "worker_link.h"
@@ -16,7 +17,10 @@ constexpr char kUsage[] =
     "       dtrn train --run-dir DIR --resume [--config job.yaml] [--set section.key=value ...]\n";
 
 constexpr char kHelp[] =
-    "\nTrains a DTRNet model in this process on a `dtrn prep` dataset (data.path).\n\n"
+    "\nTrains a DTRNet model in this process on a `dtrn prep` dataset (data.path), alone or as one rank of\n"
+    "a data-parallel job started by mpirun, srun or RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT variables:\n"
+    "  mpirun -np 4 dtrn train --config job.yaml --set parallel.dp=4 [--set parallel.zero=1]\n"
+    "Rank 0 writes the run directory (global figures); see docs/parallel.md.\n\n"
     "  --config FILE        the job config (YAML: model, routing, train, parallel, data, checkpoint,\n"
     "                       telemetry; deploy/configs/ has presets). With --resume it defaults to\n"
     "                       DIR/config.yaml\n"
@@ -37,7 +41,10 @@ constexpr char kHelp[] =
     "\nSIGTERM or SIGINT (Slurm and Kubernetes pre-emption, Ctrl-C): the current step finishes, a\n"
     "checkpoint is saved and printed, and dtrn exits with status 75; --resume continues exactly.\n"
     "A second signal stops at once (status 128 + signal).\n"
-    "\nExit status: 0 done, 1 error, 2 usage error, 75 stopped by a signal after saving a checkpoint.\n";
+    "\nA rank that dies or hangs ends the others within parallel.timeout_s (at once when it died), each\n"
+    "printing one line naming the lost rank and the collective it waited in.\n"
+    "\nExit status: 0 done, 1 error, 2 usage error, 69 another rank was lost, 75 stopped by a signal after\n"
+    "saving a checkpoint.\n";
 
 }  // namespace
 
@@ -76,7 +83,9 @@ int run_train(int argc, char** argv) {
     return train::kExitStopped;
   }
   if (!run.ok()) return fail("train", run.status().message());
-  std::cout << "run directory: " << *run << "\n";
+  // One line for the job, not one per rank.
+  auto launch = parallel::read_launch_env();
+  if (!launch.ok() || launch->rank == 0) std::cout << "run directory: " << *run << "\n";
   return 0;
 }
 
