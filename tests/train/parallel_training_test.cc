@@ -41,16 +41,17 @@ class ParallelTrainingTest : public TrainerTest {
     return config(all);
   }
 
-  // Runs `dtrn train` under mpirun with np ranks; returns the exit status and puts stderr in *err.
+  // Runs `dtrn train` under mpirun with np ranks (`prefix` before mpirun, `mpirun_args` after -np);
+  // returns the exit status and puts stderr in *err.
   static int mpirun(int np, const JobConfig& c, const std::string& run, std::string* err,
-                    const std::string& extra = "") {
+                    const std::string& prefix = "", const std::string& mpirun_args = "") {
     const std::string yaml = root_ + "/" + std::filesystem::path(run).filename().string() + ".yaml";
     EXPECT_TRUE(write_file_atomic(yaml, to_yaml(c)).ok());
     const std::string err_file = run + ".err";
     const std::string cmd = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 " +
-                            std::string(DTRN_MPIEXEC) + " -np " + std::to_string(np) + " --oversubscribe " +
-                            DTRN_BINARY + " train --config " + yaml + " --run-dir " + run + " --quiet " + extra +
-                            " > /dev/null 2> " + err_file;
+                            prefix + " " + std::string(DTRN_MPIEXEC) + " -np " + std::to_string(np) +
+                            " --oversubscribe " + mpirun_args + " " + DTRN_BINARY + " train --config " + yaml +
+                            " --run-dir " + run + " --quiet > /dev/null 2> " + err_file;
     const int status = std::system(cmd.c_str());
     std::ifstream in(err_file);
     err->assign(std::istreambuf_iterator<char>(in), {});
@@ -68,9 +69,9 @@ class ParallelTrainingTest : public TrainerTest {
 
   // Same steps, losses within `tol`, the same routed fraction of every D layer at every step (f is a
   // count of routed tokens over all tokens, so equal f means the same number of decisions each way).
-  static void expect_same_curve(const std::string& a, const std::string& b, double tol) {
+  static void expect_same_curve(const std::string& a, const std::string& b, double tol, size_t steps = 20) {
     const auto ma = metrics(a), mb = metrics(b);
-    ASSERT_EQ(ma.size(), 20u);
+    ASSERT_EQ(ma.size(), steps);
     ASSERT_EQ(ma.size(), mb.size());
     for (size_t i = 0; i < ma.size(); ++i) {
       SCOPED_TRACE("step " + std::to_string(i + 1));
@@ -167,6 +168,74 @@ TEST_F(ParallelTrainingTest, ASigkilledRankIsNamedAndTheOthersExit) {
   // Well inside parallel.timeout_s (60): the lost rank was detected, not timed out; the job had 500 steps.
   EXPECT_LT(took, 60) << err;
   EXPECT_LT(metrics(run).size(), 500u);
+}
+
+// Two "hosts": two network namespaces joined by a veth pair, so the ranks can reach each other only over
+// TCP between 10.77.x.1 and 10.77.x.2 (no shared memory transport: MPI's btl is tcp,self, and the store is
+// reached at rank 0's veth address). mpirun runs in the first namespace and starts the second host's
+// daemon through a remote-shell stand-in that enters the namespace named in its hostfile.
+class TwoHostTest : public ParallelTrainingTest {
+ protected:
+  void SetUp() override {
+    ParallelTrainingTest::SetUp();
+    if (IsSkipped()) return;
+    const std::string id = std::to_string(getpid() % 200 + 20);
+    h0_ = "dtrn-h0-" + id;
+    h1_ = "dtrn-h1-" + id;
+    subnet_ = "10.77." + id;
+    const std::string setup =
+        "set -e; ip netns add " + h0_ + "; ip netns add " + h1_ + "; ip link add dtrnv0-" + id +
+        " type veth peer name dtrnv1-" + id + "; ip link set dtrnv0-" + id + " netns " + h0_ +
+        "; ip link set dtrnv1-" + id + " netns " + h1_ + "; ip -n " + h0_ + " addr add " + subnet_ +
+        ".1/24 dev dtrnv0-" + id + "; ip -n " + h1_ + " addr add " + subnet_ + ".2/24 dev dtrnv1-" + id +
+        "; for n in " + h0_ + " " + h1_ + "; do ip -n $n link set lo up; done; ip -n " + h0_ +
+        " link set dtrnv0-" + id + " up; ip -n " + h1_ + " link set dtrnv1-" + id + " up";
+    const std::string log = root_ + "/netns-setup.log";
+    if (std::system(("(" + setup + ") > " + log + " 2>&1").c_str()) != 0) {
+      std::ifstream in(log);
+      std::string why((std::istreambuf_iterator<char>(in)), {});
+      cleanup();
+      GTEST_SKIP() << "network namespaces refused here (needs root and CAP_NET_ADMIN): " << why;
+    }
+    rsh_ = root_ + "/netns-rsh";
+    std::ofstream(rsh_) << "#!/bin/sh\nhost=\"$1\"; shift\nexec ip netns exec \"$host\" /bin/sh -c \"$*\"\n";
+    std::filesystem::permissions(rsh_, std::filesystem::perms::owner_all);
+    hosts_ = root_ + "/netns-hosts";
+    std::ofstream(hosts_) << h0_ << " slots=1\n" << h1_ << " slots=1\n";
+  }
+  void TearDown() override { cleanup(); }
+  void cleanup() {
+    if (!h0_.empty()) std::system(("ip netns del " + h0_ + " 2>/dev/null; ip netns del " + h1_ + " 2>/dev/null").c_str());
+  }
+  std::string mpirun_args() const {
+    return "--hostfile " + hosts_ + " --mca plm_rsh_agent " + rsh_ + " --mca btl tcp,self --mca btl_tcp_if_include " +
+           subnet_ + ".0/24 --mca oob_tcp_if_include " + subnet_ + ".0/24 -x MASTER_ADDR=" + subnet_ +
+           ".1 -x OMP_NUM_THREADS -x PATH";
+  }
+  std::string h0_, h1_, subnet_, rsh_, hosts_;
+};
+
+TEST_F(TwoHostTest, RanksInTwoNetworkNamespacesMatchOneProcess) {
+  // First: the two ranks really are in different network namespaces.
+  const std::string ns_log = root_ + "/netns-ids";
+  const std::string probe = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 ip netns exec " + h0_ + " " +
+                            DTRN_MPIEXEC + " -np 2 " + mpirun_args() + " readlink /proc/self/ns/net > " + ns_log +
+                            " 2> " + ns_log + ".err";
+  ASSERT_EQ(std::system(probe.c_str()), 0);
+  std::ifstream in(ns_log);
+  std::string a, b;
+  in >> a >> b;
+  ASSERT_TRUE(a.rfind("net:", 0) == 0 && b.rfind("net:", 0) == 0) << "'" << a << "' '" << b << "'";
+  EXPECT_NE(a, b);
+
+  const auto sets = std::vector<std::string>{"train.steps=10", "train.micro_batch=2", "train.global_batch=4"};
+  const std::string one = single(job(sets), "netns1");
+  auto dp_sets = sets;
+  dp_sets.push_back("parallel.dp=2");
+  std::string err;
+  const std::string two = root_ + "/netns2";
+  ASSERT_EQ(mpirun(2, job(dp_sets), two, &err, "ip netns exec " + h0_, mpirun_args()), 0) << err;
+  expect_same_curve(one, two, kLossTolerance, 10);
 }
 
 }  // namespace

@@ -27,6 +27,7 @@
 #include "run_directory.h"
 #include "run_log.h"
 #include "run_report.h"
+#include "step_sums.h"
 #include "stop_signals.h"
 
 namespace dtrn::train {
@@ -61,66 +62,6 @@ Tensor host_tokens(const std::vector<int32_t>& tokens, int64_t b, int64_t t) {
   std::copy(tokens.begin(), tokens.end(), out.data<int32_t>());
   return out;
 }
-
-// The scalars a step reports, summed over its micro-batches where the model runs and read once.
-class StepSums {
- public:
-  struct Values {
-    double loss = 0, ce = 0, sparsity = 0, balance = 0, grad_norm = 0;
-  };
-
-  // Adds one micro-batch's terms (each divided by `accum`); layers collects f and fallback on the host
-  // and s on the device.
-  void add(const model::ForwardResult& r, int64_t accum, std::vector<model::LayerRouting>* layers) {
-    NoGradGuard no_grad;
-    const double w = 1.0 / static_cast<double>(accum);
-    accumulate(&loss_, r.loss, w);
-    accumulate(&ce_, r.ce, w);
-    accumulate(&sparsity_, r.routing.sparsity, w);
-    accumulate(&balance_, r.routing.balance, w);
-    if (layers->empty()) {
-      *layers = r.layers;
-      for (auto& l : *layers) {
-        l.f = 0;
-        l.s = Tensor();
-      }
-    }
-    for (size_t i = 0; i < r.layers.size(); ++i) {
-      (*layers)[i].f += r.layers[i].f * w;
-      accumulate(&(*layers)[i].s, r.layers[i].s, w);
-      (*layers)[i].fallback = (*layers)[i].fallback || r.layers[i].fallback;
-    }
-  }
-
-  // Reads every sum and the squared gradient norm in one device-to-host copy; layers' s become
-  // host-side scalars.
-  Values read(const Tensor& grad_norm_sq, std::vector<model::LayerRouting>* layers) {
-    NoGradGuard no_grad;
-    std::vector<Tensor> parts;
-    auto put = [&](const Tensor& t) {
-      parts.push_back((t.defined() ? t : Tensor::zeros({}, DType::kF64, grad_norm_sq.device()))
-                          .reshape({1})
-                          .to(DType::kF64));
-    };
-    for (const Tensor& t : {loss_, ce_, sparsity_, balance_, grad_norm_sq}) put(t);
-    for (const auto& l : *layers) put(l.s);
-    const std::vector<double> host = concat(parts, 0).to_vector();
-    Values v{host[0], host[1], host[2], host[3], std::sqrt(host[4])};
-    for (size_t i = 0; i < layers->size(); ++i) {
-      (*layers)[i].s = Tensor::full({}, host[5 + i], DType::kF64);
-    }
-    return v;
-  }
-
- private:
-  static void accumulate(Tensor* sum, const Tensor& term, double w) {
-    if (!term.defined()) return;
-    Tensor t = scale(term.detach(), w);
-    *sum = sum->defined() ? dtrn::add(*sum, t) : t;
-  }
-
-  Tensor loss_, ce_, sparsity_, balance_;
-};
 
 // Compares the resolved config stored in checkpoint `ckpt` with `config` (resume_policy.h); allowed
 // changes are appended to `notes`.
@@ -161,6 +102,17 @@ StepStats step_stats(const nlohmann::json& line) {
   return s;
 }
 
+// train.device resolved for this rank: a GPU rank of a multi-rank job takes the GPU of its local rank
+// unless train.device named one.
+StatusOr<Placement> rank_placement(const TrainConfig& train, const parallel::LaunchEnv& launch, std::string* note) {
+  auto placement = resolve_placement(train, note);
+  if (!placement.ok()) return placement.status();
+  if (placement->device.is_cuda() && launch.world_size > 1 && train.device.find(':') == std::string::npos) {
+    placement->device = Device::cuda(launch.local_rank % cuda_device_count());
+  }
+  return placement;
+}
+
 // Every rank learns whether any rank failed at this point (a collective over the world), so that one
 // rank's refusal ends all of them instead of leaving the others in their next collective.
 Status agree(parallel::Communicator& world, const Status& local, const std::string& stage) {
@@ -170,44 +122,6 @@ Status agree(parallel::Communicator& world, const Status& local, const std::stri
   if (!local.ok()) return local;
   if (failed.to_ints()[0] != 0) return Status::FailedPrecondition("another rank failed " + stage + " (its error is above)");
   return Status::Ok();
-}
-
-// The step's figures over the DP group: the loss terms and each layer's f and s averaged (each rank's are
-// means over its micro-batches of one size, so the average is the global batch's mean), the fallback flag
-// or-ed, and each layer's f also as its minimum and maximum over ranks.
-struct LayerSpread {
-  double f_min = 0, f_max = 0;
-};
-std::vector<LayerSpread> reduce_step_over_dp(parallel::Communicator& dp, StepSums::Values* v,
-                                             std::vector<model::LayerRouting>* layers) {
-  const size_t n = layers->size();
-  std::vector<LayerSpread> spread(n);
-  for (size_t i = 0; i < n; ++i) spread[i] = {(*layers)[i].f, (*layers)[i].f};
-  if (dp.size() == 1) return spread;
-  std::vector<double> avg = {v->loss, v->ce, v->sparsity, v->balance};
-  std::vector<double> max;  // f, -f, fallback per layer: min is max of -f
-  for (const auto& l : *layers) {
-    avg.push_back(l.f);
-    avg.push_back(l.s.item());
-    max.insert(max.end(), {l.f, -l.f, l.fallback ? 1.0 : 0.0});
-  }
-  Tensor a = Tensor::from_vector(avg, {static_cast<int64_t>(avg.size())}, DType::kF64);
-  Tensor m = Tensor::from_vector(max, {static_cast<int64_t>(max.size())}, DType::kF64);
-  dp.all_reduce(a, parallel::ReduceOp::kAvg);
-  if (n > 0) dp.all_reduce(m, parallel::ReduceOp::kMax);
-  avg = a.to_vector();
-  max = m.to_vector();
-  v->loss = avg[0];
-  v->ce = avg[1];
-  v->sparsity = avg[2];
-  v->balance = avg[3];
-  for (size_t i = 0; i < n; ++i) {
-    (*layers)[i].f = avg[4 + 2 * i];
-    (*layers)[i].s = Tensor::full({}, avg[5 + 2 * i], DType::kF64);
-    (*layers)[i].fallback = max[3 * i + 2] > 0;
-    spread[i] = {-max[3 * i + 1], max[3 * i]};
-  }
-  return spread;
 }
 
 }  // namespace
@@ -221,59 +135,90 @@ StarvationMonitor::Verdict StarvationMonitor::observe(int64_t layer, double f, b
   return {fallback || r->low >= window_, r->high >= window_};
 }
 
-// What one rank of the job works with: its groups, and (rank 0 only) the run directory it holds.
-struct RankContext {
+
+// Everything one rank's run holds. Members are in construction order: the model before the gradient
+// buckets that hook its parameters, the buckets before the ZeRO optimizer that reads them.
+struct Trainer::State {
+  State(const JobConfig& c, const TrainRunOptions& o, parallel::ProcessGroups& g)
+      : config(c), options(o), groups(g), world(g.world()), dp(g.dp()), config_yaml(to_yaml(c)),
+        monitor(c.routing.starvation_threshold, c.routing.starvation_window) {}
+
+  bool lead() const { return dir != nullptr; }  // rank 0: prints, writes metrics.jsonl and checkpoints
+  Status open(std::vector<std::string>* skipped, std::vector<std::string>* resume_notes, bool* nothing_to_do);
+  void start(const std::vector<std::string>& skipped, const std::vector<std::string>& resume_notes);
+
+  JobConfig config;
+  TrainRunOptions options;
   parallel::ProcessGroups& groups;
-  RunDirectory* dir;    // null on every rank but 0
-  std::string run_dir;  // the same path on every rank
+  parallel::Communicator& world;
+  parallel::Communicator& dp;
+  std::string config_yaml;
+  std::unique_ptr<RunDirectory> dir;  // rank 0 only
+  std::string run_dir;                // the same path on every rank
   Placement placement;
   std::string device_note;
-  bool lead() const { return dir != nullptr; }  // prints, writes metrics.jsonl and checkpoints
+  std::string ckpt;  // what a resume continues from
+
+  std::shared_ptr<const data::TokenDataset> train_set, val_set;
+  std::unique_ptr<model::DtrnModel> model;
+  std::vector<ParamGroupEntry> param_groups;
+  AdamWOptions adamw_options;
+  bool zero = false;
+  std::unique_ptr<parallel::GradientBuckets> buckets;
+  std::unique_ptr<parallel::ZeroAdamW> zero_optimizer;
+  std::unique_ptr<AdamW> optimizer;  // without ZeRO-1
+  TrainProgress progress;
+  std::unique_ptr<data::DataLoader> loader;
+  std::vector<int32_t> val_tokens;
+  double val_bytes_per_token = 0;
+
+  std::unique_ptr<RunLog> log;
+  std::ofstream metrics;
+  int64_t accum = 1;         // micro-batches per step on this rank
+  int64_t global_accum = 1;  // on all ranks together
+  int64_t tokens_per_step = 0;
+  StarvationMonitor monitor;
+  std::unique_ptr<RunReport> report;
+  std::string saved;  // the newest checkpoint (rank 0: its path)
+  int64_t saved_step = -1;
 };
 
-// The run in ctx.run_dir (opened by run_training). Nothing is written into the folder until every check
-// has passed and the run starts (dir.started()), so that a refused start changes nothing.
-static StatusOr<std::string> train_in(const JobConfig& config, const TrainRunOptions& options, RankContext& ctx,
-                                      const StopSignals& stop) {
-  const std::string& run_dir = ctx.run_dir;
-  parallel::Communicator& world = ctx.groups.world();
-  parallel::Communicator& dp = ctx.groups.dp();
-  const std::string config_yaml = to_yaml(config);
-  // What a resume continues from, checked before anything else is opened.
-  std::string ckpt;
-  std::vector<std::string> skipped, resume_notes;  // logged once the run starts
+// Checks a resume and builds data, model and optimizer; writes nothing.
+Status Trainer::State::open(std::vector<std::string>* skipped, std::vector<std::string>* resume_notes,
+                            bool* nothing_to_do) {
   if (options.resume) {
-    auto resolved_ckpt = resolve_checkpoint(run_dir, &skipped);
-    if (ctx.lead()) {
-      for (const std::string& line : skipped) std::cerr << "dtrn train: --resume: " << line << std::endl;
+    auto resolved_ckpt = resolve_checkpoint(run_dir, skipped);
+    if (lead()) {
+      for (const std::string& line : *skipped) std::cerr << "dtrn train: --resume: " << line << std::endl;
     }
     if (!resolved_ckpt.ok()) return Status::NotFound("--resume: " + resolved_ckpt.status().message());
     ckpt = *resolved_ckpt;
     auto step = read_checkpoint_step(ckpt);
     if (!step.ok()) return step.status();
-    DTRN_RETURN_IF_ERROR(check_resume(ckpt, config, *step, &resume_notes));
+    DTRN_RETURN_IF_ERROR(check_resume(ckpt, config, *step, resume_notes));
     if (*step >= config.train.steps) {
-      if (ctx.lead()) {
+      if (lead()) {
         std::cout << "dtrn train: nothing to do: " << ckpt << " is at step " << *step << " of train.steps "
                   << config.train.steps << " (raise it with --set train.steps=N to train on)" << std::endl;
       }
-      return run_dir;
+      *nothing_to_do = true;
+      return Status::Ok();
     }
   }
-
-  const Device device = ctx.placement.device;
-  const std::string precision = ctx.placement.precision_name();
+  auto placed = rank_placement(config.train, groups.launch(), &device_note);
+  if (!placed.ok()) return placed.status();
+  placement = *placed;
 
   // Data.
-  auto train_set = data::TokenDataset::Open(config.data.path, "train");
-  if (!train_set.ok()) return train_set.status();
-  std::shared_ptr<const data::TokenDataset> val_set;
-  if (config.train.eval_every > 0 && ctx.lead()) {
+  auto train = data::TokenDataset::Open(config.data.path, "train");
+  if (!train.ok()) return train.status();
+  train_set = *train;
+  if (config.train.eval_every > 0 && lead()) {
     auto v = data::TokenDataset::Open(config.data.path, "val");
     if (!v.ok()) return v.status();
     val_set = *v;
   }
-  const int64_t tokens_vocab = static_cast<int64_t>((*train_set)->meta().vocab_size);
+  const int64_t tokens_vocab = static_cast<int64_t>(train_set->meta().vocab_size);
   if (config.model.vocab_size < tokens_vocab) {
     return Status::InvalidArgument("model.vocab_size: " + std::to_string(config.model.vocab_size) +
                                    " is smaller than the " + std::to_string(tokens_vocab) + " token ids of " +
@@ -282,44 +227,40 @@ static StatusOr<std::string> train_in(const JobConfig& config, const TrainRunOpt
 
   // Model and optimizer: bf16 computes with f32 master weights, moments and gradients. Every rank
   // initialises from the same seed, so the replicas start equal without a broadcast.
-  model::DtrnModel model(config.model, config.routing, device, ctx.placement.compute_dtype);
-  model.init(config.train.seed);
-  if (!options.init_from.empty()) DTRN_RETURN_IF_ERROR(init_from_safetensors(options.init_from, &model));
-  std::vector<ParamGroupEntry> groups;
-  for (const auto& p : model.parameters()) groups.push_back({p.name, p.tensor, p.decay, p.compute});
-  const AdamWOptions adamw_options{0.9, 0.999, 1e-8, config.train.weight_decay};
+  model = std::make_unique<model::DtrnModel>(config.model, config.routing, placement.device,
+                                             placement.compute_dtype);
+  model->init(config.train.seed);
+  if (!options.init_from.empty()) DTRN_RETURN_IF_ERROR(init_from_safetensors(options.init_from, model.get()));
+  for (const auto& p : model->parameters()) param_groups.push_back({p.name, p.tensor, p.decay, p.compute});
+  adamw_options = AdamWOptions{0.9, 0.999, 1e-8, config.train.weight_decay};
   // Data parallelism (parallel/grad_buckets.h): gradients are averaged over the DP group in buckets
-  // during the last micro-batch's backward; ZeRO-1 shards the optimizer (parallel/zero_optimizer.h) and
-  // then the full-size AdamW below exists only while a checkpoint is read or written.
-  const bool zero = config.parallel.zero == 1 && dp.size() > 1;
-  std::unique_ptr<parallel::GradientBuckets> buckets;
-  std::unique_ptr<parallel::ZeroAdamW> zero_optimizer;
-  std::unique_ptr<AdamW> optimizer;
+  // during the last micro-batch's backward; ZeRO-1 shards the optimizer (parallel/zero_optimizer.h), and
+  // then a full-size AdamW exists only while a checkpoint is read or written.
+  zero = config.parallel.zero == 1 && dp.size() > 1;
   if (dp.size() > 1) {
     std::vector<std::pair<std::string, Tensor>> leaves;
-    for (const auto& p : model.parameters()) leaves.emplace_back(p.name, p.compute);
+    for (const auto& p : model->parameters()) leaves.emplace_back(p.name, p.compute);
     parallel::BucketOptions bo;
     bo.bucket_bytes = static_cast<int64_t>(config.parallel.bucket_mb * 1e6);
     bo.shard = zero;
     buckets = std::make_unique<parallel::GradientBuckets>(leaves, dp, bo);
   }
   if (zero) {
-    zero_optimizer = std::make_unique<parallel::ZeroAdamW>(groups, *buckets, adamw_options);
+    zero_optimizer = std::make_unique<parallel::ZeroAdamW>(param_groups, *buckets, adamw_options);
   } else {
-    optimizer = std::make_unique<AdamW>(groups, adamw_options);
+    optimizer = std::make_unique<AdamW>(param_groups, adamw_options);
   }
 
-  TrainProgress progress;
   progress.seed = config.train.seed;
   if (options.resume) {
     if (zero) {
-      AdamW full(groups, adamw_options);
-      DTRN_RETURN_IF_ERROR(load_checkpoint(ckpt, &model, &full, &progress));
+      AdamW full(param_groups, adamw_options);
+      DTRN_RETURN_IF_ERROR(load_checkpoint(ckpt, model.get(), &full, &progress));
       zero_optimizer->scatter_state(full);
     } else {
-      DTRN_RETURN_IF_ERROR(load_checkpoint(ckpt, &model, optimizer.get(), &progress));
+      DTRN_RETURN_IF_ERROR(load_checkpoint(ckpt, model.get(), optimizer.get(), &progress));
     }
-    resume_notes.push_back("resumed from " + ckpt + " at step " + std::to_string(progress.step));
+    resume_notes->push_back("resumed from " + ckpt + " at step " + std::to_string(progress.step));
   }
 
   data::LoaderOptions lo;
@@ -329,205 +270,260 @@ static StatusOr<std::string> train_in(const JobConfig& config, const TrainRunOpt
   lo.dp_rank = dp.rank();
   lo.dp_size = dp.size();
   lo.seed = config.train.seed;
-  auto loader = data::DataLoader::Open(*train_set, lo, progress.sampler);
-  if (!loader.ok()) return loader.status();
-  std::vector<int32_t> val_tokens;
-  double val_bytes_per_token = 0;
+  auto opened = data::DataLoader::Open(train_set, lo, progress.sampler);
+  if (!opened.ok()) return opened.status();
+  loader = std::move(*opened);
   if (val_set) {
     val_tokens = val_set->all_tokens();
     if (const auto* s = val_set->meta().split("val")) val_bytes_per_token = s->bytes_per_token();
   }
-  DTRN_RETURN_IF_ERROR(agree(world, Status::Ok(), "before the run started"));
-
-  // The run starts: from here on the folder is written (by rank 0) and kept.
-  if (ctx.lead()) ctx.dir->started();
-  RunLog log(ctx.lead() ? run_dir + "/train.log" : "/dev/null", options.quiet || !ctx.lead());
-  std::ofstream metrics;
-  if (ctx.lead()) {
-    DTRN_RETURN_IF_ERROR(write_file_atomic(run_dir + "/config.yaml", config_yaml));
-    if (options.resume) {
-      DTRN_RETURN_IF_ERROR(truncate_metrics(run_dir + "/metrics.jsonl", progress.step));
-    } else {
-      std::ofstream(run_dir + "/metrics.jsonl", std::ios::trunc);
-    }
-    metrics.open(run_dir + "/metrics.jsonl", std::ios::app);
-  }
-  log.line("dtrn train: run directory " + run_dir);
-  for (const std::string& line : skipped) log.record("--resume: " + line);
-  for (const std::string& note : resume_notes) log.line(note);
-  if (!ctx.device_note.empty()) log.line(ctx.device_note);
-  log.line("model: " + std::to_string(model.parameter_count()) + " parameters, layout " + model.layout() +
-           ", device " + device.str() + ", " + precision);
-  if (world.size() > 1) {
-    log.line("parallel: " + std::to_string(world.size()) + " ranks (" +
-             parallel::launcher_name(ctx.groups.launch().launcher) + "), dp " + std::to_string(dp.size()) +
-             ", tp " + std::to_string(ctx.groups.tp_size()) + (zero ? ", ZeRO-1" : "") + ", " +
-             (buckets ? std::to_string(buckets->buckets().size()) + " gradient buckets" : ""));
-  }
-
-  // Micro-batches per step on this rank; the global count numbers the fallback's draws (below).
-  const int64_t accum = config.train.global_batch / (config.train.micro_batch * dp.size());
-  const int64_t global_accum = accum * dp.size();
-  const int64_t tokens_per_step = config.train.global_batch * config.model.seq_len;
-  StarvationMonitor monitor(config.routing.starvation_threshold, config.routing.starvation_window);
-  RunReport report(progress.step, config.train.steps);
-  std::string saved;  // the newest checkpoint this process wrote
-  int64_t saved_step = -1;
-  auto save = [&]() -> Status {
-    progress.sampler = (*loader)->state();
-    StatusOr<std::string> path = std::string();
-    if (zero) {
-      AdamW full(groups, adamw_options);
-      zero_optimizer->gather_state(&full);  // a collective: every rank takes part
-      if (ctx.lead()) path = save_checkpoint(run_dir, model, full, progress, config_yaml, config.checkpoint.keep);
-    } else if (ctx.lead()) {
-      path = save_checkpoint(run_dir, model, *optimizer, progress, config_yaml, config.checkpoint.keep);
-    }
-    DTRN_RETURN_IF_ERROR(agree(world, path.status(), "to save the checkpoint"));
-    if (ctx.lead()) log.line("checkpoint " + *path);
-    saved = ctx.lead() ? *path : run_dir + "/checkpoints";
-    saved_step = progress.step;
-    if (options.telemetry) options.telemetry->on_checkpoint(progress.step);
-    return Status::Ok();
-  };
-  // Whether any rank was asked to stop (a signal, the coordinator): all ranks stop after the same step.
-  auto stop_agreed = [&](bool local) {
-    if (world.size() == 1) return local;
-    Tensor flag = Tensor::full({1}, local ? 1.0 : 0.0, DType::kI32);
-    world.all_reduce(flag, parallel::ReduceOp::kMax);
-    return flag.to_ints()[0] != 0;
-  };
-
-  if (options.telemetry) options.telemetry->on_phase("train", progress.step);
-  try {
-    for (int64_t step = progress.step; step < config.train.steps; ++step) {
-      if (stop_agreed(options.telemetry && options.telemetry->stop_requested())) {
-        log.line("stopped at step " + std::to_string(progress.step) + " on request");
-        break;
-      }
-      const auto t0 = std::chrono::steady_clock::now();
-      const double lr = lr_at(step, config.train.warmup_steps, config.train.steps, config.train.lr,
-                              config.train.min_lr);
-      // Per-step sums stay on the device until the step ends: one read per step, not per micro-batch.
-      StepSums sums;
-      std::vector<model::LayerRouting> layers;
-      for (int64_t micro = 0; micro < accum; ++micro) {
-        data::Batch batch = (*loader)->next();
-        Tensor ids = host_tokens(batch.inputs, batch.B, batch.T);
-        Tensor targets = host_tokens(batch.targets, batch.B, batch.T);
-        model::ForwardOptions fo;
-        fo.training = true;
-        fo.seed = config.train.seed;
-        // The micro-batch's place in the global batch (the loader gives DP rank r the r-th slice), so the
-        // starvation fallback draws the same positions for it whatever the DP degree.
-        fo.draw = static_cast<uint64_t>(step * global_accum + dp.rank() * accum + micro);
-        model::ForwardResult r = model.forward(ids, targets, fo);
-        if (buckets && micro == accum - 1) buckets->arm();
-        // Every term is averaged over micro-batches like CE, so lambda's strength does not depend on the
-        // accumulation count (dtrnet-spec.md, Loss); the buckets average over ranks the same way.
-        scale(r.loss, 1.0 / static_cast<double>(accum)).backward();
-        sums.add(r, accum, &layers);
-      }
-      if (buckets) buckets->finish();
-      Tensor grad_norm_sq;
-      if (zero) {
-        grad_norm_sq = zero_optimizer->clip_and_step(lr, config.train.clip);
-        zero_optimizer->zero_grad();
-      } else {
-        grad_norm_sq = optimizer->clip_and_step(lr, config.train.clip);
-        optimizer->zero_grad();
-      }
-      StepSums::Values v = sums.read(grad_norm_sq, &layers);
-      const std::vector<LayerSpread> spread = reduce_step_over_dp(dp, &v, &layers);
-      const double loss_mean = v.loss, ce_mean = v.ce, grad_norm = v.grad_norm;
-      progress.step = step + 1;
-      progress.tokens += tokens_per_step;
-      const double step_ms =
-          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      const double tokens_per_s = static_cast<double>(tokens_per_step) / (step_ms / 1e3);
-
-      nlohmann::json line = {{"kind", "train"},
-                             {"step", progress.step},
-                             {"loss", loss_mean},
-                             {"ce", ce_mean},
-                             {"routing_sparsity", v.sparsity},
-                             {"routing_balance", v.balance},
-                             {"lr", lr},
-                             {"grad_norm", grad_norm},
-                             {"tokens", progress.tokens},
-                             {"tokens_per_s", tokens_per_s},
-                             {"step_ms", step_ms}};
-      nlohmann::json jl = nlohmann::json::array();
-      std::ostringstream fractions;
-      for (size_t i = 0; i < layers.size(); ++i) {
-        const auto& l = layers[i];
-        const auto verdict = monitor.observe(l.layer, l.f, l.fallback);
-        nlohmann::json entry = {{"layer", l.layer}, {"f", l.f}, {"s", l.s.item()}, {"fallback", l.fallback},
-                                {"starved", verdict.starved}, {"saturated", verdict.saturated}};
-        if (dp.size() > 1) {
-          entry["f_min"] = spread[i].f_min;
-          entry["f_max"] = spread[i].f_max;
-        }
-        jl.push_back(entry);
-        char buf[48];
-        std::snprintf(buf, sizeof buf, " L%lld %.2f%s", static_cast<long long>(l.layer), l.f,
-                      verdict.starved ? "!starved" : (verdict.saturated ? "!saturated" : ""));
-        fractions << buf;
-      }
-      line["layers"] = jl;
-      if (options.telemetry) options.telemetry->on_step(step_stats(line));
-      if (ctx.lead()) {
-        metrics << line.dump() << "\n";
-        metrics.flush();
-      }
-      char text[256];
-      std::snprintf(text, sizeof text, "step %lld/%lld | loss %.4f | ce %.4f | lr %.2e | gnorm %.2f | %s tok/s |",
-                    static_cast<long long>(progress.step), static_cast<long long>(config.train.steps),
-                    loss_mean, ce_mean, lr, grad_norm, format_rate(tokens_per_s).c_str());
-      log.line(std::string(text) + report.step_tail(progress.step, step_ms) +
-               (layers.empty() ? "" : " | f:" + fractions.str()));
-
-      // Validation runs on rank 0 alone (the others go on to the next step's first collective and wait).
-      if (ctx.lead() && config.train.eval_every > 0 &&
-          (progress.step % config.train.eval_every == 0 || progress.step == config.train.steps)) {
-        if (options.telemetry) options.telemetry->on_phase("eval", progress.step);
-        EvalResult e = evaluate_tokens(model, val_tokens, config.train.micro_batch, config.train.eval_batches,
-                                       val_bytes_per_token);
-        nlohmann::json v = {{"kind", "val"}, {"step", progress.step}, {"loss", e.loss}, {"ppl", e.ppl},
-                            {"bits_per_byte", e.bits_per_byte}, {"tokens", e.tokens}};
-        metrics << v.dump() << "\n";
-        metrics.flush();
-        std::snprintf(text, sizeof text, "val step %lld | loss %.4f | ppl %.2f | bpb %.4f | %lld tokens",
-                      static_cast<long long>(progress.step), e.loss, e.ppl, e.bits_per_byte,
-                      static_cast<long long>(e.tokens));
-        log.line(text);
-        report.validation(progress.step, e.loss);
-      }
-      if ((config.checkpoint.every > 0 && progress.step % config.checkpoint.every == 0) ||
-          progress.step == config.train.steps) {
-        if (options.telemetry) options.telemetry->on_phase("checkpoint", progress.step);
-        DTRN_RETURN_IF_ERROR(save());
-      }
-      if (progress.step < config.train.steps && stop_agreed(stop.received() != 0)) {
-        if (saved_step != progress.step) DTRN_RETURN_IF_ERROR(save());
-        log.line(report.summary(progress.step, progress.tokens, run_dir + "/checkpoints"));
-        return stopped_by_signal(stop.received() != 0 ? stop.received() : SIGTERM, progress.step, saved, run_dir);
-      }
-      if (options.telemetry) options.telemetry->on_phase("train", progress.step);
-    }
-  } catch (const Error& e) {
-    return Status::Internal(e.what());
-  }
-  log.line(report.summary(progress.step, progress.tokens, run_dir + "/checkpoints"));
-  if (options.telemetry) options.telemetry->on_phase("done", progress.step);
-  return run_dir;
+  accum = config.train.global_batch / (config.train.micro_batch * dp.size());
+  global_accum = accum * dp.size();
+  tokens_per_step = config.train.global_batch * config.model.seq_len;
+  return Status::Ok();
 }
 
-StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOptions& options) {
+// The run starts: from here on the folder is written (by rank 0) and kept.
+void Trainer::State::start(const std::vector<std::string>& skipped, const std::vector<std::string>& resume_notes) {
+  if (lead()) dir->started();
+  log = std::make_unique<RunLog>(lead() ? run_dir + "/train.log" : "/dev/null", options.quiet || !lead());
+  log->line("dtrn train: run directory " + run_dir);
+  for (const std::string& line : skipped) log->record("--resume: " + line);
+  for (const std::string& note : resume_notes) log->line(note);
+  if (!device_note.empty()) log->line(device_note);
+  log->line("model: " + std::to_string(model->parameter_count()) + " parameters, layout " + model->layout() +
+            ", device " + placement.device.str() + ", " + placement.precision_name());
+  if (world.size() > 1) {
+    log->line("parallel: " + std::to_string(world.size()) + " ranks (" +
+              parallel::launcher_name(groups.launch().launcher) + "), dp " + std::to_string(dp.size()) + ", tp " +
+              std::to_string(groups.tp_size()) + (zero ? ", ZeRO-1" : "") + ", " +
+              std::to_string(buckets ? buckets->buckets().size() : 0) + " gradient buckets");
+  }
+  report = std::make_unique<RunReport>(progress.step, config.train.steps);
+}
+
+Trainer::Trainer(std::unique_ptr<State> state) : s_(std::move(state)) {}
+Trainer::~Trainer() = default;
+
+StatusOr<std::unique_ptr<Trainer>> Trainer::Open(const JobConfig& config, const TrainRunOptions& options,
+                                                 parallel::ProcessGroups& groups) {
   if (options.resume && !options.init_from.empty()) {
     return Status::InvalidArgument("--resume and --init-from: --resume continues the run's checkpoint, "
                                    "--init-from starts a new run from weights; give one");
   }
+  auto s = std::make_unique<State>(config, options, groups);
+  // Rank 0 holds the run directory; the others learn its path from it.
+  s->run_dir = options.run_dir.empty() ? default_run_dir() : options.run_dir;
+  Status opened = Status::Ok();
+  if (s->world.rank() == 0) {
+    auto d = RunDirectory::Open(s->run_dir, options.resume);
+    if (d.ok()) s->dir = std::move(*d);
+    opened = d.status();
+  }
+  DTRN_RETURN_IF_ERROR(agree(s->world, opened, "to open the run directory"));
+  if (s->world.size() > 1) parallel::broadcast_string(s->world, &s->run_dir, 0);
+
+  std::vector<std::string> skipped, resume_notes;  // logged once the run starts
+  bool nothing_to_do = false;
+  Status set_up = Status::Ok();
+  try {
+    set_up = s->open(&skipped, &resume_notes, &nothing_to_do);
+  } catch (const Error& e) {
+    set_up = Status::Internal(e.what());
+  }
+  DTRN_RETURN_IF_ERROR(agree(s->world, set_up, "before the run started"));
+  // Nothing to do: the Trainer is finished() at once and writes nothing.
+  if (!nothing_to_do) {
+    s->start(skipped, resume_notes);
+    if (s->lead()) {
+      DTRN_RETURN_IF_ERROR(write_file_atomic(s->run_dir + "/config.yaml", s->config_yaml));
+      if (options.resume) {
+        DTRN_RETURN_IF_ERROR(truncate_metrics(s->run_dir + "/metrics.jsonl", s->progress.step));
+      } else {
+        std::ofstream(s->run_dir + "/metrics.jsonl", std::ios::trunc);
+      }
+      s->metrics.open(s->run_dir + "/metrics.jsonl", std::ios::app);
+    }
+  } else {
+    s->progress.step = config.train.steps;
+  }
+  return std::unique_ptr<Trainer>(new Trainer(std::move(s)));
+}
+
+const std::string& Trainer::run_dir() const { return s_->run_dir; }
+int64_t Trainer::step() const { return s_->progress.step; }
+bool Trainer::finished() const { return s_->progress.step >= s_->config.train.steps; }
+
+StatusOr<StepStats> Trainer::train_step() {
+  State& s = *s_;
+  const JobConfig& config = s.config;
+  const int64_t step = s.progress.step;
+  const auto t0 = std::chrono::steady_clock::now();
+  const double lr = lr_at(step, config.train.warmup_steps, config.train.steps, config.train.lr, config.train.min_lr);
+  // Per-step sums stay on the device until the step ends: one read per step, not per micro-batch.
+  StepSums sums;
+  std::vector<model::LayerRouting> layers;
+  for (int64_t micro = 0; micro < s.accum; ++micro) {
+    data::Batch batch = s.loader->next();
+    Tensor ids = host_tokens(batch.inputs, batch.B, batch.T);
+    Tensor targets = host_tokens(batch.targets, batch.B, batch.T);
+    model::ForwardOptions fo;
+    fo.training = true;
+    fo.seed = config.train.seed;
+    // The micro-batch's place in the global batch (the loader gives DP rank r the r-th slice), so the
+    // starvation fallback draws the same positions for it whatever the DP degree.
+    fo.draw = static_cast<uint64_t>(step * s.global_accum + s.dp.rank() * s.accum + micro);
+    model::ForwardResult r = s.model->forward(ids, targets, fo);
+    if (s.buckets && micro == s.accum - 1) s.buckets->arm();
+    // Every term is averaged over micro-batches like CE, so lambda's strength does not depend on the
+    // accumulation count (dtrnet-spec.md, Loss); the buckets average over ranks the same way.
+    scale(r.loss, 1.0 / static_cast<double>(s.accum)).backward();
+    sums.add(r, s.accum, &layers);
+  }
+  if (s.buckets) s.buckets->finish();
+  Tensor grad_norm_sq;
+  if (s.zero) {
+    grad_norm_sq = s.zero_optimizer->clip_and_step(lr, config.train.clip);
+    s.zero_optimizer->zero_grad();
+  } else {
+    grad_norm_sq = s.optimizer->clip_and_step(lr, config.train.clip);
+    s.optimizer->zero_grad();
+  }
+  StepSums::Values v = sums.read(grad_norm_sq, &layers);
+  const std::vector<LayerSpread> spread = reduce_step_over_dp(s.dp, &v, &layers);
+  s.progress.step = step + 1;
+  s.progress.tokens += s.tokens_per_step;
+  const double step_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  const double tokens_per_s = static_cast<double>(s.tokens_per_step) / (step_ms / 1e3);
+
+  nlohmann::json line = {{"kind", "train"},
+                         {"step", s.progress.step},
+                         {"loss", v.loss},
+                         {"ce", v.ce},
+                         {"routing_sparsity", v.sparsity},
+                         {"routing_balance", v.balance},
+                         {"lr", lr},
+                         {"grad_norm", v.grad_norm},
+                         {"tokens", s.progress.tokens},
+                         {"tokens_per_s", tokens_per_s},
+                         {"step_ms", step_ms}};
+  nlohmann::json jl = nlohmann::json::array();
+  std::ostringstream fractions;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const auto& l = layers[i];
+    const auto verdict = s.monitor.observe(l.layer, l.f, l.fallback);
+    nlohmann::json entry = {{"layer", l.layer}, {"f", l.f}, {"s", l.s.item()}, {"fallback", l.fallback},
+                            {"starved", verdict.starved}, {"saturated", verdict.saturated}};
+    if (s.dp.size() > 1) {
+      entry["f_min"] = spread[i].f_min;
+      entry["f_max"] = spread[i].f_max;
+    }
+    jl.push_back(entry);
+    char buf[48];
+    std::snprintf(buf, sizeof buf, " L%lld %.2f%s", static_cast<long long>(l.layer), l.f,
+                  verdict.starved ? "!starved" : (verdict.saturated ? "!saturated" : ""));
+    fractions << buf;
+  }
+  line["layers"] = jl;
+  const StepStats stats = step_stats(line);
+  if (s.options.telemetry) s.options.telemetry->on_step(stats);
+  if (s.lead()) {
+    s.metrics << line.dump() << "\n";
+    s.metrics.flush();
+  }
+  char text[256];
+  std::snprintf(text, sizeof text, "step %lld/%lld | loss %.4f | ce %.4f | lr %.2e | gnorm %.2f | %s tok/s |",
+                static_cast<long long>(s.progress.step), static_cast<long long>(config.train.steps), v.loss, v.ce,
+                lr, v.grad_norm, format_rate(tokens_per_s).c_str());
+  s.log->line(std::string(text) + s.report->step_tail(s.progress.step, step_ms) +
+              (layers.empty() ? "" : " | f:" + fractions.str()));
+  return stats;
+}
+
+Status Trainer::validate() {
+  State& s = *s_;
+  // Rank 0 alone (the others go on to the next step's first collective and wait there).
+  if (!s.lead() || !s.val_set) return Status::Ok();
+  if (s.options.telemetry) s.options.telemetry->on_phase("eval", s.progress.step);
+  EvalResult e = evaluate_tokens(*s.model, s.val_tokens, s.config.train.micro_batch, s.config.train.eval_batches,
+                                 s.val_bytes_per_token);
+  nlohmann::json v = {{"kind", "val"}, {"step", s.progress.step}, {"loss", e.loss}, {"ppl", e.ppl},
+                      {"bits_per_byte", e.bits_per_byte}, {"tokens", e.tokens}};
+  s.metrics << v.dump() << "\n";
+  s.metrics.flush();
+  char text[256];
+  std::snprintf(text, sizeof text, "val step %lld | loss %.4f | ppl %.2f | bpb %.4f | %lld tokens",
+                static_cast<long long>(s.progress.step), e.loss, e.ppl, e.bits_per_byte,
+                static_cast<long long>(e.tokens));
+  s.log->line(text);
+  s.report->validation(s.progress.step, e.loss);
+  return Status::Ok();
+}
+
+Status Trainer::save() {
+  State& s = *s_;
+  if (s.options.telemetry) s.options.telemetry->on_phase("checkpoint", s.progress.step);
+  s.progress.sampler = s.loader->state();
+  StatusOr<std::string> path = std::string();
+  if (s.zero) {
+    AdamW full(s.param_groups, s.adamw_options);
+    s.zero_optimizer->gather_state(&full);  // a collective: every rank takes part
+    if (s.lead()) path = save_checkpoint(s.run_dir, *s.model, full, s.progress, s.config_yaml, s.config.checkpoint.keep);
+  } else if (s.lead()) {
+    path = save_checkpoint(s.run_dir, *s.model, *s.optimizer, s.progress, s.config_yaml, s.config.checkpoint.keep);
+  }
+  DTRN_RETURN_IF_ERROR(agree(s.world, path.status(), "to save the checkpoint"));
+  if (s.lead()) s.log->line("checkpoint " + *path);
+  s.saved = s.lead() ? *path : s.run_dir + "/checkpoints";
+  s.saved_step = s.progress.step;
+  if (s.options.telemetry) s.options.telemetry->on_checkpoint(s.progress.step);
+  return Status::Ok();
+}
+
+StatusOr<std::string> Trainer::run(const std::function<int()>& stop_signal) {
+  State& s = *s_;
+  if (finished()) return s.run_dir;  // nothing to do (Open said why)
+  const JobConfig& config = s.config;
+  // Whether any rank was asked to stop (a signal, the coordinator): all ranks stop after the same step.
+  auto agreed = [&](bool local) {
+    if (s.world.size() == 1) return local;
+    Tensor flag = Tensor::full({1}, local ? 1.0 : 0.0, DType::kI32);
+    s.world.all_reduce(flag, parallel::ReduceOp::kMax);
+    return flag.to_ints()[0] != 0;
+  };
+  if (s.options.telemetry) s.options.telemetry->on_phase("train", s.progress.step);
+  try {
+    while (!finished()) {
+      if (agreed(s.options.telemetry && s.options.telemetry->stop_requested())) {
+        s.log->line("stopped at step " + std::to_string(s.progress.step) + " on request");
+        break;
+      }
+      auto stats = train_step();
+      if (!stats.ok()) return stats.status();
+      const int64_t step = s.progress.step;
+      if (config.train.eval_every > 0 && (step % config.train.eval_every == 0 || step == config.train.steps)) {
+        DTRN_RETURN_IF_ERROR(validate());
+      }
+      if ((config.checkpoint.every > 0 && step % config.checkpoint.every == 0) || step == config.train.steps) {
+        DTRN_RETURN_IF_ERROR(save());
+      }
+      const int signal = stop_signal();
+      if (step < config.train.steps && agreed(signal != 0)) {
+        if (s.saved_step != step) DTRN_RETURN_IF_ERROR(save());
+        s.log->line(s.report->summary(step, s.progress.tokens, s.run_dir + "/checkpoints"));
+        return stopped_by_signal(signal != 0 ? signal : SIGTERM, step, s.saved, s.run_dir);
+      }
+      if (s.options.telemetry) s.options.telemetry->on_phase("train", step);
+    }
+  } catch (const Error& e) {
+    return Status::Internal(e.what());
+  }
+  s.log->line(s.report->summary(s.progress.step, s.progress.tokens, s.run_dir + "/checkpoints"));
+  if (s.options.telemetry) s.options.telemetry->on_phase("done", s.progress.step);
+  return s.run_dir;
+}
+
+StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOptions& options) {
   if (config.parallel.tp != 1) {
     return Status::InvalidArgument("parallel.tp: " + std::to_string(config.parallel.tp) +
                                    ": tensor parallelism is not implemented yet; use parallel.dp");
@@ -535,12 +531,8 @@ StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOption
   auto launch = parallel::read_launch_env();
   if (!launch.ok()) return launch.status();
   std::string device_note;
-  auto placement = resolve_placement(config.train, &device_note);
+  auto placement = rank_placement(config.train, *launch, &device_note);
   if (!placement.ok()) return placement.status();
-  // One GPU per rank: a rank takes the GPU of its local rank unless train.device named one.
-  if (placement->device.is_cuda() && launch->world_size > 1 && config.train.device.find(':') == std::string::npos) {
-    placement->device = Device::cuda(launch->local_rank % cuda_device_count());
-  }
   parallel::ParallelOptions po;
   po.dp = static_cast<int>(config.parallel.dp);
   po.tp = static_cast<int>(config.parallel.tp);
@@ -548,25 +540,13 @@ StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOption
   po.timeout_s = config.parallel.timeout_s;
   auto groups = parallel::ProcessGroups::Join(po);
   if (!groups.ok()) return groups.status();
-  parallel::Communicator& world = (*groups)->world();
 
-  // Rank 0 holds the run directory; the others learn its path from it.
-  std::unique_ptr<RunDirectory> dir;
-  std::string run_dir = options.run_dir.empty() ? default_run_dir() : options.run_dir;
-  Status opened = Status::Ok();
-  if (world.rank() == 0) {
-    auto d = RunDirectory::Open(run_dir, options.resume);
-    if (d.ok()) dir = std::move(*d);
-    opened = d.status();
-  }
-  DTRN_RETURN_IF_ERROR(agree(world, opened, "to open the run directory"));
-  if (world.size() > 1) parallel::broadcast_string(world, &run_dir, 0);
-
-  RankContext ctx{**groups, dir.get(), run_dir, *placement, device_note};
-  StopSignals stop;
-  auto run = train_in(config, options, ctx, stop);
-  if (!run.ok() && run.status().code() != StatusCode::kCancelled && dir && dir->is_started()) {
-    RunLog::failure(dir->path() + "/train.log", run.status().message());
+  StopSignals stop;  // before the set-up, so that a signal during it still ends the run cleanly
+  auto trainer = Trainer::Open(config, options, **groups);
+  if (!trainer.ok()) return trainer.status();
+  auto run = (*trainer)->run([&stop] { return stop.received(); });
+  if (!run.ok() && run.status().code() != StatusCode::kCancelled && (*groups)->rank() == 0) {
+    RunLog::failure((*trainer)->run_dir() + "/train.log", run.status().message());
   }
   return run;
 }
