@@ -43,8 +43,8 @@ constexpr char kHelp[] =
     "A second signal stops at once (status 128 + signal).\n"
     "\nA rank that dies or hangs ends the others within parallel.timeout_s (at once when it died), each\n"
     "printing one line naming the lost rank and the collective it waited in.\n"
-    "\nExit status: 0 done, 1 error, 2 usage error, 69 another rank was lost, 75 stopped by a signal after\n"
-    "saving a checkpoint.\n";
+    "\nExit status: 0 done, 1 error, 2 usage error, 75 stopped by a signal after saving a checkpoint,\n"
+    "69 another rank of the job was lost.\n";
 
 }  // namespace
 

@@ -333,20 +333,23 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::Open(const JobConfig& config, const 
   }
   DTRN_RETURN_IF_ERROR(agree(s->world, set_up, "before the run started"));
   // Nothing to do: the Trainer is finished() at once and writes nothing.
-  if (!nothing_to_do) {
-    s->start(skipped, resume_notes);
-    if (s->lead()) {
-      DTRN_RETURN_IF_ERROR(write_file_atomic(s->run_dir + "/config.yaml", s->config_yaml));
-      if (options.resume) {
-        DTRN_RETURN_IF_ERROR(truncate_metrics(s->run_dir + "/metrics.jsonl", s->progress.step));
-      } else {
-        std::ofstream(s->run_dir + "/metrics.jsonl", std::ios::trunc);
-      }
-      s->metrics.open(s->run_dir + "/metrics.jsonl", std::ios::app);
-    }
-  } else {
+  if (nothing_to_do) {
     s->progress.step = config.train.steps;
+    return std::unique_ptr<Trainer>(new Trainer(std::move(s)));
   }
+  s->start(skipped, resume_notes);
+  Status written = Status::Ok();
+  if (s->lead()) {
+    written = write_file_atomic(s->run_dir + "/config.yaml", s->config_yaml);
+    if (written.ok() && options.resume) {
+      written = truncate_metrics(s->run_dir + "/metrics.jsonl", s->progress.step);
+    } else if (written.ok()) {
+      std::ofstream(s->run_dir + "/metrics.jsonl", std::ios::trunc);
+    }
+    if (written.ok()) s->metrics.open(s->run_dir + "/metrics.jsonl", std::ios::app);
+    if (!written.ok()) RunLog::failure(s->run_dir + "/train.log", written.message());  // the run had started
+  }
+  DTRN_RETURN_IF_ERROR(agree(s->world, written, "to write the run directory"));
   return std::unique_ptr<Trainer>(new Trainer(std::move(s)));
 }
 
