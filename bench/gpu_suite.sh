@@ -8,6 +8,7 @@
 #   STAGES="build train" bash bench/gpu_suite.sh        # 360m bilayer on the corpus
 #   STAGES="build attn" bash bench/gpu_suite.sh         # attention kernels beside torch SDPA
 #   STAGES="build capacity" bash bench/gpu_suite.sh     # the largest micro-batch of the 360m preset
+#   STAGES="build parallel" bash bench/gpu_suite.sh     # 2+ GPUs: NCCL tests, all-reduce busBW, DP scaling
 #
 # The device call carries .assets/tokenizer, .assets/corpus (the tests' and the train stage's data),
 # .deps (libpcre2-dev, which the machine lacks) and .peer (a copy of ../shared/peer, which does not travel).
@@ -115,6 +116,46 @@ if has train; then
     grep -E "^step (1|50|100|150|200)/|^val|model:"
   status+=("train 360m rc=${PIPESTATUS[0]}")
   cp /tmp/run360m/metrics.jsonl "$OUT/train360m_metrics.jsonl" 2>/dev/null
+fi
+
+if has parallel; then
+  ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  step "parallel: NCCL collectives and DP training tests on $ngpu GPUs"
+  timeout 300 mpirun -np "$ngpu" --oversubscribe -x NCCL_NVLS_ENABLE "$BUILD/tests/parallel_tests" --gtest_color=no \
+    --gtest_filter='Devices/Collectives.*' >"$OUT/parallel_collectives.log" 2>&1
+  status+=("NCCL collectives x$ngpu rc=$?: $(grep -c 'OK \].*cuda' "$OUT/parallel_collectives.log") cuda checks passed")
+  timeout 900 "$BUILD/tests/train_tests" --gtest_color=no --gtest_filter='ParallelTraining*' \
+    >"$OUT/parallel_training.log" 2>&1
+  status+=("parallel training tests rc=$?: $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/parallel_training.log" | tr '\n' ' ')")
+  step "parallel: all-reduce bus bandwidth on $ngpu GPUs"
+  timeout 120 mpirun -np "$ngpu" -x NCCL_NVLS_ENABLE "$BUILD/bin/allreduce_bench" --device cuda --max-mb 1024 \
+    2>&1 | tee "$OUT/allreduce_bench.log"
+  step "parallel: DP weak scaling, 360m bilayer, seq 2048, micro_batch 8 per GPU"
+  data=/tmp/dtrn-prep
+  [[ -f $data/meta.json ]] || "$dtrn" prep --input .assets/corpus --out "$data" --tokenizer-dir .assets/tokenizer \
+    >"$OUT/dp_prep.log" 2>&1
+  for zero in 0 1; do
+    for np in 1 2 4; do
+      (( np > ngpu )) && continue
+      run=/tmp/dp-scaling-$np-$zero
+      rm -rf "$run"
+      timeout 400 mpirun -np "$np" -x NCCL_NVLS_ENABLE "$dtrn" train --config deploy/configs/360m.yaml \
+        --set "data.path=$data" --set train.steps=25 --set train.micro_batch=8 --set "train.global_batch=$((8 * np))" \
+        --set train.warmup_steps=5 --set train.eval_every=0 --set checkpoint.every=0 --set "parallel.dp=$np" \
+        --set "parallel.zero=$zero" --run-dir "$run" --quiet >"$OUT/dp_scaling_${np}_${zero}.log" 2>&1
+      python3 - "$run/metrics.jsonl" "$np" "$zero" <<'PY' | tee -a "$OUT/dp_scaling.txt"
+import json, statistics, sys
+path, np_, zero = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+try:
+    steps = [json.loads(l) for l in open(path) if '"train"' in l][5:]
+    tps = statistics.median(s["tokens_per_s"] for s in steps)
+    print(f"dp={np_} zero={zero}: {tps:,.0f} tokens/s, {tps / np_:,.0f} per GPU, step {statistics.median(s['step_ms'] for s in steps):.0f} ms")
+except Exception as e:
+    print(f"dp={np_} zero={zero}: no result ({e})")
+PY
+    done
+  done
 fi
 
 if has hf && python3 -c 'import transformers' 2>/dev/null; then
