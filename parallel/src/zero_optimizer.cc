@@ -96,6 +96,7 @@ void ZeroAdamW::gather(const std::function<Tensor(size_t segment)>& piece,
     }
     Tensor all = Tensor::empty({shard * group.size()}, dtype, device);
     group.all_gather(mine, all);
+    if (!full) continue;
     for (int64_t i : buckets[b].slots) {
       const auto& slot = slots[i];
       Tensor dest = full(slot_param_[i]);
@@ -107,9 +108,10 @@ void ZeroAdamW::gather(const std::function<Tensor(size_t segment)>& piece,
 void ZeroAdamW::gather_state(AdamW* full) {
   auto& m = shard_optimizer_->exp_avg();
   auto& v = shard_optimizer_->exp_avg_sq();
-  gather([&](size_t k) { return m[k]; }, [&](size_t p) { return full->exp_avg()[p]; });
-  gather([&](size_t k) { return v[k]; }, [&](size_t p) { return full->exp_avg_sq()[p]; });
-  full->set_step_count(shard_optimizer_->step_count());
+  using Full = std::function<Tensor(size_t)>;
+  gather([&](size_t k) { return m[k]; }, full ? Full([&](size_t p) { return full->exp_avg()[p]; }) : Full());
+  gather([&](size_t k) { return v[k]; }, full ? Full([&](size_t p) { return full->exp_avg_sq()[p]; }) : Full());
+  if (full) full->set_step_count(shard_optimizer_->step_count());
 }
 
 void ZeroAdamW::scatter_state(AdamW& full) {

@@ -211,6 +211,20 @@ TEST_P(Collectives, ZeroOneUpdatesEqualAdamWOnTheAveragedGradients) {
   }
 }
 
+TEST_P(Collectives, GroupsOfAGivenWorld) {
+  // The coordinator's rendezvous hands over a world of its own: FromWorld builds the grid on it.
+  if (device_.is_cuda()) GTEST_SKIP() << "built on the MPI world";
+  const int n = groups_->world().size(), r = groups_->rank();
+  auto g = ProcessGroups::FromWorld(make_mpi_world(std::make_shared<Liveness>(r, 60)), 1, n);
+  ASSERT_TRUE(g.ok()) << g.status().message();
+  EXPECT_EQ((*g)->tp_size(), n);
+  EXPECT_EQ((*g)->dp_size(), 1);
+  EXPECT_EQ((*g)->tp_rank(), r);
+  Tensor t = on_device({1.0});
+  (*g)->tp().all_reduce(t, ReduceOp::kSum);
+  EXPECT_EQ(t.to_vector()[0], n);
+}
+
 INSTANTIATE_TEST_SUITE_P(Devices, Collectives, ::testing::Values(Device::cpu(), Device::cuda(0)),
                          [](const auto& info) { return info.param.is_cpu() ? std::string("cpu") : std::string("cuda"); });
 
@@ -225,6 +239,19 @@ int run_under_mpirun(int np) {
                           "-" + std::to_string(getpid()) + ".log 2>&1";
   const int status = std::system(cmd.c_str());
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+TEST(ProcessGroups, AGridThatDoesNotCoverTheWorldIsRefusedNamingBoth) {
+  auto g = ProcessGroups::FromWorld(make_single_process_communicator(), 2, 1);
+  ASSERT_FALSE(g.ok());
+  EXPECT_NE(g.status().message().find("parallel.dp x parallel.tp = 2 x 1"), std::string::npos)
+      << g.status().message();
+  EXPECT_NE(g.status().message().find("world of 1 ranks"), std::string::npos) << g.status().message();
+  auto one = ProcessGroups::FromWorld(make_single_process_communicator(), 1, 1);
+  ASSERT_TRUE(one.ok());
+  Tensor t = Tensor::from_vector({3, 4}, {2});
+  (*one)->dp().all_reduce(t, ReduceOp::kAvg);
+  EXPECT_EQ(t.to_vector(), (std::vector<double>{3, 4}));
 }
 
 TEST(Mpirun, CollectivesPassOnTwoAndFourRanks) {

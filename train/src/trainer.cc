@@ -469,9 +469,10 @@ Status Trainer::save() {
   s.progress.sampler = s.loader->state();
   StatusOr<std::string> path = std::string();
   if (s.zero) {
-    AdamW full(s.param_groups, s.adamw_options);
-    s.zero_optimizer->gather_state(&full);  // a collective: every rank takes part
-    if (s.lead()) path = save_checkpoint(s.run_dir, *s.model, full, s.progress, s.config_yaml, s.config.checkpoint.keep);
+    // A collective: every rank takes part; only the one that saves holds the full-size moments.
+    std::unique_ptr<AdamW> full = s.lead() ? std::make_unique<AdamW>(s.param_groups, s.adamw_options) : nullptr;
+    s.zero_optimizer->gather_state(full.get());
+    if (s.lead()) path = save_checkpoint(s.run_dir, *s.model, *full, s.progress, s.config_yaml, s.config.checkpoint.keep);
   } else if (s.lead()) {
     path = save_checkpoint(s.run_dir, *s.model, *s.optimizer, s.progress, s.config_yaml, s.config.checkpoint.keep);
   }

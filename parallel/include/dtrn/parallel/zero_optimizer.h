@@ -33,11 +33,11 @@ class ZeroAdamW {
   // Zeroes every gradient buffer for the next step's accumulation.
   void zero_grad();
 
-  // Collective over the group: full holds the unsharded moments and step count afterwards (on every rank).
+  // Collective over the group: full (where not null: the rank that saves) holds the unsharded moments and
+  // step count afterwards; the other ranks pass null and keep no full-size copy.
   void gather_state(AdamW* full);
   // Takes this rank's pieces of full's moments and its step count.
   void scatter_state(AdamW& full);
-  int64_t step_count() const { return shard_optimizer_->step_count(); }
 
  private:
   struct Segment {
@@ -50,7 +50,7 @@ class ZeroAdamW {
   // The segment's elements of a full-size tensor of its parameter's shape (a view).
   static Tensor segment_view(const Tensor& full, const Segment& s);
   // Each rank puts piece(k) of its segments k into its piece of each bucket; the all-gathered buckets are
-  // copied into full(p) for every parameter p.
+  // copied into full(p) for every parameter p (none where full is empty).
   void gather(const std::function<Tensor(size_t segment)>& piece, const std::function<Tensor(size_t param)>& full);
 
   std::vector<ParamGroupEntry> params_;
