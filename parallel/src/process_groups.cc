@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "dtrn/parallel/mpi_communicator.h"
 #include "dtrn/parallel/nccl_communicator.h"
 
