@@ -8,6 +8,7 @@
 #   STAGES="build train" bash bench/gpu_suite.sh        # 360m bilayer on the corpus
 #   STAGES="build attn" bash bench/gpu_suite.sh         # attention kernels beside torch SDPA
 #   STAGES="build capacity" bash bench/gpu_suite.sh     # the largest micro-batch of the 360m preset
+#   STAGES="build demo" bash bench/gpu_suite.sh         # `make demo`'s job as it runs on a GPU machine
 #
 # The device call carries .assets/tokenizer, .assets/corpus (the tests' and the train stage's data),
 # .deps (libpcre2-dev, which the machine lacks) and .peer (a copy of ../shared/peer, which does not travel).
@@ -99,10 +100,15 @@ fi
 
 if has peers; then
   step "peers (../shared/peer, carried as .peer): torch_dense.py and torch_dtrnet.py, vocab 50304"
-  PYTHONUNBUFFERED=1 timeout 420 python3 .peer/torch_dense.py --shape smollm-360m --seqs 2048,8192 \
-    --compile "${PEER_COMPILE:-0,1}" --vocab 50304 2>&1 | grep '^{' | tee -a "$OUT/peers.jsonl"
-  PYTHONUNBUFFERED=1 timeout 300 python3 .peer/torch_dtrnet.py --seqs 2048,8192 --rs 0.1 --vocab 50304 2>&1 |
-    grep '^{' | tee -a "$OUT/peers.jsonl"
+  # PEERS picks them (both by default); one call may not hold both beside dtrn bench.
+  if [[ " ${PEERS:-dense dtrnet} " == *" dense "* ]]; then
+    PYTHONUNBUFFERED=1 timeout 420 python3 .peer/torch_dense.py --shape smollm-360m --seqs 2048,8192 \
+      --compile "${PEER_COMPILE:-0,1}" --vocab 50304 2>&1 | grep '^{' | tee -a "$OUT/peers.jsonl"
+  fi
+  if [[ " ${PEERS:-dense dtrnet} " == *" dtrnet "* ]]; then
+    PYTHONUNBUFFERED=1 timeout 300 python3 .peer/torch_dtrnet.py --seqs 2048,8192 --rs 0.1 --vocab 50304 2>&1 |
+      grep '^{' | tee -a "$OUT/peers.jsonl"
+  fi
 fi
 
 if has train; then
@@ -115,6 +121,13 @@ if has train; then
     grep -E "^step (1|50|100|150|200)/|^val|model:"
   status+=("train 360m rc=${PIPESTATUS[0]}")
   cp /tmp/run360m/metrics.jsonl "$OUT/train360m_metrics.jsonl" 2>/dev/null
+fi
+
+if has demo; then
+  step "make demo's job on the GPU (deploy/demo.sh picks deploy/configs/demo-gpu.yaml)"
+  BUILD="$BUILD" timeout 420 bash deploy/demo.sh >"$OUT/demo.log" 2>&1
+  status+=("demo rc=$?: $(grep -E '^step [0-9]+/' "$OUT/demo.log" | tail -1)")
+  grep -E "^demo:|^model:|^device|^step (1|100|200|300|400)/|^val" "$OUT/demo.log"
 fi
 
 if has hf && python3 -c 'import transformers' 2>/dev/null; then
