@@ -85,7 +85,7 @@ fi
 
 if has capacity; then
   step "capacity: the largest micro-batch of the 360m preset (bilayer, bf16) at 2048 and 8192"
-  for shape in "2048 64 60 56 52 48" "8192 16 15 14 13 12"; do
+  for shape in "${CAPACITY_2048:-2048 64 60 56 52 48}" "${CAPACITY_8192:-8192 16 15 14 13 12}"; do
     set -- $shape
     seq=$1; shift
     for b in "$@"; do
