@@ -8,6 +8,7 @@
 #   STAGES="build train" bash bench/gpu_suite.sh        # 360m bilayer on the corpus
 #   STAGES="build attn" bash bench/gpu_suite.sh         # attention kernels beside torch SDPA
 #   STAGES="build capacity" bash bench/gpu_suite.sh     # the largest micro-batch of the 360m preset
+#   STAGES="build demo" bash bench/gpu_suite.sh         # `make demo`'s job as it runs on a GPU machine
 #   STAGES="build parallel" bash bench/gpu_suite.sh     # 2+ GPUs: NCCL tests, all-reduce busBW, DP scaling
 #
 # The device call carries .assets/tokenizer, .assets/corpus (the tests' and the train stage's data),
@@ -85,7 +86,7 @@ fi
 
 if has capacity; then
   step "capacity: the largest micro-batch of the 360m preset (bilayer, bf16) at 2048 and 8192"
-  for shape in "2048 64 60 56 52 48" "8192 16 15 14 13 12"; do
+  for shape in "${CAPACITY_2048:-2048 64 60 56 52 48}" "${CAPACITY_8192:-8192 16 15 14 13 12}"; do
     set -- $shape
     seq=$1; shift
     for b in "$@"; do
@@ -100,10 +101,15 @@ fi
 
 if has peers; then
   step "peers (../shared/peer, carried as .peer): torch_dense.py and torch_dtrnet.py, vocab 50304"
-  PYTHONUNBUFFERED=1 timeout 420 python3 .peer/torch_dense.py --shape smollm-360m --seqs 2048,8192 \
-    --compile "${PEER_COMPILE:-0,1}" --vocab 50304 2>&1 | grep '^{' | tee -a "$OUT/peers.jsonl"
-  PYTHONUNBUFFERED=1 timeout 300 python3 .peer/torch_dtrnet.py --seqs 2048,8192 --rs 0.1 --vocab 50304 2>&1 |
-    grep '^{' | tee -a "$OUT/peers.jsonl"
+  # PEERS picks them (both by default); one call may not hold both beside dtrn bench.
+  if [[ " ${PEERS:-dense dtrnet} " == *" dense "* ]]; then
+    PYTHONUNBUFFERED=1 timeout 420 python3 .peer/torch_dense.py --shape smollm-360m --seqs 2048,8192 \
+      --compile "${PEER_COMPILE:-0,1}" --vocab 50304 2>&1 | grep '^{' | tee -a "$OUT/peers.jsonl"
+  fi
+  if [[ " ${PEERS:-dense dtrnet} " == *" dtrnet "* ]]; then
+    PYTHONUNBUFFERED=1 timeout 300 python3 .peer/torch_dtrnet.py --seqs 2048,8192 --rs 0.1 --vocab 50304 2>&1 |
+      grep '^{' | tee -a "$OUT/peers.jsonl"
+  fi
 fi
 
 if has train; then
@@ -156,6 +162,13 @@ except Exception as e:
 PY
     done
   done
+fi
+
+if has demo; then
+  step "make demo's job on the GPU (deploy/demo.sh picks deploy/configs/demo-gpu.yaml)"
+  BUILD="$BUILD" timeout 420 bash deploy/demo.sh >"$OUT/demo.log" 2>&1
+  status+=("demo rc=$?: $(grep -E '^step [0-9]+/' "$OUT/demo.log" | tail -1)")
+  grep -E "^demo:|^model:|^device|^step (1|100|200|300|400)/|^val" "$OUT/demo.log"
 fi
 
 if has hf && python3 -c 'import transformers' 2>/dev/null; then

@@ -27,7 +27,7 @@ def main(out):
         key = (r["seq"], f"dtrn {kind}")
         table[key] = r["tok_s"]
         print(f"| {r['seq']} x {r['batch']} | dtrn {kind} | {r['tok_s'] / 1e3:.1f}k | {r['step_ms']:.1f} | "
-              f"{100 * r['mfu']:.1f}% | {r['peak_mem_GiB']:.1f} | {sum(f) / len(f) if f else float('nan'):.3f} |")
+              f"{100 * r['mfu']:.1f}% | {r['peak_mem_GiB']:.1f} | {f'{sum(f) / len(f):.3f}' if f else '-'} |")
     for r in peers:
         if "error" in r:
             print(f"| {r.get('seq')} | peer error | {r['error'][:60]} | | | | |")

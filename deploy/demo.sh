@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make demo`: trains a small bilayer DTRNet on the fetched corpus on the CPU for a few minutes, with
+# `make demo`: trains a small bilayer DTRNet on the fetched corpus for a few minutes (on the GPU with
+# deploy/configs/demo-gpu.yaml where dtrn sees one, else on the CPU with deploy/configs/tiny.yaml), with
 # per-layer routing fractions each step and validation perplexity, through a coordinator whose live
 # dashboard, /metrics and `dtrn top` show the routing while it trains; then says how to evaluate and
 # export the run. `make demo` has already installed dependencies, built dtrn and fetched the assets.
@@ -10,6 +11,13 @@ BUILD="${BUILD:-build}"
 DTRN="$BUILD/bin/dtrn"
 DATA=.assets/prep/demo
 RUN="runs/demo-$(date +%Y%m%d-%H%M%S)"
+CONFIG=deploy/configs/tiny.yaml
+WHERE="the CPU"
+gpus=$("$DTRN" info | sed -n 's/^cuda devices: //p')
+if [ "${gpus:-0}" -gt 0 ]; then
+  CONFIG=deploy/configs/demo-gpu.yaml
+  WHERE="the GPU (bf16; $gpus CUDA device(s) found)"
+fi
 
 if [ ! -f "$DATA/meta.json" ]; then
   echo "demo: tokenizing the corpus into $DATA (GPT-2 BPE; held-out books and addresses -> val)"
@@ -19,12 +27,12 @@ fi
 # Through a coordinator and an agent (`dtrn launch` embeds both) where this dtrn has them, so the run is
 # watched live: the dashboard and /metrics URLs and the `dtrn top` command are printed first.
 if "$DTRN" launch --help >/dev/null 2>&1; then
-  echo "demo: training deploy/configs/tiny.yaml into $RUN through a coordinator and an agent (1 worker)"
-  "$DTRN" launch --config deploy/configs/tiny.yaml --nproc 1 --set "data.path=$DATA" --run-dir "$RUN" \
+  echo "demo: training $CONFIG on $WHERE into $RUN through a coordinator and an agent (1 worker)"
+  "$DTRN" launch --config "$CONFIG" --nproc 1 --set "data.path=$DATA" --run-dir "$RUN" \
     --state-dir "$RUN.coordinator" --metrics-listen 127.0.0.1:0 "$@"
 else
-  echo "demo: training deploy/configs/tiny.yaml into $RUN"
-  "$DTRN" train --config deploy/configs/tiny.yaml --set "data.path=$DATA" --run-dir "$RUN" "$@"
+  echo "demo: training $CONFIG on $WHERE into $RUN"
+  "$DTRN" train --config "$CONFIG" --set "data.path=$DATA" --run-dir "$RUN" "$@"
 fi
 
 cat <<MSG
@@ -38,5 +46,5 @@ Evaluate it on the validation split:
 Export it as a Hugging Face Llama-named safetensors file:
   $DTRN export --checkpoint $RUN --out $RUN/model.safetensors
 Continue it for more steps:
-  $DTRN train --config deploy/configs/tiny.yaml --set data.path=$DATA --set train.steps=600 --run-dir $RUN --resume
+  $DTRN train --config $CONFIG --set data.path=$DATA --set train.steps=1000 --run-dir $RUN --resume
 MSG

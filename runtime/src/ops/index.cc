@@ -25,6 +25,14 @@ void check_index(const Tensor& index, const Tensor& x, const char* op) {
              x.device().str());
 }
 
+// out[..., index[i], ...] += src[..., i, ...] along dim, in place on out's buffer.
+void add_rows_into(const Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src) {
+  const Geometry3 g = around(out.shape(), dim);
+  if (idx.numel() > 0 && g.outer * g.inner > 0) {
+    backend_of(out).index_add(out, g.outer, g.n, g.inner, idx, src.contiguous().detach());
+  }
+}
+
 }  // namespace
 
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
@@ -38,8 +46,11 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   if (out.numel() > 0) backend_of(in).index_select(in, g.outer, g.n, g.inner, idx, out);
   Shape in_shape = x.shape();
   return record("index_select", out, {x}, [in_shape, dim, idx](const Tensor& grad) -> std::vector<Tensor> {
-    Tensor zeros = Tensor::zeros(in_shape, grad.dtype(), grad.device());
-    return {index_add(zeros, dim, idx, grad)};
+    // Backward runs without recording, so the rows are added straight into the zeroed gradient
+    // (index_add would clone it first: one more pass over a whole embedding table).
+    Tensor dx = Tensor::zeros(in_shape, grad.dtype(), grad.device());
+    add_rows_into(dx, dim, idx, grad);
+    return {dx};
   });
 }
 
@@ -89,10 +100,7 @@ Tensor index_add(const Tensor& base, int64_t dim, const Tensor& index, const Ten
              shape_str(expect), " (base ", shape_str(base.shape()), ", ", index.numel(), " indices)");
   Tensor idx = index.contiguous();
   Tensor out = base.detach().clone();
-  const Geometry3 g = around(out.shape(), dim);
-  if (idx.numel() > 0 && g.outer * g.inner > 0) {
-    backend_of(out).index_add(out, g.outer, g.n, g.inner, idx, src.contiguous().detach());
-  }
+  add_rows_into(out, dim, idx, src);
   return record("index_add", out, {base, src}, [dim, idx](const Tensor& grad) -> std::vector<Tensor> {
     return {grad, index_select(grad, dim, idx)};
   });
