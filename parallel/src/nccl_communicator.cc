@@ -67,10 +67,11 @@ class NcclWork final : public Work {
   }
   ~NcclWork() override {
     if (!waited_) wait();
+    cudaEventDestroy(done_);  // deferred by CUDA until the wait queued on it is satisfied
   }
 
  private:
-  cudaEvent_t done_;  // owned by the communicator's pending list
+  cudaEvent_t done_;  // owned; the watchdog watches an event of its own
   cudaStream_t compute_;
   std::vector<Tensor> keep_;  // alive until the compute stream is ordered after the collective
   bool waited_ = false;
@@ -147,9 +148,10 @@ class NcclCommunicator final : public Communicator {
     }
     const std::string what = std::string(collective) + " #" + std::to_string(++sequence_) + " on group " +
                              name_ + " (" + std::to_string(size_) + " ranks)";
-    cudaEvent_t ready, done;
+    cudaEvent_t ready, done, watched;
     DTRN_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
     DTRN_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+    DTRN_CUDA_CHECK(cudaEventCreateWithFlags(&watched, cudaEventDisableTiming));
     DTRN_CUDA_CHECK(cudaEventRecord(ready, compute_));
     DTRN_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready, 0));
     DTRN_CUDA_CHECK(cudaEventDestroy(ready));  // destruction is deferred until the wait is satisfied
@@ -158,9 +160,10 @@ class NcclCommunicator final : public Communicator {
       exit_lost_rank(world_rank_, what + " (NCCL: " + ncclGetErrorString(r) + ")", {}, 0);
     }
     DTRN_CUDA_CHECK(cudaEventRecord(done, stream_));
+    DTRN_CUDA_CHECK(cudaEventRecord(watched, stream_));
     {
       std::lock_guard<std::mutex> lock(mu_);
-      pending_.push_back({done, what, std::chrono::steady_clock::now()});
+      pending_.push_back({watched, what, std::chrono::steady_clock::now()});
     }
     return std::make_unique<NcclWork>(done, compute_, std::move(keep));
   }

@@ -52,12 +52,12 @@ Tensor ZeroAdamW::segment_view(const Tensor& full, const Segment& s) {
 Tensor ZeroAdamW::clip_and_step(double lr, double max_norm) {
   NoGradGuard no_grad;
   const Device device = params_.empty() ? Device::cpu() : params_[0].param.device();
-  // The global squared norm: each rank's pieces, summed over the group (padding elements are zero).
-  Tensor norm_sq = Tensor::zeros({1}, DType::kF64, device);
-  for (const auto& b : buckets_.buckets()) {
-    Tensor g = b.shard.to(DType::kF64);
-    norm_sq = add(norm_sq, sum(mul(g, g)).reshape({1}));
-  }
+  // The global squared norm: each rank's pieces (every gradient element lies in exactly one piece of one
+  // rank), summed over the group.
+  std::vector<Tensor> pieces;
+  for (const ParamGroupEntry& e : shard_optimizer_->params()) pieces.push_back(e.param);
+  const double local = grad_global_norm(pieces);
+  Tensor norm_sq = Tensor::full({1}, local * local, DType::kF64, device);
   buckets_.group().all_reduce(norm_sq, ReduceOp::kSum);
   const double norm = std::sqrt(norm_sq.to_vector()[0]);
   if (max_norm > 0 && norm > max_norm) {
