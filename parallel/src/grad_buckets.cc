@@ -13,6 +13,7 @@ GradientBuckets::GradientBuckets(const std::vector<std::pair<std::string, Tensor
   const DType leaf_dtype = leaves[0].second.dtype();
   const DType grad_dtype = leaf_dtype == DType::kBF16 ? DType::kF32 : leaf_dtype;
   const int64_t element_bytes = dtype_size(grad_dtype);
+  const int64_t kAlignElements = 256 / element_bytes;
   const int64_t size = group_.size();
 
   // Reverse parameter order: the order backward finishes them in.
@@ -24,8 +25,12 @@ GradientBuckets::GradientBuckets(const std::vector<std::pair<std::string, Tensor
     if (bucket_numel.empty() || bucket_numel.back() * element_bytes >= options_.bucket_bytes) {
       bucket_numel.push_back(0);
     }
-    slots_.push_back({it->first, t, static_cast<int64_t>(bucket_numel.size()) - 1, bucket_numel.back()});
-    bucket_numel.back() += t.numel();
+    // Each gradient starts on a 256-byte boundary: the alignment cuBLASLt assumes for the weight-gradient
+    // products that accumulate straight into it (matmul.cc), and that vectorised kernels like.
+    int64_t& end = bucket_numel.back();
+    end = (end + kAlignElements - 1) / kAlignElements * kAlignElements;
+    slots_.push_back({it->first, t, static_cast<int64_t>(bucket_numel.size()) - 1, end});
+    end += t.numel();
   }
   NoGradGuard no_grad;
   buckets_.resize(bucket_numel.size());

@@ -185,7 +185,8 @@ TEST_P(Collectives, BucketsAverageGradientsOverTheDpGroupDuringBackward) {
 TEST_P(Collectives, ZeroOneUpdatesEqualAdamWOnTheAveragedGradients) {
   Communicator& dp = groups_->dp();
   Toy sharded(device_), reference(device_);
-  // 48-byte buckets of 12 f32 elements: shards of 6 (dp 2) cut through the leaves.
+  // 48-byte buckets: the first holds w2 (3 elements) and w1 (17, from element 64: gradients start on 256-byte
+  // boundaries), the second w0; the shards of 41 or 42 elements (dp 2) cut through w1.
   GradientBuckets buckets(sharded.named, dp, {48, true});
   std::vector<ParamGroupEntry> zs, refs;
   for (size_t i = 0; i < sharded.leaves.size(); ++i) {

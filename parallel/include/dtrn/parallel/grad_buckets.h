@@ -2,8 +2,9 @@
 // Megatron's DistributedDataParallel do it).
 //
 // Parameters are packed, in reverse order (backward produces the last layers' gradients first), into
-// buckets of about bucket_bytes; each parameter's .grad becomes a view of its bucket's one flat buffer, so
-// backward accumulates straight into it and no copy is needed. On the step's last micro-batch (arm()), a
+// buckets of about bucket_bytes; each parameter's .grad becomes a view of its bucket's one flat buffer
+// (starting on a 256-byte boundary, padding between), so backward accumulates straight into it and no copy
+// is needed. On the step's last micro-batch (arm()), a
 // post-accumulate hook (autograd.h) counts each bucket's finished gradients and starts its collective the
 // moment the bucket is complete, while backward goes on with earlier layers. Buckets start strictly in
 // bucket order, so every rank issues the same collectives in the same order even where backward visits
