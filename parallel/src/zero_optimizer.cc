@@ -42,6 +42,10 @@ ZeroAdamW::ZeroAdamW(const std::vector<ParamGroupEntry>& params, GradientBuckets
                       master, p.decay, Tensor()});
   }
   shard_optimizer_ = std::make_unique<AdamW>(std::move(pieces), options);
+  for (const auto& b : buckets_.buckets()) {
+    shard_holders_.push_back(b.shard.detach());
+    shard_holders_.back().set_grad(b.shard);
+  }
 }
 
 Tensor ZeroAdamW::segment_view(const Tensor& full, const Segment& s) {
@@ -53,10 +57,8 @@ Tensor ZeroAdamW::clip_and_step(double lr, double max_norm) {
   NoGradGuard no_grad;
   const Device device = params_.empty() ? Device::cpu() : params_[0].param.device();
   // The global squared norm: each rank's pieces (every gradient element lies in exactly one piece of one
-  // rank), summed over the group.
-  std::vector<Tensor> pieces;
-  for (const ParamGroupEntry& e : shard_optimizer_->params()) pieces.push_back(e.param);
-  const double local = grad_global_norm(pieces);
+  // rank; padding is zero), summed over the group. One reduction per bucket.
+  const double local = grad_global_norm(shard_holders_);
   Tensor norm_sq = Tensor::full({1}, local * local, DType::kF64, device);
   buckets_.group().all_reduce(norm_sq, ReduceOp::kSum);
   const double norm = std::sqrt(norm_sq.to_vector()[0]);

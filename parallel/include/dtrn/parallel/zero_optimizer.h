@@ -56,7 +56,8 @@ class ZeroAdamW {
   std::vector<ParamGroupEntry> params_;
   GradientBuckets& buckets_;
   std::vector<Segment> segments_;
-  std::vector<size_t> slot_param_;  // the params_ index of each bucket slot
+  std::vector<size_t> slot_param_;     // the params_ index of each bucket slot
+  std::vector<Tensor> shard_holders_;  // one per bucket, its .grad the bucket's piece (for the norm)
   std::unique_ptr<AdamW> shard_optimizer_;
 };
 
