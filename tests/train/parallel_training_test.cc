@@ -284,7 +284,12 @@ TEST_F(TwoHostTest, RanksInTwoNetworkNamespacesMatchOneProcess) {
   const std::string probe = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 ip netns exec " + h0_ + " " +
                             DTRN_MPIEXEC + " -np 2 " + mpirun_args() + " readlink /proc/self/ns/net > " + ns_log +
                             " 2> " + ns_log + ".err";
-  ASSERT_EQ(std::system(probe.c_str()), 0);
+  // Open MPI 4.1's mpirun crashed once in a few dozen start-ups through the remote-shell stand-in here
+  // (exit 139 before any rank ran); the probe, which tests nothing of dtrn's, gets a second try.
+  int probe_status = std::system(probe.c_str());
+  if (probe_status != 0) probe_status = std::system(probe.c_str());
+  std::ifstream probe_err(ns_log + ".err");
+  ASSERT_EQ(probe_status, 0) << std::string((std::istreambuf_iterator<char>(probe_err)), {});
   std::ifstream in(ns_log);
   std::string a, b;
   in >> a >> b;
