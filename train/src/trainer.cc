@@ -58,52 +58,73 @@ Tensor host_tokens(const std::vector<int32_t>& tokens, int64_t b, int64_t t) {
   return out;
 }
 
+// One D layer over a step's micro-batches: means of f (host), s and Delta's quantiles (device until
+// read), fallback count, and whether the threshold alone routed none or all of some micro-batch.
+struct LayerSums {
+  int64_t layer = 0;
+  double f = 0;
+  Tensor s, quantiles;
+  int64_t fallbacks = 0;
+  bool collapsed = false;
+  double s_value = 0;
+  std::vector<double> quantile_values;  // Delta at model::measured_quantile_levels
+};
+
 // The scalars a step reports, summed over its micro-batches where the model runs and read once.
 class StepSums {
  public:
   struct Values {
-    double loss = 0, ce = 0, sparsity = 0, balance = 0, grad_norm = 0;
+    double loss = 0, ce = 0, sparsity = 0, balance = 0, lagrangian = 0, z_loss = 0, grad_norm = 0;
   };
 
-  // Adds one micro-batch's terms (each divided by `accum`); layers collects f and fallback on the host
-  // and s on the device.
-  void add(const model::ForwardResult& r, int64_t accum, std::vector<model::LayerRouting>* layers) {
+  // Adds one micro-batch's terms (each divided by `accum`); layers collects f and the fallback count on
+  // the host, s and the quantiles on the device.
+  void add(const model::ForwardResult& r, int64_t accum, std::vector<LayerSums>* layers) {
     NoGradGuard no_grad;
     const double w = 1.0 / static_cast<double>(accum);
     accumulate(&loss_, r.loss, w);
     accumulate(&ce_, r.ce, w);
     accumulate(&sparsity_, r.routing.sparsity, w);
     accumulate(&balance_, r.routing.balance, w);
+    accumulate(&lagrangian_, r.routing.lagrangian, w);
+    accumulate(&z_loss_, r.routing.z_loss, w);
     if (layers->empty()) {
-      *layers = r.layers;
-      for (auto& l : *layers) {
-        l.f = 0;
-        l.s = Tensor();
-      }
+      layers->resize(r.layers.size());
+      for (size_t i = 0; i < r.layers.size(); ++i) (*layers)[i].layer = r.layers[i].layer;
     }
     for (size_t i = 0; i < r.layers.size(); ++i) {
-      (*layers)[i].f += r.layers[i].f * w;
-      accumulate(&(*layers)[i].s, r.layers[i].s, w);
-      (*layers)[i].fallback = (*layers)[i].fallback || r.layers[i].fallback;
+      const model::LayerRouting& m = r.layers[i];
+      LayerSums& l = (*layers)[i];
+      l.f += m.f * w;
+      accumulate(&l.s, m.s, w);
+      accumulate(&l.quantiles, m.quantiles, w);
+      l.fallbacks += m.fallback ? 1 : 0;
+      l.collapsed = l.collapsed || m.threshold_routed == 0 || m.threshold_routed == m.tokens;
     }
   }
 
   // Reads every sum and the squared gradient norm in one device-to-host copy; layers' s become
   // host-side scalars.
-  Values read(const Tensor& grad_norm_sq, std::vector<model::LayerRouting>* layers) {
+  Values read(const Tensor& grad_norm_sq, std::vector<LayerSums>* layers) {
     NoGradGuard no_grad;
     std::vector<Tensor> parts;
-    auto put = [&](const Tensor& t) {
-      parts.push_back((t.defined() ? t : Tensor::zeros({}, DType::kF64, grad_norm_sq.device()))
-                          .reshape({1})
+    auto put = [&](const Tensor& t, int64_t n) {
+      parts.push_back((t.defined() ? t : Tensor::zeros({n}, DType::kF64, grad_norm_sq.device()))
+                          .reshape({n})
                           .to(DType::kF64));
     };
-    for (const Tensor& t : {loss_, ce_, sparsity_, balance_, grad_norm_sq}) put(t);
-    for (const auto& l : *layers) put(l.s);
+    for (const Tensor& t : {loss_, ce_, sparsity_, balance_, lagrangian_, z_loss_, grad_norm_sq}) put(t, 1);
+    for (const auto& l : *layers) {
+      put(l.s, 1);
+      put(l.quantiles, model::kMeasuredQuantiles);
+    }
     const std::vector<double> host = concat(parts, 0).to_vector();
-    Values v{host[0], host[1], host[2], host[3], std::sqrt(host[4])};
-    for (size_t i = 0; i < layers->size(); ++i) {
-      (*layers)[i].s = Tensor::full({}, host[5 + i], DType::kF64);
+    Values v{host[0], host[1], host[2], host[3], host[4], host[5], std::sqrt(host[6])};
+    size_t at = 7;
+    for (auto& l : *layers) {
+      l.s_value = host[at++];
+      l.quantile_values.assign(host.begin() + at, host.begin() + at + model::kMeasuredQuantiles);
+      at += model::kMeasuredQuantiles;
     }
     return v;
   }
@@ -115,8 +136,10 @@ class StepSums {
     *sum = sum->defined() ? dtrn::add(*sum, t) : t;
   }
 
-  Tensor loss_, ce_, sparsity_, balance_;
+  Tensor loss_, ce_, sparsity_, balance_, lagrangian_, z_loss_;
 };
+
+double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
 // Compares the resolved config stored in checkpoint `ckpt` with `config` (resume_policy.h); allowed
 // changes are appended to `notes`.
@@ -152,7 +175,8 @@ StepStats step_stats(const nlohmann::json& line) {
   s.tokens_per_s = line["tokens_per_s"];
   s.step_ms = line["step_ms"];
   for (const auto& l : line["layers"]) {
-    s.layers.push_back({l["layer"], l["f"], l["s"], l["fallback"], l["starved"], l["saturated"]});
+    s.layers.push_back({l["layer"], l["f"], l["s"], l["fallback"], l["starved"], l["saturated"], l["p10"],
+                        l["p50"], l["p90"], l["b"], l["fallbacks"], l["collapsed"]});
   }
   return s;
 }
@@ -293,11 +317,13 @@ static StatusOr<std::string> train_in(const JobConfig& config, const TrainRunOpt
                               config.train.min_lr);
       // Per-step sums stay on the device until the step ends: one read per step, not per micro-batch.
       StepSums sums;
-      std::vector<model::LayerRouting> layers;
+      std::vector<LayerSums> layers;
       for (int64_t micro = 0; micro < accum; ++micro) {
         data::Batch batch = (*loader)->next();
         Tensor ids = host_tokens(batch.inputs, batch.B, batch.T);
         Tensor targets = host_tokens(batch.targets, batch.B, batch.T);
+        // The threshold bias starts from the first batch (router_control.h); a resumed run has its state.
+        if (config.routing.bias_enabled() && !model.router_state().initialized) model.init_router_bias(ids);
         model::ForwardOptions fo;
         fo.training = true;
         fo.seed = config.train.seed;
@@ -311,6 +337,13 @@ static StatusOr<std::string> train_in(const JobConfig& config, const TrainRunOpt
       const Tensor grad_norm_sq = optimizer.clip_and_step(lr, config.train.clip);
       optimizer.zero_grad();
       const StepSums::Values v = sums.read(grad_norm_sq, &layers);
+      // The bias this step routed with, then the controls' once-per-step update.
+      const model::RouterState used = model.router_state();
+      std::vector<model::LayerMeasure> measured;
+      for (const auto& l : layers) measured.push_back({l.f, l.quantile_values[model::kMeasuredQuantiles - 1]});
+      model::RouterState next = used;
+      model::update_router_state(config.routing, measured, nullptr, &next);
+      model.set_router_state(next);
       const double loss_mean = v.loss, ce_mean = v.ce, grad_norm = v.grad_norm;
       progress.step = step + 1;
       progress.tokens += tokens_per_step;
@@ -324,6 +357,8 @@ static StatusOr<std::string> train_in(const JobConfig& config, const TrainRunOpt
                              {"ce", ce_mean},
                              {"routing_sparsity", v.sparsity},
                              {"routing_balance", v.balance},
+                             {"routing_lagrangian", v.lagrangian},
+                             {"routing_z_loss", v.z_loss},
                              {"lr", lr},
                              {"grad_norm", grad_norm},
                              {"tokens", progress.tokens},
@@ -331,10 +366,16 @@ static StatusOr<std::string> train_in(const JobConfig& config, const TrainRunOpt
                              {"step_ms", step_ms}};
       nlohmann::json jl = nlohmann::json::array();
       std::ostringstream fractions;
-      for (const auto& l : layers) {
-        const auto verdict = monitor.observe(l.layer, l.f, l.fallback);
-        jl.push_back({{"layer", l.layer}, {"f", l.f}, {"s", l.s.item()}, {"fallback", l.fallback},
-                      {"starved", verdict.starved}, {"saturated", verdict.saturated}});
+      for (size_t i = 0; i < layers.size(); ++i) {
+        const LayerSums& l = layers[i];
+        const auto verdict = monitor.observe(l.layer, l.f, l.fallbacks > 0);
+        const std::vector<double>& q = l.quantile_values;
+        jl.push_back({{"layer", l.layer}, {"f", l.f}, {"s", l.s_value}, {"fallback", l.fallbacks > 0},
+                      {"starved", verdict.starved}, {"saturated", verdict.saturated}, {"p10", sigmoid(q[0])},
+                      {"p50", sigmoid(q[1])}, {"p90", sigmoid(q[2])},
+                      {"b", i < used.bias.size() ? used.bias[i] : 0.0}, {"fallbacks", l.fallbacks},
+                      {"collapsed", l.collapsed}});
+        if (config.routing.balance_multiplier_lr > 0) jl.back()["mu"] = used.multiplier[i];
         char buf[48];
         std::snprintf(buf, sizeof buf, " L%lld %.2f%s", static_cast<long long>(l.layer), l.f,
                       verdict.starved ? "!starved" : (verdict.saturated ? "!saturated" : ""));

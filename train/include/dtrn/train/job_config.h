@@ -65,6 +65,12 @@ struct JobConfig {
 // often, so the default reproduces the reference loss (beta = 0); the term stays available.
 inline constexpr double kDefaultBalanceWeight = 0.0;
 
+// The default of routing.bias_rate: the threshold bias on, following the per-step quantile of Delta by
+// an EMA at this rate. Provisional, from the CPU runs of docs/routing-loss.md: every D layer held its
+// target fraction there with no fallback, where the spec's terms alone starved; the GPU ablation at two
+// model sizes (bench/routing_ablation.sh) is to confirm it or replace it.
+inline constexpr double kDefaultBiasRate = 0.1;
+
 // Parses YAML text; `overrides` are "section.key=value" strings applied on top, in order.
 StatusOr<JobConfig> parse_job_config(const std::string& yaml_text,
                                      const std::vector<std::string>& overrides = {});
