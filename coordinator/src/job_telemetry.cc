@@ -3,6 +3,7 @@
 // the Prometheus series of docs/coordinator.md.
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "dtrn/coordinator/coordinator.h"
 
@@ -35,6 +36,11 @@ void Coordinator::register_metrics() {
   routed_fraction_min_ = &r.add_gauge("dtrn_layer_routed_fraction_min", "Routed fraction, smallest over ranks");
   routed_fraction_max_ = &r.add_gauge("dtrn_layer_routed_fraction_max", "Routed fraction, largest over ranks");
   p_attn_mean_ = &r.add_gauge("dtrn_layer_p_attn_mean", "Mean router probability of attention (s) of a layer");
+  p_attn_quantile_ = &r.add_gauge("dtrn_layer_p_attn_quantile",
+                                  "Quantile q of a layer's router probability of attention over a step's tokens");
+  threshold_bias_ = &r.add_gauge("dtrn_layer_threshold_bias", "The threshold bias b_l a layer routes with");
+  collapsed_ = &r.add_gauge("dtrn_layer_collapsed",
+                            "1 when a layer's threshold alone routed none or all tokens of a micro-batch");
   starved_ = &r.add_gauge("dtrn_layer_starved", "1 while a layer is starved (f below threshold for the window, or fallback)");
   saturated_ = &r.add_gauge("dtrn_layer_saturated", "1 while a layer routes more than 90% of tokens for the window");
   fallback_total_ = &r.add_counter("dtrn_layer_fallback_total", "Steps in which a layer's starvation fallback fired");
@@ -121,20 +127,32 @@ void Coordinator::aggregate(JobRecord& job, int64_t step) {
   for (const auto& first_layer : ranks.front().layers()) {
     v1::LayerSummary* l = summary.add_layers();
     l->set_layer(first_layer.layer());
-    double f = 0, s = 0, f_min = 1, f_max = 0;
+    double f = 0, s = 0, f_min = 1, f_max = 0, bias = 0;
+    std::vector<double> quantiles(first_layer.p_attn_quantiles_size(), 0.0);
     int n = 0;
-    bool fallback = false;
+    int64_t fallback_count = 0;
+    bool fallback = false, collapsed = false;
     for (const auto& r : ranks) {
       for (const auto& rl : r.layers()) {
         if (rl.layer() != first_layer.layer()) continue;
         f += rl.f();
         s += rl.s();
+        bias += rl.threshold_bias();
+        for (int i = 0; i < rl.p_attn_quantiles_size() && i < static_cast<int>(quantiles.size()); ++i) {
+          quantiles[i] += rl.p_attn_quantiles(i);
+        }
         f_min = std::min(f_min, rl.f());
         f_max = std::max(f_max, rl.f());
         fallback = fallback || rl.fallback();
+        fallback_count += rl.fallback_count();
+        collapsed = collapsed || rl.collapsed();
         ++n;
       }
     }
+    for (double q : quantiles) l->add_p_attn_quantiles(q / n);
+    l->set_threshold_bias(bias / n);
+    l->set_fallback_count(fallback_count);
+    l->set_collapsed(collapsed);
     l->set_f(f / n);
     l->set_s(s / n);
     l->set_f_min(f_min);
@@ -149,6 +167,14 @@ void Coordinator::aggregate(JobRecord& job, int64_t step) {
     routed_fraction_min_->add(labels).set(f_min);
     routed_fraction_max_->add(labels).set(f_max);
     p_attn_mean_->add(labels).set(l->s());
+    static constexpr const char* kQuantileLabels[] = {"0.1", "0.5", "0.9"};
+    for (int i = 0; i < l->p_attn_quantiles_size() && i < 3; ++i) {
+      Labels ql = labels;
+      ql["q"] = kQuantileLabels[i];
+      p_attn_quantile_->add(ql).set(l->p_attn_quantiles(i));
+    }
+    threshold_bias_->add(labels).set(l->threshold_bias());
+    collapsed_->add(labels).set(collapsed ? 1 : 0);
     starved_->add(labels).set(verdict.starved ? 1 : 0);
     saturated_->add(labels).set(verdict.saturated ? 1 : 0);
     auto& fallbacks = fallback_total_->add(labels);

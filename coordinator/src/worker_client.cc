@@ -106,6 +106,10 @@ void WorkerClient::on_step(const train::StepStats& stats) {
     ml->set_fallback(l.fallback);
     ml->set_starved(l.starved);
     ml->set_saturated(l.saturated);
+    for (double q : {l.p10, l.p50, l.p90}) ml->add_p_attn_quantiles(q);
+    ml->set_threshold_bias(l.bias);
+    ml->set_fallback_count(l.fallbacks);
+    ml->set_collapsed(l.collapsed);
   }
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -69,27 +69,43 @@ Tensor dense_block_forward(const ModelConfig& c, const BlockWeights& w, const Te
   return add(h, mlp_forward(w.mlp, rmsnorm(h, w.norm_post, c.norm_eps)));
 }
 
-Tensor router_p_attn(const RouterWeights& w, const Tensor& x) {
+std::vector<double> measured_quantile_levels(double target_fraction) {
+  return {0.1, 0.5, 0.9, 1.0 - target_fraction};
+}
+
+Tensor router_logits(const RouterWeights& w, const Tensor& x) {
   const int64_t n = x.size(0) * x.size(1);
   Tensor x2 = x.reshape({n, x.size(2)});
   Tensor z = linear(silu(linear(x2, w.w1, w.b1)), w.w2, w.b2);  // [N, 2]
   // Probabilities in at least f32 (rule 2); f64 models (the gradient checks) keep f64.
-  Tensor p = softmax(z.dtype() == DType::kF64 ? z : z.to(DType::kF32));
-  return p.narrow(1, 0, 1).reshape({n});
+  return z.dtype() == DType::kF64 ? z : z.to(DType::kF32);
+}
+
+Tensor router_p_attn(const RouterWeights& w, const Tensor& x) {
+  return softmax(router_logits(w, x)).narrow(1, 0, 1).reshape({x.size(0) * x.size(1)});
 }
 
 Tensor routed_block_forward(const ModelConfig& c, const BlockWeights& w, const Tensor& x,
-                            const FallbackDraw& fallback, RoutingStats* stats, const BlockContext* ctx) {
+                            const FallbackDraw& fallback, RoutingStats* stats, const BlockContext* ctx,
+                            const RouteControl& control) {
   const int64_t b = x.size(0), t = x.size(1), ch = x.size(2), n = b * t;
   const BlockContext local = ctx ? BlockContext{} : make_block_context(c, b, t, x.device());
   const BlockContext& k = ctx ? *ctx : local;
-  Tensor p_attn = router_p_attn(w.router, x);  // [N], f32 (f64 in gradient checks)
-  // Rules 3 and 4: the hard mask (no gradient) and the fallback, on p_attn's device.
-  const TokenRouting r = route_tokens(p_attn.dtype() == DType::kF32 ? p_attn : p_attn.detach().to(DType::kF32),
-                                      b, t, fallback);
+  Tensor z = router_logits(w.router, x);  // [N, 2], f32 (f64 in gradient checks)
+  Tensor p_attn = softmax(z).narrow(1, 0, 1).reshape({n});
+  auto f32 = [](const Tensor& v) { return v.dtype() == DType::kF32 ? v : v.detach().to(DType::kF32); };
+  Tensor delta = sub(z.narrow(1, 0, 1), z.narrow(1, 1, 1)).reshape({n});
+  // The biased logits z + (b, 0): p computed from them crosses 0.5 exactly where Delta + b crosses 0.
+  Tensor z_biased = control.use_bias ? concat({add_scalar(z.narrow(1, 0, 1), control.bias), z.narrow(1, 1, 1)}, 1) : z;
+  // Rules 3 and 4 (or the controls that replace them): the hard mask (no gradient) and the fallback,
+  // on the router's device.
+  const TokenRouting r = control.use_bias
+                             ? route_tokens(f32(add_scalar(delta.detach(), control.bias)), 0.0, b, t, fallback, control.band)
+                             : route_tokens(f32(p_attn), 0.5, b, t, fallback, control.band);
+  Tensor p_path = control.use_bias && control.bias_scales_path ? softmax(z_biased).narrow(1, 0, 1).reshape({n}) : p_attn;
 
   Tensor u = rmsnorm(x, w.norm_in, c.norm_eps).reshape({n, ch});  // rule 5: computed once
-  Tensor p_col = p_attn.reshape({n, 1});
+  Tensor p_col = p_path.reshape({n, 1});
   std::vector<Tensor> parts, rows;
   if (r.count > 0) {
     Tensor a = packed_attention(c, w.attn, index_select(u, 0, r.routed), r.positions, r.cu_seqlens);
@@ -108,7 +124,19 @@ Tensor routed_block_forward(const ModelConfig& c, const BlockWeights& w, const T
   Tensor out = add(h, mlp_forward(w.mlp, rmsnorm(h, w.norm_post, c.norm_eps)));
   if (stats != nullptr) {
     stats->s = mean(p_attn);
+    if (control.soft_tau > 0) {
+      stats->soft = mean(softmax(scale(z_biased, 1.0 / control.soft_tau)).narrow(1, 0, 1));
+    }
+    if (control.z_loss) {
+      Tensor lse = logsumexp(z);
+      stats->z_sq = mean(mul(lse, lse));
+    }
+    if (control.measure && n > 0) {
+      stats->quantiles =
+          sorted_quantiles(sort_values(f32(delta)).first, measured_quantile_levels(control.target_fraction));
+    }
     stats->routed = r.count;
+    stats->threshold_routed = r.threshold_count;
     stats->tokens = n;
     stats->fallback = r.fallback;
   }

@@ -71,6 +71,23 @@ Status validate(const RoutingConfig& r) {
     return Status::InvalidArgument("routing.starvation_threshold must be in [0, 1)");
   }
   if (r.starvation_window <= 0) return Status::InvalidArgument("routing.starvation_window must be positive");
+  if (!(r.bias_rate >= 0 && r.bias_rate <= 1)) return Status::InvalidArgument("routing.bias_rate must be in [0, 1]");
+  if (!(r.bias_gamma >= 0)) return Status::InvalidArgument("routing.bias_gamma must be >= 0");
+  if (r.bias_path != "biased" && r.bias_path != "unbiased") {
+    return Status::InvalidArgument("routing.bias_path: '" + r.bias_path + "' is not biased or unbiased");
+  }
+  if (r.balance_on != "mean_p" && r.balance_on != "soft_fraction") {
+    return Status::InvalidArgument("routing.balance_on: '" + r.balance_on + "' is not mean_p or soft_fraction");
+  }
+  if (!(r.balance_tau > 0)) return Status::InvalidArgument("routing.balance_tau must be positive");
+  if (!(r.balance_multiplier_lr >= 0)) return Status::InvalidArgument("routing.balance_multiplier_lr must be >= 0");
+  if (!(r.z_loss_weight >= 0)) return Status::InvalidArgument("routing.z_loss_weight must be >= 0");
+  if (r.fallback != "zero" && r.fallback != "band") {
+    return Status::InvalidArgument("routing.fallback: '" + r.fallback + "' is not zero or band");
+  }
+  if (!(r.fallback_low >= 0 && r.fallback_low < r.fallback_high && r.fallback_high <= 1)) {
+    return Status::InvalidArgument("routing.fallback_low/fallback_high must satisfy 0 <= low < high <= 1");
+  }
   return Status::Ok();
 }
 

@@ -1,5 +1,6 @@
 #include "dtrn/model/model.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "dtrn/runtime/autograd.h"
@@ -84,6 +85,33 @@ const BlockContext& DtrnModel::context(int64_t batch, int64_t seq) {
   return contexts_.back().second;
 }
 
+int64_t DtrnModel::routed_layer_count() const {
+  return static_cast<int64_t>(std::count(layout_.begin(), layout_.end(), 'D'));
+}
+
+void DtrnModel::set_router_state(const RouterState& state) {
+  const size_t n = static_cast<size_t>(routed_layer_count());
+  DTRN_CHECK((state.bias.empty() || state.bias.size() == n) &&
+                 (state.multiplier.empty() || state.multiplier.size() == n),
+             "model: routing state for ", state.bias.size(), " / ", state.multiplier.size(), " layers, the model has ",
+             n, " D layers");
+  router_ = state;
+}
+
+RouteControl DtrnModel::route_control(size_t k, bool training) const {
+  const RoutingConfig& r = routing_;
+  RouteControl c;
+  c.use_bias = r.bias_enabled() && router_.initialized && k < router_.bias.size();
+  c.bias = c.use_bias ? router_.bias[k] : 0.0;
+  c.bias_scales_path = r.bias_path == "biased";
+  c.band = {training && r.fallback == "band", r.fallback_low, r.fallback_high, r.target_fraction};
+  c.measure = training;
+  c.target_fraction = r.target_fraction;
+  c.soft_tau = r.soft_balance() ? r.balance_tau : 0.0;
+  c.z_loss = r.z_loss_weight > 0;
+  return c;
+}
+
 int64_t DtrnModel::parameter_count() const {
   int64_t n = 0;
   for (const auto& p : parameters()) n += p.tensor.numel();
@@ -117,6 +145,7 @@ Tensor DtrnModel::hidden(const Tensor& ids, const ForwardOptions& options, std::
              " tokens is longer than model.seq_len ", config_.seq_len);
   Tensor x = embedding(embed_, ids.to(device_));
   const BlockContext& ctx = context(ids.size(0), ids.size(1));
+  size_t k = 0;  // D layers so far
   for (int64_t l = 0; l < config_.n_layers; ++l) {
     if (layout_[l] == 'T') {
       x = dense_block_forward(config_, blocks_[l], x, &ctx);
@@ -129,8 +158,11 @@ Tensor DtrnModel::hidden(const Tensor& ids, const ForwardOptions& options, std::
     draw.offset = options.draw << 32;  // 2^32 words per micro-batch and layer: never overlap
     draw.fraction = routing_.fallback_fraction;
     RoutingStats st;
-    x = routed_block_forward(config_, blocks_[l], x, draw, &st, &ctx);
-    if (layers) layers->push_back({l, st.f(), st.s.detach(), st.fallback});
+    x = routed_block_forward(config_, blocks_[l], x, draw, &st, &ctx, route_control(k++, options.training));
+    if (layers) {
+      layers->push_back({l, st.f(), st.s.detach(), st.fallback,
+                         st.quantiles.defined() ? st.quantiles.detach() : Tensor(), st.threshold_routed, st.tokens});
+    }
     if (stats) stats->push_back(std::move(st));
   }
   return rmsnorm(x, final_norm_, config_.norm_eps);
@@ -161,13 +193,19 @@ ForwardResult DtrnModel::forward(const Tensor& ids, const Tensor& targets, const
   } else {
     for (int64_t v : flat_targets.to_ints()) r.targets_counted += v != options.ignore_index;
   }
-  r.routing = routing_terms(stats, routing_.target_fraction);
+  r.routing = routing_terms(stats, routing_, routing_.balance_multiplier_lr > 0 && !router_.multiplier.empty()
+                                                 ? router_.multiplier
+                                                 : std::vector<double>{});
   r.loss = r.ce;
   if (r.routing.sparsity.defined() && routing_.sparsity_weight > 0) {
     r.loss = add(r.loss, scale(r.routing.sparsity.to(r.ce.dtype()), routing_.sparsity_weight));
   }
   if (r.routing.balance.defined() && routing_.balance_weight > 0) {
     r.loss = add(r.loss, scale(r.routing.balance.to(r.ce.dtype()), routing_.balance_weight));
+  }
+  if (r.routing.lagrangian.defined()) r.loss = add(r.loss, r.routing.lagrangian.to(r.ce.dtype()));
+  if (r.routing.z_loss.defined()) {
+    r.loss = add(r.loss, scale(r.routing.z_loss.to(r.ce.dtype()), routing_.z_loss_weight));
   }
   return r;
 }

@@ -104,6 +104,7 @@ void Backend::route_compact(const Tensor&, int64_t, int64_t, const Tensor&, cons
                             const Tensor&, const Tensor&) {
   missing(*this, "route_compact");
 }
+void Backend::sort_values(const Tensor&, const Tensor&, const Tensor&) { missing(*this, "sort_values"); }
 
 Backend& backend_for(Device device) {
   if (device.is_cpu()) return cpu_backend();

@@ -158,6 +158,9 @@ class Backend {
   virtual void route_compact(const Tensor& mask, int64_t rows, int64_t cols, const Tensor& routed,
                              const Tensor& positions, const Tensor& bypass, const Tensor& cu_seqlens,
                              const Tensor& count);
+  // Sorts keys (f32 [N], no NaN) ascending, stably: sorted[i] = keys[order[i]], order i32 [N]. -0.0
+  // sorts before +0.0 (the radix order of the CUDA backend; the CPU follows it).
+  virtual void sort_values(const Tensor& keys, const Tensor& sorted, const Tensor& order);
 };
 
 // The backend owning `device`'s memory. Throws when it is not built or no such device exists.

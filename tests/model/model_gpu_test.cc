@@ -32,9 +32,9 @@ ModelConfig small() {
 struct Pair {
   DtrnModel cpu, gpu;
   Tensor ids, targets;
-  Pair(DType gpu_dtype)
-      : cpu(small(), RoutingConfig{}, Device::cpu(), DType::kF32),
-        gpu(small(), RoutingConfig{}, Device::cuda(), gpu_dtype) {
+  explicit Pair(DType gpu_dtype, const RoutingConfig& routing = {})
+      : cpu(small(), routing, Device::cpu(), DType::kF32),
+        gpu(small(), routing, Device::cuda(), gpu_dtype) {
     std::vector<int64_t> tokens(3 * 49);
     for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int64_t>((i * 7919 + i * i * 31) % 500);
     Tensor all = Tensor::from_ints(tokens, {3, 49}, DType::kI32);
@@ -85,6 +85,66 @@ TEST(CudaModel, F32LossRoutingAndEveryGradientMatchTheCpu) {
     ASSERT_TRUE(pg[i].compute.grad().defined()) << pg[i].name;
     EXPECT_LT(relative_l2(pg[i].compute.grad(), pc[i].compute.grad()), 1e-4) << pc[i].name;
   }
+}
+
+// Every routing control on: the threshold bias (the CPU's first-batch biases given to both, so both route
+// by the same b_l), the soft-fraction balance with its Lagrangian, the z-loss and the band fallback. The
+// statistics the controls read and the loss with every gradient agree to f32 rounding as above (1e-4;
+// the quantiles are single f32 values of Delta, 1e-5 absolute); then, with a bias that routes nothing,
+// the band fallback routes the same top rho of tokens on both.
+TEST(CudaModel, RoutingControlsMatchTheCpu) {
+  REQUIRE_GPU();
+  RoutingConfig r;
+  r.bias_rate = 1;
+  r.balance_on = "soft_fraction";
+  r.balance_weight = 1;
+  r.balance_multiplier_lr = 0.1;
+  r.z_loss_weight = 1e-3;
+  r.fallback = "band";
+  Pair m(DType::kF32, r);
+  m.cpu.init_router_bias(m.ids);
+  RouterState state = m.cpu.router_state();
+  state.multiplier = {0.3, -0.2};
+  m.cpu.set_router_state(state);
+  m.gpu.set_router_state(state);
+  ForwardOptions fo;
+  fo.training = true;
+  fo.seed = 3;
+  ForwardResult rc = m.cpu.forward(m.ids, m.targets, fo);
+  ForwardResult rg = m.gpu.forward(m.ids, m.targets, fo);
+  ASSERT_EQ(rc.layers.size(), 2u);
+  for (size_t l = 0; l < 2; ++l) {
+    EXPECT_EQ(rg.layers[l].f, rc.layers[l].f);
+    EXPECT_FALSE(rc.layers[l].fallback);
+    const std::vector<double> qc = rc.layers[l].quantiles.to_vector(), qg = rg.layers[l].quantiles.to_vector();
+    for (size_t i = 0; i < qc.size(); ++i) EXPECT_NEAR(qg[i], qc[i], 1e-5) << "layer " << l << " quantile " << i;
+  }
+  for (const auto& [got, want] : {std::pair{rg.routing.balance, rc.routing.balance},
+                                  std::pair{rg.routing.lagrangian, rc.routing.lagrangian},
+                                  std::pair{rg.routing.z_loss, rc.routing.z_loss}}) {
+    ASSERT_TRUE(want.defined());
+    EXPECT_NEAR(got.item(), want.item(), 1e-4 * std::abs(want.item()) + 1e-7);
+  }
+  EXPECT_NEAR(rg.loss.item(), rc.loss.item(), 1e-4 * rc.loss.item());
+  rc.loss.backward();
+  rg.loss.backward();
+  auto pc = m.cpu.parameters(), pg = m.gpu.parameters();
+  for (size_t i = 0; i < pc.size(); ++i) {
+    EXPECT_LT(relative_l2(pg[i].compute.grad(), pc[i].compute.grad()), 1e-4) << pc[i].name;
+  }
+
+  state.bias = {-50, -50};
+  m.cpu.set_router_state(state);
+  m.gpu.set_router_state(state);
+  ForwardResult bc = m.cpu.forward(m.ids, m.targets, fo);
+  ForwardResult bg = m.gpu.forward(m.ids, m.targets, fo);
+  for (size_t l = 0; l < 2; ++l) {
+    EXPECT_TRUE(bc.layers[l].fallback);
+    EXPECT_TRUE(bg.layers[l].fallback);
+    EXPECT_EQ(bc.layers[l].threshold_routed, 0);
+    EXPECT_EQ(bg.layers[l].f, bc.layers[l].f);
+  }
+  EXPECT_NEAR(bg.loss.item(), bc.loss.item(), 1e-4 * bc.loss.item());
 }
 
 // bf16 compute rounds every activation to 8 bits of mantissa (relative 2^-9 per rounding); through five

@@ -1,4 +1,4 @@
-// rmsnorm, rope and softmax: the forward against the defining formula written with plain loops, the
+// rmsnorm, rope, softmax and logsumexp: the forward against the defining formula written with plain loops, the
 // backward against central finite differences in f64 (gradcheck.h) on odd sizes and non-contiguous
 // inputs, f32 against the f64 reference, and argument errors naming the op and the shapes.
 #include <gmock/gmock.h>
@@ -250,6 +250,23 @@ TEST(Softmax, ParallelPathMatchesReferenceForwardAndBackward) {
 TEST(Softmax, RejectsAScalar) {
   EXPECT_THAT([] { softmax(Tensor::full({}, 1.0, DType::kF64)); },
               throws_error_naming("softmax", "[]"));
+}
+
+TEST(LogSumExp, ForwardMatchesTheFormulaAndGradientsMatchFiniteDifferences) {
+  // Large logits too: the formula is evaluated around the row maximum, so exp never overflows.
+  Tensor x = scale(random_input({7, 3}, 31), 40.0);
+  const std::vector<double> xv = x.to_vector();
+  std::vector<double> want;
+  for (int64_t r = 0; r < 7; ++r) {
+    const double m = std::max({xv[3 * r], xv[3 * r + 1], xv[3 * r + 2]});
+    double s = 0;
+    for (int64_t c = 0; c < 3; ++c) s += std::exp(xv[3 * r + c] - m);
+    want.push_back(m + std::log(s));
+  }
+  expect_near_all(logsumexp(x).to_vector(), want, kF64Tolerance * 40);
+  expect_near_all(logsumexp(x.to(DType::kF32)).to_vector(), want, kF32Tolerance * 40);
+  expect_gradients_match([](const std::vector<Tensor>& in) { return logsumexp(in[0]); }, {random_input({5, 2}, 32)});
+  EXPECT_THAT([] { logsumexp(Tensor::zeros({4}, DType::kF64)); }, throws_error_naming("logsumexp", "[4]"));
 }
 
 }  // namespace

@@ -1,8 +1,10 @@
-// Token routing (routing.h) against a straightforward host computation of the spec's rules 3 and 4, on
-// the CPU; on a GPU, the CUDA kernels against the CPU (the same lists, and the same fallback tokens).
+// Token routing (routing.h) against a straightforward host computation of the spec's rules 3 and 4 and
+// of the band fallback, and the sort and quantiles the routing controls read, on the CPU; on a GPU, the
+// CUDA kernels against the CPU (the same lists, the same fallback tokens, the same order).
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <vector>
 
@@ -68,7 +70,7 @@ TEST(Routing, ThresholdListsFollowTheMask) {
   const std::vector<double> p = mixed_p(rows, cols, 3);
   std::vector<char> mask(p.size());
   for (size_t i = 0; i < p.size(); ++i) mask[i] = p[i] > 0.5;
-  const TokenRouting r = route_tokens(Tensor::from_vector(p, {rows * cols}), rows, cols, FallbackDraw{true, 1, 2, 0, 0.15});
+  const TokenRouting r = route_tokens(Tensor::from_vector(p, {rows * cols}), 0.5, rows, cols, FallbackDraw{true, 1, 2, 0, 0.15});
   EXPECT_FALSE(r.fallback);
   expect_lists(r, expected_lists(mask, rows, cols));
 }
@@ -77,7 +79,7 @@ TEST(Routing, FallbackRoutesASeededPartialShuffle) {
   const int64_t rows = 3, cols = 20, n = rows * cols;
   std::vector<double> p(n, 0.3);
   const FallbackDraw draw{true, 77, 5, 1ull << 32, 0.15};
-  const TokenRouting r = route_tokens(Tensor::from_vector(p, {n}), rows, cols, draw);
+  const TokenRouting r = route_tokens(Tensor::from_vector(p, {n}), 0.5, rows, cols, draw);
   EXPECT_TRUE(r.fallback);
   // The spec's draw, written out: a partial Fisher-Yates shuffle of 0..N-1 with RngStream draws.
   std::vector<int64_t> order(n);
@@ -90,7 +92,7 @@ TEST(Routing, FallbackRoutesASeededPartialShuffle) {
   }
   expect_lists(r, expected_lists(mask, rows, cols));
   // Disabled (evaluation): nothing routed.
-  const TokenRouting e = route_tokens(Tensor::from_vector(p, {n}), rows, cols, FallbackDraw{});
+  const TokenRouting e = route_tokens(Tensor::from_vector(p, {n}), 0.5, rows, cols, FallbackDraw{});
   EXPECT_FALSE(e.fallback);
   EXPECT_EQ(e.count, 0);
   EXPECT_EQ(e.bypass.numel(), n);
@@ -106,13 +108,115 @@ TEST(Routing, ScatterRowsInvertsTheGatherAndItsGradientGathers) {
   EXPECT_EQ(x.grad().to_vector(), w.to_vector());
 }
 
+// Distinct values in a shuffled order, with a tie and both zeros: the sort is stable and puts -0.0 first.
+std::vector<double> shuffled_values(int64_t n, uint64_t seed) {
+  std::vector<double> v(n);
+  RngStream rng(seed, 4);
+  for (int64_t i = 0; i < n; ++i) v[i] = rng.next_uniform() * 8 - 4;
+  if (n >= 6) {
+    v[1] = v[4] = 0.75;
+    v[2] = 0.0;
+    v[5] = -0.0;
+  }
+  return v;
+}
+
+TEST(SortValues, StableAscendingOrderAndQuantilesAtTheMidpointOfTwoRanks) {
+  const std::vector<double> v = shuffled_values(101, 3);
+  const auto [sorted, order] = sort_values(Tensor::from_vector(v, {101}));
+  std::vector<int64_t> want(101);
+  std::iota(want.begin(), want.end(), 0);
+  std::stable_sort(want.begin(), want.end(), [&](int64_t a, int64_t b) {
+    const float x = static_cast<float>(v[a]), y = static_cast<float>(v[b]);
+    return x < y || (x == y && std::signbit(x) && !std::signbit(y));
+  });
+  EXPECT_EQ(order.to_ints(), want);
+  const std::vector<double> s = sorted.to_vector();
+  for (int64_t i = 0; i < 101; ++i) ASSERT_EQ(s[i], static_cast<float>(v[want[i]]));
+  // The tie keeps index order; -0.0 (index 5) sorts before +0.0 (index 2).
+  const auto pos = [&](int64_t i) { return std::find(want.begin(), want.end(), i) - want.begin(); };
+  EXPECT_LT(pos(1), pos(4));
+  EXPECT_LT(pos(5), pos(2));
+
+  // n = 101, q = 0.9: ranks floor(0.9 * 100) = 90 and 91; q = 1: the last rank twice.
+  using Ranks = std::pair<int64_t, int64_t>;
+  EXPECT_EQ(quantile_ranks(101, 0.9), Ranks(90, 91));
+  EXPECT_EQ(quantile_ranks(101, 1.0), Ranks(100, 100));
+  EXPECT_EQ(quantile_ranks(1, 0.5), Ranks(0, 0));
+  const std::vector<double> q = sorted_quantiles(sorted, {0.9, 0.0}).to_vector();
+  EXPECT_FLOAT_EQ(q[0], 0.5f * (s[90] + s[91]));
+  EXPECT_FLOAT_EQ(q[1], 0.5f * (s[0] + s[1]));
+}
+
+TEST(BandFallback, RoutesTheTopFractionByScoreWhenTheThresholdLeavesTheBand) {
+  const int64_t rows = 4, cols = 25, n = rows * cols;
+  const std::vector<double> v = shuffled_values(n, 9);
+  const BandFallback band{true, 0.02, 0.3, 0.1};
+  auto top = [&](const std::vector<double>& score, int64_t k) {
+    std::vector<int64_t> idx(n);
+    std::iota(idx.begin(), idx.end(), 0);
+    std::stable_sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) { return score[a] < score[b]; });
+    std::vector<int64_t> t(idx.end() - k, idx.end());
+    std::sort(t.begin(), t.end());
+    return t;
+  };
+  // Threshold 3.99 routes about 0.1%: below the band, the top 10 by score are routed instead.
+  const TokenRouting low = route_tokens(Tensor::from_vector(v, {n}), 3.99, rows, cols, FallbackDraw{}, band);
+  EXPECT_TRUE(low.fallback);
+  EXPECT_LT(low.threshold_count, 2);
+  EXPECT_EQ(low.count, 10);
+  EXPECT_EQ(low.routed.to_ints(), top(v, 10));
+  // Threshold -4 routes everything: above the band, the same top 10.
+  const TokenRouting high = route_tokens(Tensor::from_vector(v, {n}), -4.5, rows, cols, FallbackDraw{}, band);
+  EXPECT_TRUE(high.fallback);
+  EXPECT_EQ(high.threshold_count, n);
+  EXPECT_EQ(high.routed.to_ints(), top(v, 10));
+  // Threshold 2.4 routes about 20%: inside the band, the threshold's choice stands.
+  const TokenRouting inside = route_tokens(Tensor::from_vector(v, {n}), 2.4, rows, cols, FallbackDraw{}, band);
+  EXPECT_FALSE(inside.fallback);
+  EXPECT_EQ(inside.count, inside.threshold_count);
+  int64_t above = 0;
+  for (double x : v) above += static_cast<float>(x) > 2.4f;
+  EXPECT_EQ(inside.count, above);
+  // Positions and row boundaries of the band's choice are those of its mask.
+  std::vector<char> mask(n, 0);
+  for (int64_t i : top(v, 10)) mask[i] = 1;
+  const Expected e = expected_lists(mask, rows, cols);
+  EXPECT_EQ(low.positions.to_ints(), e.positions);
+  EXPECT_EQ(low.cu_seqlens.to_ints(), e.cu);
+  EXPECT_EQ(low.bypass.to_ints(), e.bypass);
+}
+
+TEST(CudaRouting, SortQuantilesAndBandFallbackMatchTheCpu) {
+  REQUIRE_GPU();
+  for (int64_t n : {1, 6, 1000, 65536}) {
+    const std::vector<double> v = shuffled_values(n, static_cast<uint64_t>(n));
+    const auto [cs, co] = sort_values(Tensor::from_vector(v, {n}));
+    const auto [gs, go] = sort_values(Tensor::from_vector(v, {n}).to(Device::cuda()));
+    EXPECT_EQ(go.to_ints(), co.to_ints());
+    EXPECT_EQ(gs.to_vector(), cs.to_vector());
+    EXPECT_EQ(sorted_quantiles(gs, {0.1, 0.5, 0.9}).to_vector(), sorted_quantiles(cs, {0.1, 0.5, 0.9}).to_vector());
+  }
+  const int64_t rows = 8, cols = 1024, n = rows * cols;
+  const std::vector<double> v = shuffled_values(n, 5);
+  const BandFallback band{true, 0.02, 0.3, 0.1};
+  for (double threshold : {3.99, -4.5, 2.4}) {
+    const TokenRouting c = route_tokens(Tensor::from_vector(v, {n}), threshold, rows, cols, FallbackDraw{}, band);
+    const TokenRouting g = route_tokens(Tensor::from_vector(v, {n}).to(Device::cuda()), threshold, rows, cols, FallbackDraw{}, band);
+    EXPECT_EQ(g.fallback, c.fallback);
+    EXPECT_EQ(g.threshold_count, c.threshold_count);
+    EXPECT_EQ(g.routed.to_ints(), c.routed.to_ints());
+    EXPECT_EQ(g.cu_seqlens.to_ints(), c.cu_seqlens.to_ints());
+  }
+}
+
 TEST(CudaRouting, ListsAndFallbackMatchTheCpu) {
   REQUIRE_GPU();
   for (const auto& [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{5, 37}, {8, 2048}, {1, 1}, {2, 8192}}) {
     const std::vector<double> p = mixed_p(rows, cols, static_cast<uint64_t>(rows * cols));
     const FallbackDraw draw{true, 11, 3, 7ull << 32, 0.15};
-    const TokenRouting cpu = route_tokens(Tensor::from_vector(p, {rows * cols}), rows, cols, draw);
-    const TokenRouting gpu = route_tokens(Tensor::from_vector(p, {rows * cols}).to(Device::cuda()), rows, cols, draw);
+    const TokenRouting cpu = route_tokens(Tensor::from_vector(p, {rows * cols}), 0.5, rows, cols, draw);
+    const TokenRouting gpu = route_tokens(Tensor::from_vector(p, {rows * cols}).to(Device::cuda()), 0.5, rows, cols, draw);
     EXPECT_EQ(gpu.routed.device(), Device::cuda());
     EXPECT_EQ(gpu.fallback, cpu.fallback);
     EXPECT_EQ(gpu.count, cpu.count);
@@ -122,8 +226,8 @@ TEST(CudaRouting, ListsAndFallbackMatchTheCpu) {
     EXPECT_EQ(gpu.cu_seqlens.to_ints(), cpu.cu_seqlens.to_ints());
     // All below the threshold: the device's fallback picks the CPU's tokens.
     const std::vector<double> low(rows * cols, 0.25);
-    const TokenRouting fc = route_tokens(Tensor::from_vector(low, {rows * cols}), rows, cols, draw);
-    const TokenRouting fg = route_tokens(Tensor::from_vector(low, {rows * cols}).to(Device::cuda()), rows, cols, draw);
+    const TokenRouting fc = route_tokens(Tensor::from_vector(low, {rows * cols}), 0.5, rows, cols, draw);
+    const TokenRouting fg = route_tokens(Tensor::from_vector(low, {rows * cols}).to(Device::cuda()), 0.5, rows, cols, draw);
     EXPECT_TRUE(fg.fallback);
     EXPECT_EQ(fg.routed.to_ints(), fc.routed.to_ints());
     EXPECT_EQ(fg.cu_seqlens.to_ints(), fc.cu_seqlens.to_ints());

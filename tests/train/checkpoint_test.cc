@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -395,6 +396,34 @@ TEST_F(CheckpointTest, ExportUsesHuggingFaceNamesAndRoundTrips) {
   for (size_t i = 0; i < want.size(); ++i) expect_same(got[i].tensor, want[i].tensor, want[i].name);
 
   EXPECT_THAT(export_safetensors(run_ + "/absent", out).message(), HasSubstr(run_ + "/absent"));
+}
+
+TEST_F(CheckpointTest, TheRoutingStateIsSavedRestoredExactlyAndExported) {
+  // Values with no short decimal form: a lossy text round trip would change their last bits.
+  const model::RouterState state{true, {1.0 / 3.0, -std::exp(1.0) * 1e-7}, {0.1 + 0.2, -5e-324}};
+  model_->set_router_state(state);
+  const std::string dir = save(4);
+  auto fresh = make_model(8);
+  EXPECT_FALSE(fresh->router_state().initialized);
+  ASSERT_TRUE(load_checkpoint(dir, fresh.get(), nullptr, nullptr).ok());
+  EXPECT_TRUE(fresh->router_state().initialized);
+  EXPECT_EQ(fresh->router_state().bias, state.bias);
+  EXPECT_EQ(fresh->router_state().multiplier, state.multiplier);
+
+  // The export carries the biases; a model started from it routes with them.
+  const std::string out = run_ + "/biased.safetensors";
+  ASSERT_TRUE(export_safetensors(dir, out).ok());
+  auto third = make_model(9);
+  ASSERT_TRUE(init_from_safetensors(out, third.get()).ok());
+  EXPECT_TRUE(third->router_state().initialized);
+  EXPECT_EQ(third->router_state().bias, state.bias);
+
+  // A state for another number of D layers is refused naming the manifest.
+  Json manifest = Json::parse(std::ifstream(dir + "/manifest.json"));
+  manifest["routing"]["bias"].push_back(0.5);
+  std::ofstream(dir + "/manifest.json", std::ios::trunc) << manifest.dump(2);
+  EXPECT_THAT(load_checkpoint(dir, fresh.get(), nullptr, nullptr).message(),
+              HasSubstr("manifest.json: routing state for 3 D layers, the model has 2"));
 }
 
 TEST(InitFrom, DenseLlamaFileLeavesRoutersAsInitialised) {

@@ -66,8 +66,28 @@ struct Manifest {
   int64_t optimizer_step = 0;
   data::SamplerState sampler;
   uint64_t seed = 0;
+  model::RouterState router;  // the routing controls' state; absent from older manifests (a fresh state)
   std::map<std::string, FileDigest> files;
 };
+
+// Doubles in JSON are written with 17 significant digits, so they read back bit for bit.
+Json router_json(const model::RouterState& r) {
+  return {{"initialized", r.initialized}, {"bias", r.bias}, {"multiplier", r.multiplier}};
+}
+
+Status read_router(const std::string& path, const Json& j, model::RouterState* r) {
+  const bool ok = j.is_object() && j.contains("initialized") && j["initialized"].is_boolean() &&
+                  j.contains("bias") && j["bias"].is_array() && j.contains("multiplier") && j["multiplier"].is_array();
+  if (!ok) return Status::DataLoss(path + ": invalid \"routing\"");
+  try {
+    r->initialized = j["initialized"].get<bool>();
+    r->bias = j["bias"].get<std::vector<double>>();
+    r->multiplier = j["multiplier"].get<std::vector<double>>();
+  } catch (const nlohmann::json::exception&) {
+    return Status::DataLoss(path + ": invalid \"routing\"");
+  }
+  return Status::Ok();
+}
 
 std::string manifest_text(const Manifest& m) {
   Json files = Json::object();
@@ -79,6 +99,7 @@ std::string manifest_text(const Manifest& m) {
             {"optimizer_step", m.optimizer_step},
             {"sampler", {{"epoch", m.sampler.epoch}, {"next_sample", m.sampler.next_sample}}},
             {"seed", m.seed},
+            {"routing", router_json(m.router)},
             {"files", files}};
   return j.dump(2) + "\n";
 }
@@ -130,6 +151,7 @@ StatusOr<Manifest> read_manifest(const std::string& dir) {
   }
   DTRN_RETURN_IF_ERROR(get_field(path, *sampler, "epoch", &m.sampler.epoch));
   DTRN_RETURN_IF_ERROR(get_field(path, *sampler, "next_sample", &m.sampler.next_sample));
+  if (j.contains("routing")) DTRN_RETURN_IF_ERROR(read_router(path, j["routing"], &m.router));
   auto files = j.find("files");
   if (files == j.end() || !files->is_object()) {
     return Status::DataLoss(path + ": missing or invalid \"files\"");
@@ -290,6 +312,7 @@ Status write_checkpoint_files(const std::string& dir, const model::DtrnModel& mo
   m.optimizer_step = optimizer.step_count();
   m.sampler = progress.sampler;
   m.seed = progress.seed;
+  m.router = model.router_state();
   DTRN_RETURN_IF_ERROR(write_safetensors(join(dir, kModelFile), model_state(model),
                                          model_metadata(model), &m.files[kModelFile].sha256));
   DTRN_RETURN_IF_ERROR(write_safetensors(join(dir, kOptimizerFile), optimizer_state(optimizer), {},
@@ -500,8 +523,16 @@ Status load_checkpoint(const std::string& checkpoint_dir, model::DtrnModel* mode
     DTRN_RETURN_IF_ERROR(
         plan_copies(join(checkpoint_dir, kOptimizerFile), *moments, targets, &copies));
   }
+  const size_t routed = static_cast<size_t>(model->routed_layer_count());
+  if (m->router.bias.size() > routed || m->router.multiplier.size() > routed ||
+      (!m->router.bias.empty() && m->router.bias.size() != routed)) {
+    return Status::DataLoss(join(checkpoint_dir, kManifest) + ": routing state for " +
+                            std::to_string(m->router.bias.size()) + " D layers, the model has " +
+                            std::to_string(routed));
+  }
   run_copies(copies);
   model->sync_compute_weights();
+  model->set_router_state(m->router);
   if (optimizer) optimizer->set_step_count(m->optimizer_step);
   if (progress) {
     progress->step = m->step;
@@ -523,6 +554,8 @@ Status export_safetensors(const std::string& checkpoint_dir, const std::string& 
       return Status::DataLoss(join(checkpoint_dir, kModelFile) + ": no \"" + key + "\" metadata");
     }
   }
+  // The threshold biases travel with the weights: a model trained with them routes by them.
+  if (m->router.initialized) weights->metadata["dtrn.router_bias"] = Json(m->router.bias).dump();
   // Written beside the target and renamed over it, so that `out_file` is never half-written.
   const std::string tmp = out_file + pid_suffix("tmp");
   Status s = write_safetensors(tmp, weights->tensors, weights->metadata);
@@ -545,8 +578,20 @@ Status init_from_safetensors(const std::string& file, model::DtrnModel* model) {
   }
   std::vector<std::pair<Tensor, Tensor>> copies;
   DTRN_RETURN_IF_ERROR(plan_copies(file, *contents, targets, &copies));
+  model::RouterState router;
+  auto bias = contents->metadata.find("dtrn.router_bias");
+  if (bias != contents->metadata.end()) {
+    const Json j = Json::parse(bias->second, nullptr, false);
+    if (!j.is_array() || j.size() != static_cast<size_t>(model->routed_layer_count()) ||
+        !std::all_of(j.begin(), j.end(), [](const Json& v) { return v.is_number(); })) {
+      return Status::DataLoss(file + ": metadata \"dtrn.router_bias\" is not one number per D layer");
+    }
+    router.initialized = true;
+    router.bias = j.get<std::vector<double>>();
+  }
   run_copies(copies);
   model->sync_compute_weights();
+  model->set_router_state(router);
   return Status::Ok();
 }
 

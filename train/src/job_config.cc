@@ -87,6 +87,16 @@ Table make_table(JobConfig* c) {
   r["target_fraction"] = key(&c->routing.target_fraction);
   r["starvation_threshold"] = key(&c->routing.starvation_threshold);
   r["starvation_window"] = key(&c->routing.starvation_window);
+  r["bias_rate"] = key(&c->routing.bias_rate);
+  r["bias_gamma"] = key(&c->routing.bias_gamma);
+  r["bias_path"] = key(&c->routing.bias_path);
+  r["balance_on"] = key(&c->routing.balance_on);
+  r["balance_tau"] = key(&c->routing.balance_tau);
+  r["balance_multiplier_lr"] = key(&c->routing.balance_multiplier_lr);
+  r["z_loss_weight"] = key(&c->routing.z_loss_weight);
+  r["fallback"] = key(&c->routing.fallback);
+  r["fallback_low"] = key(&c->routing.fallback_low);
+  r["fallback_high"] = key(&c->routing.fallback_high);
   auto& tr = t["train"];
   tr["steps"] = required_key(&c->train.steps);
   tr["micro_batch"] = required_key(&c->train.micro_batch);
@@ -185,6 +195,7 @@ Status check_required(const Table& table, const std::set<std::string>& given) {
 StatusOr<JobConfig> parse_job_config(const std::string& yaml_text, const std::vector<std::string>& overrides) {
   JobConfig config;
   config.routing.balance_weight = kDefaultBalanceWeight;
+  config.routing.bias_rate = kDefaultBiasRate;
   Table table = make_table(&config);
   YAML::Node root;
   try {

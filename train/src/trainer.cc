@@ -97,10 +97,13 @@ StepStats step_stats(const nlohmann::json& line) {
   s.tokens_per_s = line["tokens_per_s"];
   s.step_ms = line["step_ms"];
   for (const auto& l : line["layers"]) {
-    s.layers.push_back({l["layer"], l["f"], l["s"], l["fallback"], l["starved"], l["saturated"]});
+    s.layers.push_back({l["layer"], l["f"], l["s"], l["fallback"], l["starved"], l["saturated"], l["p10"],
+                        l["p50"], l["p90"], l["b"], l["fallbacks"], l["collapsed"]});
   }
   return s;
 }
+
+double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
 // train.device resolved for this rank: a GPU rank of a multi-rank job takes the GPU of its local rank
 // unless train.device named one.
@@ -365,11 +368,24 @@ StatusOr<StepStats> Trainer::train_step() {
   const double lr = lr_at(step, config.train.warmup_steps, config.train.steps, config.train.lr, config.train.min_lr);
   // Per-step sums stay on the device until the step ends: one read per step, not per micro-batch.
   StepSums sums;
-  std::vector<model::LayerRouting> layers;
+  std::vector<LayerSums> layers;
+  // Sets the threshold biases from this rank's first batch, then averages them over the DP group so that
+  // every rank routes with the same b_l from the first step on.
+  auto init_router_bias = [&s](const Tensor& ids) {
+    s.model->init_router_bias(ids);
+    model::RouterState state = s.model->router_state();
+    if (s.dp.size() == 1 || state.bias.empty()) return;
+    Tensor b = Tensor::from_vector(state.bias, {static_cast<int64_t>(state.bias.size())}, DType::kF64);
+    s.dp.all_reduce(b, parallel::ReduceOp::kAvg);
+    state.bias = b.to_vector();
+    s.model->set_router_state(state);
+  };
   for (int64_t micro = 0; micro < s.accum; ++micro) {
     data::Batch batch = s.loader->next();
     Tensor ids = host_tokens(batch.inputs, batch.B, batch.T);
     Tensor targets = host_tokens(batch.targets, batch.B, batch.T);
+    // The threshold bias starts from the first batch (router_control.h); a resumed run has its state.
+    if (config.routing.bias_enabled() && !s.model->router_state().initialized) init_router_bias(ids);
     model::ForwardOptions fo;
     fo.training = true;
     fo.seed = config.train.seed;
@@ -394,6 +410,14 @@ StatusOr<StepStats> Trainer::train_step() {
   }
   StepSums::Values v = sums.read(grad_norm_sq, &layers);
   const std::vector<LayerSpread> spread = reduce_step_over_dp(s.dp, &v, &layers);
+  // The bias this step routed with, then the controls' once-per-step update from the DP group's means
+  // (every rank holds the same values, so the ranks' states stay identical).
+  const model::RouterState used = s.model->router_state();
+  std::vector<model::LayerMeasure> measured;
+  for (const auto& l : layers) measured.push_back({l.f, l.quantile_values[model::kMeasuredQuantiles - 1]});
+  model::RouterState next = used;
+  model::update_router_state(config.routing, measured, nullptr, &next);
+  s.model->set_router_state(next);
   s.progress.step = step + 1;
   s.progress.tokens += s.tokens_per_step;
   const double step_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -405,6 +429,8 @@ StatusOr<StepStats> Trainer::train_step() {
                          {"ce", v.ce},
                          {"routing_sparsity", v.sparsity},
                          {"routing_balance", v.balance},
+                         {"routing_lagrangian", v.lagrangian},
+                         {"routing_z_loss", v.z_loss},
                          {"lr", lr},
                          {"grad_norm", v.grad_norm},
                          {"tokens", s.progress.tokens},
@@ -414,9 +440,14 @@ StatusOr<StepStats> Trainer::train_step() {
   std::ostringstream fractions;
   for (size_t i = 0; i < layers.size(); ++i) {
     const auto& l = layers[i];
-    const auto verdict = s.monitor.observe(l.layer, l.f, l.fallback);
-    nlohmann::json entry = {{"layer", l.layer}, {"f", l.f}, {"s", l.s.item()}, {"fallback", l.fallback},
-                            {"starved", verdict.starved}, {"saturated", verdict.saturated}};
+    const auto verdict = s.monitor.observe(l.layer, l.f, l.fallbacks > 0);
+    const std::vector<double>& q = l.quantile_values;
+    nlohmann::json entry = {{"layer", l.layer}, {"f", l.f}, {"s", l.s_value}, {"fallback", l.fallbacks > 0},
+                            {"starved", verdict.starved}, {"saturated", verdict.saturated}, {"p10", sigmoid(q[0])},
+                            {"p50", sigmoid(q[1])}, {"p90", sigmoid(q[2])},
+                            {"b", i < used.bias.size() ? used.bias[i] : 0.0}, {"fallbacks", l.fallbacks},
+                            {"collapsed", l.collapsed}};
+    if (config.routing.balance_multiplier_lr > 0) entry["mu"] = used.multiplier[i];
     if (s.dp.size() > 1) {
       entry["f_min"] = spread[i].f_min;
       entry["f_max"] = spread[i].f_max;

@@ -78,6 +78,7 @@ class CpuBackend final : public Backend {
   void route_compact(const Tensor& mask, int64_t rows, int64_t cols, const Tensor& routed,
                      const Tensor& positions, const Tensor& bypass, const Tensor& cu_seqlens,
                      const Tensor& count) override;
+  void sort_values(const Tensor& keys, const Tensor& sorted, const Tensor& order) override;
 };
 
 CpuBackend& cpu_backend();

@@ -1,5 +1,7 @@
 // CPU token routing (backend.h, routing.h): the executable specification of the CUDA kernels in
 // cuda/routing.cu.
+#include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <vector>
 
@@ -51,6 +53,19 @@ void CpuBackend::route_compact(const Tensor& mask, int64_t rows, int64_t cols, c
   }
   pc[rows] = nr;
   count.data<int32_t>()[0] = nr;
+}
+
+void CpuBackend::sort_values(const Tensor& keys, const Tensor& sorted, const Tensor& order) {
+  const int64_t n = keys.numel();
+  const float* pk = keys.data<float>();
+  int32_t* po = order.data<int32_t>();
+  std::iota(po, po + n, 0);
+  // The radix order: by value, -0.0 before +0.0.
+  std::stable_sort(po, po + n, [pk](int32_t a, int32_t b) {
+    return pk[a] < pk[b] || (pk[a] == pk[b] && std::signbit(pk[a]) && !std::signbit(pk[b]));
+  });
+  float* ps = sorted.data<float>();
+  for (int64_t i = 0; i < n; ++i) ps[i] = pk[po[i]];
 }
 
 }  // namespace dtrn

@@ -47,6 +47,7 @@ class CudaBackend final : public Backend {
   void route_compact(const Tensor& mask, int64_t rows, int64_t cols, const Tensor& routed,
                      const Tensor& positions, const Tensor& bypass, const Tensor& cu_seqlens,
                      const Tensor& count) override;
+  void sort_values(const Tensor& keys, const Tensor& sorted, const Tensor& order) override;
 
   // ---- Training kernels, defined in cuda_backend_elementwise.cc, cuda_backend_reduce_index.cc and
   // cuda_backend_nn.cc (device code behind activation.h, reduce.h, index.h, norm.h, softmax.h).

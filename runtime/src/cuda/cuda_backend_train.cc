@@ -1,12 +1,14 @@
 // CudaBackend's training-step kernels: token routing, gradient accumulation, the row scatter and the
 // multi-tensor optimizer (launchers in train_kernels.h).
 #include <cstring>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <string>
 
 #include "cuda/cuda_backend.h"
 #include "cuda/cuda_context.h"
+#include "cuda/kernel_args.h"
 #include "cuda/train_kernels.h"
 
 namespace dtrn {
@@ -181,6 +183,20 @@ void CudaBackend::route_compact(const Tensor& mask, int64_t rows, int64_t cols, 
   auto i32 = [](const Tensor& t) { return static_cast<int32_t*>(t.raw_data()); };
   cuda::launch_route_compact(i32(mask), rows, cols, i32(routed), i32(positions), i32(bypass), i32(cu_seqlens),
                              i32(count), stream_of(mask));
+}
+
+void CudaBackend::sort_values(const Tensor& keys, const Tensor& sorted, const Tensor& order) {
+  DTRN_ASSERT(keys.dtype() == DType::kF32 && sorted.dtype() == DType::kF32 && keys.is_contiguous(),
+              "sort_values: keys ", keys.describe(), " -> ", sorted.describe());
+  check_i32(order, "sort_values");
+  DTRN_CHECK(keys.numel() <= std::numeric_limits<int32_t>::max(), "sort_values: ", keys.numel(),
+             " keys is too many for 32-bit indices");
+  cuda::DeviceGuard guard(keys.device().index);
+  const size_t bytes = cuda::sort_values_scratch_bytes(keys.numel());
+  Tensor scratch = cuda::scratch_tensor(bytes, keys.device().index);
+  cuda::launch_sort_values(static_cast<const float*>(keys.raw_data()), static_cast<float*>(sorted.raw_data()),
+                           static_cast<int32_t*>(order.raw_data()), keys.numel(), scratch.raw_data(), bytes,
+                           stream_of(keys));
 }
 
 }  // namespace dtrn

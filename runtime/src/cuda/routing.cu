@@ -4,6 +4,7 @@
 // a block-wide exclusive scan gives every run its output offsets, and the runs are written in order.
 // N is B*T (tens of thousands), so one block is a few microseconds and needs no inter-block scan.
 #include <cub/block/block_scan.cuh>
+#include <cub/device/device_radix_sort.cuh>
 
 #include "cuda/cuda_check.h"
 #include "cuda/device_types.cuh"
@@ -14,6 +15,19 @@ namespace dtrn::cuda {
 namespace {
 
 constexpr int kCompactThreads = 1024;
+constexpr size_t kScratchAlign = 256;
+
+size_t align_up(size_t bytes) { return (bytes + kScratchAlign - 1) / kScratchAlign * kScratchAlign; }
+
+// CUB's temporary storage for n (f32 key, i32 index) pairs; it follows the unsorted indices in the
+// scratch buffer.
+size_t sort_temp_bytes(int64_t n) {
+  size_t bytes = 0;
+  CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, bytes, static_cast<const float*>(nullptr),
+                                             static_cast<float*>(nullptr), static_cast<const int32_t*>(nullptr),
+                                             static_cast<int32_t*>(nullptr), static_cast<int>(n)));
+  return bytes;
+}
 
 __global__ void threshold_kernel(const float* p, int64_t n, float threshold, int32_t* mask) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
@@ -94,6 +108,23 @@ void launch_route_compact(const int32_t* mask, int64_t rows, int64_t cols, int32
   compact_kernel<<<1, kCompactThreads, 0, stream>>>(mask, rows, cols, routed, positions, bypass,
                                                     cu_seqlens, count);
   CUDA_CHECK_LAUNCH();
+}
+
+size_t sort_values_scratch_bytes(int64_t n) {
+  return align_up(static_cast<size_t>(n) * sizeof(int32_t)) + sort_temp_bytes(n);
+}
+
+// A stable LSD radix sort of (key, index) pairs; CUB orders floats by their bits (-0.0 before +0.0).
+void launch_sort_values(const float* keys, float* sorted, int32_t* order, int64_t n, void* scratch,
+                        size_t scratch_bytes, cudaStream_t stream) {
+  if (n == 0) return;
+  int32_t* index = static_cast<int32_t*>(scratch);
+  char* temp = static_cast<char*>(scratch) + align_up(static_cast<size_t>(n) * sizeof(int32_t));
+  size_t temp_bytes = scratch_bytes - align_up(static_cast<size_t>(n) * sizeof(int32_t));
+  iota_kernel<<<elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(index, n);
+  CUDA_CHECK_LAUNCH();
+  CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp, temp_bytes, keys, sorted, index, order, static_cast<int>(n),
+                                             0, 32, stream));
 }
 
 }  // namespace dtrn::cuda

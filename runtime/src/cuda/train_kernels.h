@@ -20,6 +20,10 @@ void launch_route_fallback(int32_t* mask, int32_t* order, int64_t n, int64_t wan
 void launch_route_compact(const int32_t* mask, int64_t rows, int64_t cols, int32_t* routed,
                           int32_t* positions, int32_t* bypass, int32_t* cu_seqlens, int32_t* count,
                           cudaStream_t stream);
+// The scratch bytes launch_sort_values needs for n keys.
+size_t sort_values_scratch_bytes(int64_t n);
+void launch_sort_values(const float* keys, float* sorted, int32_t* order, int64_t n, void* scratch,
+                        size_t scratch_bytes, cudaStream_t stream);
 
 // ---- accumulate.cu
 // dst[i] += src[i], src converted to dst's type; dst f64, f32 or bf16, src any floating type.

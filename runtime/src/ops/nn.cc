@@ -99,6 +99,24 @@ Tensor softmax(const Tensor& x) {
                 });
 }
 
+// The cross-entropy kernel's per-row lse (targets 0: every row kept) serves as the forward.
+Tensor logsumexp(const Tensor& x) {
+  DTRN_CHECK(x.dim() == 2 && x.size(1) >= 1, "logsumexp: x must be [N, C >= 1], got ", shape_str(x.shape()));
+  check_floating(x, "logsumexp");
+  const int64_t n = x.size(0);
+  const DType stats = stats_dtype(x.dtype());
+  Tensor lse = Tensor::empty({n}, stats, x.device());
+  if (n > 0) {
+    Tensor losses = Tensor::empty({n}, stats, x.device());
+    Tensor targets = Tensor::zeros({n}, DType::kI32, x.device());
+    backend_of(x).cross_entropy(kernel_input(x), targets, -1, x.size(1), losses, lse);
+  }
+  return record("logsumexp", lse, {x}, [x = x.detach()](const Tensor& grad) -> std::vector<Tensor> {
+    NoGradGuard no_grad;
+    return {mul(softmax(x), grad.reshape({x.size(0), 1}).to(x.dtype()))};
+  });
+}
+
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                      int64_t num_classes) {
   DTRN_CHECK(logits.dim() == 2, "cross_entropy: logits must be [N, V], got ",

@@ -162,6 +162,9 @@ class Coordinator {
   Family<Gauge>* routed_fraction_min_;
   Family<Gauge>* routed_fraction_max_;
   Family<Gauge>* p_attn_mean_;
+  Family<Gauge>* p_attn_quantile_;
+  Family<Gauge>* threshold_bias_;
+  Family<Gauge>* collapsed_;
   Family<Gauge>* starved_;
   Family<Gauge>* saturated_;
   Family<Counter>* fallback_total_;

@@ -43,17 +43,40 @@ struct BlockWeights {
   RouterWeights router;  // D blocks only
 };
 
-// What a D block reports each forward (spec: per-layer statistics).
+// What a D block reports each forward (spec: per-layer statistics, and the routing controls' inputs).
 struct RoutingStats {
   Tensor s;               // scalar, mean p_a over all B*T tokens (differentiable)
+  Tensor soft;            // scalar, mean sigmoid((Delta + b) / tau) (differentiable), when asked for
+  Tensor z_sq;            // scalar, mean logsumexp(z)^2 over the tokens (differentiable), when asked for
+  Tensor quantiles;       // f32 [4], detached: Delta at kMeasuredQuantiles, when measured
   int64_t routed = 0;     // tokens sent to attention (fallback tokens included)
+  int64_t threshold_routed = 0;  // tokens the threshold alone routed, before any fallback
   int64_t tokens = 0;     // B*T
-  bool fallback = false;  // rule 4 fired
+  bool fallback = false;  // a fallback (rule 4, or the band fallback) fired
   double f() const { return tokens ? static_cast<double>(routed) / static_cast<double>(tokens) : 0.0; }
 };
 
+using dtrn::BandFallback;  // routing.h: the two-sided fallback
 using dtrn::FallbackDraw;  // routing.h: where the starvation fallback draws from
 
+// The quantiles of Delta = z_attn - z_bypass a measured forward records: p10, p50 and p90 of the routing
+// telemetry (p_attn = sigmoid(Delta) is monotone in Delta, so its quantiles are the sigmoids of these),
+// then 1 - rho, the threshold that routes the target fraction (the bias update's input).
+inline constexpr int kMeasuredQuantiles = 4;
+std::vector<double> measured_quantile_levels(double target_fraction);
+
+// How a D block routes within and beyond the spec's rule 3 (the routing controls, docs/routing-loss.md).
+// The default is the spec: route iff p_a > 0.5, paths scaled by p_a, nothing measured.
+struct RouteControl {
+  bool use_bias = false;          // route iff Delta + bias > 0 (the threshold bias b_l)
+  double bias = 0;
+  bool bias_scales_path = true;   // paths scaled by sigmoid(Delta + bias) rather than p_a
+  BandFallback band;              // training only
+  bool measure = false;           // record Delta's quantiles (training)
+  double target_fraction = 0.1;   // rho, for the measured quantile 1 - rho
+  double soft_tau = 0;            // > 0: record the soft above-threshold fraction
+  bool z_loss = false;            // record mean logsumexp(z)^2
+};
 // Constants of one batch shape that every block of a forward reads: made once per shape and kept by the
 // model, so that no block uploads index tensors (a host-to-device copy each) on every call.
 struct BlockContext {
@@ -72,11 +95,13 @@ Tensor sequence_positions(int64_t batch, int64_t seq, Device device);
 Tensor dense_block_forward(const ModelConfig& config, const BlockWeights& w, const Tensor& x,
                            const BlockContext* ctx = nullptr);
 
-// The router's attention probability p_a for every token: x [B, T, C] -> [B*T] (f32 softmax, rule 2).
+// The router's logits z for every token: x [B, T, C] -> [B*T, 2] (attention, bypass), f32 (f64 for f64
+// models), and its attention probability p_a = softmax(z)[:, 0] -> [B*T] (rule 2).
+Tensor router_logits(const RouterWeights& w, const Tensor& x);
 Tensor router_p_attn(const RouterWeights& w, const Tensor& x);
 
 Tensor routed_block_forward(const ModelConfig& config, const BlockWeights& w, const Tensor& x,
                             const FallbackDraw& fallback, RoutingStats* stats,
-                            const BlockContext* ctx = nullptr);
+                            const BlockContext* ctx = nullptr, const RouteControl& control = {});
 
 }  // namespace dtrn::model

@@ -34,6 +34,22 @@ struct RoutingConfig {
   double starvation_threshold = 0.01;
   int64_t starvation_window = 50;
   double fallback_fraction = 0.15;  // rule 4 of the spec
+
+  // The routing controls (docs/routing-loss.md). These defaults are the spec's baseline (every control
+  // off); the trainer's defaults are set in train/ (job_config.h).
+  double bias_rate = 0;             // > 0: the threshold bias b_l follows the per-step quantile by this EMA rate
+  double bias_gamma = 0;            // > 0: b_l += gamma * sign(rho - f_l) each step (the sign trim)
+  std::string bias_path = "biased";  // the p that scales the paths under a bias: "biased" or "unbiased"
+  std::string balance_on = "mean_p";  // Bal's statistic: "mean_p" (s_l) or "soft_fraction"
+  double balance_tau = 1.0;         // the soft fraction: mean sigmoid((Delta + b_l) / tau)
+  double balance_multiplier_lr = 0;  // > 0: the Lagrangian term mu_l (stat_l - rho), mu_l += lr (f_l - rho)
+  double z_loss_weight = 0;         // router z-loss: mean over D layers of mean logsumexp(z)^2
+  std::string fallback = "zero";    // "zero": rule 4; "band": top rho by Delta when f leaves the band
+  double fallback_low = 0.02;
+  double fallback_high = 0.3;
+
+  bool bias_enabled() const { return bias_rate > 0 || bias_gamma > 0; }
+  bool soft_balance() const { return balance_on == "soft_fraction"; }
 };
 
 // Resolves `layout` ("bilayer", "trilayer", "dense" or an explicit string of T and D) for n_layers.

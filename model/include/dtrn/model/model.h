@@ -1,21 +1,25 @@
 // DtrnModel: a decoder-only DTRNet language model assembled from a layout string: token embedding (tied
-// with the LM head), the T and D blocks, a final RMSNorm, and the loss CE + lambda S + beta Bal.
+// with the LM head), the T and D blocks, a final RMSNorm, and the loss CE + lambda S + beta Bal (+ the
+// Lagrangian and z-loss terms of the routing controls, routing_loss.h).
 //
 // The model owns its parameters (leaf Tensors on one device) under Hugging Face Llama names
 // (model.layers.3.self_attn.q_proj.weight, ...), plus model.layers.N.router.{0,2}.{weight,bias} for the
 // routers. The compute dtype says what the forward runs in: f32 or f64 (the parameters are the weights
 // it reads), or bf16 (mixed precision: f32 master weights, which are saved and optimised, and bf16
-// copies that the forward reads and whose f32 gradients the optimiser consumes). Not thread-safe; one
+// copies that the forward reads and whose f32 gradients the optimiser consumes). The routing controls'
+// state (router_control.h) lives here too, outside the parameters. Not thread-safe; one
 // model per training process (or per tensor-parallel shard later).
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <utility>
 #include <string>
 #include <vector>
 
 #include "dtrn/model/blocks.h"
 #include "dtrn/model/config.h"
+#include "dtrn/model/router_control.h"
 #include "dtrn/model/routing_loss.h"
 
 namespace dtrn::model {
@@ -32,6 +36,10 @@ struct LayerRouting {
   double f = 0;          // routed fraction (known on the host: it sized the packed products)
   Tensor s;              // mean p_attn, a detached scalar where the model runs (read it when needed)
   bool fallback = false;
+  Tensor quantiles;      // f32 [kMeasuredQuantiles] of Delta (blocks.h), detached, where the model runs;
+                         // undefined unless training
+  int64_t threshold_routed = 0;  // routed by the threshold alone, before any fallback
+  int64_t tokens = 0;
 };
 
 struct ForwardOptions {
@@ -42,7 +50,7 @@ struct ForwardOptions {
 };
 
 struct ForwardResult {
-  Tensor loss;      // CE + lambda S + beta Bal (scalar)
+  Tensor loss;      // CE + lambda S + beta Bal + Lag + z_loss_weight Z (scalar)
   Tensor ce;        // mean cross-entropy over counted targets (scalar)
   RoutingTerms routing;
   std::vector<LayerRouting> layers;  // one per D layer, in layer order
@@ -68,6 +76,14 @@ class DtrnModel {
   // that about `fraction` of them route to attention; fraction 0 or 1 pins routing off or on. spread
   // false re-sets the biases only (a second calibration of already spread routers).
   void calibrate_routing(const Tensor& ids, double fraction, bool spread = true);
+  // The threshold bias's start (router_control.h): walks `ids` through the layers, setting each D
+  // layer's b_l to minus Delta's (1 - rho)-quantile over the tokens reaching it, the layer then routing
+  // with it. Marks the state initialised.
+  void init_router_bias(const Tensor& ids);
+  const RouterState& router_state() const { return router_; }
+  // Replaces the state (a checkpoint's); its vectors must be empty or one entry per D layer.
+  void set_router_state(const RouterState& state);
+  int64_t routed_layer_count() const;
 
   // ids, targets: i32/i64 [B, T] (T <= seq_len). Returns the loss and per-layer routing.
   ForwardResult forward(const Tensor& ids, const Tensor& targets, const ForwardOptions& options);
@@ -89,6 +105,11 @@ class DtrnModel {
   Tensor add_parameter(const std::string& name, const Shape& shape, bool decay);
   const NamedParameter& parameter(const std::string& name) const;
   const BlockContext& context(int64_t batch, int64_t seq);
+  // How D layer number k (0-based among the D layers) routes in a forward.
+  RouteControl route_control(size_t k, bool training) const;
+  // Runs ids through the layers without gradient; before each D layer (number k among them), `before`
+  // may change how it routes (its router weights, or b_l), and the layer then runs with that.
+  void walk_layers(const Tensor& ids, const std::function<void(int64_t layer, size_t k, const Tensor& x)>& before);
 
   ModelConfig config_;
   RoutingConfig routing_;
@@ -100,6 +121,7 @@ class DtrnModel {
   Tensor final_norm_;  // [C], compute copy
   std::vector<BlockWeights> blocks_;
   std::vector<std::pair<std::pair<int64_t, int64_t>, BlockContext>> contexts_;  // by (B, T)
+  RouterState router_;
 };
 
 }  // namespace dtrn::model

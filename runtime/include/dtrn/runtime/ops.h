@@ -61,6 +61,9 @@ Tensor rmsnorm(const Tensor& x, const Tensor& weight, double eps);
 Tensor rope(const Tensor& x, const Tensor& positions, double theta);
 // Softmax over the last dimension.
 Tensor softmax(const Tensor& x);
+// log(sum(exp(x))) over the last dimension of x [N, C] -> [N] (f32 for f32 and bf16 x, f64 for f64).
+// The backward is grad * softmax(x).
+Tensor logsumexp(const Tensor& x);
 // Causal attention over packed variable-length sequences (the flash-attn "varlen" form).
 // q: [N, H, D], k, v: [N, G, D]; cu_seqlens: i32 [S+1], 0 = cu[0] <= ... <= cu[S] = N. Within sequence s
 // (rows cu[s]..cu[s+1]-1, in position order) row i attends to rows j <= i of the same sequence only.

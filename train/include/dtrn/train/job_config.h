@@ -68,6 +68,14 @@ struct JobConfig {
 // often, so the default reproduces the reference loss (beta = 0); the term stays available.
 inline constexpr double kDefaultBalanceWeight = 0.0;
 
+// The default of routing.bias_rate: the threshold bias on, each step set to minus the (1 - rho)-quantile
+// of Delta that the previous step measured (rate 1: no smoothing). Provisional, from the CPU runs of
+// docs/routing-loss.md, where the routers' distribution moved by more than its width per step, so the lag
+// of a slower EMA cost more than the batch noise it removed; every D layer then held its target with no
+// fallback, where the spec's terms alone fell back. The GPU ablation at two model sizes
+// (bench/routing_ablation.sh) is to confirm it or replace it.
+inline constexpr double kDefaultBiasRate = 1.0;
+
 // Parses YAML text; `overrides` are "section.key=value" strings applied on top, in order.
 StatusOr<JobConfig> parse_job_config(const std::string& yaml_text,
                                      const std::vector<std::string>& overrides = {});

@@ -21,6 +21,10 @@ struct LayerStepStats {
   bool fallback = false;
   bool starved = false;
   bool saturated = false;
+  double p10 = 0, p50 = 0, p90 = 0;  // quantiles of p_attn over the step's tokens (micro-batch means)
+  double bias = 0;                   // the threshold bias b_l the step routed with (0: none)
+  int64_t fallbacks = 0;             // micro-batches in which a fallback fired
+  bool collapsed = false;            // the threshold alone routed none or all of some micro-batch
 };
 
 struct StepStats {
