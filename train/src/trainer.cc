@@ -373,9 +373,12 @@ static StatusOr<std::string> train_in(const JobConfig& config, const TrainRunOpt
         jl.push_back({{"layer", l.layer}, {"f", l.f}, {"s", l.s_value}, {"fallback", l.fallbacks > 0},
                       {"starved", verdict.starved}, {"saturated", verdict.saturated}, {"p10", sigmoid(q[0])},
                       {"p50", sigmoid(q[1])}, {"p90", sigmoid(q[2])},
-                      {"b", i < used.bias.size() ? used.bias[i] : 0.0}, {"fallbacks", l.fallbacks},
+                      {"b", used.initialized && config.routing.bias_enabled() ? used.bias[i] : 0.0},
+                      {"fallbacks", l.fallbacks},
                       {"collapsed", l.collapsed}});
-        if (config.routing.balance_multiplier_lr > 0) jl.back()["mu"] = used.multiplier[i];
+        if (config.routing.balance_multiplier_lr > 0) {
+          jl.back()["mu"] = i < used.multiplier.size() ? used.multiplier[i] : 0.0;  // empty before the first update
+        }
         char buf[48];
         std::snprintf(buf, sizeof buf, " L%lld %.2f%s", static_cast<long long>(l.layer), l.f,
                       verdict.starved ? "!starved" : (verdict.saturated ? "!saturated" : ""));
