@@ -189,6 +189,33 @@ TEST_F(TrainerTest, EvalMatchesValidationAndExportImportRoundTripGivesTheSameLos
   EXPECT_DOUBLE_EQ(e2["loss"].get<double>(), e1["loss"].get<double>());
 }
 
+TEST_F(TrainerTest, EveryRoutingControlRunsAndReportsItsState) {
+  TrainRunOptions o;
+  o.run_dir = root_ + "/controls";
+  o.quiet = true;
+  auto run = run_training(config({"routing.balance_on=soft_fraction", "routing.balance_weight=1",
+                                  "routing.balance_multiplier_lr=0.1", "routing.z_loss_weight=1e-3",
+                                  "routing.fallback=band", "routing.bias_gamma=1e-3", "checkpoint.every=0"}),
+                          o);
+  ASSERT_TRUE(run.ok()) << run.status().message();
+  double mu = 0;  // the multiplier the step used: 0, then mu += 0.1 (f - rho) after each step
+  for (const auto& line : metrics(*run)) {
+    if (line["kind"] != "train") continue;
+    EXPECT_GT(line["routing_z_loss"].get<double>(), 0.0);
+    ASSERT_EQ(line["layers"].size(), 1u);
+    const auto& l = line["layers"][0];
+    EXPECT_LE(l["p10"].get<double>(), l["p50"].get<double>());
+    EXPECT_LE(l["p50"].get<double>(), l["p90"].get<double>());
+    EXPECT_NE(l["b"].get<double>(), 0.0);  // the bias is on (the default rate) from the first batch
+    EXPECT_NEAR(l["mu"].get<double>(), mu, 1e-12) << "step " << line["step"];
+    // The band keeps f inside [0.02, 0.3] (its own choice is the top 10%).
+    EXPECT_GE(l["f"].get<double>(), 0.02);
+    EXPECT_LE(l["f"].get<double>(), 0.3);
+    EXPECT_EQ(l["fallback"].get<bool>(), l["fallbacks"].get<int64_t>() > 0);
+    mu += 0.1 * (l["f"].get<double>() - 0.1);
+  }
+}
+
 TEST_F(TrainerTest, CliReportsBadInputInOneLine) {
   int code = 0;
   std::string out = run_cli("train --config /nonexistent.yaml", &code);
