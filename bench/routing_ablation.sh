@@ -78,6 +78,7 @@ if [ ! -f "$DATA/meta.json" ]; then
 fi
 mkdir -p "$OUTDIR"
 pending=0
+failed=0
 names=()
 for size_entry in "${sizes[@]}"; do
   IFS='|' read -r size model_sets steps <<<"$size_entry"
@@ -105,13 +106,17 @@ for size_entry in "${sizes[@]}"; do
       if ! "$DTRN" train --config deploy/configs/tiny.yaml "${sets[@]}" --run-dir "$run" --quiet \
           >"$run.out" 2>&1; then
         echo "routing ablation: $name failed (see $run.out)" >&2
+        failed=$((failed + 1))
       fi
     done
   done
 done
 
 python3 bench/routing_ablation_summary.py "$OUTDIR" "${names[@]}"
-if [ "$pending" -gt 0 ]; then
+if [ "$failed" -gt 0 ]; then
+  echo "routing ablation: $failed runs failed (their .out files say why); a new command retries them"
+  exit 1
+elif [ "$pending" -gt 0 ]; then
   echo "routing ablation: $pending runs left (the budget of ${BUDGET_S}s is spent): run the same command again"
 else
   echo "routing ablation: all runs done; table and plots in $OUTDIR/summary.md"

@@ -96,13 +96,15 @@ Tensor routed_block_forward(const ModelConfig& c, const BlockWeights& w, const T
   auto f32 = [](const Tensor& v) { return v.dtype() == DType::kF32 ? v : v.detach().to(DType::kF32); };
   Tensor delta = sub(z.narrow(1, 0, 1), z.narrow(1, 1, 1)).reshape({n});
   // The biased logits z + (b, 0): p computed from them crosses 0.5 exactly where Delta + b crosses 0.
-  Tensor z_biased = control.use_bias ? concat({add_scalar(z.narrow(1, 0, 1), control.bias), z.narrow(1, 1, 1)}, 1) : z;
+  Tensor z_biased =
+      control.use_bias ? concat({add_scalar(z.narrow(1, 0, 1), control.bias), z.narrow(1, 1, 1)}, 1) : z;
   // Rules 3 and 4 (or the controls that replace them): the hard mask (no gradient) and the fallback,
   // on the router's device.
-  const TokenRouting r = control.use_bias
-                             ? route_tokens(f32(add_scalar(delta.detach(), control.bias)), 0.0, b, t, fallback, control.band)
-                             : route_tokens(f32(p_attn), 0.5, b, t, fallback, control.band);
-  Tensor p_path = control.use_bias && control.bias_scales_path ? softmax(z_biased).narrow(1, 0, 1).reshape({n}) : p_attn;
+  const TokenRouting r =
+      control.use_bias ? route_tokens(f32(add_scalar(delta.detach(), control.bias)), 0.0, b, t, fallback, control.band)
+                       : route_tokens(f32(p_attn), 0.5, b, t, fallback, control.band);
+  Tensor p_path =
+      control.use_bias && control.bias_scales_path ? softmax(z_biased).narrow(1, 0, 1).reshape({n}) : p_attn;
 
   Tensor u = rmsnorm(x, w.norm_in, c.norm_eps).reshape({n, ch});  // rule 5: computed once
   Tensor p_col = p_path.reshape({n, 1});

@@ -13,7 +13,8 @@
 namespace dtrn::model {
 namespace {
 
-// Delta's q-quantile over the tokens of x, as routing.h defines it (the midpoint of two order statistics).
+// Delta's q-quantile over the tokens of x, as routing.h defines it (the midpoint of two order
+// statistics).
 double delta_quantile(const RouterWeights& w, const Tensor& x, double q) {
   Tensor z = router_logits(w, x);
   std::vector<double> delta = sub(z.narrow(1, 0, 1), z.narrow(1, 1, 1)).to_vector();
@@ -32,8 +33,9 @@ const NamedParameter& DtrnModel::parameter(const std::string& name) const {
   __builtin_unreachable();
 }
 
-void DtrnModel::walk_layers(const Tensor& ids,
-                            const std::function<void(int64_t layer, size_t k, const Tensor& x)>& before) {
+void DtrnModel::walk_layers(
+    const Tensor& ids,
+    const std::function<void(int64_t layer, size_t k, const Tensor& x)>& before) {
   NoGradGuard no_grad;
   const int64_t b = ids.size(0), t = ids.size(1);
   const BlockContext& ctx = context(b, t);
@@ -45,13 +47,15 @@ void DtrnModel::walk_layers(const Tensor& ids,
       continue;
     }
     before(l, k, x);
-    x = routed_block_forward(config_, blocks_[l], x, FallbackDraw{}, nullptr, &ctx, route_control(k, false));
+    x = routed_block_forward(config_, blocks_[l], x, FallbackDraw{}, nullptr, &ctx,
+                             route_control(k, false));
     ++k;
   }
 }
 
 void DtrnModel::calibrate_routing(const Tensor& ids, double fraction, bool spread) {
-  DTRN_CHECK(fraction >= 0 && fraction <= 1, "calibrate_routing: fraction ", fraction, " is not in [0, 1]");
+  DTRN_CHECK(fraction >= 0 && fraction <= 1, "calibrate_routing: fraction ", fraction,
+             " is not in [0, 1]");
   walk_layers(ids, [&](int64_t l, size_t, const Tensor& x) {
     const std::string prefix = "model.layers." + std::to_string(l) + ".router.2.";
     const Tensor& weight = parameter(prefix + "weight").tensor;

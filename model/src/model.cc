@@ -193,9 +193,8 @@ ForwardResult DtrnModel::forward(const Tensor& ids, const Tensor& targets, const
   } else {
     for (int64_t v : flat_targets.to_ints()) r.targets_counted += v != options.ignore_index;
   }
-  r.routing = routing_terms(stats, routing_, routing_.balance_multiplier_lr > 0 && !router_.multiplier.empty()
-                                                 ? router_.multiplier
-                                                 : std::vector<double>{});
+  const bool lagrangian = routing_.balance_multiplier_lr > 0 && !router_.multiplier.empty();
+  r.routing = routing_terms(stats, routing_, lagrangian ? router_.multiplier : std::vector<double>{});
   r.loss = r.ce;
   if (r.routing.sparsity.defined() && routing_.sparsity_weight > 0) {
     r.loss = add(r.loss, scale(r.routing.sparsity.to(r.ce.dtype()), routing_.sparsity_weight));

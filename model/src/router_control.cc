@@ -9,8 +9,8 @@ void update_router_state(const RoutingConfig& config, const std::vector<LayerMea
   const size_t n = measured.size();
   if (state->bias.empty()) state->bias.assign(n, 0.0);
   if (state->multiplier.empty()) state->multiplier.assign(n, 0.0);
-  DTRN_CHECK(state->bias.size() == n && state->multiplier.size() == n, "update_router_state: state for ",
-             state->bias.size(), " layers, ", n, " measured");
+  DTRN_CHECK(state->bias.size() == n && state->multiplier.size() == n,
+             "update_router_state: state for ", state->bias.size(), " layers, ", n, " measured");
   std::vector<double> values(2 * n);
   for (size_t i = 0; i < n; ++i) {
     values[i] = measured[i].f;
@@ -23,7 +23,8 @@ void update_router_state(const RoutingConfig& config, const std::vector<LayerMea
     double& b = state->bias[i];
     if (config.bias_rate > 0) b = (1 - config.bias_rate) * b + config.bias_rate * -q;
     if (config.bias_gamma > 0) b += config.bias_gamma * (f < rho ? 1.0 : (f > rho ? -1.0 : 0.0));
-    if (config.balance_multiplier_lr > 0) state->multiplier[i] += config.balance_multiplier_lr * (f - rho);
+    if (config.balance_multiplier_lr > 0)
+      state->multiplier[i] += config.balance_multiplier_lr * (f - rho);
   }
 }
 

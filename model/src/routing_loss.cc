@@ -14,8 +14,9 @@ RoutingTerms routing_terms(const std::vector<RoutingStats>& layers, const Routin
                            const std::vector<double>& multipliers) {
   RoutingTerms out;
   if (layers.empty()) return out;
-  DTRN_CHECK(multipliers.empty() || multipliers.size() == layers.size(), "routing_terms: ",
-             multipliers.size(), " multipliers for ", layers.size(), " D layers");
+  DTRN_CHECK(multipliers.empty() || multipliers.size() == layers.size(),
+             "routing_terms: ", multipliers.size(), " multipliers for ", layers.size(),
+             " D layers");
   const double rho = config.target_fraction;
   double f_total = 0;
   Tensor weighted, balance, lagrangian, z_loss;

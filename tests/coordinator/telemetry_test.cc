@@ -77,6 +77,11 @@ class TelemetryTest : public ::testing::Test {
       l->set_f(f);
       l->set_s(f);
       l->set_fallback(fallback && layer == 1);
+      l->set_fallback_count(fallback && layer == 1 ? 2 : 0);
+      // Routing-control telemetry that differs by rank, so the summary's mean, sum and "any" show.
+      for (double q : {0.1 * f, 0.5 * f, 0.9 * f + rank}) l->add_p_attn_quantiles(q);
+      l->set_threshold_bias(layer + 0.5);
+      l->set_collapsed(rank == 1 && layer == 3);
     }
     grpc::ClientContext c;
     v1::StreamStatsResponse resp;
@@ -129,7 +134,17 @@ TEST_F(TelemetryTest, AStepIsSummarizedOverRanksOnlyWhenEveryRankReportedIt) {
   EXPECT_DOUBLE_EQ(s.layers(0).f_min(), 0.0);
   EXPECT_DOUBLE_EQ(s.layers(0).f_max(), 0.2);
   EXPECT_DOUBLE_EQ(s.layers(1).f(), 0.6);
+  ASSERT_EQ(s.layers(0).p_attn_quantiles_size(), 3);
+  EXPECT_DOUBLE_EQ(s.layers(0).p_attn_quantiles(2), (0.9 * 0.2 + 0.9 * 0.0 + 1) / 2);  // mean over ranks
+  EXPECT_DOUBLE_EQ(s.layers(1).threshold_bias(), 3.5);
+  EXPECT_FALSE(s.layers(0).collapsed());
+  EXPECT_TRUE(s.layers(1).collapsed());  // on rank 1
   const std::string layer1 = "{job=\"" + job_id_ + "\",layer=\"1\"}";
+  const std::string layer3 = "{job=\"" + job_id_ + "\",layer=\"3\"}";
+  EXPECT_DOUBLE_EQ(metric("dtrn_layer_p_attn_quantile{job=\"" + job_id_ + "\",layer=\"1\",q=\"0.9\"}"), 0.59);
+  EXPECT_DOUBLE_EQ(metric("dtrn_layer_threshold_bias" + layer1), 1.5);
+  EXPECT_EQ(metric("dtrn_layer_collapsed" + layer3), 1);
+  EXPECT_EQ(metric("dtrn_layer_collapsed" + layer1), 0);
   EXPECT_DOUBLE_EQ(metric("dtrn_layer_routed_fraction" + layer1), 0.1);
   EXPECT_DOUBLE_EQ(metric("dtrn_layer_routed_fraction_min" + layer1), 0.0);
   EXPECT_DOUBLE_EQ(metric("dtrn_layer_routed_fraction_max" + layer1), 0.2);
@@ -164,6 +179,7 @@ TEST_F(TelemetryTest, AFallbackOnAnyRankStarvesTheLayerAtOnceAndIsCounted) {
   send(1, 1, 0.3, 0.2);
   const auto events = events_through(1);
   EXPECT_TRUE(events.back().step().layers(0).starved());
+  EXPECT_EQ(events.back().step().layers(0).fallback_count(), 2);  // rank 0's two micro-batches
   EXPECT_EQ(metric("dtrn_layer_fallback_total{job=\"" + job_id_ + "\",layer=\"1\"}"), 1);
   EXPECT_EQ(metric("dtrn_layer_fallback_total{job=\"" + job_id_ + "\",layer=\"3\"}"), 0);
 }

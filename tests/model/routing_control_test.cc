@@ -1,6 +1,6 @@
 // The routing controls (router_control.h, routing_loss.h, RouteControl in blocks.h) against hand
-// computations: the state update, every loss term and its gradient, the biased block against the spec's
-// block with a shifted router bias, the measured quantiles and the first-batch start.
+// computations: the state update, every loss term and its gradient, the biased block against the
+// spec's block with a shifted router bias, the measured quantiles and the first-batch start.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -31,7 +31,8 @@ TEST(RouterControl, UpdateIsTheEmaThenTheSignTrimAndTheMultiplierAscent) {
   r.balance_multiplier_lr = 0.5;
   RouterState s{true, {1.0, -2.0}, {0.0, 0.1}};
   update_router_state(r, {{0.05, 0.4}, {0.3, -1.0}}, nullptr, &s);
-  // b0 = 0.75 * 1 + 0.25 * -0.4 + 0.01 (f below rho);  b1 = 0.75 * -2 + 0.25 * 1 - 0.01 (f above rho)
+  // b0 = 0.75 * 1 + 0.25 * -0.4 + 0.01 (f below rho);  b1 = 0.75 * -2 + 0.25 * 1 - 0.01 (f above
+  // rho)
   EXPECT_NEAR(s.bias[0], 0.66, kTol);
   EXPECT_NEAR(s.bias[1], -1.26, kTol);
   // mu0 = 0 + 0.5 * (0.05 - 0.1);  mu1 = 0.1 + 0.5 * (0.3 - 0.1)
@@ -54,7 +55,8 @@ TEST(RouterControl, RanksThatMeasureDifferentlyHoldIdenticalStatesThroughTheMean
   r.bias_gamma = 1e-3;
   r.balance_multiplier_lr = 0.2;
   // Two ranks' measures; the hook stands in for an all-reduce mean over them.
-  const std::vector<LayerMeasure> rank0 = {{0.02, 0.3}, {0.2, -0.7}}, rank1 = {{0.12, 0.1}, {0.4, -0.1}};
+  const std::vector<LayerMeasure> rank0 = {{0.02, 0.3}, {0.2, -0.7}},
+                                  rank1 = {{0.12, 0.1}, {0.4, -0.1}};
   auto flat = [](const std::vector<LayerMeasure>& m) {
     return std::vector<double>{m[0].f, m[1].f, m[0].target_quantile, m[1].target_quantile};
   };
@@ -101,7 +103,8 @@ TEST(RoutingTerms, EachTermAndItsGradientMatchTheHandComputation) {
   EXPECT_NEAR(t.lagrangian.item(), (0.5 * -0.06 + -1.0 * 0.4) / 2, kTol);
   EXPECT_NEAR(t.z_loss.item(), 3.5, kTol);
   add(add(t.balance, t.lagrangian), t.z_loss).backward();
-  // d/dm0 = (m0 - rho) + mu0 / 2;  d/dm1 = (m1 - rho) + mu1 / 2;  d/dz = 1/2 each; s takes none here.
+  // d/dm0 = (m0 - rho) + mu0 / 2;  d/dm1 = (m1 - rho) + mu1 / 2;  d/dz = 1/2 each; s takes none
+  // here.
   EXPECT_NEAR(layers[0].soft.grad().item(), -0.06 + 0.25, kTol);
   EXPECT_NEAR(layers[1].soft.grad().item(), 0.4 - 0.5, kTol);
   EXPECT_NEAR(layers[0].z_sq.grad().item(), 0.5, kTol);
@@ -133,7 +136,9 @@ ModelConfig block_config() {
 
 BlockWeights random_block(const ModelConfig& c) {
   uint64_t stream = 300;
-  auto rnd = [&](const Shape& s, double std) { return Tensor::normal(s, 0.0, std, 77, stream++, 0, DType::kF64); };
+  auto rnd = [&](const Shape& s, double std) {
+    return Tensor::normal(s, 0.0, std, 77, stream++, 0, DType::kF64);
+  };
   const int64_t C = c.d_model, hd = c.n_heads * c.head_dim(), kvd = c.n_kv_heads * c.head_dim();
   BlockWeights w;
   w.norm_in = Tensor::full({C}, 1.0, DType::kF64);
@@ -172,11 +177,13 @@ TEST(BiasedRouting, IsTheSpecBlockWithTheRouterBiasShiftedAndRecordsEveryStatist
   EXPECT_EQ(st.routed, 5);
   EXPECT_EQ(st.threshold_routed, 5);
 
-  // Paths scaled by sigmoid(Delta + b): exactly the spec's block whose router adds (b, 0) to its logits.
+  // Paths scaled by sigmoid(Delta + b): exactly the spec's block whose router adds (b, 0) to its
+  // logits.
   BlockWeights shifted = w;
   const std::vector<double> b2 = w.router.b2.to_vector();
   shifted.router.b2 = Tensor::from_vector({b2[0] + bias, b2[1]}, {2}, DType::kF64);
-  Tensor want = reference::routed_block(c, shifted, x, reference::route_by_threshold(shifted.router, x));
+  Tensor want =
+      reference::routed_block(c, shifted, x, reference::route_by_threshold(shifted.router, x));
   const std::vector<double> g = got.to_vector(), e = want.to_vector();
   for (size_t i = 0; i < g.size(); ++i) ASSERT_NEAR(g[i], e[i], 1e-10) << "element " << i;
 
@@ -206,7 +213,8 @@ TEST(BiasedRouting, IsTheSpecBlockWithTheRouterBiasShiftedAndRecordsEveryStatist
   // Unbiased path scaling: the same routing, paths scaled by the router's own p_a.
   control.bias_scales_path = false;
   Tensor unbiased = routed_block_forward(c, w, x, FallbackDraw{}, nullptr, nullptr, control);
-  Tensor want_u = reference::routed_block(c, w, x, reference::route_by_threshold(shifted.router, x));
+  Tensor want_u =
+      reference::routed_block(c, w, x, reference::route_by_threshold(shifted.router, x));
   const std::vector<double> gu = unbiased.to_vector(), eu = want_u.to_vector();
   for (size_t i = 0; i < gu.size(); ++i) ASSERT_NEAR(gu[i], eu[i], 1e-10) << "element " << i;
 }
@@ -227,7 +235,8 @@ TEST(BiasedRouting, TheFirstBatchSetsEachLayersBiasToRouteTheTargetFraction) {
   m.init_router_bias(ids);
   ASSERT_TRUE(m.router_state().initialized);
   ASSERT_EQ(m.router_state().bias.size(), 2u);
-  // Over 32 tokens the 0.9-quantile sits between ranks 27 and 28: 4 tokens lie above it, in each layer.
+  // Over 32 tokens the 0.9-quantile sits between ranks 27 and 28: 4 tokens lie above it, in each
+  // layer.
   ForwardOptions eval;
   ForwardResult res = m.forward(ids, ids, eval);
   ASSERT_EQ(res.layers.size(), 2u);

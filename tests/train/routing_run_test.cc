@@ -1,8 +1,9 @@
-// A short CPU training run of a small bilayer DTRNet (byte-level tokens of a real text, so a vocabulary of
-// 256 keeps a step to milliseconds), driven by the same calls as the trainer: init_router_bias on the
-// first batch, forward, AdamW, update_router_state after each step. With the default routing controls
-// every D layer must hold its routed fraction in [0.05, 0.2] over the last 100 steps with no fallback;
-// with the spec's terms alone (the controls off) the same run falls back.
+// A short CPU training run of a small bilayer DTRNet (byte-level tokens of a real text, so a
+// vocabulary of 256 keeps a step to milliseconds), driven by the same calls as the trainer:
+// init_router_bias on the first batch, forward, AdamW, update_router_state after each step. With
+// the default routing controls every D layer must hold its routed fraction in [0.05, 0.2] over the
+// last 100 steps with no fallback; with the spec's terms alone (the controls off) the same run
+// falls back.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -29,14 +30,16 @@ struct StepRouting {
 };
 
 std::vector<int64_t> text_bytes() {
-  std::ifstream in(std::string(DTRN_SOURCE_DIR) + "/.assets/corpus/gutenberg/blake-poems.txt", std::ios::binary);
+  std::ifstream in(std::string(DTRN_SOURCE_DIR) + "/.assets/corpus/gutenberg/blake-poems.txt",
+                   std::ios::binary);
   const std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   return std::vector<int64_t>(s.begin(), s.end());
 }
 
 // Trains `steps` steps (of a kSteps-step schedule: 30 warm-up steps to lr 3e-3, cosine to 3e-4) of
 // kBatch x kSeq byte tokens with `routing`; returns each step's routing.
-std::vector<StepRouting> train_bytes(const model::RoutingConfig& routing, uint64_t seed, int64_t steps = kSteps) {
+std::vector<StepRouting> train_bytes(const model::RoutingConfig& routing, uint64_t seed,
+                                     int64_t steps = kSteps) {
   const std::vector<int64_t> text = text_bytes();
   EXPECT_GT(text.size(), 10000u) << "the fetched corpus is missing (run `make assets`)";
   model::ModelConfig c;
@@ -88,7 +91,8 @@ std::vector<StepRouting> train_bytes(const model::RoutingConfig& routing, uint64
   return out;
 }
 
-// The routing of the trainer's defaults (job_config.h), as a config with no routing keys resolves it.
+// The routing of the trainer's defaults (job_config.h), as a config with no routing keys resolves
+// it.
 model::RoutingConfig default_routing() {
   auto c = parse_job_config(
       "model: {d_model: 64, n_layers: 6, n_heads: 4, n_kv_heads: 2, d_ff: 160, seq_len: 64}\n"
@@ -101,14 +105,15 @@ std::string describe(const std::vector<StepRouting>& run, int64_t from) {
   std::ostringstream s;
   for (int64_t i = from; i < static_cast<int64_t>(run.size()); i += 10) {
     s << "step " << i + 1 << ":";
-    for (size_t l = 0; l < run[i].f.size(); ++l) s << " " << run[i].f[l] << (run[i].fallback[l] ? "!" : "");
+    for (size_t l = 0; l < run[i].f.size(); ++l)
+      s << " " << run[i].f[l] << (run[i].fallback[l] ? "!" : "");
     s << "\n";
   }
   return s.str();
 }
 
-// One seed keeps the test near a minute on two cores; docs/routing-loss.md reports the same run over
-// more seeds (and the excursions below 0.05 some of them show).
+// One seed keeps the test near a minute on two cores; docs/routing-loss.md reports the same run
+// over more seeds (and the excursions below 0.05 some of them show).
 TEST(RoutingRun, TheDefaultControlsHoldEveryDLayerNearTheTargetWithNoFallback) {
   const model::RoutingConfig routing = default_routing();
   ASSERT_TRUE(routing.bias_enabled()) << "the defaults are expected to turn the threshold bias on";
@@ -116,10 +121,13 @@ TEST(RoutingRun, TheDefaultControlsHoldEveryDLayerNearTheTargetWithNoFallback) {
     const std::vector<StepRouting> run = train_bytes(routing, seed);
     for (int64_t step = kSteps - 100; step < kSteps; ++step) {
       for (size_t l = 0; l < run[step].f.size(); ++l) {
-        ASSERT_FALSE(run[step].fallback[l]) << "seed " << seed << ", step " << step + 1 << ", D layer " << l
-                                            << "\n" << describe(run, 0);
-        ASSERT_GE(run[step].f[l], 0.05) << "seed " << seed << ", step " << step + 1 << "\n" << describe(run, 0);
-        ASSERT_LE(run[step].f[l], 0.2) << "seed " << seed << ", step " << step + 1 << "\n" << describe(run, 0);
+        ASSERT_FALSE(run[step].fallback[l])
+            << "seed " << seed << ", step " << step + 1 << ", D layer " << l << "\n"
+            << describe(run, 0);
+        ASSERT_GE(run[step].f[l], 0.05) << "seed " << seed << ", step " << step + 1 << "\n"
+                                        << describe(run, 0);
+        ASSERT_LE(run[step].f[l], 0.2) << "seed " << seed << ", step " << step + 1 << "\n"
+                                       << describe(run, 0);
       }
     }
   }

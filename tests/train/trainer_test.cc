@@ -69,8 +69,10 @@ TEST_F(TrainerTest, SameConfigAndSeedGiveIdenticalMetrics) {
   a.run_dir = root_ + "/same-a";
   b.run_dir = root_ + "/same-b";
   a.quiet = b.quiet = true;
-  ASSERT_TRUE(run_training(config(), a).ok());
-  ASSERT_TRUE(run_training(config(), b).ok());
+  auto ra = run_training(config(), a);
+  ASSERT_TRUE(ra.ok()) << ra.status().message();
+  auto rb = run_training(config(), b);
+  ASSERT_TRUE(rb.ok()) << rb.status().message();
   EXPECT_EQ(metrics(a.run_dir), metrics(b.run_dir));
   EXPECT_EQ(metrics(a.run_dir).size(), 6u + 2u);  // six train lines, two val lines
   // Another seed gives another run.
@@ -156,10 +158,12 @@ std::string run_cli(const std::string& args, int* code) {
 }
 
 TEST_F(TrainerTest, EvalMatchesValidationAndExportImportRoundTripGivesTheSameLoss) {
+  // The threshold bias off: a training step moves it (by design), and this test is about the weights;
+  // checkpoint_test.cc checks that the biases travel through export and import.
   TrainRunOptions o;
   o.run_dir = root_ + "/export";
   o.quiet = true;
-  ASSERT_TRUE(run_training(config(), o).ok());
+  ASSERT_TRUE(run_training(config({"routing.bias_rate=0"}), o).ok());
   int code = 0;
   const std::string eval_args = " --data " + root_ + "/data --batches 2";
   auto e1 = nlohmann::json::parse(run_cli("eval --checkpoint " + o.run_dir + eval_args, &code));
@@ -178,11 +182,38 @@ TEST_F(TrainerTest, EvalMatchesValidationAndExportImportRoundTripGivesTheSameLos
   o2.quiet = true;
   o2.init_from = file;
   ASSERT_TRUE(run_training(config({"train.steps=1", "train.lr=1e-30", "train.min_lr=0", "train.warmup_steps=0",
-                                    "train.weight_decay=0"}), o2).ok());
+                                    "train.weight_decay=0", "routing.bias_rate=0"}), o2).ok());
   auto e2 = nlohmann::json::parse(run_cli("eval --checkpoint " + o2.run_dir + eval_args, &code));
   ASSERT_EQ(code, 0);
   // One step at lr 1e-30 moves no f32 weight (the update is far below half an ulp).
   EXPECT_DOUBLE_EQ(e2["loss"].get<double>(), e1["loss"].get<double>());
+}
+
+TEST_F(TrainerTest, EveryRoutingControlRunsAndReportsItsState) {
+  TrainRunOptions o;
+  o.run_dir = root_ + "/controls";
+  o.quiet = true;
+  auto run = run_training(config({"routing.balance_on=soft_fraction", "routing.balance_weight=1",
+                                  "routing.balance_multiplier_lr=0.1", "routing.z_loss_weight=1e-3",
+                                  "routing.fallback=band", "routing.bias_gamma=1e-3", "checkpoint.every=0"}),
+                          o);
+  ASSERT_TRUE(run.ok()) << run.status().message();
+  double mu = 0;  // the multiplier the step used: 0, then mu += 0.1 (f - rho) after each step
+  for (const auto& line : metrics(*run)) {
+    if (line["kind"] != "train") continue;
+    EXPECT_GT(line["routing_z_loss"].get<double>(), 0.0);
+    ASSERT_EQ(line["layers"].size(), 1u);
+    const auto& l = line["layers"][0];
+    EXPECT_LE(l["p10"].get<double>(), l["p50"].get<double>());
+    EXPECT_LE(l["p50"].get<double>(), l["p90"].get<double>());
+    EXPECT_NE(l["b"].get<double>(), 0.0);  // the bias is on (the default rate) from the first batch
+    EXPECT_NEAR(l["mu"].get<double>(), mu, 1e-12) << "step " << line["step"];
+    // The band keeps f inside [0.02, 0.3] (its own choice is the top 10%).
+    EXPECT_GE(l["f"].get<double>(), 0.02);
+    EXPECT_LE(l["f"].get<double>(), 0.3);
+    EXPECT_EQ(l["fallback"].get<bool>(), l["fallbacks"].get<int64_t>() > 0);
+    mu += 0.1 * (l["f"].get<double>() - 0.1);
+  }
 }
 
 TEST_F(TrainerTest, CliReportsBadInputInOneLine) {

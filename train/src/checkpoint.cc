@@ -524,8 +524,8 @@ Status load_checkpoint(const std::string& checkpoint_dir, model::DtrnModel* mode
         plan_copies(join(checkpoint_dir, kOptimizerFile), *moments, targets, &copies));
   }
   const size_t routed = static_cast<size_t>(model->routed_layer_count());
-  if (m->router.bias.size() > routed || m->router.multiplier.size() > routed ||
-      (!m->router.bias.empty() && m->router.bias.size() != routed)) {
+  auto sized = [routed](const std::vector<double>& v) { return v.empty() || v.size() == routed; };
+  if (!sized(m->router.bias) || !sized(m->router.multiplier) || (m->router.initialized && m->router.bias.empty())) {
     return Status::DataLoss(join(checkpoint_dir, kManifest) + ": routing state for " +
                             std::to_string(m->router.bias.size()) + " D layers, the model has " +
                             std::to_string(routed));

@@ -445,9 +445,11 @@ StatusOr<StepStats> Trainer::train_step() {
     nlohmann::json entry = {{"layer", l.layer}, {"f", l.f}, {"s", l.s_value}, {"fallback", l.fallbacks > 0},
                             {"starved", verdict.starved}, {"saturated", verdict.saturated}, {"p10", sigmoid(q[0])},
                             {"p50", sigmoid(q[1])}, {"p90", sigmoid(q[2])},
-                            {"b", i < used.bias.size() ? used.bias[i] : 0.0}, {"fallbacks", l.fallbacks},
-                            {"collapsed", l.collapsed}};
-    if (config.routing.balance_multiplier_lr > 0) entry["mu"] = used.multiplier[i];
+                            {"b", used.initialized && config.routing.bias_enabled() ? used.bias[i] : 0.0},
+                            {"fallbacks", l.fallbacks}, {"collapsed", l.collapsed}};
+    if (config.routing.balance_multiplier_lr > 0) {
+      entry["mu"] = i < used.multiplier.size() ? used.multiplier[i] : 0.0;  // empty before the first update
+    }
     if (s.dp.size() > 1) {
       entry["f_min"] = spread[i].f_min;
       entry["f_max"] = spread[i].f_max;
