@@ -14,7 +14,11 @@
 namespace dtrn::train {
 namespace {
 
-constexpr double kBenchLr = 1e-5;
+// Learning rate 0: every step does all of AdamW's work (the kernels do not look at the value) but the
+// weights stay where they are, so the routed fraction stays where calibration put it. At init a router's
+// logit differences are spread over about 1e-4, and even lr 1e-5 moved them by more than that per step:
+// a D layer calibrated to 0.1 routed 0.18-0.19 by the timed steps (bench/RESULTS.md, 2026-11-29).
+constexpr double kBenchLr = 0;
 constexpr uint64_t kTokenStream = 0x42454e4348ull;  // "BENCH"
 
 }  // namespace
@@ -84,9 +88,6 @@ StatusOr<BenchResult> run_bench(const JobConfig& config, const BenchOptions& opt
   Tensor last_loss;
   for (int64_t step = 0; step < options.warmup + options.steps; ++step) {
     if (step == options.warmup) {
-      // Calibrated after the warm-up steps, which move the routers (at lr 1e-5 by a few percent of
-      // routed fraction), so the timed steps route close to the asked fraction.
-      if (options.routed_fraction >= 0) model.calibrate_routing(ids, options.routed_fraction, /*spread=*/false);
       synchronize(device);
       mallocs_before = device_memory_stats(device).device_mallocs;
       start = std::chrono::steady_clock::now();

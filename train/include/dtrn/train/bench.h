@@ -6,9 +6,9 @@
 // causal attention as half the square, and in D layers only the routed work at each layer's measured
 // routed fraction); MFU is against the GPU's dense bf16 peak (989 TFLOP/s for H100 and H200 SXM).
 // The routed fraction can be pinned by calibrating the routers as ../shared/peer/torch_dtrnet.py does
-// (DtrnModel::calibrate_routing), once the warm-up steps are done (the peer calibrates before them);
-// the learning rate is 1e-5 so that routing stays near where it was put. The measured fraction of
-// every D layer is reported and is what the FLOP count uses.
+// (DtrnModel::calibrate_routing) before the warm-up; the learning rate is 0, so the optimizer does all
+// its work while the routing stays where it was put (the peer trains at a small rate and drifts). The
+// measured fraction of every D layer is reported and is what the FLOP count uses.
 #pragma once
 
 #include <cstdint>
