@@ -10,6 +10,8 @@
 #   STAGES="build capacity" bash bench/gpu_suite.sh     # the largest micro-batch of the 360m preset
 #   STAGES="build demo" bash bench/gpu_suite.sh         # `make demo`'s job as it runs on a GPU machine
 #   STAGES="build parallel" bash bench/gpu_suite.sh     # 2+ GPUs: NCCL tests, all-reduce busBW, DP scaling
+#   STAGES="build routing" bash bench/gpu_suite.sh      # the routing-control ablation (docs/routing-loss.md);
+#                                                       # repeat until its log says "all runs done"
 #
 # The device call carries .assets/tokenizer, .assets/corpus (the tests' and the train stage's data),
 # .deps (libpcre2-dev, which the machine lacks) and .peer (a copy of ../shared/peer, which does not travel).
@@ -169,6 +171,21 @@ if has demo; then
   BUILD="$BUILD" timeout 420 bash deploy/demo.sh >"$OUT/demo.log" 2>&1
   status+=("demo rc=$?: $(grep -E '^step [0-9]+/' "$OUT/demo.log" | tail -1)")
   grep -E "^demo:|^model:|^device|^step (1|100|200|300|400)/|^val" "$OUT/demo.log"
+fi
+
+if has routing; then
+  step "routing ablation (resumable: repeat the call on the warm machine until all runs are done)"
+  data=/tmp/dtrn-prep
+  [ -f "$data/meta.json" ] || "$dtrn" prep --input .assets/corpus --out "$data" --tokenizer-dir .assets/tokenizer \
+    >"$OUT/routing_prep.log" 2>&1
+  BUILD="$BUILD" DATA="$data" bash bench/routing_ablation.sh gpu /tmp/dtrn-routing-ablation 2>&1 |
+    tee "$OUT/routing_ablation.log" | grep -E "^routing ablation"
+  status+=("routing ablation rc=${PIPESTATUS[0]}")
+  mkdir -p "$OUT/routing"
+  cp /tmp/dtrn-routing-ablation/summary.md /tmp/dtrn-routing-ablation/f-*.* "$OUT/routing/" 2>/dev/null
+  for run in /tmp/dtrn-routing-ablation/*/; do
+    cp "$run/metrics.jsonl" "$OUT/routing/$(basename "$run").metrics.jsonl" 2>/dev/null
+  done
 fi
 
 if has hf && python3 -c 'import transformers' 2>/dev/null; then

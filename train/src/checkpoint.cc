@@ -203,10 +203,14 @@ std::string model_config_json(const model::ModelConfig& c) {
 }
 
 // "format": "pt" is what Hugging Face loaders expect of a PyTorch-convention file.
+// The threshold biases travel with the weights (an export is a copy of this file): a model trained with
+// them routes by them. The manifest's "routing" stays what a resume reads.
 std::map<std::string, std::string> model_metadata(const model::DtrnModel& model) {
-  return {{"format", "pt"},
-          {"dtrn.model", model_config_json(model.config())},
-          {"dtrn.layout", model.layout()}};
+  std::map<std::string, std::string> m = {{"format", "pt"},
+                                          {"dtrn.model", model_config_json(model.config())},
+                                          {"dtrn.layout", model.layout()}};
+  if (model.router_state().initialized) m["dtrn.router_bias"] = Json(model.router_state().bias).dump();
+  return m;
 }
 
 Tensor host_f32(const Tensor& t) { return t.detach().to(DType::kF32).to(Device::cpu()); }
@@ -554,8 +558,6 @@ Status export_safetensors(const std::string& checkpoint_dir, const std::string& 
       return Status::DataLoss(join(checkpoint_dir, kModelFile) + ": no \"" + key + "\" metadata");
     }
   }
-  // The threshold biases travel with the weights: a model trained with them routes by them.
-  if (m->router.initialized) weights->metadata["dtrn.router_bias"] = Json(m->router.bias).dump();
   // Written beside the target and renamed over it, so that `out_file` is never half-written.
   const std::string tmp = out_file + pid_suffix("tmp");
   Status s = write_safetensors(tmp, weights->tensors, weights->metadata);

@@ -369,14 +369,15 @@ StatusOr<StepStats> Trainer::train_step() {
   // Per-step sums stay on the device until the step ends: one read per step, not per micro-batch.
   StepSums sums;
   std::vector<LayerSums> layers;
-  // Sets the threshold biases from this rank's first batch, then averages them over the DP group so that
-  // every rank routes with the same b_l from the first step on.
+  // Sets the threshold biases from the first micro-batch, then takes DP rank 0's: rank 0's first
+  // micro-batch is the global batch's first, the one a single process starts from, so every rank routes
+  // with the same b_l as one process would from the first step on.
   auto init_router_bias = [&s](const Tensor& ids) {
     s.model->init_router_bias(ids);
     model::RouterState state = s.model->router_state();
     if (s.dp.size() == 1 || state.bias.empty()) return;
     Tensor b = Tensor::from_vector(state.bias, {static_cast<int64_t>(state.bias.size())}, DType::kF64);
-    s.dp.all_reduce(b, parallel::ReduceOp::kAvg);
+    s.dp.broadcast(b, 0);
     state.bias = b.to_vector();
     s.model->set_router_state(state);
   };
