@@ -159,6 +159,17 @@ StepStats step_stats(const nlohmann::json& line) {
 
 }  // namespace
 
+std::vector<MonitorRun> StarvationMonitor::runs() const {
+  std::vector<MonitorRun> out;
+  for (const auto& [layer, r] : runs_) out.push_back({layer, r.low, r.high});
+  return out;
+}
+
+void StarvationMonitor::restore(const std::vector<MonitorRun>& runs) {
+  runs_.clear();
+  for (const MonitorRun& r : runs) runs_.emplace_back(r.layer, Runs{r.low, r.high});
+}
+
 StarvationMonitor::Verdict StarvationMonitor::observe(int64_t layer, double f, bool fallback) {
   Runs* r = nullptr;
   for (auto& [l, runs] : runs_) if (l == layer) r = &runs;
@@ -230,6 +241,10 @@ static StatusOr<std::string> train_in(const JobConfig& config, const TrainRunOpt
   progress.seed = config.train.seed;
   if (options.resume) {
     DTRN_RETURN_IF_ERROR(load_checkpoint(ckpt, &model, &optimizer, &progress));
+    if (progress.seed != config.train.seed) {
+      return Status::FailedPrecondition("--resume: " + ckpt + " was trained with seed " + std::to_string(progress.seed) +
+                                        ", train.seed is " + std::to_string(config.train.seed));
+    }
     resume_notes.push_back("resumed from " + ckpt + " at step " + std::to_string(progress.step));
   }
 
@@ -237,7 +252,7 @@ static StatusOr<std::string> train_in(const JobConfig& config, const TrainRunOpt
   lo.seq_len = config.model.seq_len;
   lo.micro_batch = config.train.micro_batch;
   lo.global_batch = config.train.global_batch;
-  lo.seed = config.train.seed;
+  lo.seed = progress.seed;
   auto loader = data::DataLoader::Open(*train_set, lo, progress.sampler);
   if (!loader.ok()) return loader.status();
   std::vector<int32_t> val_tokens;
@@ -258,6 +273,9 @@ static StatusOr<std::string> train_in(const JobConfig& config, const TrainRunOpt
   }
   std::ofstream metrics(run_dir + "/metrics.jsonl", std::ios::app);
   log.line("dtrn train: run directory " + run_dir);
+  std::vector<std::string> cleaned;
+  DTRN_RETURN_IF_ERROR(clean_checkpoints(run_dir, &cleaned));
+  for (const std::string& line : cleaned) log.line("checkpoints: " + line);
   for (const std::string& line : skipped) log.record("--resume: " + line);
   for (const std::string& note : resume_notes) log.line(note);
   if (!device_note.empty()) log.line(device_note);
@@ -268,12 +286,23 @@ static StatusOr<std::string> train_in(const JobConfig& config, const TrainRunOpt
   const int64_t tokens_per_step = config.train.global_batch * config.model.seq_len;
   StarvationMonitor monitor(config.routing.starvation_threshold, config.routing.starvation_window);
   RunReport report(progress.step, config.train.steps);
+  monitor.restore(progress.monitor);
   std::string saved;  // the newest checkpoint this process wrote
   int64_t saved_step = -1;
   auto save = [&]() -> Status {
     progress.sampler = (*loader)->state();
-    auto path = save_checkpoint(run_dir, model, optimizer, progress, config_yaml, config.checkpoint.keep);
+    progress.monitor = monitor.runs();
+    const auto t0 = std::chrono::steady_clock::now();
+    auto snapshot = snapshot_checkpoint(model, optimizer, progress, config_yaml);
+    if (!snapshot.ok()) return snapshot.status();
+    const auto t1 = std::chrono::steady_clock::now();
+    auto path = write_checkpoint(run_dir, **snapshot, {config.checkpoint.keep, config.checkpoint.keep_every});
     if (!path.ok()) return path.status();
+    const auto ms = [](auto d) { return std::chrono::duration<double, std::milli>(d).count(); };
+    metrics << nlohmann::json{{"kind", "checkpoint"}, {"step", progress.step}, {"blocked_ms", ms(t1 - t0)},
+                              {"write_ms", ms(std::chrono::steady_clock::now() - t1)}}.dump()
+            << "\n";
+    metrics.flush();
     log.line("checkpoint " + *path);
     saved = *path;
     saved_step = progress.step;
@@ -314,6 +343,7 @@ static StatusOr<std::string> train_in(const JobConfig& config, const TrainRunOpt
       const double loss_mean = v.loss, ce_mean = v.ce, grad_norm = v.grad_norm;
       progress.step = step + 1;
       progress.tokens += tokens_per_step;
+      progress.samples += config.train.global_batch;
       const double step_ms =
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       const double tokens_per_s = static_cast<double>(tokens_per_step) / (step_ms / 1e3);
