@@ -82,10 +82,12 @@ Status fill_slices(const std::string& where, const std::vector<TensorSlice>& sav
   for (const TensorSlice& s : saved) by_name[s.name].push_back(&s);
   std::set<std::string> requested;
   for (const SliceRequest& r : requests) requested.insert(r.name);
-  for (const auto& [name, slices] : by_name) {
-    if (!requested.count(name)) {
-      return Status::InvalidArgument(where + ": unexpected tensor '" + name + "', which this model does not have");
+  for (const TensorSlice& s : saved) {  // in file order, so the first one named is the first one met
+    if (!requested.count(s.name)) {
+      return Status::InvalidArgument(where + ": unexpected tensor '" + s.name + "', which this model does not have");
     }
+  }
+  for (const auto& [name, slices] : by_name) {
     int64_t total = 0;
     for (const TensorSlice* s : slices) {
       if (s->global_shape != slices[0]->global_shape) {
