@@ -18,6 +18,7 @@
 #include "dtrn/runtime/optim.h"
 #include "dtrn/train/checkpoint.h"
 #include "dtrn/train/evaluate.h"
+#include "async_checkpoint.h"
 #include "placement.h"
 #include "resume_policy.h"
 #include "run_directory.h"
@@ -288,25 +289,37 @@ static StatusOr<std::string> train_in(const JobConfig& config, const TrainRunOpt
   RunReport report(progress.step, config.train.steps);
   monitor.restore(progress.monitor);
   std::string saved;  // the newest checkpoint this process wrote
-  int64_t saved_step = -1;
-  auto save = [&]() -> Status {
-    progress.sampler = (*loader)->state();
-    progress.monitor = monitor.runs();
-    const auto t0 = std::chrono::steady_clock::now();
-    auto snapshot = snapshot_checkpoint(model, optimizer, progress, config_yaml);
-    if (!snapshot.ok()) return snapshot.status();
-    const auto t1 = std::chrono::steady_clock::now();
-    auto path = write_checkpoint(run_dir, **snapshot, {config.checkpoint.keep, config.checkpoint.keep_every});
-    if (!path.ok()) return path.status();
-    const auto ms = [](auto d) { return std::chrono::duration<double, std::milli>(d).count(); };
-    metrics << nlohmann::json{{"kind", "checkpoint"}, {"step", progress.step}, {"blocked_ms", ms(t1 - t0)},
-                              {"write_ms", ms(std::chrono::steady_clock::now() - t1)}}.dump()
+  // Saves are written in the background (async_checkpoint.h); a save is reported once it is joined: at
+  // the next save, on a stop and at the end, so metrics.jsonl's order does not depend on timing.
+  AsyncCheckpointWriter writer(run_dir, {config.checkpoint.keep, config.checkpoint.keep_every});
+  double blocked_ms = 0;       // of the save in flight
+  int64_t started_step = -1;  // of the newest save started
+  const auto ms_since = [](auto t0) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  };
+  auto join_save = [&]() -> Status {
+    auto done = writer.wait();
+    if (!done) return Status::Ok();
+    if (!done->dir.ok()) return done->dir.status();
+    metrics << nlohmann::json{{"kind", "checkpoint"}, {"step", done->step}, {"blocked_ms", blocked_ms},
+                              {"write_ms", done->write_ms}}.dump()
             << "\n";
     metrics.flush();
-    log.line("checkpoint " + *path);
-    saved = *path;
-    saved_step = progress.step;
-    if (options.telemetry) options.telemetry->on_checkpoint(progress.step);
+    log.line("checkpoint " + *done->dir);
+    saved = *done->dir;
+    if (options.telemetry) options.telemetry->on_checkpoint(done->step);
+    return Status::Ok();
+  };
+  auto save = [&]() -> Status {
+    const auto t0 = std::chrono::steady_clock::now();
+    DTRN_RETURN_IF_ERROR(join_save());
+    progress.sampler = (*loader)->state();
+    progress.monitor = monitor.runs();
+    auto snapshot = snapshot_checkpoint(model, optimizer, progress, config_yaml);
+    if (!snapshot.ok()) return snapshot.status();
+    writer.start(std::move(*snapshot), progress.step);
+    started_step = progress.step;
+    blocked_ms = ms_since(t0);
     return Status::Ok();
   };
 
@@ -402,12 +415,14 @@ static StatusOr<std::string> train_in(const JobConfig& config, const TrainRunOpt
         DTRN_RETURN_IF_ERROR(save());
       }
       if (stop.received() != 0 && progress.step < config.train.steps) {
-        if (saved_step != progress.step) DTRN_RETURN_IF_ERROR(save());
+        if (started_step != progress.step) DTRN_RETURN_IF_ERROR(save());
+        DTRN_RETURN_IF_ERROR(join_save());
         log.line(report.summary(progress.step, progress.tokens, run_dir + "/checkpoints"));
         return stopped_by_signal(stop.received(), progress.step, saved, run_dir);
       }
       if (options.telemetry) options.telemetry->on_phase("train", progress.step);
     }
+    DTRN_RETURN_IF_ERROR(join_save());
   } catch (const Error& e) {
     return Status::Internal(e.what());
   }

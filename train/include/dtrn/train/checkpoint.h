@@ -75,6 +75,22 @@ Status clean_checkpoints(const std::string& run_dir, std::vector<std::string>* r
 // print (a corrupt newest checkpoint is never skipped without a word).
 StatusOr<std::string> resolve_checkpoint(const std::string& path, std::vector<std::string>* skipped = nullptr);
 
+// `dtrn ckpt list`: the step folders of a run directory (or of its checkpoints/ folder), newest first.
+// `state` is "ok" (committed and, with `verify`, verified), "uncommitted" (no manifest: a save that never
+// finished), or the one-line reason it fails; `latest` marks the one RUN/checkpoints/latest names.
+struct CheckpointInfo {
+  std::string dir;
+  int64_t step = 0;
+  CheckpointLayout layout;
+  uint64_t bytes = 0;  // of the shards the manifest names
+  bool latest = false;
+  std::string state;
+};
+StatusOr<std::vector<CheckpointInfo>> list_checkpoints(const std::string& path, bool verify);
+// `dtrn ckpt inspect`: the manifest's counters, layout and shards, and every tensor slice (name, global
+// shape, offsets, shape) of every shard, as text; reading a shard verifies it.
+StatusOr<std::string> inspect_checkpoint(const std::string& checkpoint_dir);
+
 // Checks the manifest, every shard's size and header digest and every tensor's sha256; the error names
 // the file (and the tensor).
 Status verify_checkpoint(const std::string& checkpoint_dir);

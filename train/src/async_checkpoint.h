@@ -1,0 +1,43 @@
+// Asynchronous saving: a snapshot (host copies of the state, taken at a step boundary) is written and
+// committed by a background thread while training goes on. At most one save is in flight: start()
+// first waits for the previous one. The time training waited and the time the write took are
+// reported when a save is joined, so a caller can put them in metrics.jsonl.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "dtrn/train/checkpoint.h"
+
+namespace dtrn::train {
+
+class AsyncCheckpointWriter {
+ public:
+  AsyncCheckpointWriter(std::string run_dir, SaveOptions options)
+      : run_dir_(std::move(run_dir)), options_(options) {}
+  ~AsyncCheckpointWriter();  // joins a save in flight (its result is lost: call wait() first)
+  AsyncCheckpointWriter(const AsyncCheckpointWriter&) = delete;
+  AsyncCheckpointWriter& operator=(const AsyncCheckpointWriter&) = delete;
+
+  struct Done {
+    int64_t step = 0;
+    StatusOr<std::string> dir = Status::Internal("not written");
+    double write_ms = 0;  // in the background thread: write, commit, retention
+  };
+  // Starts writing `snapshot` (of `step`) in the background. There must be no save in flight.
+  void start(std::shared_ptr<const CheckpointSnapshot> snapshot, int64_t step);
+  // Joins the save in flight, if any, and returns its outcome.
+  std::optional<Done> wait();
+  bool in_flight() const { return thread_.joinable(); }
+
+ private:
+  std::string run_dir_;
+  SaveOptions options_;
+  std::thread thread_;
+  Done done_;
+};
+
+}  // namespace dtrn::train
