@@ -1,7 +1,7 @@
 // File I/O for dtrn_train's checkpoints and exports: writes through an Env (env.h) and reads on top of
 // dtrn/runtime/file_io.h, hashing the bytes passing through them (sha256, for the checkpoint
 // manifest). Every error is a Status naming the path and the
-// problem ("run/checkpoints/step-00000100.tmp-42/model.safetensors: No space left on device").
+// problem ("run/checkpoints/step-00000100/shard-00000-of-00001.<id>.safetensors.tmp: No space left on device").
 // Private to dtrn_train. Each object belongs to one thread.
 #pragma once
 
