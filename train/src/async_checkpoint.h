@@ -1,9 +1,11 @@
 // Asynchronous saving: a snapshot (host copies of the state, taken at a step boundary) is written and
 // committed by a background thread while training goes on. At most one save is in flight: start()
 // first waits for the previous one. The time training waited and the time the write took are
-// reported when a save is joined, so a caller can put them in metrics.jsonl.
+// reported when a save is joined, so a caller can put them in metrics.jsonl; finished() lets it join a
+// save as soon as it is written, without waiting.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -31,12 +33,14 @@ class AsyncCheckpointWriter {
   void start(std::shared_ptr<const CheckpointSnapshot> snapshot, int64_t step);
   // Joins the save in flight, if any, and returns its outcome.
   std::optional<Done> wait();
-  bool in_flight() const { return thread_.joinable(); }
+  // A save was started and has finished writing (wait() then returns at once).
+  bool finished() const { return thread_.joinable() && finished_.load(std::memory_order_acquire); }
 
  private:
   std::string run_dir_;
   SaveOptions options_;
   std::thread thread_;
+  std::atomic<bool> finished_{false};
   Done done_;
 };
 

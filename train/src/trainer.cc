@@ -290,7 +290,8 @@ static StatusOr<std::string> train_in(const JobConfig& config, const TrainRunOpt
   monitor.restore(progress.monitor);
   std::string saved;  // the newest checkpoint this process wrote
   // Saves are written in the background (async_checkpoint.h); a save is reported once it is joined: at
-  // the next save, on a stop and at the end, so metrics.jsonl's order does not depend on timing.
+  // the first step boundary after it finished (so the coordinator learns of it promptly), at the next
+  // save, on a stop and at the end.
   AsyncCheckpointWriter writer(run_dir, {config.checkpoint.keep, config.checkpoint.keep_every});
   double blocked_ms = 0;       // of the save in flight
   int64_t started_step = -1;  // of the newest save started
@@ -409,6 +410,7 @@ static StatusOr<std::string> train_in(const JobConfig& config, const TrainRunOpt
         log.line(text);
         report.validation(progress.step, e.loss);
       }
+      if (writer.finished()) DTRN_RETURN_IF_ERROR(join_save());
       if ((config.checkpoint.every > 0 && progress.step % config.checkpoint.every == 0) ||
           progress.step == config.train.steps) {
         if (options.telemetry) options.telemetry->on_phase("checkpoint", progress.step);
