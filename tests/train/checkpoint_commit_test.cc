@@ -1,13 +1,17 @@
 // The commit protocol under failure (src/checkpoint_commit.h): every injected I/O fault (FaultEnv)
 // fails the save with one line and leaves the previous checkpoint valid; a SIGKILL at every named
 // point of a save leaves a committed checkpoint that resume finds, and the next start cleans the
-// leftovers; resharding assembles any layout's slices from hand-built dp x tp shards.
+// leftovers; resharding assembles any layout's slices from hand-built dp x tp shards; four ranks
+// (threads) commit one checkpoint through the barrier and one process loads it.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
 
+#include <condition_variable>
 #include <filesystem>
+#include <mutex>
+#include <thread>
 #include <set>
 
 #include "checkpoint_commit.h"
@@ -197,6 +201,117 @@ TEST(Reshard, AnyLayoutReadsTheSlicesOfAnother) {
   std::vector<SliceRequest> wrong = {{"w", {4, 6}, {0, 0}, Tensor::empty({4, 6}, DType::kF32, Device::cpu())},
                                      {"b", {4}, {0}, Tensor::empty({4}, DType::kF32, Device::cpu())}};
   EXPECT_THAT(fill_slices("ckpt", saved, wrong).message(), HasSubstr("tensor 'w' has shape [6, 4]"));
+}
+
+// N ranks in one process, one thread each: broadcast and gather through shared slots. The in-process
+// stand-in for the communicator-backed barrier of the parallel module.
+class ThreadBarrier {
+ public:
+  explicit ThreadBarrier(int64_t world) : world_(world), slots_(world) {}
+  class Rank final : public CommitBarrier {
+   public:
+    Rank(ThreadBarrier* b, int64_t rank) : b_(b), rank_(rank) {}
+    int64_t rank() const override { return rank_; }
+    int64_t world() const override { return b_->world_; }
+    std::string broadcast(const std::string& value) override {
+      if (rank_ == 0) b_->slots_[0] = value;
+      b_->arrive();
+      std::string out = b_->slots_[0];
+      b_->arrive();  // nobody reuses the slots before everyone read them
+      return out;
+    }
+    std::vector<std::string> gather(const std::string& mine) override {
+      b_->slots_[rank_] = mine;
+      b_->arrive();
+      std::vector<std::string> out = rank_ == 0 ? b_->slots_ : std::vector<std::string>{};
+      b_->arrive();
+      return out;
+    }
+
+   private:
+    ThreadBarrier* b_;
+    int64_t rank_;
+  };
+
+ private:
+  void arrive() {
+    std::unique_lock<std::mutex> lock(mu_);
+    const int64_t gen = generation_;
+    if (++arrived_ == world_) {
+      arrived_ = 0;
+      ++generation_;
+      cv_.notify_all();
+    } else {
+      cv_.wait(lock, [&] { return generation_ != gen; });
+    }
+  }
+  int64_t world_;
+  std::vector<std::string> slots_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int64_t arrived_ = 0, generation_ = 0;
+};
+
+// Four ranks (dp=2 x tp=2) commit one checkpoint, each writing its slices of every tensor (tp splits
+// dim 0 of matrices, dp splits the moments (ZeRO-1); vectors are written whole by rank 0); a one-process
+// model then loads it bit for bit, and the manifest names four shards and the layout.
+TEST_F(CommitTest, FourRanksCommitOneCheckpointThatLoadsIntoOneProcess) {
+  std::vector<std::vector<TensorSlice>> per_rank(4);
+  auto add = [&](const std::string& name, const Tensor& t) {
+    const Shape g = t.shape();
+    if (g.size() != 2 || g[0] % 4 != 0) {  // replicated: rank 0, whole
+      per_rank[0].push_back({name, g, std::vector<int64_t>(g.size(), 0), t.detach().clone()});
+      return;
+    }
+    for (int64_t r = 0; r < 4; ++r) {  // rank r = dp * 2 + tp owns rows [r * g0 / 4, ...)
+      const int64_t rows = g[0] / 4;
+      per_rank[r].push_back({name, g, {r * rows, 0}, t.detach().narrow(0, r * rows, rows).contiguous().clone()});
+    }
+  };
+  for (const auto& p : model_->parameters()) add(p.name, p.tensor);
+  for (size_t i = 0; i < opt_->params().size(); ++i) {
+    // Non-zero moments, so that a mix-up of slices shows.
+    Tensor m = Tensor::normal(opt_->exp_avg()[i].shape(), 0, 1, 11, i);
+    Tensor v = Tensor::normal(opt_->exp_avg_sq()[i].shape(), 0, 1, 12, i);
+    opt_->exp_avg()[i].copy_(m);
+    opt_->exp_avg_sq()[i].copy_(v);
+    add(opt_->params()[i].name + ".exp_avg", m);
+    add(opt_->params()[i].name + ".exp_avg_sq", v);
+  }
+  Manifest m;
+  m.progress.step = 9;
+  m.layout = {2, 2, 1};
+  m.config_yaml = "config";
+  ThreadBarrier barrier(4);
+  std::vector<StatusOr<std::string>> results(4, Status::Internal("not run"));
+  std::vector<std::thread> ranks;
+  for (int64_t r = 0; r < 4; ++r) {
+    ranks.emplace_back([&, r] {
+      ThreadBarrier::Rank me(&barrier, r);
+      results[r] = commit_checkpoint(Env::posix(), &me, run_ + "/checkpoints", m, per_rank[r]);
+    });
+  }
+  for (auto& t : ranks) t.join();
+  for (const auto& r : results) ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const std::string dir = *results[0];
+  auto manifest = read_manifest(dir);
+  ASSERT_TRUE(manifest.ok());
+  ASSERT_EQ(manifest->shards.size(), 4u);
+  EXPECT_EQ(manifest->layout.dp, 2);
+  EXPECT_EQ(manifest->layout.zero, 1);
+  EXPECT_TRUE(verify_checkpoint(dir).ok());
+
+  auto fresh = std::make_unique<model::DtrnModel>(tiny(), model::RoutingConfig{}, Device::cpu(), DType::kF32);
+  fresh->init(77);
+  std::vector<ParamGroupEntry> entries;
+  for (const auto& p : fresh->parameters()) entries.push_back({p.name, p.tensor, p.decay});
+  AdamW fresh_opt(entries, AdamWOptions{});
+  ASSERT_TRUE(load_checkpoint(dir, fresh.get(), &fresh_opt, nullptr).ok());
+  for (size_t i = 0; i < fresh_opt.params().size(); ++i) {
+    EXPECT_EQ(fresh->parameters()[i].tensor.to_vector(), model_->parameters()[i].tensor.to_vector());
+    EXPECT_EQ(fresh_opt.exp_avg()[i].to_vector(), opt_->exp_avg()[i].to_vector());
+    EXPECT_EQ(fresh_opt.exp_avg_sq()[i].to_vector(), opt_->exp_avg_sq()[i].to_vector());
+  }
 }
 
 }  // namespace
