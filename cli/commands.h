@@ -14,6 +14,7 @@ int run_train(int argc, char** argv);     // train_command.cc
 int run_eval(int argc, char** argv);      // eval_command.cc
 int run_export(int argc, char** argv);    // export_command.cc
 int run_bench(int argc, char** argv);     // bench_command.cc
+int run_ckpt(int argc, char** argv);      // ckpt_command.cc
 
 // train::resolve_checkpoint, printing "dtrn <command>: skipped ..." on stderr for each newer checkpoint
 // that fails verification (eval_command.cc). Shared by eval and export.

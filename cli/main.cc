@@ -22,6 +22,7 @@ constexpr Command kCommands[] = {
     {"train", "train a DTRNet model in this process (alone or as one rank)", dtrn::cli::run_train},
     {"eval", "CE loss, perplexity, bits per byte and routing of a checkpoint", dtrn::cli::run_eval},
     {"export", "a checkpoint -> one safetensors file (Hugging Face Llama names)", dtrn::cli::run_export},
+    {"ckpt", "list, verify or inspect a run's checkpoints", dtrn::cli::run_ckpt},
     {"prep", "text files -> token shards, validation split and meta.json", dtrn::cli::run_prep},
     {"tokenize", "text on stdin -> GPT-2 token ids on stdout (--decode: the reverse)",
      dtrn::cli::run_tokenize},

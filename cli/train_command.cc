@@ -4,6 +4,7 @@
 #include "args.h"
 #include "commands.h"
 #include "dtrn/parallel/launch_env.h"
+#include "dtrn/train/checkpoint.h"
 #include "dtrn/train/job_config.h"
 #include "dtrn/train/trainer.h"
 #include "worker_link.h"
@@ -14,7 +15,8 @@ namespace {
 constexpr char kUsage[] =
     "usage: dtrn train --config job.yaml [--run-dir DIR] [--set section.key=value ...]\n"
     "                  [--init-from FILE.safetensors]\n"
-    "       dtrn train --run-dir DIR --resume [--config job.yaml] [--set section.key=value ...]\n";
+    "       dtrn train --run-dir DIR --resume [--config job.yaml] [--set section.key=value ...]\n"
+    "       dtrn train --run-dir DIR --auto-resume --config job.yaml [--set section.key=value ...]\n";
 
 constexpr char kHelp[] =
     "\nTrains a DTRNet model in this process on a `dtrn prep` dataset (data.path), alone or as one rank of\n"
@@ -28,6 +30,8 @@ constexpr char kHelp[] =
     "  --run-dir DIR        where to write config.yaml, train.log, metrics.jsonl and checkpoints/\n"
     "                       (default runs/<date-time>)\n"
     "  --resume             continue from the newest valid checkpoint in --run-dir\n"
+    "  --auto-resume        --resume when --run-dir holds a committed checkpoint, else start afresh\n"
+    "                       there (for supervisors that restart a job with the same command line)\n"
     "  --init-from FILE     start a new run from a safetensors file (a dtrn export, or a dense Llama\n"
     "                       checkpoint of matching shape: routers then start fresh)\n"
     "\nRefuses, changing nothing on disk:\n"
@@ -50,7 +54,7 @@ constexpr char kHelp[] =
 
 int run_train(int argc, char** argv) {
   auto args = Args::Parse(argc, argv, 2,
-                          {{"config"}, {"run-dir"}, {"set", true, true}, {"resume", false}, {"init-from"},
+                          {{"config"}, {"run-dir"}, {"set", true, true}, {"resume", false}, {"auto-resume", false}, {"init-from"},
                            {"quiet", false}, {"help", false}});
   if (!args.ok()) return usage_error("train", args.status().message());
   if (args->has("help")) {
@@ -58,7 +62,13 @@ int run_train(int argc, char** argv) {
     return 0;
   }
   if (!args->positional().empty()) return usage_error("train", "unexpected argument '" + args->positional()[0] + "'");
-  const bool resume = args->has("resume");
+  if (args->has("auto-resume") && (args->has("resume") || !args->has("run-dir") || !args->has("config"))) {
+    return usage_error("train", "--auto-resume needs --run-dir and --config, and replaces --resume");
+  }
+  // A folder with a committed checkpoint is resumed; one with run state but none is refused below, as
+  // any fresh run into it would be.
+  const bool resume = args->has("resume") || (args->has("auto-resume") &&
+                                              train::resolve_checkpoint(*args->get("run-dir")).ok());
   if (resume && !args->has("run-dir")) return usage_error("train", "--resume needs --run-dir (the run to continue)");
   if (!resume && !args->has("config")) return usage_error("train", "--config is required");
   if (resume && args->has("init-from")) {

@@ -12,6 +12,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -99,6 +100,14 @@ std::map<std::string, Tensor> params_by_name(const model::DtrnModel& m) {
   return out;
 }
 
+// The one shard file of a one-process checkpoint.
+std::string only_shard(const std::string& dir) {
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().extension() == ".safetensors") return e.path().filename();
+  }
+  return "";
+}
+
 class CheckpointTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -117,10 +126,12 @@ class CheckpointTest : public ::testing::Test {
     p.tokens = step * 1000 + 7;
     p.sampler = {3, 17};
     p.seed = 0xFFFFFFFFFFFFFFF0ull;  // needs all 64 bits
+    p.samples = step * 4;
+    p.monitor = {{1, 5, 0}, {2, 0, 3}};
     return p;
   }
   std::string save(int64_t step, int64_t keep = 0) {
-    auto r = save_checkpoint(run_, *model_, *opt_, progress(step), "model:\n  d_model: 8\n", keep);
+    auto r = save_checkpoint(run_, *model_, *opt_, progress(step), "model:\n  d_model: 8\n", {keep});
     EXPECT_TRUE(r.ok()) << r.status().ToString();
     return r.ok() ? *r : "";
   }
@@ -139,7 +150,7 @@ class CheckpointTest : public ::testing::Test {
 TEST_F(CheckpointTest, SaveThenLoadIsBitIdentical) {
   const std::string dir = save(7);
   EXPECT_EQ(dir, run_ + "/checkpoints/step-00000007");
-  EXPECT_EQ(checkpoint_folders(), (std::set<std::string>{"step-00000007"}));
+  EXPECT_EQ(checkpoint_folders(), (std::set<std::string>{"latest", "step-00000007"}));
 
   auto fresh = make_model(99);
   auto fresh_opt = make_adamw(*fresh);
@@ -161,6 +172,11 @@ TEST_F(CheckpointTest, SaveThenLoadIsBitIdentical) {
   EXPECT_EQ(loaded.tokens, 7007);
   EXPECT_EQ(loaded.sampler, (data::SamplerState{3, 17}));
   EXPECT_EQ(loaded.seed, 0xFFFFFFFFFFFFFFF0ull);
+  EXPECT_EQ(loaded.samples, 28);
+  ASSERT_EQ(loaded.monitor.size(), 2u);
+  EXPECT_EQ(loaded.monitor[1].layer, 2);
+  EXPECT_EQ(loaded.monitor[1].high, 3);
+  EXPECT_EQ(loaded.monitor[0].low, 5);
   EXPECT_EQ(read_checkpoint_config(dir).value(), "model:\n  d_model: 8\n");
 
   // Loading without an optimizer touches only the model.
@@ -169,35 +185,62 @@ TEST_F(CheckpointTest, SaveThenLoadIsBitIdentical) {
   expect_same(third->parameters()[0].tensor, want[0].tensor, want[0].name);
 }
 
-TEST_F(CheckpointTest, ManifestRecordsEveryFile) {
+TEST_F(CheckpointTest, ManifestRecordsTheShardAndEverySliceIsDescribed) {
   const std::string dir = save(3);
+  const std::string shard = only_shard(dir);
   std::set<std::string> files;
   for (const auto& e : fs::directory_iterator(dir)) files.insert(e.path().filename());
-  EXPECT_EQ(files, (std::set<std::string>{"manifest.json", "model.safetensors",
-                                          "optimizer.safetensors", "config.yaml"}));
+  EXPECT_EQ(files, (std::set<std::string>{"manifest.json", shard}));
+  EXPECT_EQ(slurp(run_ + "/checkpoints/latest"), "step-00000003\n");
   Json m = Json::parse(slurp(dir + "/manifest.json"));
   EXPECT_EQ(m["format"], "dtrn-checkpoint");
-  EXPECT_EQ(m["version"], 1);
+  EXPECT_EQ(m["version"], 2);
   EXPECT_EQ(m["step"], 3);
   EXPECT_EQ(m["tokens"], 3007);
+  EXPECT_EQ(m["samples"], 12);
   EXPECT_EQ(m["optimizer_step"], 2);
   EXPECT_EQ(m["sampler"]["epoch"], 3);
   EXPECT_EQ(m["sampler"]["next_sample"], 17);
-  EXPECT_EQ(m["seed"].get<uint64_t>(), 0xFFFFFFFFFFFFFFF0ull);
-  ASSERT_EQ(m["files"].size(), 3u);
-  for (const std::string name : {"model.safetensors", "optimizer.safetensors", "config.yaml"}) {
-    EXPECT_EQ(m["files"][name]["sha256"], sha256sum(dir + "/" + name)) << name;
-    EXPECT_EQ(m["files"][name]["bytes"].get<uint64_t>(), fs::file_size(dir + "/" + name)) << name;
+  EXPECT_EQ(m["rng"]["seed"].get<uint64_t>(), 0xFFFFFFFFFFFFFFF0ull);
+  EXPECT_EQ(m["layout"], Json::parse(R"({"dp": 1, "tp": 1, "zero": 0})"));
+  EXPECT_EQ(m["config"], "model:\n  d_model: 8\n");
+  ASSERT_EQ(m["shards"].size(), 1u);
+  EXPECT_EQ(m["shards"][0]["file"], shard);
+  EXPECT_EQ(m["shards"][0]["bytes"].get<uint64_t>(), fs::file_size(dir + "/" + shard));
+  // The header digest, against coreutils over the header's bytes.
+  const std::string bytes = slurp(dir + "/" + shard);
+  uint64_t header_len = 0;
+  std::memcpy(&header_len, bytes.data(), 8);
+  std::ofstream(run_ + "/header", std::ios::binary) << bytes.substr(0, 8 + header_len);
+  EXPECT_EQ(m["shards"][0]["header_sha256"], sha256sum(run_ + "/header"));
+  // A plain safetensors file: parameters fp32 under Hugging Face names, moments "<param>.exp_avg(_sq)",
+  // each described as a whole-tensor slice with the sha256 of its bytes.
+  auto contents = read_safetensors(dir + "/" + shard);
+  ASSERT_TRUE(contents.ok());
+  EXPECT_EQ(contents->tensors.size(), 3 * model_->parameters().size());
+  Json slices = Json::parse(contents->metadata.at("dtrn.slices"));
+  for (const auto& [name, t] : contents->tensors) {
+    EXPECT_EQ(t.dtype(), DType::kF32) << name;
+    EXPECT_EQ(slices[name]["global_shape"].get<Shape>(), t.shape()) << name;
+    EXPECT_EQ(slices[name]["offsets"].get<std::vector<int64_t>>(), std::vector<int64_t>(t.shape().size(), 0));
   }
-  // Parameters are fp32 under their Hugging Face names; moments are "<param>.exp_avg(_sq)".
-  auto weights = read_safetensors(dir + "/model.safetensors");
-  ASSERT_TRUE(weights.ok());
-  EXPECT_EQ(weights->tensors.size(), model_->parameters().size());
-  for (const auto& [name, t] : weights->tensors) EXPECT_EQ(t.dtype(), DType::kF32) << name;
-  auto moments = read_safetensors(dir + "/optimizer.safetensors");
-  ASSERT_TRUE(moments.ok());
-  EXPECT_NE(moments->find("model.norm.weight.exp_avg"), nullptr);
-  EXPECT_NE(moments->find("model.layers.1.router.2.bias.exp_avg_sq"), nullptr);
+  std::ofstream(run_ + "/norm", std::ios::binary)
+      << std::string(static_cast<const char*>(contents->find("model.norm.weight")->raw_data()),
+                     contents->find("model.norm.weight")->nbytes());
+  EXPECT_EQ(slices["model.norm.weight"]["sha256"], sha256sum(run_ + "/norm"));
+  EXPECT_NE(contents->find("model.layers.1.router.2.bias.exp_avg_sq"), nullptr);
+}
+
+TEST_F(CheckpointTest, AVersion1CheckpointIsRefusedInOneLine) {
+  const std::string dir = run_ + "/checkpoints/step-00000005";
+  fs::create_directories(dir);
+  std::ofstream(dir + "/manifest.json") << R"({"format": "dtrn-checkpoint", "version": 1, "step": 5})";
+  Status s = verify_checkpoint(dir);
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition);
+  EXPECT_THAT(s.message(), HasSubstr(dir + "/manifest.json: a version 1 (single-process) checkpoint"));
+  EXPECT_EQ(s.message().find('\n'), std::string::npos);
+  auto fresh = make_model(99);
+  EXPECT_EQ(load_checkpoint(dir, fresh.get(), nullptr, nullptr).code(), StatusCode::kFailedPrecondition);
 }
 
 TEST_F(CheckpointTest, ResolvePicksTheNewestValidCheckpoint) {
@@ -213,7 +256,7 @@ TEST_F(CheckpointTest, ResolvePicksTheNewestValidCheckpoint) {
   EXPECT_EQ(resolve_checkpoint(root).value(), step3);
   EXPECT_EQ(resolve_checkpoint(root + "/step-00000002").value(), root + "/step-00000002");
 
-  flip_byte(step3 + "/model.safetensors", 1);  // newest is now corrupt: fall back to step 2
+  flip_byte(step3 + "/" + only_shard(step3), 1);  // newest is now corrupt: fall back to step 2
   EXPECT_EQ(resolve_checkpoint(run_).value(), root + "/step-00000002");
 
   fs::create_directories(run_ + "/empty");
@@ -223,43 +266,70 @@ TEST_F(CheckpointTest, ResolvePicksTheNewestValidCheckpoint) {
   EXPECT_EQ(resolve_checkpoint(run_ + "/absent").status().code(), StatusCode::kNotFound);
 }
 
-TEST_F(CheckpointTest, VerifyDetectsAFlippedByteAndLoadRefusesIt) {
+TEST_F(CheckpointTest, VerifyDetectsAFlippedBitAnywhereAndLoadRefusesIt) {
   const std::string dir = save(4);
   ASSERT_TRUE(verify_checkpoint(dir).ok());
-  flip_byte(dir + "/model.safetensors", 5);
-  Status s = verify_checkpoint(dir);
-  EXPECT_EQ(s.code(), StatusCode::kDataLoss);
-  EXPECT_THAT(s.message(), HasSubstr(dir + "/model.safetensors: sha256 mismatch"));
-
+  const std::string shard = dir + "/" + only_shard(dir);
+  const std::string pristine = slurp(shard);
+  // One flipped bit at many places of the shard: header length, header, every part of the data.
+  for (size_t at = 0; at < pristine.size(); at += 97) {
+    std::string damaged = pristine;
+    damaged[at] ^= 0x04;
+    std::ofstream(shard, std::ios::binary | std::ios::trunc) << damaged;
+    Status s = verify_checkpoint(dir);
+    ASSERT_FALSE(s.ok()) << "bit flipped at byte " << at << " went unnoticed";
+    EXPECT_THAT(s.message(), HasSubstr(shard)) << at;
+    EXPECT_EQ(s.message().find('\n'), std::string::npos);
+  }
+  // In the data, the message names the tensor; load refuses and leaves the model as it was.
+  std::string damaged = pristine;
+  damaged[damaged.size() - 2] ^= 0x01;
+  std::ofstream(shard, std::ios::binary | std::ios::trunc) << damaged;
+  EXPECT_THAT(verify_checkpoint(dir).message(), HasSubstr("tensor '"));
+  EXPECT_THAT(verify_checkpoint(dir).message(), HasSubstr("sha256 mismatch"));
   auto fresh = make_model(99);
   const auto before = params_by_name(*fresh);
-  s = load_checkpoint(dir, fresh.get(), nullptr, nullptr);
-  EXPECT_THAT(s.message(), HasSubstr("model.safetensors: sha256 mismatch"));
+  Status s = load_checkpoint(dir, fresh.get(), nullptr, nullptr);
+  EXPECT_THAT(s.message(), HasSubstr("sha256 mismatch"));
   for (const auto& p : fresh->parameters()) expect_same(p.tensor, before.at(p.name), p.name);
 
-  // A truncated file is caught by its size before hashing.
-  const std::string opt = dir + "/optimizer.safetensors";
-  fs::resize_file(opt, fs::file_size(opt) - 4);
-  EXPECT_THAT(verify_checkpoint(dir).message(),
-              HasSubstr("model.safetensors"));  // first in name order
-  flip_byte(dir + "/model.safetensors", 5);     // repair it
-  EXPECT_THAT(verify_checkpoint(dir).message(), HasSubstr(opt + ": "));
-
+  // Truncated: caught by its size; missing: named; the manifest itself is checksummed.
+  std::ofstream(shard, std::ios::binary | std::ios::trunc) << pristine.substr(0, pristine.size() - 4);
+  EXPECT_THAT(verify_checkpoint(dir).message(), HasSubstr(shard + ": " + std::to_string(pristine.size() - 4) + " bytes"));
+  fs::remove(shard);
+  EXPECT_THAT(verify_checkpoint(dir).message(), HasSubstr(shard));
+  std::ofstream(shard, std::ios::binary | std::ios::trunc) << pristine;
+  ASSERT_TRUE(verify_checkpoint(dir).ok());
+  std::string manifest = slurp(dir + "/manifest.json");
+  manifest[manifest.find("\"step\": 4") + 8] = '5';
+  std::ofstream(dir + "/manifest.json", std::ios::trunc) << manifest;
+  EXPECT_THAT(verify_checkpoint(dir).message(), HasSubstr("manifest.json: checksum mismatch"));
   fs::remove(dir + "/manifest.json");
   EXPECT_EQ(verify_checkpoint(dir).code(), StatusCode::kNotFound);
 }
 
-TEST_F(CheckpointTest, KeepPrunesTheOldest) {
+TEST_F(CheckpointTest, RetentionKeepsTheNewestValidAndEveryNth) {
   save(1, 2);
   save(2, 2);
   save(3, 2);
-  EXPECT_EQ(checkpoint_folders(), (std::set<std::string>{"step-00000002", "step-00000003"}));
+  EXPECT_EQ(checkpoint_folders(), (std::set<std::string>{"latest", "step-00000002", "step-00000003"}));
   save(4, 0);  // keep 0 keeps all
-  EXPECT_EQ(checkpoint_folders().size(), 3u);
-  // Saving a step again (a run resumed from an older checkpoint) replaces it.
+  EXPECT_EQ(checkpoint_folders().size(), 4u);
+  // Saving a step again (a run resumed from an older checkpoint) replaces it; its old shard goes.
   save(3, 0);
   EXPECT_TRUE(verify_checkpoint(run_ + "/checkpoints/step-00000003").ok());
-  EXPECT_EQ(checkpoint_folders().size(), 3u);
+  EXPECT_EQ(std::distance(fs::directory_iterator(run_ + "/checkpoints/step-00000003"), fs::directory_iterator()), 2);
+  // A corrupt newer checkpoint does not count towards keep: step 3, the newest valid one after the
+  // new step 5, stays; step 2 goes.
+  const std::string step4 = run_ + "/checkpoints/step-00000004";
+  flip_byte(step4 + "/" + only_shard(step4), 3);
+  auto r = save_checkpoint(run_, *model_, *opt_, progress(5), "x", {2, 0});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(checkpoint_folders(), (std::set<std::string>{"latest", "step-00000003", "step-00000004", "step-00000005"}));
+  // keep_every pins multiples of it.
+  r = save_checkpoint(run_, *model_, *opt_, progress(6), "x", {1, 2});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(checkpoint_folders(), (std::set<std::string>{"latest", "step-00000004", "step-00000006"}));
 }
 
 // Lowers the soft file-size limit so that writes past `bytes` fail with EFBIG (SIGXFSZ ignored).
@@ -282,27 +352,6 @@ class FileSizeLimit {
   sighandler_t old_handler_;
 };
 
-TEST_F(CheckpointTest, AFailedSaveLosesNothing) {
-  const std::string step1 = save(1);
-  StatusOr<std::string> failed = Status::Internal("not run");
-  {
-    FileSizeLimit limit(4096);  // the tiny model.safetensors is ~16 KB: fails midway through it
-    failed = save_checkpoint(run_, *model_, *opt_, progress(2), "x", 1);
-  }
-  ASSERT_FALSE(failed.ok());
-  EXPECT_THAT(failed.status().message(), HasSubstr("step-00000002.tmp-"));
-  EXPECT_THAT(failed.status().message(), HasSubstr("model.safetensors: File too large"));
-  EXPECT_EQ(checkpoint_folders(), (std::set<std::string>{"step-00000001"}));  // temp folder removed
-  EXPECT_TRUE(verify_checkpoint(step1).ok());
-  EXPECT_EQ(resolve_checkpoint(run_).value(), step1);
-
-  // A run directory that cannot be created: its "parent" is a regular file.
-  std::ofstream(run_ + "/plain_file") << "x";
-  auto blocked = save_checkpoint(run_ + "/plain_file/run", *model_, *opt_, progress(1), "x", 0);
-  ASSERT_FALSE(blocked.ok());
-  EXPECT_THAT(blocked.status().message(), HasSubstr(run_ + "/plain_file/run/checkpoints"));
-}
-
 // A failed export names the file the user asked for, never the temporary file written beside it, and
 // leaves neither behind; the resolver reports the corrupt newer checkpoint it passes over.
 TEST_F(CheckpointTest, AFailedExportNamesTheRequestedFileAndSkippedCheckpointsAreReported) {
@@ -319,12 +368,12 @@ TEST_F(CheckpointTest, AFailedExportNamesTheRequestedFileAndSkippedCheckpointsAr
   for (const auto& e : fs::directory_iterator(run_)) EXPECT_EQ(e.path().string().find(".tmp-"), std::string::npos);
 
   const std::string step2 = save(2);
-  flip_byte(step2 + "/model.safetensors", 100);
+  flip_byte(step2 + "/" + only_shard(step2), 100);
   std::vector<std::string> skipped;
   EXPECT_EQ(resolve_checkpoint(run_, &skipped).value(), step1);
   ASSERT_EQ(skipped.size(), 1u);
   EXPECT_THAT(skipped[0], ::testing::StartsWith("skipped " + step2 + ", which fails verification: " + step2 +
-                                                "/model.safetensors: sha256 mismatch"));
+                                                "/" + only_shard(step2) + ": tensor '"));
 }
 
 TEST_F(CheckpointTest, LoadIntoADifferentModelNamesTheTensor) {

@@ -23,6 +23,7 @@
 #include "dtrn/data/tokenizer.h"
 #include "dtrn/runtime/check.h"
 #include "dtrn/train/checkpoint.h"
+#include "dtrn/train/safetensors.h"
 
 extern char** environ;
 
@@ -31,6 +32,14 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using ::testing::Not;
+
+// The one shard of a one-process checkpoint.
+std::string shard_name(const std::string& checkpoint) {
+  for (const auto& e : fs::directory_iterator(checkpoint)) {
+    if (e.path().extension() == ".safetensors") return e.path().filename();
+  }
+  return "";
+}
 
 std::string slurp(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -58,6 +67,7 @@ std::vector<nlohmann::json> metrics(const fs::path& run) {
   std::string line;
   while (std::getline(in, line)) {
     auto j = nlohmann::json::parse(line);
+    if (j["kind"] == "checkpoint") continue;  // records of saves, which differ between runs by design
     j.erase("tokens_per_s");
     j.erase("step_ms");
     out.push_back(j);
@@ -175,8 +185,8 @@ std::string RunSafetyTest::root_;
 TEST_F(RunSafetyTest, AFreshRunRefusesAnyExistingRunStateAndTouchesNothing) {
   train("corrupt", {"train.steps=2"});
   // Both checkpoints corrupt: before, a fresh run deleted them and truncated metrics.jsonl.
-  flip_byte(run("corrupt") + "/checkpoints/step-00000001/model.safetensors", 200);
-  flip_byte(run("corrupt") + "/checkpoints/step-00000002/model.safetensors", 200);
+  flip_byte(run("corrupt") + "/checkpoints/step-00000001/" + shard_name(run("corrupt") + "/checkpoints/step-00000001"), 200);
+  flip_byte(run("corrupt") + "/checkpoints/step-00000002/" + shard_name(run("corrupt") + "/checkpoints/step-00000002"), 200);
   const auto before = snapshot(run("corrupt"));
   Result r = dtrn({"train", "--config", job(), "--run-dir", run("corrupt"), "--quiet"});
   EXPECT_EQ(r.code, 1);
@@ -245,9 +255,9 @@ TEST_F(RunSafetyTest, AResumeThatChangesTheMeaningIsRefusedNamingTheKeyAndChange
 TEST_F(RunSafetyTest, ACorruptNewestCheckpointIsSkippedWithAWarningNamingIt) {
   train("skip", {"train.steps=2", "train.eval_every=0"});
   const std::string newest = run("skip") + "/checkpoints/step-00000002";
-  flip_byte(newest + "/optimizer.safetensors", 300);
-  const std::string warning = "skipped " + newest + ", which fails verification: " + newest +
-                              "/optimizer.safetensors: sha256 mismatch";
+  const std::string shard = newest + "/" + shard_name(newest);
+  flip_byte(shard, fs::file_size(shard) - 3);  // in the data: the message names the tensor
+  const std::string warning = "skipped " + newest + ", which fails verification: " + shard + ": tensor '";
   Result r = dtrn({"eval", "--checkpoint", run("skip"), "--data", root_ + "/data", "--batches", "1"});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_THAT(r.err, HasSubstr("dtrn eval: " + warning));
@@ -284,7 +294,15 @@ TEST_F(RunSafetyTest, ExportRefusesAnExistingFileAndAnyPathInsideACheckpoint) {
   EXPECT_EQ(snapshot(run("export")), before);
   r = dtrn({"export", "--checkpoint", run("export"), "--out", run("taken.safetensors"), "--force"});
   EXPECT_EQ(r.code, 0) << r.err;
-  EXPECT_EQ(slurp(run("taken.safetensors")), slurp(ckpt + "/model.safetensors"));
+  // The model's tensors of the checkpoint's shard, byte for byte; no optimizer moments.
+  auto exported = read_safetensors(run("taken.safetensors"));
+  auto saved = read_safetensors(ckpt + "/" + shard_name(ckpt));
+  ASSERT_TRUE(exported.ok() && saved.ok());
+  EXPECT_EQ(exported->tensors.size() * 3, saved->tensors.size());
+  for (const auto& [name, t] : exported->tensors) {
+    ASSERT_NE(saved->find(name), nullptr) << name;
+    EXPECT_EQ(t.to_vector(), saved->find(name)->to_vector()) << name;
+  }
   // A folder that does not exist is named as the user wrote it, never as a temporary file.
   r = dtrn({"export", "--checkpoint", ckpt, "--out", run("no/such/dir/x.safetensors")});
   EXPECT_EQ(r.code, 1);
@@ -447,4 +465,43 @@ TEST(CheckMessages, UserErrorsCarryNoSourcePathInternalOnesARepositoryPath) {
 }
 
 }  // namespace
+// `dtrn ckpt`: list shows every step folder with its state, verify names the corrupt file and tensor
+// (exit status 1), inspect prints the counters and slices; --auto-resume starts afresh, then resumes.
+TEST_F(RunSafetyTest, CkptListVerifyInspectAndAutoResume) {
+  Result r = dtrn({"train", "--config", job(), "--run-dir", run("auto"), "--auto-resume", "--quiet", "--set",
+                   "train.steps=2", "--set", "train.eval_every=0"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string ckpts = run("auto") + "/checkpoints";
+  r = dtrn({"ckpt", "verify", run("auto")});
+  EXPECT_EQ(r.code, 0) << r.err;
+  r = dtrn({"ckpt", "inspect", run("auto")});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("step 2, tokens "));
+  EXPECT_THAT(r.out, HasSubstr("layout dp 1, tp 1, zero 0"));
+  EXPECT_THAT(r.out, HasSubstr("model.norm.weight.exp_avg [16] at [0] of [16]"));
+
+  const std::string shard = ckpts + "/step-00000002/" + shard_name(ckpts + "/step-00000002");
+  flip_byte(shard, fs::file_size(shard) - 3);
+  fs::create_directories(ckpts + "/step-00000003");  // an uncommitted save
+  r = dtrn({"ckpt", "list", run("auto")});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr(ckpts + "/step-00000003  uncommitted"));
+  EXPECT_THAT(r.out, HasSubstr(ckpts + "/step-00000001  ok"));
+  r = dtrn({"ckpt", "verify", run("auto")});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, HasSubstr(ckpts + "/step-00000002  " + shard + ": tensor 'model.norm.weight"));
+  r = dtrn({"ckpt", "verify", ckpts + "/step-00000002"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("dtrn ckpt: " + shard + ": tensor '"));
+
+  // Resumed from step 1 (step 2 is corrupt); the uncommitted folder is cleaned and logged.
+  r = dtrn({"train", "--config", job(), "--run-dir", run("auto"), "--auto-resume", "--quiet", "--set",
+            "train.steps=3", "--set", "train.eval_every=0"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string log = slurp(run("auto") + "/train.log");
+  EXPECT_THAT(log, HasSubstr("resumed from " + ckpts + "/step-00000001 at step 1"));
+  EXPECT_THAT(log, HasSubstr("removed " + ckpts + "/step-00000003 (an uncommitted save: no manifest)"));
+  EXPECT_EQ(metrics(run("auto")).back()["step"], 3);
+}
+
 }  // namespace dtrn::train

@@ -19,26 +19,22 @@ Status error_code_status(const std::string& path, const std::error_code& ec) {
                                                     : Status::IoError(message);
 }
 
-StatusOr<std::unique_ptr<WritableFile>> WritableFile::create(const std::string& path) {
-  auto fd = create_file(path);
-  if (!fd.ok()) return fd.status();
-  return std::unique_ptr<WritableFile>(new WritableFile(path, *fd));
+StatusOr<HashingWriter> HashingWriter::create(Env* env, const std::string& path) {
+  auto file = env->new_writable_file(path);
+  if (!file.ok()) return file.status();
+  return HashingWriter(std::move(*file));
 }
 
-WritableFile::~WritableFile() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
-Status WritableFile::append(const void* data, size_t size) {
-  if (fd_ < 0) return Status::Internal(path_ + ": append after close");
-  DTRN_RETURN_IF_ERROR(write_all(fd_, path_, data, size));
+Status HashingWriter::append(const void* data, size_t size) {
+  DTRN_RETURN_IF_ERROR(file_->append(data, size));
   sha_.update(data, size);
+  bytes_ += size;
   return Status::Ok();
 }
 
-Status WritableFile::sync_and_close() {
-  if (fd_ < 0) return Status::Internal(path_ + ": closed twice");
-  return dtrn::sync_and_close(std::exchange(fd_, -1), path_);
+Status HashingWriter::finish() {
+  DTRN_RETURN_IF_ERROR(file_->sync());
+  return file_->close();
 }
 
 StatusOr<std::unique_ptr<ReadableFile>> ReadableFile::open(const std::string& path) {
@@ -67,13 +63,29 @@ StatusOr<std::string> read_file(const std::string& path, std::string* sha256_hex
   return data;
 }
 
-Status write_file(const std::string& path, std::string_view data, std::string* sha256_hex) {
-  auto file = WritableFile::create(path);
+Status write_file(Env* env, const std::string& path, std::string_view data, std::string* sha256_hex) {
+  auto file = HashingWriter::create(env, path);
   if (!file.ok()) return file.status();
-  DTRN_RETURN_IF_ERROR((*file)->append(data));
-  DTRN_RETURN_IF_ERROR((*file)->sync_and_close());
-  if (sha256_hex) *sha256_hex = (*file)->sha256_hex();
+  DTRN_RETURN_IF_ERROR(file->append(data));
+  DTRN_RETURN_IF_ERROR(file->finish());
+  if (sha256_hex) *sha256_hex = file->sha256_hex();
   return Status::Ok();
+}
+
+std::string parent_dir(const std::string& path) {
+  const std::string parent = fs::path(path).parent_path().string();
+  return parent.empty() ? "." : parent;
+}
+
+Status write_file_atomic(Env* env, const std::string& path, std::string_view data) {
+  const std::string tmp = path + ".tmp";
+  Status s = write_file(env, tmp, data);
+  if (s.ok()) s = env->rename(tmp, path);
+  if (!s.ok()) {
+    env->remove_file(tmp);
+    return s;
+  }
+  return env->sync_dir(parent_dir(path));
 }
 
 StatusOr<std::string> file_sha256(const std::string& path) {
@@ -86,38 +98,6 @@ StatusOr<std::string> file_sha256(const std::string& path) {
     left -= n;
   }
   return (*file)->sha256_hex();
-}
-
-Status create_dirs(const std::string& path) {
-  std::error_code ec;
-  fs::create_directories(path, ec);
-  if (ec) return error_code_status(path, ec);
-  if (!fs::is_directory(path, ec)) return Status::IoError(path + ": exists and is not a folder");
-  return Status::Ok();
-}
-
-Status remove_tree(const std::string& path) {
-  std::error_code ec;
-  fs::remove_all(path, ec);
-  return ec ? error_code_status(path, ec) : Status::Ok();
-}
-
-Status rename_path(const std::string& from, const std::string& to) {
-  if (::rename(from.c_str(), to.c_str()) != 0) {
-    return Status::IoError("cannot rename " + from + " to " + to + ": " + std::strerror(errno));
-  }
-  return Status::Ok();
-}
-
-StatusOr<std::vector<std::string>> list_dir(const std::string& path) {
-  std::error_code ec;
-  std::vector<std::string> names;
-  for (fs::directory_iterator it(path, ec), end; !ec && it != end; it.increment(ec)) {
-    names.push_back(it->path().filename().string());
-  }
-  if (ec) return error_code_status(path, ec);
-  std::sort(names.begin(), names.end());
-  return names;
 }
 
 }  // namespace dtrn::train

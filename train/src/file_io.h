@@ -1,7 +1,7 @@
-// File I/O for dtrn_train's checkpoints and exports, on top of dtrn/runtime/file_io.h: whole-file
-// and streaming reads and writes that hash the bytes passing through them (sha256, for the
-// checkpoint manifest), and folder operations. Every error is a Status naming the path and the
-// problem ("run/checkpoints/step-00000100.tmp-42/model.safetensors: No space left on device").
+// File I/O for dtrn_train's checkpoints and exports: writes through an Env (env.h) and reads on top of
+// dtrn/runtime/file_io.h, hashing the bytes passing through them (sha256, for the checkpoint
+// manifest). Every error is a Status naming the path and the
+// problem ("run/checkpoints/step-00000100/shard-00000-of-00001.<id>.safetensors.tmp: No space left on device").
 // Private to dtrn_train. Each object belongs to one thread.
 #pragma once
 
@@ -16,33 +16,28 @@
 #include "dtrn/runtime/file_io.h"
 #include "dtrn/runtime/sha256.h"
 #include "dtrn/runtime/status.h"
+#include "env.h"
 
 namespace dtrn::train {
 
 // "<path>: <ec.message()>": NotFound for no_such_file_or_directory, IoError otherwise.
 Status error_code_status(const std::string& path, const std::error_code& ec);
 
-// Creates or truncates `path`. Appends go straight to the file; sync_and_close() makes them
-// durable. Destroying an unclosed file closes it without syncing (the partial file stays for the
-// caller to remove).
-class WritableFile {
+// Appends to a file of an Env and hashes the bytes (sha256) on their way. finish() syncs and closes.
+class HashingWriter {
  public:
-  static StatusOr<std::unique_ptr<WritableFile>> create(const std::string& path);
-  ~WritableFile();
-  WritableFile(const WritableFile&) = delete;
-  WritableFile& operator=(const WritableFile&) = delete;
-
+  static StatusOr<HashingWriter> create(Env* env, const std::string& path);
   Status append(const void* data, size_t size);
   Status append(std::string_view s) { return append(s.data(), s.size()); }
-  Status sync_and_close();
+  Status finish();  // fsync, then close
   std::string sha256_hex() { return sha_.hex_digest(); }  // of everything appended; call once
-  const std::string& path() const { return path_; }
+  uint64_t bytes() const { return bytes_; }
 
  private:
-  WritableFile(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
-  std::string path_;
-  int fd_;
+  explicit HashingWriter(std::unique_ptr<WritableFile> file) : file_(std::move(file)) {}
+  std::unique_ptr<WritableFile> file_;
   Sha256 sha_;
+  uint64_t bytes_ = 0;
 };
 
 // A regular file opened for sequential reading.
@@ -70,15 +65,15 @@ class ReadableFile {
 
 // Whole files. `sha256_hex`, when given, receives the digest of the bytes read or written.
 StatusOr<std::string> read_file(const std::string& path, std::string* sha256_hex = nullptr);
-Status write_file(const std::string& path, std::string_view data,
+// Writes, fsyncs and closes `path` (not atomic: for files inside a folder that is committed later).
+Status write_file(Env* env, const std::string& path, std::string_view data,
                   std::string* sha256_hex = nullptr);
+// Writes `path`.tmp, fsyncs it, renames it over `path` and fsyncs the folder: after a crash `path` is
+// the old or the new content, never a mixture, and the new name itself is durable.
+Status write_file_atomic(Env* env, const std::string& path, std::string_view data);
 // Streams the file through sha256 without holding it in memory.
 StatusOr<std::string> file_sha256(const std::string& path);
-
-Status create_dirs(const std::string& path);
-Status remove_tree(const std::string& path);
-Status rename_path(const std::string& from, const std::string& to);
-// Names (not paths) of the entries of a folder, sorted.
-StatusOr<std::vector<std::string>> list_dir(const std::string& path);
+// The folder part of a path ("." for a bare name).
+std::string parent_dir(const std::string& path);
 
 }  // namespace dtrn::train

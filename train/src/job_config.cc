@@ -119,6 +119,7 @@ Table make_table(JobConfig* c) {
   t["data"]["path"] = required_key(&c->data.path);
   t["checkpoint"]["every"] = key(&c->checkpoint.every);
   t["checkpoint"]["keep"] = key(&c->checkpoint.keep);
+  t["checkpoint"]["keep_every"] = key(&c->checkpoint.keep_every);
   t["telemetry"]["every"] = key(&c->telemetry.every);
   return t;
 }
@@ -268,6 +269,7 @@ Status validate(const JobConfig& c) {
   }
   if (c.checkpoint.every < 0) return Status::InvalidArgument("checkpoint.every must be >= 0");
   if (c.checkpoint.keep < 0) return Status::InvalidArgument("checkpoint.keep must be >= 0");
+  if (c.checkpoint.keep_every < 0) return Status::InvalidArgument("checkpoint.keep_every must be >= 0");
   if (c.data.path.empty()) return Status::InvalidArgument("data.path: missing (a `dtrn prep` output folder)");
   return Status::Ok();
 }

@@ -137,13 +137,12 @@ const Tensor* SafetensorsContents::find(const std::string& name) const {
   return nullptr;
 }
 
-Status write_safetensors(const std::string& path,
-                         const std::vector<std::pair<std::string, Tensor>>& tensors,
-                         const std::map<std::string, std::string>& metadata,
-                         std::string* sha256_hex) {
+StatusOr<SafetensorsEncoding> encode_safetensors(
+    const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
+    const std::map<std::string, std::string>& metadata) {
   Json header = Json::object();
   if (!metadata.empty()) header[kMetadataKey] = metadata;
-  std::vector<Tensor> host;
+  SafetensorsEncoding out;
   std::set<std::string> names;
   uint64_t offset = 0;
   for (const auto& [name, tensor] : tensors) {
@@ -152,8 +151,8 @@ Status write_safetensors(const std::string& path,
     }
     if (!tensor.defined())
       return Status::InvalidArgument(path + ": tensor '" + name + "' is undefined");
-    host.push_back(tensor.detach().to(Device::cpu()).contiguous());
-    const uint64_t nbytes = host.back().nbytes();
+    out.host.push_back(tensor.detach().to(Device::cpu()).contiguous());
+    const uint64_t nbytes = out.host.back().nbytes();
     header[name] = {{"dtype", format_dtype(tensor.dtype())},
                     {"shape", tensor.shape()},
                     {"data_offsets", {offset, offset + nbytes}}};
@@ -167,16 +166,25 @@ Status write_safetensors(const std::string& path,
   }
   text.append((8 - text.size() % 8) % 8, ' ');
   const uint64_t header_len = text.size();  // little-endian host: the bytes are the LE encoding
+  out.header.assign(reinterpret_cast<const char*>(&header_len), sizeof(header_len));
+  out.header += text;
+  return out;
+}
 
-  auto file = WritableFile::create(path);
+Status write_safetensors(const std::string& path,
+                         const std::vector<std::pair<std::string, Tensor>>& tensors,
+                         const std::map<std::string, std::string>& metadata,
+                         std::string* sha256_hex) {
+  auto encoded = encode_safetensors(path, tensors, metadata);
+  if (!encoded.ok()) return encoded.status();
+  auto file = HashingWriter::create(Env::posix(), path);
   if (!file.ok()) return file.status();
-  DTRN_RETURN_IF_ERROR((*file)->append(&header_len, sizeof(header_len)));
-  DTRN_RETURN_IF_ERROR((*file)->append(text));
-  for (const Tensor& t : host) {
-    if (t.nbytes() > 0) DTRN_RETURN_IF_ERROR((*file)->append(t.raw_data(), t.nbytes()));
+  DTRN_RETURN_IF_ERROR(file->append(encoded->header));
+  for (const Tensor& t : encoded->host) {
+    if (t.nbytes() > 0) DTRN_RETURN_IF_ERROR(file->append(t.raw_data(), t.nbytes()));
   }
-  DTRN_RETURN_IF_ERROR((*file)->sync_and_close());
-  if (sha256_hex) *sha256_hex = (*file)->sha256_hex();
+  DTRN_RETURN_IF_ERROR(file->finish());
+  if (sha256_hex) *sha256_hex = file->sha256_hex();
   return Status::Ok();
 }
 

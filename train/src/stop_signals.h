@@ -6,8 +6,8 @@
 // finish the step in progress, save a checkpoint (unless that step was just saved), print where it is and
 // exit with kExitStopped (trainer.h: 75, EX_TEMPFAIL, "try again later"), so a job script can tell "pre-empted, resume
 // me" from success (0) and failure (1). A second signal ends the process at once with the default action
-// (the shell then reports 128 + the signal: 143 or 130); a checkpoint being written at that moment is a
-// *.tmp-* folder that no reader takes for a checkpoint, so nothing already saved is lost.
+// (the shell then reports 128 + the signal: 143 or 130); a checkpoint being written at that moment has no
+// manifest yet, so no reader takes it for a checkpoint and nothing already saved is lost.
 //
 // One StopSignals object at a time per process; it installs the handlers in its constructor and puts the
 // previous ones back in its destructor. received() may be called from any thread.

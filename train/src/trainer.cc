@@ -22,6 +22,7 @@
 #include "dtrn/runtime/optim.h"
 #include "dtrn/train/checkpoint.h"
 #include "dtrn/train/evaluate.h"
+#include "async_checkpoint.h"
 #include "placement.h"
 #include "resume_policy.h"
 #include "run_directory.h"
@@ -129,6 +130,17 @@ Status agree(parallel::Communicator& world, const Status& local, const std::stri
 
 }  // namespace
 
+std::vector<MonitorRun> StarvationMonitor::runs() const {
+  std::vector<MonitorRun> out;
+  for (const auto& [layer, r] : runs_) out.push_back({layer, r.low, r.high});
+  return out;
+}
+
+void StarvationMonitor::restore(const std::vector<MonitorRun>& runs) {
+  runs_.clear();
+  for (const MonitorRun& r : runs) runs_.emplace_back(r.layer, Runs{r.low, r.high});
+}
+
 StarvationMonitor::Verdict StarvationMonitor::observe(int64_t layer, double f, bool fallback) {
   Runs* r = nullptr;
   for (auto& [l, runs] : runs_) if (l == layer) r = &runs;
@@ -182,9 +194,31 @@ struct Trainer::State {
   int64_t tokens_per_step = 0;
   StarvationMonitor monitor;
   std::unique_ptr<RunReport> report;
-  std::string saved;  // the newest checkpoint (rank 0: its path)
-  int64_t saved_step = -1;
+  // Saves are written in the background by rank 0 (async_checkpoint.h); a save is reported once it is
+  // joined: at the first step boundary after it finished (so the coordinator learns of it promptly), at
+  // the next save, on a stop and at the end.
+  std::unique_ptr<AsyncCheckpointWriter> writer;  // rank 0 only
+  double blocked_ms = 0;      // how long the save in flight held training up
+  int64_t started_step = -1;  // of the newest save started
+  std::string saved;          // the newest committed checkpoint (rank 0: its path)
+  Status join_save();
 };
+
+// Rank 0: joins the save in flight, if any; its outcome goes to metrics.jsonl, the log and telemetry.
+Status Trainer::State::join_save() {
+  if (!writer) return Status::Ok();
+  auto done = writer->wait();
+  if (!done) return Status::Ok();
+  if (!done->dir.ok()) return done->dir.status();
+  metrics << nlohmann::json{{"kind", "checkpoint"}, {"step", done->step}, {"blocked_ms", blocked_ms},
+                            {"write_ms", done->write_ms}}.dump()
+          << "\n";
+  metrics.flush();
+  log->line("checkpoint " + *done->dir);
+  saved = *done->dir;
+  if (options.telemetry) options.telemetry->on_checkpoint(done->step);
+  return Status::Ok();
+}
 
 // Checks a resume and builds data, model and optimizer; writes nothing.
 Status Trainer::State::open(std::vector<std::string>* skipped, std::vector<std::string>* resume_notes,
@@ -263,6 +297,11 @@ Status Trainer::State::open(std::vector<std::string>* skipped, std::vector<std::
     } else {
       DTRN_RETURN_IF_ERROR(load_checkpoint(ckpt, model.get(), optimizer.get(), &progress));
     }
+    if (progress.seed != config.train.seed) {
+      return Status::FailedPrecondition("--resume: " + ckpt + " was trained with seed " + std::to_string(progress.seed) +
+                                        ", train.seed is " + std::to_string(config.train.seed));
+    }
+    monitor.restore(progress.monitor);
     resume_notes->push_back("resumed from " + ckpt + " at step " + std::to_string(progress.step));
   }
 
@@ -272,7 +311,7 @@ Status Trainer::State::open(std::vector<std::string>* skipped, std::vector<std::
   lo.global_batch = config.train.global_batch;
   lo.dp_rank = dp.rank();
   lo.dp_size = dp.size();
-  lo.seed = config.train.seed;
+  lo.seed = progress.seed;
   auto opened = data::DataLoader::Open(train_set, lo, progress.sampler);
   if (!opened.ok()) return opened.status();
   loader = std::move(*opened);
@@ -291,6 +330,14 @@ void Trainer::State::start(const std::vector<std::string>& skipped, const std::v
   if (lead()) dir->started();
   log = std::make_unique<RunLog>(lead() ? run_dir + "/train.log" : "/dev/null", options.quiet || !lead());
   log->line("dtrn train: run directory " + run_dir);
+  if (lead()) {
+    std::vector<std::string> cleaned;
+    const Status clean = clean_checkpoints(run_dir, &cleaned);
+    for (const std::string& line : cleaned) log->line("checkpoints: " + line);
+    if (!clean.ok()) log->line("checkpoints: " + clean.message());
+    writer = std::make_unique<AsyncCheckpointWriter>(
+        run_dir, SaveOptions{config.checkpoint.keep, config.checkpoint.keep_every});
+  }
   for (const std::string& line : skipped) log->record("--resume: " + line);
   for (const std::string& note : resume_notes) log->line(note);
   if (!device_note.empty()) log->line(device_note);
@@ -421,6 +468,7 @@ StatusOr<StepStats> Trainer::train_step() {
   s.model->set_router_state(next);
   s.progress.step = step + 1;
   s.progress.tokens += s.tokens_per_step;
+  s.progress.samples += config.train.global_batch;
   const double step_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   const double tokens_per_s = static_cast<double>(s.tokens_per_step) / (step_ms / 1e3);
 
@@ -500,21 +548,25 @@ Status Trainer::validate() {
 Status Trainer::save() {
   State& s = *s_;
   if (s.options.telemetry) s.options.telemetry->on_phase("checkpoint", s.progress.step);
+  const auto t0 = std::chrono::steady_clock::now();
+  Status status = s.join_save();  // at most one save in flight
   s.progress.sampler = s.loader->state();
-  StatusOr<std::string> path = std::string();
+  s.progress.monitor = s.monitor.runs();
+  StatusOr<std::shared_ptr<const CheckpointSnapshot>> snapshot = Status::Internal("no snapshot");
   if (s.zero) {
-    // A collective: every rank takes part; only the one that saves holds the full-size moments.
+    // A collective: every rank takes part; only the one that saves holds the full-size moments, and
+    // only until the snapshot has copied them.
     std::unique_ptr<AdamW> full = s.lead() ? std::make_unique<AdamW>(s.param_groups, s.adamw_options) : nullptr;
     s.zero_optimizer->gather_state(full.get());
-    if (s.lead()) path = save_checkpoint(s.run_dir, *s.model, *full, s.progress, s.config_yaml, s.config.checkpoint.keep);
-  } else if (s.lead()) {
-    path = save_checkpoint(s.run_dir, *s.model, *s.optimizer, s.progress, s.config_yaml, s.config.checkpoint.keep);
+    if (s.lead() && status.ok()) snapshot = snapshot_checkpoint(*s.model, *full, s.progress, s.config_yaml);
+  } else if (s.lead() && status.ok()) {
+    snapshot = snapshot_checkpoint(*s.model, *s.optimizer, s.progress, s.config_yaml);
   }
-  DTRN_RETURN_IF_ERROR(agree(s.world, path.status(), "to save the checkpoint"));
-  if (s.lead()) s.log->line("checkpoint " + *path);
-  s.saved = s.lead() ? *path : s.run_dir + "/checkpoints";
-  s.saved_step = s.progress.step;
-  if (s.options.telemetry) s.options.telemetry->on_checkpoint(s.progress.step);
+  if (s.lead() && status.ok()) status = snapshot.status();
+  DTRN_RETURN_IF_ERROR(agree(s.world, status, "to save the checkpoint"));
+  if (s.lead()) s.writer->start(std::move(*snapshot), s.progress.step);
+  s.started_step = s.progress.step;
+  s.blocked_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   return Status::Ok();
 }
 
@@ -542,17 +594,22 @@ StatusOr<std::string> Trainer::run(const std::function<int()>& stop_signal) {
       if (config.train.eval_every > 0 && (step % config.train.eval_every == 0 || step == config.train.steps)) {
         DTRN_RETURN_IF_ERROR(validate());
       }
+      // Rank 0 alone: a failed write ends it, and the others learn of the lost rank in their next collective.
+      if (s.writer && s.writer->finished()) DTRN_RETURN_IF_ERROR(s.join_save());
       if ((config.checkpoint.every > 0 && step % config.checkpoint.every == 0) || step == config.train.steps) {
         DTRN_RETURN_IF_ERROR(save());
       }
       const int signal = stop_signal();
       if (step < config.train.steps && agreed(signal != 0)) {
-        if (s.saved_step != step) DTRN_RETURN_IF_ERROR(save());
+        if (s.started_step != step) DTRN_RETURN_IF_ERROR(save());
+        DTRN_RETURN_IF_ERROR(agree(s.world, s.join_save(), "to save the checkpoint"));
+        if (!s.lead()) s.saved = s.run_dir + "/checkpoints";
         s.log->line(s.report->summary(step, s.progress.tokens, s.run_dir + "/checkpoints"));
         return stopped_by_signal(signal != 0 ? signal : SIGTERM, step, s.saved, s.run_dir);
       }
       if (s.options.telemetry) s.options.telemetry->on_phase("train", step);
     }
+    DTRN_RETURN_IF_ERROR(agree(s.world, s.join_save(), "to save the checkpoint"));
   } catch (const Error& e) {
     return Status::Internal(e.what());
   }

@@ -1,16 +1,15 @@
-// Single-process checkpoints: everything a run needs to continue exactly where it stopped.
-//
-// Layout: RUN/checkpoints/step-NNNNNNNN/ holding model.safetensors (fp32 parameters, Hugging Face
-// names), optimizer.safetensors (AdamW exp_avg / exp_avg_sq per parameter, named "<param>.exp_avg" and
-// "<param>.exp_avg_sq"), config.yaml (the resolved job config), and manifest.json, written last: the
-// step, token counter, optimizer step count, sampler state, the RNG seed, a format version, and the
-// sha256 of every other file. A folder is a checkpoint only when its manifest exists and verifies.
-// Saving writes into step-NNNNNNNN.tmp-<pid>/ and renames it into place (atomic on POSIX), then prunes
-// old checkpoints beyond `keep`. Nothing already saved is touched before the new one is complete.
-// The sharded, coordinated format of later work extends this manifest.
+// Checkpoints: everything a run needs to continue exactly where it stopped, in the sharded format of
+// docs/checkpoints.md (version 2): RUN/checkpoints/step-NNNNNNNN/ holds one safetensors shard per rank
+// that owns data (fp32 master weights under Hugging Face names, AdamW moments as "<param>.exp_avg" and
+// "<param>.exp_avg_sq", each slice described by its global shape and offsets, each tensor with its
+// sha256) and manifest.json, which commits the checkpoint (src/checkpoint_commit.h: the two-phase
+// commit and the recovery rules). RUN/checkpoints/latest names the newest committed checkpoint.
+// A folder is a checkpoint only when its manifest exists and everything verifies. Version 1
+// (single-file) checkpoints are refused with one line.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -21,17 +20,54 @@
 
 namespace dtrn::train {
 
-struct TrainProgress {
-  int64_t step = 0;    // optimizer steps completed
-  int64_t tokens = 0;  // training tokens consumed, all ranks
-  data::SamplerState sampler;
-  uint64_t seed = 0;
+// The starvation monitor's run of consecutive low / high steps of one layer (trainer.h).
+struct MonitorRun {
+  int64_t layer = 0, low = 0, high = 0;
 };
 
-// Saves into RUN/checkpoints/step-NNNNNNNN/ (RUN = run_dir). keep = 0 keeps all.
+struct TrainProgress {
+  int64_t step = 0;     // optimizer steps completed
+  int64_t tokens = 0;   // training tokens consumed, all ranks
+  int64_t samples = 0;  // training samples consumed, all ranks
+  data::SamplerState sampler;
+  uint64_t seed = 0;  // every random stream of a run derives from it and the counters above
+  std::vector<MonitorRun> monitor;
+};
+
+// How the state was split when it was saved: data parallel ranks, tensor parallel ranks, and the ZeRO
+// stage (0: optimizer state replicated over dp; 1: split over dp).
+struct CheckpointLayout {
+  int64_t dp = 1, tp = 1, zero = 0;
+};
+
+class Env;            // src/env.h
+class CommitBarrier;  // src/commit_barrier.h
+
+struct SaveOptions {
+  int64_t keep = 0;        // keep the newest `keep` verified checkpoints; 0 keeps all
+  int64_t keep_every = 0;  // also keep every checkpoint whose step is a multiple of it; 0: none
+  Env* env = nullptr;                // nullptr: the real file system
+  CommitBarrier* barrier = nullptr;  // nullptr: this process is the only rank
+};
+
+// The state of one save, copied to host memory: taking it is the only part of a save that blocks
+// training (an asynchronous save writes it from another thread while training goes on).
+struct CheckpointSnapshot;
+StatusOr<std::shared_ptr<const CheckpointSnapshot>> snapshot_checkpoint(
+    const model::DtrnModel& model, const AdamW& optimizer, const TrainProgress& progress,
+    const std::string& config_yaml);
+// Writes and commits a snapshot into RUN/checkpoints/ (RUN = run_dir), then applies retention. Returns
+// the checkpoint folder.
+StatusOr<std::string> write_checkpoint(const std::string& run_dir, const CheckpointSnapshot& snapshot,
+                                       const SaveOptions& options);
+// Both, one after the other.
 StatusOr<std::string> save_checkpoint(const std::string& run_dir, const model::DtrnModel& model,
                                       const AdamW& optimizer, const TrainProgress& progress,
-                                      const std::string& config_yaml, int64_t keep);
+                                      const std::string& config_yaml, const SaveOptions& options = {});
+
+// Removes what crashed saves left in RUN/checkpoints (src/checkpoint_commit.h); call at start, with the
+// run directory locked. `removed` receives one line per removal.
+Status clean_checkpoints(const std::string& run_dir, std::vector<std::string>* removed);
 
 // `path` is a checkpoint folder, or a run directory (meaning its newest valid checkpoint). Returns the
 // checkpoint folder; NotFound when there is none. Newer step folders that fail verification are passed
@@ -39,7 +75,24 @@ StatusOr<std::string> save_checkpoint(const std::string& run_dir, const model::D
 // print (a corrupt newest checkpoint is never skipped without a word).
 StatusOr<std::string> resolve_checkpoint(const std::string& path, std::vector<std::string>* skipped = nullptr);
 
-// Checks the manifest and every file's sha256.
+// `dtrn ckpt list`: the step folders of a run directory (or of its checkpoints/ folder), newest first.
+// `state` is "ok" (committed and, with `verify`, verified), "uncommitted" (no manifest: a save that never
+// finished), or the one-line reason it fails; `latest` marks the one RUN/checkpoints/latest names.
+struct CheckpointInfo {
+  std::string dir;
+  int64_t step = 0;
+  CheckpointLayout layout;
+  uint64_t bytes = 0;  // of the shards the manifest names
+  bool latest = false;
+  std::string state;
+};
+StatusOr<std::vector<CheckpointInfo>> list_checkpoints(const std::string& path, bool verify);
+// `dtrn ckpt inspect`: the manifest's counters, layout and shards, and every tensor slice (name, global
+// shape, offsets, shape) of every shard, as text; reading a shard verifies it.
+StatusOr<std::string> inspect_checkpoint(const std::string& checkpoint_dir);
+
+// Checks the manifest, every shard's size and header digest and every tensor's sha256; the error names
+// the file (and the tensor).
 Status verify_checkpoint(const std::string& checkpoint_dir);
 
 // The step a checkpoint's manifest records (optimizer steps completed).

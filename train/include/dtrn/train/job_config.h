@@ -47,6 +47,7 @@ struct DataConfig {
 struct CheckpointConfig {
   int64_t every = 0;  // 0: only at the end
   int64_t keep = 3;   // newest checkpoints kept; 0 keeps all
+  int64_t keep_every = 0;  // also keep every checkpoint whose step is a multiple of it; 0: none
 };
 
 struct TelemetryConfig {

@@ -30,6 +30,16 @@ struct SafetensorsContents {
 Status write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                          const std::map<std::string, std::string>& metadata = {},
                          std::string* sha256_hex = nullptr);
+// The bytes of a safetensors file before its data: the 8-byte length and the padded JSON header, and
+// the tensors as contiguous host tensors in file order (their bytes follow the header, in this order).
+// For writers that write the data themselves (checkpoint shards, through their Env).
+struct SafetensorsEncoding {
+  std::string header;
+  std::vector<Tensor> host;
+};
+StatusOr<SafetensorsEncoding> encode_safetensors(const std::string& path,
+                                                 const std::vector<std::pair<std::string, Tensor>>& tensors,
+                                                 const std::map<std::string, std::string>& metadata = {});
 // `sha256_hex`, when given, receives the digest of the whole file (the data has no holes, so reading
 // every tensor reads every byte).
 StatusOr<SafetensorsContents> read_safetensors(const std::string& path, std::string* sha256_hex = nullptr);

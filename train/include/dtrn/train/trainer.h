@@ -19,6 +19,7 @@
 
 #include "dtrn/parallel/process_groups.h"
 #include "dtrn/runtime/status.h"
+#include "dtrn/train/checkpoint.h"
 #include "dtrn/train/job_config.h"
 #include "dtrn/train/telemetry.h"
 
@@ -42,6 +43,10 @@ class StarvationMonitor {
     bool saturated = false;
   };
   Verdict observe(int64_t layer, double f, bool fallback);
+  // The runs so far, saved in checkpoints so that a resumed run flags exactly what the uninterrupted one
+  // would; restore() replaces them.
+  std::vector<MonitorRun> runs() const;
+  void restore(const std::vector<MonitorRun>& runs);
   // The run of consecutive low / high steps per layer, for checkpoints.
   struct Runs {
     int64_t low = 0, high = 0;

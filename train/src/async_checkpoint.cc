@@ -1,0 +1,33 @@
+#include "async_checkpoint.h"
+
+#include <chrono>
+
+#include "dtrn/runtime/check.h"
+
+namespace dtrn::train {
+
+AsyncCheckpointWriter::~AsyncCheckpointWriter() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void AsyncCheckpointWriter::start(std::shared_ptr<const CheckpointSnapshot> snapshot, int64_t step) {
+  DTRN_CHECK(!thread_.joinable());
+  done_ = Done{};
+  finished_.store(false, std::memory_order_relaxed);
+  done_.step = step;
+  // The thread owns the snapshot and writes only done_, which wait() reads after the join.
+  thread_ = std::thread([this, snapshot = std::move(snapshot)] {
+    const auto t0 = std::chrono::steady_clock::now();
+    done_.dir = write_checkpoint(run_dir_, *snapshot, options_);
+    done_.write_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    finished_.store(true, std::memory_order_release);
+  });
+}
+
+std::optional<AsyncCheckpointWriter::Done> AsyncCheckpointWriter::wait() {
+  if (!thread_.joinable()) return std::nullopt;
+  thread_.join();
+  return std::move(done_);
+}
+
+}  // namespace dtrn::train
