@@ -19,6 +19,7 @@
 #include <set>
 #include <sstream>
 
+#include "checkpoint_format.h"
 #include "dtrn/train/safetensors.h"
 
 namespace dtrn::train {
@@ -467,10 +468,12 @@ TEST_F(CheckpointTest, TheRoutingStateIsSavedRestoredExactlyAndExported) {
   EXPECT_TRUE(third->router_state().initialized);
   EXPECT_EQ(third->router_state().bias, state.bias);
 
-  // A state for another number of D layers is refused naming the manifest.
-  Json manifest = Json::parse(std::ifstream(dir + "/manifest.json"));
-  manifest["routing"]["bias"].push_back(0.5);
-  std::ofstream(dir + "/manifest.json", std::ios::trunc) << manifest.dump(2);
+  // A state for another number of D layers is refused naming the manifest (written with a valid
+  // checksum, so that the size check is what refuses it).
+  auto manifest = read_manifest(dir);
+  ASSERT_TRUE(manifest.ok()) << manifest.status().message();
+  manifest->router.bias.push_back(0.5);
+  std::ofstream(dir + "/manifest.json", std::ios::trunc) << manifest_text(*manifest);
   EXPECT_THAT(load_checkpoint(dir, fresh.get(), nullptr, nullptr).message(),
               HasSubstr("manifest.json: routing state for 3 D layers, the model has 2"));
 }
