@@ -159,7 +159,7 @@ class Backend {
                              const Tensor& positions, const Tensor& bypass, const Tensor& cu_seqlens,
                              const Tensor& count);
   // Sorts keys (f32 [N], no NaN) ascending, stably: sorted[i] = keys[order[i]], order i32 [N]. -0.0
-  // sorts before +0.0 (the radix order of the CUDA backend; the CPU follows it).
+  // and +0.0 are equal and keep their order (as CUB's radix sort takes them on the CUDA backend).
   virtual void sort_values(const Tensor& keys, const Tensor& sorted, const Tensor& order);
 };
 

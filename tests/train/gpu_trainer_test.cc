@@ -41,8 +41,12 @@ std::vector<double> losses(const std::vector<nlohmann::json>& m) {
 // at every step and to 2% at the end; both fall.
 TEST_F(GpuTrainerTest, Bf16FollowsF32ForAHundredSteps) {
   REQUIRE_GPU();
+  // The spec's routing (no threshold bias): this compares arithmetic. With the bias on (the default),
+  // the threshold sits at a quantile of Delta, whose spread at initialisation (~1e-4) is below bf16's
+  // rounding of it, so the two precisions route different tokens from the first steps; the loss curves
+  // then part by more than rounding does (GPU run of 2026-11-29).
   const std::vector<std::string> common = {"train.device=cuda", "train.steps=100", "train.eval_every=0",
-                                           "checkpoint.every=0", "train.warmup_steps=10"};
+                                           "checkpoint.every=0", "train.warmup_steps=10", "routing.bias_rate=0"};
   auto with = [&](const std::string& precision) {
     std::vector<std::string> sets = common;
     sets.push_back("train.precision=" + precision);

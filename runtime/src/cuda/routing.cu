@@ -114,7 +114,7 @@ size_t sort_values_scratch_bytes(int64_t n) {
   return align_up(static_cast<size_t>(n) * sizeof(int32_t)) + sort_temp_bytes(n);
 }
 
-// A stable LSD radix sort of (key, index) pairs; CUB orders floats by their bits (-0.0 before +0.0).
+// A stable LSD radix sort of (key, index) pairs; CUB takes -0.0 and +0.0 as equal.
 void launch_sort_values(const float* keys, float* sorted, int32_t* order, int64_t n, void* scratch,
                         size_t scratch_bytes, cudaStream_t stream) {
   if (n == 0) return;
