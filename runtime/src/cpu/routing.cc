@@ -1,7 +1,6 @@
 // CPU token routing (backend.h, routing.h): the executable specification of the CUDA kernels in
 // cuda/routing.cu.
 #include <algorithm>
-#include <cmath>
 #include <numeric>
 #include <vector>
 
