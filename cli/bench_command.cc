@@ -17,8 +17,9 @@ constexpr char kUsage[] =
 
 constexpr char kHelp[] =
     "\nMeasures training throughput of a config on synthetic tokens (no data loading): one micro-batch of\n"
-    "train.micro_batch x model.seq_len tokens per step (forward, backward, clipped AdamW), on the device and\n"
-    "precision train.device / train.precision resolve to.\n\n"
+    "train.micro_batch x model.seq_len tokens per step (forward, backward, clipped AdamW at learning rate 0,\n"
+    "so the weights and the routing stay put while every kernel runs), on the device and precision\n"
+    "train.device / train.precision resolve to.\n\n"
     "  --config FILE          the job config (data.path is not read)\n"
     "  --set KEY=VALUE        override any key (repeatable), e.g. --set train.micro_batch=8\n"
     "  --steps N              timed steps (default 20)\n"
