@@ -19,6 +19,7 @@
 #include "dtrn/train/checkpoint.h"
 #include "fault_env.h"
 #include "reshard.h"
+#include "tiny_model.h"
 
 namespace dtrn::train {
 namespace {
@@ -26,18 +27,7 @@ namespace {
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
 
-model::ModelConfig tiny() {
-  model::ModelConfig c;
-  c.d_model = 8;
-  c.n_layers = 2;
-  c.n_heads = 2;
-  c.n_kv_heads = 1;
-  c.d_ff = 12;
-  c.vocab_size = 30;
-  c.seq_len = 8;
-  c.layout = "TD";
-  return c;
-}
+model::ModelConfig tiny() { return tiny_model(2, "TD"); }
 
 class CommitTest : public ::testing::Test {
  protected:

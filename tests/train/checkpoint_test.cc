@@ -21,6 +21,7 @@
 
 #include "checkpoint_format.h"
 #include "dtrn/train/safetensors.h"
+#include "tiny_model.h"
 
 namespace dtrn::train {
 namespace {
@@ -29,18 +30,7 @@ using ::testing::HasSubstr;
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
 
-model::ModelConfig tiny(const std::string& layout = "TDDT") {
-  model::ModelConfig c;
-  c.d_model = 8;
-  c.n_layers = 4;
-  c.n_heads = 2;
-  c.n_kv_heads = 1;
-  c.d_ff = 12;
-  c.vocab_size = 30;
-  c.seq_len = 8;
-  c.layout = layout;
-  return c;
-}
+model::ModelConfig tiny(const std::string& layout = "TDDT") { return tiny_model(4, layout); }
 
 std::unique_ptr<model::DtrnModel> make_model(uint64_t seed, const model::ModelConfig& c = tiny()) {
   auto m =

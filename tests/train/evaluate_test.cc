@@ -6,21 +6,12 @@
 
 #include <vector>
 
+#include "tiny_model.h"
+
 namespace dtrn::train {
 namespace {
 
-model::ModelConfig tiny() {
-  model::ModelConfig c;
-  c.d_model = 8;
-  c.n_layers = 2;
-  c.n_heads = 2;
-  c.n_kv_heads = 1;
-  c.d_ff = 12;
-  c.vocab_size = 30;
-  c.seq_len = 4;
-  c.layout = "TD";
-  return c;
-}
+model::ModelConfig tiny() { return tiny_model(2, "TD", /*seq_len=*/4); }
 
 TEST(EvaluateProgress, OneCallPerForwardAgainstTheTotalItWillRun) {
   model::DtrnModel m(tiny(), model::RoutingConfig{}, Device::cpu(), DType::kF32);
