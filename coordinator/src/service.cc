@@ -46,6 +46,9 @@ class JobsService final : public v1::Jobs::Service {
     if (auto s = g_->authenticate(ctx); !s.ok()) return s;
     auto queue = g_->coordinator()->watch(req->job_id());
     if (!queue.ok()) return g_->convert(queue.status());
+    // The initial metadata tells the client it is subscribed: every event from now on reaches it (a
+    // client that must not miss one waits for it, ClientReader::WaitForInitialMetadata).
+    writer->SendInitialMetadata();
     // Ends when the client goes away, or once the job is over and its last events are sent.
     v1::JobEvent event;
     while (!ctx->IsCancelled()) {

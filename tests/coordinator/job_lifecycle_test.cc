@@ -95,8 +95,13 @@ TEST_F(JobLifecycleTest, CoordinatorKilledAndRestartedOnItsStateDirKeepsTheJob) 
   const std::string id = submit(20, run);
   ASSERT_TRUE(eventually([&] { return get(id).checkpoint_step() >= 5; }, 120));
   const int64_t committed = get(id).checkpoint_step();
+  // The worker is held while the coordinator is away, so that it is still training when the new one
+  // comes up (a 20-step job can otherwise finish in the gap, and then there is no live worker to adopt).
+  const int pid = get(id).workers(0).pid();
+  ::kill(pid, SIGSTOP);
   coordinator_->kill(SIGKILL);
   start_coordinator({}, port);  // same state directory, same address: agent and worker reconnect
+  ::kill(pid, SIGCONT);
   EXPECT_GE(get(id).checkpoint_step(), committed);  // nothing committed is forgotten
   ASSERT_TRUE(wait_state(id, v1::JOB_STATE_SUCCEEDED, 120)) << get(id).DebugString() << coordinator_->output();
   const v1::Job job = get(id);

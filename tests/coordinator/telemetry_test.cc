@@ -55,6 +55,7 @@ class TelemetryTest : public ::testing::Test {
     v1::WatchJobRequest w;
     w.set_job_id(job_id_);
     reader_ = v1::Jobs::NewStub(channel_)->WatchJob(watch_context_.get(), w);
+    reader_->WaitForInitialMetadata();  // subscribed: no event of the test's steps can be missed
   }
   void TearDown() override {
     watch_context_->TryCancel();
