@@ -24,11 +24,21 @@
 
 namespace dtrn::model {
 
+// How tensor parallelism splits a parameter: TP rank `rank` of `size` holds the rank-th of `size` equal
+// slices of the global tensor along `dim`; dim -1 is a replicated parameter (every TP rank holds it all).
+// Checkpoints describe each saved slice by the global shape and offsets this gives.
+struct TensorParallelSlice {
+  int dim = -1;
+  int64_t rank = 0;
+  int64_t size = 1;
+};
+
 struct NamedParameter {
   std::string name;
   Tensor tensor;      // the master weights (f32; f64 models keep f64): what is saved, loaded, optimised
   bool decay = true;  // weight decay applies (not to biases and norm weights)
   Tensor compute;     // what the forward reads and differentiates: `tensor` itself, or its bf16 copy
+  TensorParallelSlice tp;  // which slice of the global parameter this process holds
 };
 
 struct LayerRouting {
