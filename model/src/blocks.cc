@@ -14,9 +14,11 @@ namespace dtrn::model {
 namespace {
 
 // Attention over packed rows u [N, C] with positions [N] and sequence boundaries cu [S+1] -> [N, C].
+// The head counts are the weights' (this TP rank's heads; all of them without TP); the output is then
+// this rank's part of the sum over heads that W_O computes.
 Tensor packed_attention(const ModelConfig& c, const AttentionWeights& w, const Tensor& u,
                         const Tensor& positions, const Tensor& cu_seqlens) {
-  const int64_t n = u.size(0), h = c.n_heads, g = c.n_kv_heads, d = c.head_dim();
+  const int64_t d = c.head_dim(), n = u.size(0), h = w.wq.size(0) / d, g = w.wk.size(0) / d;
   Tensor q = rope(linear(u, w.wq).reshape({n, h, d}), positions, c.rope_theta);
   Tensor k = rope(linear(u, w.wk).reshape({n, g, d}), positions, c.rope_theta);
   Tensor v = linear(u, w.wv).reshape({n, g, d});
@@ -24,11 +26,12 @@ Tensor packed_attention(const ModelConfig& c, const AttentionWeights& w, const T
   return linear(o.reshape({n, h * d}), w.wo);
 }
 
-// The bypass (rule 7): c = W_O(expand(W_V u)), attention in which each token sees only itself.
+// The bypass (rule 7): c = W_O(expand(W_V u)), attention in which each token sees only itself. A TP
+// rank's H/P heads read its G/P KV heads by the first H/P entries of the global head map (H/G is the same).
 Tensor bypass(const ModelConfig& c, const AttentionWeights& w, const Tensor& u, const Tensor& head_map) {
-  const int64_t n = u.size(0), h = c.n_heads, g = c.n_kv_heads, d = c.head_dim();
+  const int64_t d = c.head_dim(), n = u.size(0), h = w.wo.size(1) / d, g = w.wv.size(0) / d;
   Tensor v = linear(u, w.wv).reshape({n, g, d});
-  if (g != h) v = index_select(v, 1, head_map);
+  if (g != h) v = index_select(v, 1, head_map.narrow(0, 0, h));
   return linear(v.reshape({n, h * d}), w.wo);
 }
 
@@ -54,19 +57,20 @@ BlockContext make_block_context(const ModelConfig& c, int64_t batch, int64_t seq
   return ctx;
 }
 
-Tensor mlp_forward(const MlpWeights& w, const Tensor& u) {
-  return linear(swiglu(linear(u, w.gate), linear(u, w.up)), w.down);
+Tensor mlp_forward(const MlpWeights& w, const Tensor& u, TensorParallelOps* tp) {
+  const Tensor ut = copy_to_tensor_parallel(tp, u);
+  return reduce_from_tensor_parallel(tp, linear(swiglu(linear(ut, w.gate), linear(ut, w.up)), w.down));
 }
 
 Tensor dense_block_forward(const ModelConfig& c, const BlockWeights& w, const Tensor& x,
-                           const BlockContext* ctx) {
+                           const BlockContext* ctx, TensorParallelOps* tp) {
   const int64_t b = x.size(0), t = x.size(1), ch = x.size(2);
   const BlockContext local = ctx ? BlockContext{} : make_block_context(c, b, t, x.device());
   const BlockContext& k = ctx ? *ctx : local;
-  Tensor u = rmsnorm(x, w.norm_in, c.norm_eps).reshape({b * t, ch});
-  Tensor a = packed_attention(c, w.attn, u, k.positions, k.cu_seqlens);
+  Tensor u = copy_to_tensor_parallel(tp, rmsnorm(x, w.norm_in, c.norm_eps).reshape({b * t, ch}));
+  Tensor a = reduce_from_tensor_parallel(tp, packed_attention(c, w.attn, u, k.positions, k.cu_seqlens));
   Tensor h = add(x, a.reshape({b, t, ch}));
-  return add(h, mlp_forward(w.mlp, rmsnorm(h, w.norm_post, c.norm_eps)));
+  return add(h, mlp_forward(w.mlp, rmsnorm(h, w.norm_post, c.norm_eps), tp));
 }
 
 std::vector<double> measured_quantile_levels(double target_fraction) {
@@ -87,7 +91,7 @@ Tensor router_p_attn(const RouterWeights& w, const Tensor& x) {
 
 Tensor routed_block_forward(const ModelConfig& c, const BlockWeights& w, const Tensor& x,
                             const FallbackDraw& fallback, RoutingStats* stats, const BlockContext* ctx,
-                            const RouteControl& control) {
+                            const RouteControl& control, TensorParallelOps* tp) {
   const int64_t b = x.size(0), t = x.size(1), ch = x.size(2), n = b * t;
   const BlockContext local = ctx ? BlockContext{} : make_block_context(c, b, t, x.device());
   const BlockContext& k = ctx ? *ctx : local;
@@ -106,24 +110,27 @@ Tensor routed_block_forward(const ModelConfig& c, const BlockWeights& w, const T
   Tensor p_path =
       control.use_bias && control.bias_scales_path ? softmax(z_biased).narrow(1, 0, 1).reshape({n}) : p_attn;
 
-  Tensor u = rmsnorm(x, w.norm_in, c.norm_eps).reshape({n, ch});  // rule 5: computed once
+  // rule 5: computed once (and, under TP, entering this rank's heads once)
+  Tensor u = copy_to_tensor_parallel(tp, rmsnorm(x, w.norm_in, c.norm_eps).reshape({n, ch}));
   Tensor p_col = p_path.reshape({n, 1});
-  std::vector<Tensor> parts, rows;
+  // Each path's output and its scale (p_a routed, p_b bypassed) in the token's row. The outputs are
+  // summed over the TP group before the scale is applied, so that the router's gradient, read from the
+  // product, is the whole one on every rank.
+  std::vector<Tensor> outputs, scales, rows;
   if (r.count > 0) {
-    Tensor a = packed_attention(c, w.attn, index_select(u, 0, r.routed), r.positions, r.cu_seqlens);
-    Tensor pa = index_select(p_col, 0, r.routed).to(x.dtype());
-    parts.push_back(mul(a, pa));
+    outputs.push_back(packed_attention(c, w.attn, index_select(u, 0, r.routed), r.positions, r.cu_seqlens));
+    scales.push_back(index_select(p_col, 0, r.routed).to(x.dtype()));
     rows.push_back(r.routed);
   }
   if (r.count < n) {
-    Tensor cb = bypass(c, w.attn, index_select(u, 0, r.bypass), k.head_map);
-    Tensor pb = add_scalar(scale(index_select(p_col, 0, r.bypass), -1.0), 1.0).to(x.dtype());
-    parts.push_back(mul(cb, pb));
+    outputs.push_back(bypass(c, w.attn, index_select(u, 0, r.bypass), k.head_map));
+    scales.push_back(add_scalar(scale(index_select(p_col, 0, r.bypass), -1.0), 1.0).to(x.dtype()));
     rows.push_back(r.bypass);
   }
-  Tensor y = n > 0 ? scatter_rows(parts, rows, n) : Tensor::zeros({0, ch}, x.dtype(), x.device());
+  Tensor y = n > 0 ? mul(reduce_from_tensor_parallel(tp, scatter_rows(outputs, rows, n)), scatter_rows(scales, rows, n))
+                   : Tensor::zeros({0, ch}, x.dtype(), x.device());
   Tensor h = add(x, y.reshape({b, t, ch}));
-  Tensor out = add(h, mlp_forward(w.mlp, rmsnorm(h, w.norm_post, c.norm_eps)));
+  Tensor out = add(h, mlp_forward(w.mlp, rmsnorm(h, w.norm_post, c.norm_eps), tp));
   if (stats != nullptr) {
     stats->s = mean(p_attn);
     if (control.soft_tau > 0) {

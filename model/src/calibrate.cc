@@ -39,16 +39,16 @@ void DtrnModel::walk_layers(
   NoGradGuard no_grad;
   const int64_t b = ids.size(0), t = ids.size(1);
   const BlockContext& ctx = context(b, t);
-  Tensor x = embedding(embed_, ids.to(device_));
+  Tensor x = embed(ids);
   size_t k = 0;
   for (int64_t l = 0; l < config_.n_layers; ++l) {
     if (layout_[l] == 'T') {
-      x = dense_block_forward(config_, blocks_[l], x, &ctx);
+      x = dense_block_forward(config_, blocks_[l], x, &ctx, tp_);
       continue;
     }
     before(l, k, x);
-    x = routed_block_forward(config_, blocks_[l], x, FallbackDraw{}, nullptr, &ctx,
-                             route_control(k, false));
+    x = routed_block_forward(config_, blocks_[l], x, FallbackDraw{}, nullptr, &ctx, route_control(k, false),
+                             tp_);
     ++k;
   }
 }

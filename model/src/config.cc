@@ -91,4 +91,19 @@ Status validate(const RoutingConfig& r) {
   return Status::Ok();
 }
 
+Status validate_tensor_parallel(const ModelConfig& c, int64_t tp) {
+  if (tp < 1) return Status::InvalidArgument("parallel.tp: " + std::to_string(tp) + " must be at least 1");
+  const std::string p = "parallel.tp: " + std::to_string(tp) + " does not divide ";
+  if (c.n_heads % tp != 0) return Status::InvalidArgument(p + "model.n_heads " + std::to_string(c.n_heads));
+  if (c.n_kv_heads % tp != 0) return Status::InvalidArgument(p + "model.n_kv_heads " + std::to_string(c.n_kv_heads));
+  if (c.d_ff % tp != 0) return Status::InvalidArgument(p + "model.d_ff " + std::to_string(c.d_ff));
+  const int64_t v = c.padded_vocab();
+  if (v % tp != 0) return Status::InvalidArgument(p + "the padded vocabulary " + std::to_string(v));
+  if (c.vocab_size <= (tp - 1) * (v / tp)) {
+    return Status::InvalidArgument("parallel.tp: " + std::to_string(tp) + " leaves the last rank's slice of the " +
+                                   "vocabulary (" + std::to_string(v / tp) + " rows) with padding only");
+  }
+  return Status::Ok();
+}
+
 }  // namespace dtrn::model

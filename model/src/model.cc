@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "dtrn/model/vocab_parallel.h"
 #include "dtrn/runtime/autograd.h"
 #include "dtrn/runtime/ops.h"
 
@@ -24,28 +25,31 @@ uint64_t fnv1a(const std::string& s) {
 }  // namespace
 
 DtrnModel::DtrnModel(const ModelConfig& config, const RoutingConfig& routing, Device device,
-                     DType compute_dtype)
-    : config_(config), routing_(routing), device_(device), dtype_(compute_dtype) {
+                     DType compute_dtype, TensorParallelOps* tp)
+    : config_(config), routing_(routing), device_(device), dtype_(compute_dtype),
+      tp_(tp != nullptr && tp->size() > 1 ? tp : nullptr) {
   Status s = validate(config);
+  DTRN_CHECK(s.ok(), s.message());
+  s = validate_tensor_parallel(config, tp_ ? tp_->size() : 1);
   DTRN_CHECK(s.ok(), s.message());
   DTRN_CHECK(is_floating(compute_dtype), "model: compute dtype must be floating, got ",
              dtype_name(compute_dtype));
   layout_ = resolve_layout(config.layout, config.n_layers).value();
   const int64_t c = config.d_model, hd = config.n_heads * config.head_dim();
   const int64_t kvd = config.n_kv_heads * config.head_dim(), f = config.d_ff;
-  embed_ = add_parameter("model.embed_tokens.weight", {config.padded_vocab(), c}, true);
+  embed_ = add_parameter("model.embed_tokens.weight", {config.padded_vocab(), c}, true, 0);
   for (int64_t l = 0; l < config.n_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     BlockWeights b;
     b.norm_in = add_parameter(p + "input_layernorm.weight", {c}, false);
-    b.attn = {add_parameter(p + "self_attn.q_proj.weight", {hd, c}, true),
-              add_parameter(p + "self_attn.k_proj.weight", {kvd, c}, true),
-              add_parameter(p + "self_attn.v_proj.weight", {kvd, c}, true),
-              add_parameter(p + "self_attn.o_proj.weight", {c, hd}, true)};
+    b.attn = {add_parameter(p + "self_attn.q_proj.weight", {hd, c}, true, 0),
+              add_parameter(p + "self_attn.k_proj.weight", {kvd, c}, true, 0),
+              add_parameter(p + "self_attn.v_proj.weight", {kvd, c}, true, 0),
+              add_parameter(p + "self_attn.o_proj.weight", {c, hd}, true, 1)};
     b.norm_post = add_parameter(p + "post_attention_layernorm.weight", {c}, false);
-    b.mlp = {add_parameter(p + "mlp.gate_proj.weight", {f, c}, true),
-             add_parameter(p + "mlp.up_proj.weight", {f, c}, true),
-             add_parameter(p + "mlp.down_proj.weight", {c, f}, true)};
+    b.mlp = {add_parameter(p + "mlp.gate_proj.weight", {f, c}, true, 0),
+             add_parameter(p + "mlp.up_proj.weight", {f, c}, true, 0),
+             add_parameter(p + "mlp.down_proj.weight", {c, f}, true, 1)};
     if (layout_[l] == 'D') {
       b.router = {add_parameter(p + "router.0.weight", {c / 2, c}, true),
                   add_parameter(p + "router.0.bias", {c / 2}, false),
@@ -57,9 +61,15 @@ DtrnModel::DtrnModel(const ModelConfig& config, const RoutingConfig& routing, De
   final_norm_ = add_parameter("model.norm.weight", {c}, false);
 }
 
-Tensor DtrnModel::add_parameter(const std::string& name, const Shape& shape, bool decay) {
+Tensor DtrnModel::add_parameter(const std::string& name, const Shape& global_shape, bool decay, int tp_dim) {
   const DType master = dtype_ == DType::kF64 ? DType::kF64 : DType::kF32;
-  NamedParameter p{name, Tensor::zeros(shape, master, device_), decay, Tensor()};
+  Shape shape = global_shape;
+  TensorParallelSlice slice;
+  if (tp_) {
+    slice = {tp_dim, tp_->rank(), tp_->size()};
+    if (tp_dim >= 0) shape[tp_dim] /= tp_->size();  // validate_tensor_parallel: divisible
+  }
+  NamedParameter p{name, Tensor::zeros(shape, master, device_), decay, Tensor(), slice};
   p.compute = dtype_ == master ? p.tensor : Tensor::zeros(shape, dtype_, device_);
   p.compute.set_requires_grad(true);
   params_.push_back(p);
@@ -131,8 +141,14 @@ void DtrnModel::init(uint64_t seed) {
       p.tensor.fill_(0.0);
     } else {
       const bool is_output = n.find("o_proj") != std::string::npos || n.find("down_proj") != std::string::npos;
-      p.tensor.copy_(Tensor::normal(p.tensor.shape(), 0.0, is_output ? out_std : kInitStd, seed, fnv1a(n),
-                                    0, p.tensor.dtype(), device_));
+      // The whole tensor from its stream, then this rank's slice: TP ranks start from the single
+      // process's weights.
+      Shape shape = p.tensor.shape();
+      if (p.tp.dim >= 0) shape[p.tp.dim] *= p.tp.size;
+      Tensor full = Tensor::normal(shape, 0.0, is_output ? out_std : kInitStd, seed, fnv1a(n), 0,
+                                   p.tensor.dtype(), device_);
+      const int64_t d = p.tp.dim, rows = d >= 0 ? p.tensor.size(d) : 0;
+      p.tensor.copy_(d >= 0 ? full.narrow(d, p.tp.rank * rows, rows) : full);
     }
   }
   sync_compute_weights();
@@ -143,12 +159,14 @@ Tensor DtrnModel::hidden(const Tensor& ids, const ForwardOptions& options, std::
   DTRN_CHECK(ids.dim() == 2, "model: ids must be [B, T], got ", ids.describe());
   DTRN_CHECK(ids.size(1) <= config_.seq_len, "model: sequence of ", ids.size(1),
              " tokens is longer than model.seq_len ", config_.seq_len);
-  Tensor x = embedding(embed_, ids.to(device_));
+  Tensor x = embed(ids);
   const BlockContext& ctx = context(ids.size(0), ids.size(1));
   size_t k = 0;  // D layers so far
+  std::vector<LayerRouting> routed;  // what the TP agreement check reads when the caller keeps nothing
+  if (tp_ && !layers) layers = &routed;
   for (int64_t l = 0; l < config_.n_layers; ++l) {
     if (layout_[l] == 'T') {
-      x = dense_block_forward(config_, blocks_[l], x, &ctx);
+      x = dense_block_forward(config_, blocks_[l], x, &ctx, tp_);
       continue;
     }
     FallbackDraw draw;
@@ -158,19 +176,45 @@ Tensor DtrnModel::hidden(const Tensor& ids, const ForwardOptions& options, std::
     draw.offset = options.draw << 32;  // 2^32 words per micro-batch and layer: never overlap
     draw.fraction = routing_.fallback_fraction;
     RoutingStats st;
-    x = routed_block_forward(config_, blocks_[l], x, draw, &st, &ctx, route_control(k++, options.training));
+    x = routed_block_forward(config_, blocks_[l], x, draw, &st, &ctx, route_control(k++, options.training), tp_);
     if (layers) {
       layers->push_back({l, st.f(), st.s.detach(), st.fallback,
                          st.quantiles.defined() ? st.quantiles.detach() : Tensor(), st.threshold_routed, st.tokens});
     }
     if (stats) stats->push_back(std::move(st));
   }
+  if (tp_) check_routing_agrees(*layers);
   return rmsnorm(x, final_norm_, config_.norm_eps);
 }
 
+Tensor DtrnModel::embed(const Tensor& ids) {
+  return tp_ ? vocab_parallel_embedding(embed_, ids, *tp_) : embedding(embed_, ids.to(device_));
+}
+
+Tensor DtrnModel::head(const Tensor& h) {
+  return matmul(copy_to_tensor_parallel(tp_, h.reshape({-1, config_.d_model})), embed_, false, true);
+}
+
+void DtrnModel::check_routing_agrees(const std::vector<LayerRouting>& layers) const {
+  if (layers.empty()) return;
+  // max over the ranks of (count, -count) is (count, -count) on each rank iff all counts are equal.
+  std::vector<double> counts;
+  for (const LayerRouting& l : layers) counts.push_back(std::round(l.f * static_cast<double>(l.tokens)));
+  for (const LayerRouting& l : layers) counts.push_back(-std::round(l.f * static_cast<double>(l.tokens)));
+  Tensor t = Tensor::from_vector(counts, {static_cast<int64_t>(counts.size())}, DType::kF64, device_);
+  tp_->all_reduce_max(t);
+  const std::vector<double> agreed = t.to_vector();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    DTRN_CHECK(agreed[i] == counts[i] && agreed[i + layers.size()] == counts[i + layers.size()],
+               "tensor parallelism: layer ", layers[i].layer, " routed ", counts[i], " tokens on TP rank ",
+               tp_->rank(), ", between ", -agreed[i + layers.size()], " and ", agreed[i],
+               " on the group (the router's input is not replicated)");
+  }
+}
+
 Tensor DtrnModel::logits(const Tensor& ids) {
-  Tensor h = hidden(ids, ForwardOptions{}, nullptr, nullptr);
-  return matmul(h.reshape({-1, config_.d_model}), embed_, false, true);
+  Tensor logits = head(hidden(ids, ForwardOptions{}, nullptr, nullptr));
+  return tp_ ? tp_->gather_from(logits) : logits;
 }
 
 ForwardResult DtrnModel::forward(const Tensor& ids, const Tensor& targets, const ForwardOptions& options) {
@@ -179,11 +223,12 @@ ForwardResult DtrnModel::forward(const Tensor& ids, const Tensor& targets, const
   ForwardResult r;
   std::vector<RoutingStats> stats;
   Tensor h = hidden(ids, options, &stats, &r.layers);
-  Tensor logits = matmul(h.reshape({-1, config_.d_model}), embed_, false, true);
+  Tensor logits = head(h);
   // Targets stay where they come from (the host, for the trainer): cross_entropy counts and checks them
   // there, with no device synchronisation.
   Tensor flat_targets = targets.reshape({targets.numel()});
-  r.ce = cross_entropy(logits, flat_targets, options.ignore_index, config_.vocab_size);
+  r.ce = tp_ ? vocab_parallel_cross_entropy(logits, flat_targets, options.ignore_index, config_.vocab_size, *tp_)
+             : cross_entropy(logits, flat_targets, options.ignore_index, config_.vocab_size);
   if (flat_targets.device().is_cpu()) {
     const Tensor host = flat_targets.contiguous();
     for (int64_t i = 0; i < host.numel(); ++i) {

@@ -39,13 +39,9 @@ ZeroAdamW::ZeroAdamW(const std::vector<ParamGroupEntry>& params, GradientBuckets
     Tensor master = segment_view(p.param, s);
     master.set_grad(buckets_.buckets()[s.bucket].shard.narrow(0, s.in_shard, s.length));
     pieces.push_back({p.name + "[" + std::to_string(s.begin) + ":" + std::to_string(s.begin + s.length) + "]",
-                      master, p.decay, Tensor()});
+                      master, p.decay, Tensor(), p.sharded});
   }
   shard_optimizer_ = std::make_unique<AdamW>(std::move(pieces), options);
-  for (const auto& b : buckets_.buckets()) {
-    shard_holders_.push_back(b.shard.detach());
-    shard_holders_.back().set_grad(b.shard);
-  }
 }
 
 Tensor ZeroAdamW::segment_view(const Tensor& full, const Segment& s) {
@@ -57,11 +53,19 @@ Tensor ZeroAdamW::clip_and_step(double lr, double max_norm) {
   NoGradGuard no_grad;
   const Device device = params_.empty() ? Device::cpu() : params_[0].param.device();
   // The global squared norm: each rank's pieces (every gradient element lies in exactly one piece of one
-  // rank; padding is zero), summed over the group. One reduction per bucket.
-  const double local = grad_global_norm(shard_holders_);
-  Tensor norm_sq = Tensor::full({1}, local * local, DType::kF64, device);
-  buckets_.group().all_reduce(norm_sq, ReduceOp::kSum);
-  const double norm = std::sqrt(norm_sq.to_vector()[0]);
+  // rank), summed over the group; under tensor parallelism the sharded parameters' part is then summed
+  // over the TP group too (optim.h, ShardNormSum).
+  std::vector<Tensor> own, sharded;
+  for (const ParamGroupEntry& piece : shard_optimizer_->params()) {
+    (shard_norm_sum_ && piece.sharded ? sharded : own).push_back(piece.param);
+  }
+  const double own_norm = grad_global_norm(own), sharded_norm = grad_global_norm(sharded);
+  Tensor parts = Tensor::from_vector({own_norm * own_norm, sharded_norm * sharded_norm}, {2}, DType::kF64, device);
+  buckets_.group().all_reduce(parts, ReduceOp::kSum);
+  if (shard_norm_sum_) shard_norm_sum_(parts.narrow(0, 1, 1));
+  const std::vector<double> sums = parts.to_vector();
+  Tensor norm_sq = Tensor::full({1}, sums[0] + sums[1], DType::kF64, device);
+  const double norm = std::sqrt(sums[0] + sums[1]);
   if (max_norm > 0 && norm > max_norm) {
     for (const auto& b : buckets_.buckets()) b.shard.copy_(scale(b.shard, max_norm / norm));
   }

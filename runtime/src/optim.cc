@@ -5,6 +5,7 @@
 
 #include "backend.h"
 #include "dtrn/runtime/autograd.h"
+#include "dtrn/runtime/ops.h"
 
 namespace dtrn {
 
@@ -34,7 +35,7 @@ Tensor AdamW::clip_and_step(double lr, double max_norm) {
   const Device device = params_.empty() ? Device::cpu() : params_[0].param.device();
   Tensor norm_sq = Tensor::zeros({1}, DType::kF64, device);
   std::vector<AdamWTensors> entries;
-  std::vector<Tensor> grads;
+  std::vector<Tensor> grads, sharded_grads;
   for (size_t i = 0; i < params_.size(); ++i) {
     const ParamGroupEntry& e = params_[i];
     Tensor g = (e.compute.defined() ? e.compute : e.param).grad();
@@ -44,12 +45,18 @@ Tensor AdamW::clip_and_step(double lr, double max_norm) {
     entries.push_back({e.param, g.contiguous(), m_[i], v_[i],
                        e.compute.defined() && !e.compute.same(e.param) ? e.compute : Tensor(),
                        e.decay ? options_.weight_decay : 0.0});
-    grads.push_back(entries.back().grad);
+    (shard_norm_sum_ && e.sharded ? sharded_grads : grads).push_back(entries.back().grad);
   }
   ++step_;
   if (entries.empty()) return norm_sq;
   Backend& backend = backend_for(device);
-  backend.sum_squares_multi(grads, norm_sq);
+  if (!grads.empty()) backend.sum_squares_multi(grads, norm_sq);
+  if (shard_norm_sum_) {
+    Tensor sharded_sq = Tensor::zeros({1}, DType::kF64, device);
+    if (!sharded_grads.empty()) backend.sum_squares_multi(sharded_grads, sharded_sq);
+    shard_norm_sum_(sharded_sq);
+    norm_sq.copy_(add(norm_sq, sharded_sq));
+  }
   AdamWArgs args;
   args.lr = lr;
   args.beta1 = options_.beta1;

@@ -6,12 +6,19 @@
 //      out = h + MLP(N_post(h)).
 // Shapes: x [B, T, C]; B batch, T tokens per sequence, C = d_model, H heads, G kv heads, D head dim.
 // Weights follow the Hugging Face Llama layout: Linear weights are [out, in].
+//
+// Tensor parallelism (tp non-null, size P): the weights are this rank's slices (model.h's Note
+// [Tensor-parallel DTRNet]): H/P query heads and G/P KV heads of Q, K, V (rows) and of O (columns), F/P
+// hidden units of gate and up (rows) and of down (columns); norms and the router whole. x and the block's
+// output are replicated; each block adds one all-reduce after attention (or the D block's two paths
+// together) and one after the MLP. tp null: the whole block in this process.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
 #include "dtrn/model/config.h"
+#include "dtrn/model/tensor_parallel_ops.h"
 #include "dtrn/runtime/routing.h"
 #include "dtrn/runtime/tensor.h"
 
@@ -86,14 +93,15 @@ struct BlockContext {
 };
 BlockContext make_block_context(const ModelConfig& config, int64_t batch, int64_t seq, Device device);
 
-Tensor mlp_forward(const MlpWeights& w, const Tensor& u);
+// u replicated -> the MLP's output, replicated (summed over the TP group when tp is set).
+Tensor mlp_forward(const MlpWeights& w, const Tensor& u, TensorParallelOps* tp = nullptr);
 
 // Positions 0..T-1 for each of B rows, flattened: i32 [B*T].
 Tensor sequence_positions(int64_t batch, int64_t seq, Device device);
 
 // ctx: the shape's constants (made on the fly when null).
 Tensor dense_block_forward(const ModelConfig& config, const BlockWeights& w, const Tensor& x,
-                           const BlockContext* ctx = nullptr);
+                           const BlockContext* ctx = nullptr, TensorParallelOps* tp = nullptr);
 
 // The router's logits z for every token: x [B, T, C] -> [B*T, 2] (attention, bypass), f32 (f64 for f64
 // models), and its attention probability p_a = softmax(z)[:, 0] -> [B*T] (rule 2).
@@ -102,6 +110,7 @@ Tensor router_p_attn(const RouterWeights& w, const Tensor& x);
 
 Tensor routed_block_forward(const ModelConfig& config, const BlockWeights& w, const Tensor& x,
                             const FallbackDraw& fallback, RoutingStats* stats,
-                            const BlockContext* ctx = nullptr, const RouteControl& control = {});
+                            const BlockContext* ctx = nullptr, const RouteControl& control = {},
+                            TensorParallelOps* tp = nullptr);
 
 }  // namespace dtrn::model

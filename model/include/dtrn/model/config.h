@@ -61,5 +61,9 @@ StatusOr<std::string> resolve_layout(const std::string& layout, int64_t n_layers
 // model.d_model 96").
 Status validate(const ModelConfig& config);
 Status validate(const RoutingConfig& config);
+// Whether the model splits over `tp` tensor-parallel ranks (model.h, Note [Tensor-parallel DTRNet]):
+// heads, KV heads, d_ff and the padded vocabulary divisible by tp, and a real token in every rank's slice
+// of the vocabulary. The message names the key ("parallel.tp: 3 does not divide model.n_heads 8").
+Status validate_tensor_parallel(const ModelConfig& config, int64_t tp);
 
 }  // namespace dtrn::model

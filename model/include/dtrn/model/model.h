@@ -8,7 +8,25 @@
 // it reads), or bf16 (mixed precision: f32 master weights, which are saved and optimised, and bf16
 // copies that the forward reads and whose f32 gradients the optimiser consumes). The routing controls'
 // state (router_control.h) lives here too, outside the parameters. Not thread-safe; one
-// model per training process (or per tensor-parallel shard later).
+// model per training process, or per TP rank (Note [Tensor-parallel DTRNet]).
+//
+// Note [Tensor-parallel DTRNet]
+// With a TP group of P ranks (tensor_parallel_ops.h) the model runs in Megatron-LM's form. The residual
+// stream is replicated; each rank holds a slice of every large weight and the blocks join the slices with
+// one all-reduce after attention and one after the MLP (blocks.h):
+//   q_proj, k_proj, v_proj   rows (dim 0): H/P query heads, G/P KV heads  (column-parallel)
+//   o_proj                   columns (dim 1): the same heads              (row-parallel)
+//   gate_proj, up_proj       rows: F/P hidden units                       (column-parallel)
+//   down_proj                columns: the same units                      (row-parallel)
+//   embed_tokens             rows: V_padded/P of the vocabulary (vocab_parallel.h); tied with the LM
+//                            head, so the logits are split by vocabulary and so is the cross-entropy
+//   norms, routers           whole on every rank (replicated)
+// The router reads the replicated residual, so every TP rank routes the same tokens (rule 3); a forward
+// checks that the ranks' routed counts agree. The D block's attention path and bypass split by heads like
+// the T block's attention. Gradients of replicated parameters come out equal on every TP rank, because
+// each replicated activation's gradient is summed over the group where it enters the split part (copy_to).
+// Parameter names and global shapes are the single process's; NamedParameter::tp says which slice a rank
+// holds, and init(seed) gives each rank its slice of the single process's weights.
 #pragma once
 
 #include <cstdint>
@@ -21,6 +39,7 @@
 #include "dtrn/model/config.h"
 #include "dtrn/model/router_control.h"
 #include "dtrn/model/routing_loss.h"
+#include "dtrn/model/tensor_parallel_ops.h"
 
 namespace dtrn::model {
 
@@ -69,8 +88,10 @@ struct ForwardResult {
 
 class DtrnModel {
  public:
+  // tp: this rank's TP group (not owned; it must outlive the model), or null (or a group of one) for
+  // the whole model in this process. The config must split over it (validate_tensor_parallel).
   DtrnModel(const ModelConfig& config, const RoutingConfig& routing, Device device,
-            DType compute_dtype = DType::kF32);
+            DType compute_dtype = DType::kF32, TensorParallelOps* tp = nullptr);
 
   // The spec's initialisation: every weight N(0, 0.02), output projections (W_O, down) scaled by
   // 1/sqrt(2 L), router biases 0, norm weights 1. Each parameter draws from its own RNG stream (a hash
@@ -97,22 +118,31 @@ class DtrnModel {
 
   // ids, targets: i32/i64 [B, T] (T <= seq_len). Returns the loss and per-layer routing.
   ForwardResult forward(const Tensor& ids, const Tensor& targets, const ForwardOptions& options);
-  // Final hidden states -> logits [B*T, padded_vocab] (for evaluation and export checks).
+  // Final hidden states -> logits [B*T, padded_vocab] (for evaluation and export checks; gathered over
+  // the TP group).
   Tensor logits(const Tensor& ids);
 
   const ModelConfig& config() const { return config_; }
   const RoutingConfig& routing() const { return routing_; }
   const std::string& layout() const { return layout_; }
   std::vector<NamedParameter> parameters() const;
-  int64_t parameter_count() const;
+  int64_t parameter_count() const;  // held by this rank (its slices under TP)
+  TensorParallelOps* tensor_parallel() const { return tp_; }  // null without TP
   Device device() const { return device_; }
   DType compute_dtype() const { return dtype_; }
 
  private:
   Tensor hidden(const Tensor& ids, const ForwardOptions& options, std::vector<RoutingStats>* stats,
                 std::vector<LayerRouting>* layers);
-  // Registers a parameter (master and compute copy) and returns the tensor the forward reads.
-  Tensor add_parameter(const std::string& name, const Shape& shape, bool decay);
+  // Registers a parameter of global shape `shape` (master and compute copy), this rank's slice along
+  // tp_dim under TP (-1: replicated), and returns the tensor the forward reads.
+  Tensor add_parameter(const std::string& name, const Shape& shape, bool decay, int tp_dim = -1);
+  // Token embeddings [B, T, C] of ids (vocabulary-parallel under TP) and the tied LM head's logits of
+  // final hidden states [N, C] -> [N, padded_vocab] (this rank's columns under TP).
+  Tensor embed(const Tensor& ids);
+  Tensor head(const Tensor& h);
+  // Under TP: every rank of the group routed the same number of tokens in each D layer.
+  void check_routing_agrees(const std::vector<LayerRouting>& layers) const;
   const NamedParameter& parameter(const std::string& name) const;
   const BlockContext& context(int64_t batch, int64_t seq);
   // How D layer number k (0-based among the D layers) routes in a forward.
@@ -126,6 +156,7 @@ class DtrnModel {
   std::string layout_;
   Device device_;
   DType dtype_;
+  TensorParallelOps* tp_ = nullptr;  // null unless a group of 2 or more
   std::vector<NamedParameter> params_;  // in Hugging Face order
   Tensor embed_;       // [V_padded, C], compute copy
   Tensor final_norm_;  // [C], compute copy

@@ -9,6 +9,7 @@
 // Every call is a collective over `tp` (also in backward): all TP ranks run the same graph.
 #pragma once
 
+#include "dtrn/model/tensor_parallel_ops.h"
 #include "dtrn/parallel/communicator.h"
 
 namespace dtrn::parallel {
@@ -25,5 +26,21 @@ Tensor gather_from_tensor_parallel(const Tensor& x, Communicator& tp);
 Tensor column_parallel_linear(const Tensor& x, const Tensor& w_shard, Communicator& tp, bool gather_output = false);
 // x_shard [..., in/tp], w_shard [out, in/tp] -> [..., out], replicated.
 Tensor row_parallel_linear(const Tensor& x_shard, const Tensor& w_shard, Communicator& tp);
+
+// The tensor-parallel DtrnModel's view of its TP group (model/tensor_parallel_ops.h): the pairs above
+// over `tp`, which must outlive it.
+class TensorParallelGroup final : public model::TensorParallelOps {
+ public:
+  explicit TensorParallelGroup(Communicator& tp) : tp_(tp) {}
+  int rank() const override { return tp_.rank(); }
+  int size() const override { return tp_.size(); }
+  Tensor copy_to(const Tensor& x) override { return copy_to_tensor_parallel(x, tp_); }
+  Tensor reduce_from(const Tensor& x) override { return reduce_from_tensor_parallel(x, tp_); }
+  Tensor gather_from(const Tensor& x) override { return gather_from_tensor_parallel(x, tp_); }
+  void all_reduce_max(const Tensor& t) override { tp_.all_reduce(t, ReduceOp::kMax); }
+
+ private:
+  Communicator& tp_;
+};
 
 }  // namespace dtrn::parallel

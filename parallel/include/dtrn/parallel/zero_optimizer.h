@@ -32,6 +32,8 @@ class ZeroAdamW {
   Tensor clip_and_step(double lr, double max_norm);
   // Zeroes every gradient buffer for the next step's accumulation.
   void zero_grad();
+  // Tensor parallelism: as AdamW::set_shard_norm_sum (optim.h), for the parameters marked sharded.
+  void set_shard_norm_sum(ShardNormSum sum) { shard_norm_sum_ = std::move(sum); }
 
   // Collective over the group: full (where not null: the rank that saves) holds the unsharded moments and
   // step count afterwards; the other ranks pass null and keep no full-size copy.
@@ -57,8 +59,8 @@ class ZeroAdamW {
   GradientBuckets& buckets_;
   std::vector<Segment> segments_;
   std::vector<size_t> slot_param_;     // the params_ index of each bucket slot
-  std::vector<Tensor> shard_holders_;  // one per bucket, its .grad the bucket's piece (for the norm)
   std::unique_ptr<AdamW> shard_optimizer_;
+  ShardNormSum shard_norm_sum_;
 };
 
 }  // namespace dtrn::parallel

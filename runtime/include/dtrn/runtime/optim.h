@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -25,7 +26,15 @@ struct ParamGroupEntry {
   // Optional: the lower-precision copy that the forward reads (bf16 training). Its .grad (f32, see
   // autograd.cc) is the gradient, and every update rewrites it from param.
   Tensor compute;
+  // A tensor-parallel slice (its gradient differs per TP rank): its squared norm is summed over the TP
+  // group (ShardNormSum). Replicated parameters (false) have equal gradients on every TP rank and count once.
+  bool sharded = false;
 };
+
+// Sums, in place, a squared gradient norm (an f64 [1] tensor on the parameters' device) over the TP
+// group: the global norm of a tensor-parallel model is that sum over its sharded parameters plus the
+// squared norm of its replicated ones, taken once.
+using ShardNormSum = std::function<void(const Tensor& norm_sq)>;
 
 class AdamW {
  public:
@@ -43,6 +52,9 @@ class AdamW {
   Tensor clip_and_step(double lr, double max_norm);
   // Zeroes the gradient buffers in place; they are kept for the next accumulation.
   void zero_grad();
+  // Tensor parallelism: the clipping norm of the sharded parameters is summed by `sum` (every TP rank
+  // then calls it once per step). Unset: every gradient counts as this process's alone.
+  void set_shard_norm_sum(ShardNormSum sum) { shard_norm_sum_ = std::move(sum); }
 
   int64_t step_count() const { return step_; }
   void set_step_count(int64_t step) { step_ = step; }
@@ -57,6 +69,7 @@ class AdamW {
   AdamWOptions options_;
   std::vector<Tensor> m_, v_;
   int64_t step_ = 0;
+  ShardNormSum shard_norm_sum_;
 };
 
 // The L2 norm of all gradients together (computed in f64 on the host side of the reduction).
