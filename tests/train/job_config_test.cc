@@ -58,7 +58,7 @@ TEST(JobConfig, RejectsUnknownKeysWrongTypesAndInconsistencyNamingTheKey) {
   EXPECT_THAT(error_of(kBase, {"model.n_kv_heads=3"}), HasSubstr("model.n_kv_heads"));
   EXPECT_THAT(error_of(kBase, {"train.global_batch=5"}), HasSubstr("train.global_batch"));
   EXPECT_THAT(error_of(kBase, {"parallel.dp=2", "train.global_batch=6"}), HasSubstr("train.global_batch"));
-  EXPECT_THAT(error_of(kBase, {"parallel.tp=3"}), HasSubstr("parallel.tp"));
+  EXPECT_THAT(error_of(kBase, {"parallel.tp=3"}), HasSubstr("parallel.tp: 3 does not divide model.n_heads 4"));
   EXPECT_THAT(error_of(kBase, {"model.layout=TTT"}), HasSubstr("model.layout"));
   EXPECT_THAT(error_of(kBase, {"model.layout=TTXT"}), HasSubstr("model.layout"));
   EXPECT_THAT(error_of(kBase, {"train.device=tpu"}), HasSubstr("train.device"));

@@ -246,10 +246,7 @@ Status validate(const JobConfig& c) {
                                    " is not divisible by train.micro_batch * parallel.dp = " +
                                    std::to_string(t.micro_batch * c.parallel.dp));
   }
-  if (c.model.n_heads % c.parallel.tp != 0 || c.model.n_kv_heads % c.parallel.tp != 0) {
-    return Status::InvalidArgument("parallel.tp: " + std::to_string(c.parallel.tp) +
-                                   " does not divide model.n_heads and model.n_kv_heads");
-  }
+  DTRN_RETURN_IF_ERROR(model::validate_tensor_parallel(c.model, c.parallel.tp));
   if (!(t.lr > 0)) return Status::InvalidArgument("train.lr must be positive");
   if (!(t.min_lr >= 0 && t.min_lr <= t.lr)) return Status::InvalidArgument("train.min_lr must be in [0, train.lr]");
   if (t.warmup_steps < 0) return Status::InvalidArgument("train.warmup_steps must be >= 0");

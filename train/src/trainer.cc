@@ -15,6 +15,7 @@
 #include "dtrn/model/model.h"
 #include "dtrn/parallel/grad_buckets.h"
 #include "dtrn/parallel/process_groups.h"
+#include "dtrn/parallel/tensor_parallel.h"
 #include "dtrn/parallel/zero_optimizer.h"
 #include "dtrn/runtime/autograd.h"
 #include "dtrn/runtime/file_io.h"
@@ -30,6 +31,7 @@
 #include "run_report.h"
 #include "step_sums.h"
 #include "stop_signals.h"
+#include "tensor_parallel_state.h"
 
 namespace dtrn::train {
 namespace {
@@ -174,7 +176,8 @@ struct Trainer::State {
   std::string device_note;
   std::string ckpt;  // what a resume continues from
 
-  std::shared_ptr<const data::TokenDataset> train_set, val_set;
+  std::shared_ptr<const data::TokenDataset> train_set, val_set;  // val_set: DP rank 0 only
+  std::unique_ptr<parallel::TensorParallelGroup> tp_group;  // the model's TP group; null without TP
   std::unique_ptr<model::DtrnModel> model;
   std::vector<ParamGroupEntry> param_groups;
   AdamWOptions adamw_options;
@@ -250,7 +253,7 @@ Status Trainer::State::open(std::vector<std::string>* skipped, std::vector<std::
   auto train = data::TokenDataset::Open(config.data.path, "train");
   if (!train.ok()) return train.status();
   train_set = *train;
-  if (config.train.eval_every > 0 && lead()) {
+  if (config.train.eval_every > 0 && dp.rank() == 0) {
     auto v = data::TokenDataset::Open(config.data.path, "val");
     if (!v.ok()) return v.status();
     val_set = *v;
@@ -263,13 +266,22 @@ Status Trainer::State::open(std::vector<std::string>* skipped, std::vector<std::
   }
 
   // Model and optimizer: bf16 computes with f32 master weights, moments and gradients. Every rank
-  // initialises from the same seed, so the replicas start equal without a broadcast.
+  // initialises from the same seed, so the replicas start equal without a broadcast; under tensor
+  // parallelism each TP rank holds its slices of those weights (model.h, Note [Tensor-parallel DTRNet]).
+  if (groups.tp_size() > 1) tp_group = std::make_unique<parallel::TensorParallelGroup>(groups.tp());
   model = std::make_unique<model::DtrnModel>(config.model, config.routing, placement.device,
-                                             placement.compute_dtype);
+                                             placement.compute_dtype, tp_group.get());
   model->init(config.train.seed);
-  if (!options.init_from.empty()) DTRN_RETURN_IF_ERROR(init_from_safetensors(options.init_from, model.get()));
-  for (const auto& p : model->parameters()) param_groups.push_back({p.name, p.tensor, p.decay, p.compute});
   adamw_options = AdamWOptions{0.9, 0.999, 1e-8, config.train.weight_decay};
+  if (!options.init_from.empty() && tp_group) {
+    WholeState whole = make_whole_state(*model, adamw_options);
+    whole.model->init(config.train.seed);  // what the file leaves out stays as the single process's
+    DTRN_RETURN_IF_ERROR(init_from_safetensors(options.init_from, whole.model.get()));
+    take_tensor_parallel_slices(whole, model.get(), nullptr);
+  } else if (!options.init_from.empty()) {
+    DTRN_RETURN_IF_ERROR(init_from_safetensors(options.init_from, model.get()));
+  }
+  param_groups = param_group_entries(*model);
   // Data parallelism (parallel/grad_buckets.h): gradients are averaged over the DP group in buckets
   // during the last micro-batch's backward; ZeRO-1 shards the optimizer (parallel/zero_optimizer.h), and
   // then a full-size AdamW exists only while a checkpoint is read or written.
@@ -282,21 +294,31 @@ Status Trainer::State::open(std::vector<std::string>* skipped, std::vector<std::
     bo.shard = zero;
     buckets = std::make_unique<parallel::GradientBuckets>(leaves, dp, bo);
   }
+  // The clipping norm counts each TP slice's gradient on its rank and the replicated ones once.
+  ShardNormSum tp_norm_sum;
+  if (tp_group) tp_norm_sum = [this](const Tensor& sq) { groups.tp().all_reduce(sq, parallel::ReduceOp::kSum); };
   if (zero) {
     zero_optimizer = std::make_unique<parallel::ZeroAdamW>(param_groups, *buckets, adamw_options);
+    zero_optimizer->set_shard_norm_sum(tp_norm_sum);
   } else {
     optimizer = std::make_unique<AdamW>(param_groups, adamw_options);
+    optimizer->set_shard_norm_sum(tp_norm_sum);
   }
 
   progress.seed = config.train.seed;
   if (options.resume) {
-    if (zero) {
-      AdamW full(param_groups, adamw_options);
-      DTRN_RETURN_IF_ERROR(load_checkpoint(ckpt, model.get(), &full, &progress));
-      zero_optimizer->scatter_state(full);
+    // ZeRO-1 reads the unsharded moments, then keeps its pieces; TP ranks read the whole checkpoint and
+    // keep their slices.
+    std::unique_ptr<AdamW> unsharded = zero ? std::make_unique<AdamW>(param_groups, adamw_options) : nullptr;
+    AdamW* state = zero ? unsharded.get() : optimizer.get();
+    if (tp_group) {
+      WholeState whole = make_whole_state(*model, adamw_options);
+      DTRN_RETURN_IF_ERROR(load_checkpoint(ckpt, whole.model.get(), whole.optimizer.get(), &progress));
+      take_tensor_parallel_slices(whole, model.get(), state);
     } else {
-      DTRN_RETURN_IF_ERROR(load_checkpoint(ckpt, model.get(), optimizer.get(), &progress));
+      DTRN_RETURN_IF_ERROR(load_checkpoint(ckpt, model.get(), state, &progress));
     }
+    if (zero) zero_optimizer->scatter_state(*unsharded);
     if (progress.seed != config.train.seed) {
       return Status::FailedPrecondition("--resume: " + ckpt + " was trained with seed " + std::to_string(progress.seed) +
                                         ", train.seed is " + std::to_string(config.train.seed));
@@ -341,7 +363,8 @@ void Trainer::State::start(const std::vector<std::string>& skipped, const std::v
   for (const std::string& line : skipped) log->record("--resume: " + line);
   for (const std::string& note : resume_notes) log->line(note);
   if (!device_note.empty()) log->line(device_note);
-  log->line("model: " + std::to_string(model->parameter_count()) + " parameters, layout " + model->layout() +
+  log->line("model: " + std::to_string(model->parameter_count()) + " parameters" +
+            (tp_group ? " on each of " + std::to_string(groups.tp_size()) + " TP ranks" : "") + ", layout " + model->layout() +
             ", device " + placement.device.str() + ", " + placement.precision_name());
   if (world.size() > 1) {
     log->line("parallel: " + std::to_string(world.size()) + " ranks (" +
@@ -527,11 +550,13 @@ StatusOr<StepStats> Trainer::train_step() {
 
 Status Trainer::validate() {
   State& s = *s_;
-  // Rank 0 alone (the others go on to the next step's first collective and wait there).
-  if (!s.lead() || !s.val_set) return Status::Ok();
-  if (s.options.telemetry) s.options.telemetry->on_phase("eval", s.progress.step);
+  // DP rank 0 alone, all of its TP group (the model's forward is theirs together); the other DP ranks go
+  // on to the next step's first collective and wait there. Rank 0 reports.
+  if (s.dp.rank() != 0 || !s.val_set) return Status::Ok();
+  if (s.lead() && s.options.telemetry) s.options.telemetry->on_phase("eval", s.progress.step);
   EvalResult e = evaluate_tokens(*s.model, s.val_tokens, s.config.train.micro_batch, s.config.train.eval_batches,
                                  s.val_bytes_per_token);
+  if (!s.lead()) return Status::Ok();
   nlohmann::json v = {{"kind", "val"}, {"step", s.progress.step}, {"loss", e.loss}, {"ppl", e.ppl},
                       {"bits_per_byte", e.bits_per_byte}, {"tokens", e.tokens}};
   s.metrics << v.dump() << "\n";
@@ -553,14 +578,23 @@ Status Trainer::save() {
   s.progress.sampler = s.loader->state();
   s.progress.monitor = s.monitor.runs();
   StatusOr<std::shared_ptr<const CheckpointSnapshot>> snapshot = Status::Internal("no snapshot");
+  // ZeRO-1: a collective over DP; DP rank 0 (each of its TP ranks) holds the unsharded moments, and only
+  // until the snapshot has copied them.
+  std::unique_ptr<AdamW> unsharded;
   if (s.zero) {
-    // A collective: every rank takes part; only the one that saves holds the full-size moments, and
-    // only until the snapshot has copied them.
-    std::unique_ptr<AdamW> full = s.lead() ? std::make_unique<AdamW>(s.param_groups, s.adamw_options) : nullptr;
-    s.zero_optimizer->gather_state(full.get());
-    if (s.lead() && status.ok()) snapshot = snapshot_checkpoint(*s.model, *full, s.progress, s.config_yaml);
-  } else if (s.lead() && status.ok()) {
-    snapshot = snapshot_checkpoint(*s.model, *s.optimizer, s.progress, s.config_yaml);
+    if (s.dp.rank() == 0) unsharded = std::make_unique<AdamW>(s.param_groups, s.adamw_options);
+    s.zero_optimizer->gather_state(unsharded.get());
+  }
+  AdamW* state = s.zero ? unsharded.get() : s.optimizer.get();
+  // Tensor parallelism: DP rank 0's TP group gathers its slices to rank 0, which writes whole tensors.
+  WholeState whole;
+  if (s.tp_group && s.dp.rank() == 0) {
+    if (s.lead()) whole = make_whole_state(*s.model, s.adamw_options);
+    gather_tensor_parallel(*s.model, *state, s.groups.tp(), s.lead() ? &whole : nullptr);
+  }
+  if (s.lead() && status.ok()) {
+    snapshot = whole.model ? snapshot_checkpoint(*whole.model, *whole.optimizer, s.progress, s.config_yaml)
+                           : snapshot_checkpoint(*s.model, *state, s.progress, s.config_yaml);
   }
   if (s.lead() && status.ok()) status = snapshot.status();
   DTRN_RETURN_IF_ERROR(agree(s.world, status, "to save the checkpoint"));
@@ -619,10 +653,6 @@ StatusOr<std::string> Trainer::run(const std::function<int()>& stop_signal) {
 }
 
 StatusOr<std::string> run_training(const JobConfig& config, const TrainRunOptions& options) {
-  if (config.parallel.tp != 1) {
-    return Status::InvalidArgument("parallel.tp: " + std::to_string(config.parallel.tp) +
-                                   ": tensor parallelism is not implemented yet; use parallel.dp");
-  }
   auto launch = parallel::read_launch_env();
   if (!launch.ok()) return launch.status();
   std::string device_note;
