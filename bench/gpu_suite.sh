@@ -92,7 +92,7 @@ if has capacity; then
     set -- $shape
     seq=$1; shift
     for b in "$@"; do
-      if timeout 120 "$dtrn" bench --config deploy/configs/360m.yaml --set "train.micro_batch=$b" \
+      if timeout 120 "$dtrn" bench --config deploy/configs/360m.yaml --set "train.micro_batch=$b" --set "train.global_batch=$b" \
           --set "model.seq_len=$seq" --steps 1 --warmup 1 --routed-fraction 0.1 --json >>"$OUT/capacity.jsonl" 2>&1; then
         echo "largest micro-batch at $seq: $b"; status+=("capacity $seq: $b"); break
       fi

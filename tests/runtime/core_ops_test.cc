@@ -78,6 +78,16 @@ TEST(Linear, EqualsMatmulWithTransposedWeightPlusBiasAndHasGradients) {
   expect_gradients_match([](const std::vector<Tensor>& t) { return linear(t[0], t[1], t[2]); }, {x, w, b});
 }
 
+TEST(Linear, SiluLinearEqualsLinearOfSiluAndHasGradients) {
+  Tensor x = random_input({2, 3, 5}, 17, -4, 4), w = random_input({4, 5}, 18), b = random_input({4}, 19);
+  EXPECT_LT(testing::relative_error(silu_linear(x, w, b), linear(silu(x), w, b)), 1e-15);
+  // The backward recomputes silu(x): finite differences check every input's gradient, with and
+  // without the bias.
+  expect_gradients_match([](const std::vector<Tensor>& t) { return silu_linear(t[0], t[1], t[2]); },
+                         {x, w, b});
+  expect_gradients_match([](const std::vector<Tensor>& t) { return silu_linear(t[0], t[1]); }, {x, w});
+}
+
 TEST(Elementwise, BroadcastingForwardAndGradients) {
   Tensor a = random_input({3, 1, 5}, 10), b = random_input({4, 1}, 11);
   Tensor c = add(a, b);

@@ -33,12 +33,12 @@ struct TcGeometry {
 
 // Queues cp.async copies of rows [0, kRows) of a tile whose row r is at gmem + r * gstride; rows at or
 // past `valid` are zero-filled (their source address is row 0, never read).
-template <int D, int kRows>
+template <int D, int kRows, int kThreads = kTcThreads>
 __device__ __forceinline__ void tc_stage(Bf16* smem, const Bf16* gmem, int64_t gstride, int valid) {
   constexpr int kPieces = D / 8;  // 16-byte pieces per row
-  static_assert(kRows * kPieces % kTcThreads == 0, "every thread copies the same count");
+  static_assert(kRows * kPieces % kThreads == 0, "every thread copies the same count");
 #pragma unroll
-  for (int idx = threadIdx.x; idx < kRows * kPieces; idx += kTcThreads) {
+  for (int idx = threadIdx.x; idx < kRows * kPieces; idx += kThreads) {
     const int r = idx / kPieces, c = (idx % kPieces) * 8;
     const bool ok = r < valid;
     cp_async_16(smem + r * TcGeometry<D>::kStride + c, gmem + (ok ? r * gstride + c : 0), ok);

@@ -95,6 +95,51 @@ std::shared_ptr<TensorImpl> f32_gradient_buffer(const Tensor& b) {
   return b.impl_ptr();
 }
 
+// What a product's backward needs: the operands (detached), their ops, and where b's gradient goes.
+struct MatmulSaved {
+  Tensor a, b;
+  bool ta = false, tb = false, shared_b = false, need_a = false, need_b = false;
+  std::shared_ptr<TensorImpl> b_buffer;  // Note [Weight gradients straight into their f32 buffers]
+};
+
+MatmulSaved save_for_matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
+  MatmulSaved s;
+  s.a = a.detach();
+  s.b = b.detach();
+  s.ta = ta;
+  s.tb = tb;
+  s.shared_b = b.dim() == 2 && a.dim() > 2;
+  s.need_a = a.requires_grad();
+  s.need_b = b.requires_grad();
+  s.b_buffer = needs_grad({a, b}) ? f32_gradient_buffer(b) : nullptr;
+  return s;
+}
+
+// {da, db} of c = op(a) op(b) for the gradient g of c (db undefined when accumulated into its buffer).
+std::vector<Tensor> matmul_backward(const MatmulSaved& s, const Tensor& g) {
+  Tensor da, db;
+  if (s.need_a) da = s.ta ? matmul(s.b, g, s.tb, true) : matmul(g, s.b, false, !s.tb);
+  if (s.b_buffer != nullptr && (!s.b_buffer->grad || s.b_buffer->grad->dtype == DType::kF32)) {
+    // Note [Weight gradients straight into their f32 buffers]
+    if (!s.b_buffer->grad) s.b_buffer->grad = Tensor::zeros(s.b.shape(), DType::kF32, s.b.device()).impl_ptr();
+    const Tensor a2 = s.a.reshape({-1, s.a.size(-1)}), g2 = g.reshape({-1, g.size(-1)});
+    if (s.tb) {
+      gemm_accumulate(g2, a2, true, s.ta, Tensor(s.b_buffer->grad));
+    } else {
+      gemm_accumulate(a2, g2, !s.ta, false, Tensor(s.b_buffer->grad));
+    }
+  } else if (s.need_b) {
+    if (s.shared_b) {
+      Tensor a2 = s.a.reshape({-1, s.a.size(-1)});
+      Tensor g2 = g.reshape({-1, g.size(-1)});
+      db = s.tb ? matmul(g2, a2, true, false) : matmul(a2, g2, true, false);
+    } else {
+      db = s.tb ? matmul(g, s.a, true, s.ta) : matmul(s.a, g, !s.ta, false);
+    }
+  }
+  return {da, db};
+}
+
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
@@ -102,35 +147,9 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   const bool shared_b = b.dim() == 2 && a.dim() > 2;
   DTRN_CHECK(!(shared_b && ta && needs_grad({a, b})),
              "matmul: a transposed batched operand with a shared 2-D right-hand side has no backward");
-  Tensor sa = a.detach(), sb = b.detach();
-  const bool need_a = a.requires_grad(), need_b = b.requires_grad();
-  std::shared_ptr<TensorImpl> b_buffer = needs_grad({a, b}) ? f32_gradient_buffer(b) : nullptr;
+  MatmulSaved saved = save_for_matmul(a, b, ta, tb);
   return record("matmul", c, {a, b},
-                [sa, sb, ta, tb, shared_b, need_a, need_b, b_buffer](const Tensor& g) -> std::vector<Tensor> {
-                  Tensor da, db;
-                  if (need_a) da = ta ? matmul(sb, g, tb, true) : matmul(g, sb, false, !tb);
-                  if (b_buffer != nullptr && (!b_buffer->grad || b_buffer->grad->dtype == DType::kF32)) {
-                    // Note [Weight gradients straight into their f32 buffers]
-                    if (!b_buffer->grad) {
-                      b_buffer->grad = Tensor::zeros(sb.shape(), DType::kF32, sb.device()).impl_ptr();
-                    }
-                    const Tensor a2 = sa.reshape({-1, sa.size(-1)}), g2 = g.reshape({-1, g.size(-1)});
-                    if (tb) {
-                      gemm_accumulate(g2, a2, true, ta, Tensor(b_buffer->grad));
-                    } else {
-                      gemm_accumulate(a2, g2, !ta, false, Tensor(b_buffer->grad));
-                    }
-                  } else if (need_b) {
-                    if (shared_b) {
-                      Tensor a2 = sa.reshape({-1, sa.size(-1)});
-                      Tensor g2 = g.reshape({-1, g.size(-1)});
-                      db = tb ? matmul(g2, a2, true, false) : matmul(a2, g2, true, false);
-                    } else {
-                      db = tb ? matmul(g, sa, true, ta) : matmul(sa, g, !ta, false);
-                    }
-                  }
-                  return {da, db};
-                });
+                [saved](const Tensor& g) -> std::vector<Tensor> { return matmul_backward(saved, g); });
 }
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
@@ -142,6 +161,38 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   DTRN_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), "linear: bias ",
              shape_str(bias.shape()), " vs weight ", shape_str(weight.shape()));
   return add(y, bias);
+}
+
+
+Tensor silu_linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  Tensor y;
+  {
+    NoGradGuard no_grad;
+    y = linear(silu(x), weight, bias);
+  }
+  if (!needs_grad({x, weight, bias})) return y;
+  const Tensor sx = x.detach();
+  // The product's saved input is silu(x), recomputed in backward; only x is held until then.
+  MatmulSaved product = save_for_matmul(sx, weight, false, true);
+  product.need_a = true;
+  const bool need_x = x.requires_grad(), need_bias = bias.defined() && bias.requires_grad();
+  const Shape bias_shape = bias.defined() ? bias.shape() : Shape{};
+  std::vector<Tensor> inputs = {x, weight};
+  if (bias.defined()) inputs.push_back(bias);
+  return record("silu_linear", y, inputs,
+                [product, sx, need_x, need_bias, bias_shape](const Tensor& g) -> std::vector<Tensor> {
+                  MatmulSaved p = product;
+                  p.a = silu(sx);
+                  std::vector<Tensor> grads = matmul_backward(p, g);  // {d silu(x), d weight}
+                  Tensor dx;
+                  if (need_x) {
+                    dx = Tensor::empty(sx.shape(), sx.dtype(), sx.device());
+                    if (dx.numel() > 0) backend_of(sx).silu_backward(sx, grads[0].contiguous(), dx);
+                  }
+                  std::vector<Tensor> out = {dx, grads[1]};
+                  if (!bias_shape.empty()) out.push_back(need_bias ? sum_to_shape(g, bias_shape) : Tensor());
+                  return out;
+                });
 }
 
 }  // namespace dtrn

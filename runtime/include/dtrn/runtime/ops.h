@@ -38,6 +38,9 @@ Tensor sum_to_shape(const Tensor& x, const Shape& shape);
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
 // x: [..., in], weight: [out, in] (Hugging Face / PyTorch layout), bias: [out] or undefined -> [..., out].
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+// linear(silu(x), weight, bias), holding only x for the backward (silu(x) is recomputed there): the
+// hidden layer of a small MLP whose activations would otherwise be kept twice (the router's).
+Tensor silu_linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 
 // ---- Indexing along one dimension.
 // weight: [V, C], ids: i32/i64 [...] -> [..., C]. Backward scatter-adds into the weight's gradient.
