@@ -59,8 +59,7 @@ Tensor ZeroAdamW::clip_and_step(double lr, double max_norm) {
   for (const ParamGroupEntry& piece : shard_optimizer_->params()) {
     (shard_norm_sum_ && piece.sharded ? sharded : own).push_back(piece.param);
   }
-  const double own_norm = grad_global_norm(own), sharded_norm = grad_global_norm(sharded);
-  Tensor parts = Tensor::from_vector({own_norm * own_norm, sharded_norm * sharded_norm}, {2}, DType::kF64, device);
+  Tensor parts = concat({grad_sum_squares(own, device), grad_sum_squares(sharded, device)}, 0);
   buckets_.group().all_reduce(parts, ReduceOp::kSum);
   if (shard_norm_sum_) shard_norm_sum_(parts.narrow(0, 1, 1));
   const std::vector<double> sums = parts.to_vector();

@@ -85,6 +85,18 @@ double grad_global_norm(const std::vector<Tensor>& params) {
   return std::sqrt(total);
 }
 
+Tensor grad_sum_squares(const std::vector<Tensor>& params, Device device) {
+  NoGradGuard no_grad;
+  Tensor out = Tensor::zeros({1}, DType::kF64, device);
+  std::vector<Tensor> grads;
+  for (const Tensor& p : params) {
+    Tensor g = p.grad();
+    if (g.defined() && g.numel() > 0) grads.push_back(g.contiguous());
+  }
+  if (!grads.empty()) backend_for(device).sum_squares_multi(grads, out);
+  return out;
+}
+
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
   const double norm = grad_global_norm(params);
   if (norm > max_norm && norm > 0) {

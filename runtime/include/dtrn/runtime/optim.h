@@ -74,6 +74,9 @@ class AdamW {
 
 // The L2 norm of all gradients together (computed in f64 on the host side of the reduction).
 double grad_global_norm(const std::vector<Tensor>& params);
+// The sum of the squares of all gradients together: an f64 [1] tensor on `device` (where every gradient
+// lives: contiguous, f32 on a GPU), computed there with no host synchronisation.
+Tensor grad_sum_squares(const std::vector<Tensor>& params, Device device);
 // Scales every gradient by max_norm / norm when norm > max_norm; returns the norm before clipping.
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
 
