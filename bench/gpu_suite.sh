@@ -9,7 +9,7 @@
 #   STAGES="build attn" bash bench/gpu_suite.sh         # attention kernels beside torch SDPA
 #   STAGES="build capacity" bash bench/gpu_suite.sh     # the largest micro-batch of the 360m preset
 #   STAGES="build demo" bash bench/gpu_suite.sh         # `make demo`'s job as it runs on a GPU machine
-#   STAGES="build parallel" bash bench/gpu_suite.sh     # 2+ GPUs: NCCL tests, all-reduce busBW, DP scaling
+#   STAGES="build parallel" bash bench/gpu_suite.sh     # 2+ GPUs: NCCL tests, all-reduce busBW, DP and TP scaling
 #   STAGES="build routing" bash bench/gpu_suite.sh      # the routing-control ablation (docs/routing-loss.md);
 #                                                       # repeat until its log says "all runs done"
 #
@@ -163,6 +163,21 @@ except Exception as e:
     print(f"dp={np_} zero={zero}: no result ({e})")
 PY
     done
+  done
+  step "parallel: tensor parallelism, 1.3b bilayer, seq 2048, micro_batch 4, routed fraction 0.1: TP 1 -> 2 -> 4"
+  for tp in 1 2 4; do
+    (( tp > ngpu )) && continue
+    timeout 400 mpirun -np "$tp" -x NCCL_NVLS_ENABLE "$dtrn" bench --config deploy/configs/1.3b.yaml \
+      --set "parallel.tp=$tp" --routed-fraction 0.1 --json >"$OUT/tp_scaling_$tp.json" 2>"$OUT/tp_scaling_$tp.log"
+    python3 - "$OUT/tp_scaling_$tp.json" "$tp" <<'PY' | tee -a "$OUT/tp_scaling.txt"
+import json, sys
+try:
+    r = json.loads(open(sys.argv[1]).read())
+    print(f"tp={r['tp']}: step {r['step_ms']:.0f} ms, {r['tok_s']:,.0f} tokens/s, {r['tflops']:.0f} TFLOP/s per GPU "
+          f"(MFU {100 * r['mfu']:.1f}%), peak memory {r['peak_mem_GiB']:.1f} GiB per GPU")
+except Exception as e:
+    print(f"tp={sys.argv[2]}: no result ({e})")
+PY
   done
 fi
 

@@ -29,7 +29,10 @@ constexpr char kHelp[] =
     "  --json                 print one JSON object instead of the table\n\n"
     "Prints step time, tokens/s, achieved TFLOP/s and MFU (FLOPs counted as in dtrnet-spec.md, D layers at\n"
     "their measured routed fraction; the peak is the GPU's dense bf16 rate, 989 TFLOP/s for H100/H200 SXM),\n"
-    "peak device memory, cudaMalloc calls during the timed steps, and each D layer's routed fraction.\n";
+    "peak device memory, cudaMalloc calls during the timed steps, and each D layer's routed fraction.\n\n"
+    "Tensor parallelism: run it as parallel.tp ranks, e.g.\n"
+    "  mpirun -np 2 dtrn bench --config deploy/configs/1.3b.yaml --set parallel.tp=2\n"
+    "(the step time is the group's, TFLOP/s and MFU per GPU, memory the largest rank's; rank 0 prints).\n";
 
 }  // namespace
 
@@ -63,11 +66,13 @@ int run_bench(int argc, char** argv) {
   }
   auto res = train::run_bench(*config, options);
   if (!res.ok()) return fail("bench", res.status().message());
+  if (res->rank != 0) return 0;
   nlohmann::json layers = nlohmann::json::array();
   for (const auto& [layer, f] : res->routed_fraction) layers.push_back({{"layer", layer}, {"f", f}});
   if (args->has("json")) {
     nlohmann::json j = {{"device", res->device},         {"precision", res->precision},
                         {"layout", res->layout},         {"params_M", res->parameters / 1e6},
+                        {"tp", res->tp},
                         {"batch", res->batch},           {"seq", res->seq},
                         {"step_ms", res->step_ms},       {"tok_s", res->tokens_per_s},
                         {"tflops", res->tflops},         {"peak_tflops", res->peak_tflops},
@@ -78,8 +83,9 @@ int run_bench(int argc, char** argv) {
     return 0;
   }
   std::printf("device        %s (%s)\n", res->device.c_str(), res->precision.c_str());
-  std::printf("model         %.1fM parameters, layout %s, %lld x %lld tokens per step\n", res->parameters / 1e6,
-              res->layout.c_str(), static_cast<long long>(res->batch), static_cast<long long>(res->seq));
+  std::printf("model         %.1fM parameters, layout %s, %lld x %lld tokens per step, tp %lld\n",
+              res->parameters / 1e6, res->layout.c_str(), static_cast<long long>(res->batch),
+              static_cast<long long>(res->seq), static_cast<long long>(res->tp));
   std::printf("step          %.2f ms, %.0f tokens/s\n", res->step_ms, res->tokens_per_s);
   if (res->peak_tflops > 0) {
     std::printf("compute       %.1f TFLOP/s, MFU %.1f%% of %.0f TFLOP/s (dense bf16 peak)\n", res->tflops,

@@ -1,9 +1,15 @@
-// dtrn bench on the CPU: a pinned routed fraction holds in every D layer through the timed steps, and
-// the unpinned model reports what it routes.
+// dtrn bench on the CPU: a pinned routed fraction holds in every D layer through the timed steps, the
+// unpinned model reports what it routes, and two TP ranks under mpirun run the same model (split) and
+// report once.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
+#include "dtrn/runtime/file_io.h"
 #include "dtrn/train/bench.h"
 
 namespace dtrn::train {
@@ -53,6 +59,43 @@ TEST(BenchTest, WithoutPinningTheMeasuredFractionIsReportedAndDenseHasNone) {
   auto dense = run_bench(bench_config("TTTT"), o);
   ASSERT_TRUE(dense.ok()) << dense.status().message();
   EXPECT_TRUE(dense->routed_fraction.empty());
+}
+
+// At learning rate 0 every step sees the same weights and tokens, so the split model's loss is the whole
+// one's up to the order of the partial sums (f32, losses near 11: 1e-4 is far above that rounding and far
+// below any real difference).
+TEST(BenchTest, TensorParallelRanksRunTheSameModelAndRankZeroReports) {
+  if (std::string(DTRN_MPIEXEC).empty()) GTEST_SKIP() << "mpirun not found at configure time";
+  BenchOptions o;
+  o.steps = 2;
+  o.warmup = 1;
+  o.routed_fraction = 0.25;
+  auto one = run_bench(bench_config("TDTD"), o);
+  ASSERT_TRUE(one.ok()) << one.status().message();
+  EXPECT_EQ(one->tp, 1);
+
+  const std::string dir = "/tmp/dtrn-bench-tp-" + std::to_string(getpid());
+  ASSERT_EQ(std::system(("mkdir -p " + dir).c_str()), 0);
+  ASSERT_TRUE(write_file_atomic(dir + "/job.yaml", to_yaml(bench_config("TDTD"))).ok());
+  const std::string cmd = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 " +
+                          std::string(DTRN_MPIEXEC) + " -np 2 --oversubscribe " + DTRN_BINARY + " bench --config " +
+                          dir + "/job.yaml --set parallel.tp=2 --steps 2 --warmup 1 --routed-fraction 0.25 --json > " +
+                          dir + "/out 2> " + dir + "/err";
+  const int status = std::system(cmd.c_str());
+  std::ifstream err(dir + "/err");
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << std::string(std::istreambuf_iterator<char>(err), {});
+  std::ifstream out(dir + "/out");
+  std::vector<nlohmann::json> lines;
+  for (std::string line; std::getline(out, line);) lines.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(lines.size(), 1u);  // rank 0 alone
+  EXPECT_EQ(lines[0]["tp"], 2);
+  EXPECT_DOUBLE_EQ(lines[0]["params_M"].get<double>(), one->parameters / 1e6);
+  EXPECT_NEAR(lines[0]["loss"].get<double>(), one->final_loss, 1e-4);
+  ASSERT_EQ(lines[0]["layers"].size(), one->routed_fraction.size());
+  for (size_t i = 0; i < one->routed_fraction.size(); ++i) {
+    EXPECT_EQ(lines[0]["layers"][i]["f"].get<double>(), one->routed_fraction[i].second);
+  }
+  std::system(("rm -rf " + dir).c_str());
 }
 
 }  // namespace

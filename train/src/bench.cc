@@ -4,12 +4,15 @@
 #include <cmath>
 
 #include "dtrn/model/model.h"
+#include "dtrn/parallel/process_groups.h"
+#include "dtrn/parallel/tensor_parallel.h"
 #include "dtrn/runtime/autograd.h"
 #include "dtrn/runtime/device.h"
 #include "dtrn/runtime/ops.h"
 #include "dtrn/runtime/optim.h"
 #include "dtrn/runtime/rng.h"
 #include "placement.h"
+#include "tensor_parallel_state.h"
 
 namespace dtrn::train {
 namespace {
@@ -61,13 +64,28 @@ StatusOr<BenchResult> run_bench(const JobConfig& config, const BenchOptions& opt
   if (options.routed_fraction > 1) {
     return Status::InvalidArgument("bench: --routed-fraction must be in [0, 1]");
   }
+  if (config.parallel.dp != 1) {
+    return Status::InvalidArgument("bench: parallel.dp is " + std::to_string(config.parallel.dp) +
+                                   "; bench measures one model replica (parallel.tp may split it)");
+  }
+  auto launch = parallel::read_launch_env();
+  if (!launch.ok()) return launch.status();
   std::string note;
-  auto placement = resolve_placement(config.train, &note);
+  auto placement = rank_placement(config.train, *launch, &note);
   if (!placement.ok()) return placement.status();
   const Device device = placement->device;
   const int64_t b = config.train.micro_batch, t = config.model.seq_len;
+  parallel::ParallelOptions po;
+  po.tp = static_cast<int>(config.parallel.tp);
+  po.device = device;
+  po.timeout_s = config.parallel.timeout_s;
+  auto groups = parallel::ProcessGroups::Join(po);
+  if (!groups.ok()) return groups.status();
+  parallel::Communicator& tp = (*groups)->tp();
+  std::unique_ptr<parallel::TensorParallelGroup> tp_group;
+  if (tp.size() > 1) tp_group = std::make_unique<parallel::TensorParallelGroup>(tp);
 
-  model::DtrnModel model(config.model, config.routing, device, placement->compute_dtype);
+  model::DtrnModel model(config.model, config.routing, device, placement->compute_dtype, tp_group.get());
   model.init(config.train.seed);
   std::vector<int64_t> tokens(b * (t + 1));
   RngStream rng(config.train.seed, kTokenStream);
@@ -76,9 +94,8 @@ StatusOr<BenchResult> run_bench(const JobConfig& config, const BenchOptions& opt
   Tensor ids = all.narrow(1, 0, t).contiguous(), targets = all.narrow(1, 1, t).contiguous();
   // Calibrated before the warm-up too, so that warm-up runs (and plans the products of) the same shapes.
   if (options.routed_fraction >= 0) model.calibrate_routing(ids, options.routed_fraction);
-  std::vector<ParamGroupEntry> groups;
-  for (const auto& p : model.parameters()) groups.push_back({p.name, p.tensor, p.decay, p.compute});
-  AdamW optimizer(groups, AdamWOptions{0.9, 0.999, 1e-8, config.train.weight_decay});
+  AdamW optimizer(param_group_entries(model), AdamWOptions{0.9, 0.999, 1e-8, config.train.weight_decay});
+  if (tp_group) optimizer.set_shard_norm_sum([&tp](const Tensor& sq) { tp.all_reduce(sq, parallel::ReduceOp::kSum); });
 
   reset_peak_device_memory(device);
   BenchResult res;
@@ -120,17 +137,21 @@ StatusOr<BenchResult> run_bench(const JobConfig& config, const BenchOptions& opt
   res.device = device_name(device);
   res.precision = placement->precision_name();
   res.layout = layout;
-  res.parameters = model.parameter_count();
+  for (const auto& p : model.parameters()) res.parameters += p.tensor.numel() * (p.tp.dim >= 0 ? p.tp.size : 1);
+  res.tp = tp.size();
+  res.rank = tp.rank();
   res.batch = b;
   res.seq = t;
   res.step_ms = seconds * 1e3 / static_cast<double>(options.steps);
   res.tokens_per_s = static_cast<double>(b * t) / (res.step_ms / 1e3);
   res.flops_per_step = training_flops(config.model, layout, b, t, fractions);
-  res.tflops = res.flops_per_step / (res.step_ms / 1e3) / 1e12;
+  res.tflops = res.flops_per_step / static_cast<double>(res.tp) / (res.step_ms / 1e3) / 1e12;
   res.peak_tflops = dense_bf16_peak(res.device) / 1e12;
   res.mfu = res.peak_tflops > 0 ? res.tflops / res.peak_tflops : 0;
   const DeviceMemoryStats mem = device_memory_stats(device);
-  res.peak_memory_gib = static_cast<double>(mem.peak_allocated_bytes) / static_cast<double>(1 << 30);
+  Tensor peak = Tensor::full({1}, static_cast<double>(mem.peak_allocated_bytes), DType::kF64, device);
+  tp.all_reduce(peak, parallel::ReduceOp::kMax);
+  res.peak_memory_gib = peak.item() / static_cast<double>(1 << 30);
   res.steady_device_mallocs = mem.device_mallocs - mallocs_before;
   res.final_loss = last_loss.item();
   return res;

@@ -69,4 +69,13 @@ StatusOr<Placement> resolve_placement(const TrainConfig& train, std::string* not
   return Placement{device, dtype_on(device)};
 }
 
+StatusOr<Placement> rank_placement(const TrainConfig& train, const parallel::LaunchEnv& launch, std::string* note) {
+  auto placement = resolve_placement(train, note);
+  if (!placement.ok()) return placement.status();
+  if (placement->device.is_cuda() && launch.world_size > 1 && train.device.find(':') == std::string::npos) {
+    placement->device = Device::cuda(launch.local_rank % cuda_device_count());
+  }
+  return placement;
+}
+
 }  // namespace dtrn::train

@@ -10,6 +10,7 @@
 
 #include <string>
 
+#include "dtrn/parallel/launch_env.h"
 #include "dtrn/runtime/device.h"
 #include "dtrn/runtime/dtype.h"
 #include "dtrn/runtime/status.h"
@@ -25,5 +26,8 @@ struct Placement {
 
 // `note` receives a line to log when auto chose the CPU although a GPU is present.
 StatusOr<Placement> resolve_placement(const TrainConfig& train, std::string* note);
+// train.device resolved for one rank of a job: a GPU rank of a multi-rank job takes the GPU of its local
+// rank unless train.device named one.
+StatusOr<Placement> rank_placement(const TrainConfig& train, const parallel::LaunchEnv& launch, std::string* note);
 
 }  // namespace dtrn::train

@@ -108,17 +108,6 @@ StepStats step_stats(const nlohmann::json& line) {
 
 double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
-// train.device resolved for this rank: a GPU rank of a multi-rank job takes the GPU of its local rank
-// unless train.device named one.
-StatusOr<Placement> rank_placement(const TrainConfig& train, const parallel::LaunchEnv& launch, std::string* note) {
-  auto placement = resolve_placement(train, note);
-  if (!placement.ok()) return placement.status();
-  if (placement->device.is_cuda() && launch.world_size > 1 && train.device.find(':') == std::string::npos) {
-    placement->device = Device::cuda(launch.local_rank % cuda_device_count());
-  }
-  return placement;
-}
-
 // Every rank learns whether any rank failed at this point (a collective over the world), so that one
 // rank's refusal ends all of them instead of leaving the others in their next collective.
 Status agree(parallel::Communicator& world, const Status& local, const std::string& stage) {
@@ -296,7 +285,9 @@ Status Trainer::State::open(std::vector<std::string>* skipped, std::vector<std::
   }
   // The clipping norm counts each TP slice's gradient on its rank and the replicated ones once.
   ShardNormSum tp_norm_sum;
-  if (tp_group) tp_norm_sum = [this](const Tensor& sq) { groups.tp().all_reduce(sq, parallel::ReduceOp::kSum); };
+  if (tp_group) {
+    tp_norm_sum = [this](const Tensor& sq) { groups.tp().all_reduce(sq, parallel::ReduceOp::kSum); };
+  }
   if (zero) {
     zero_optimizer = std::make_unique<parallel::ZeroAdamW>(param_groups, *buckets, adamw_options);
     zero_optimizer->set_shard_norm_sum(tp_norm_sum);
@@ -363,9 +354,9 @@ void Trainer::State::start(const std::vector<std::string>& skipped, const std::v
   for (const std::string& line : skipped) log->record("--resume: " + line);
   for (const std::string& note : resume_notes) log->line(note);
   if (!device_note.empty()) log->line(device_note);
-  log->line("model: " + std::to_string(model->parameter_count()) + " parameters" +
-            (tp_group ? " on each of " + std::to_string(groups.tp_size()) + " TP ranks" : "") + ", layout " + model->layout() +
-            ", device " + placement.device.str() + ", " + placement.precision_name());
+  const std::string split = tp_group ? " on each of " + std::to_string(groups.tp_size()) + " TP ranks" : "";
+  log->line("model: " + std::to_string(model->parameter_count()) + " parameters" + split + ", layout " +
+            model->layout() + ", device " + placement.device.str() + ", " + placement.precision_name());
   if (world.size() > 1) {
     log->line("parallel: " + std::to_string(world.size()) + " ranks (" +
               parallel::launcher_name(groups.launch().launcher) + "), dp " + std::to_string(dp.size()) + ", tp " +

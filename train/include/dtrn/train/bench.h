@@ -9,6 +9,11 @@
 // (DtrnModel::calibrate_routing) before the warm-up; the learning rate is 0, so the optimizer does all
 // its work while the routing stays where it was put (the peer trains at a small rate and drifts). The
 // measured fraction of every D layer is reported and is what the FLOP count uses.
+//
+// Tensor parallelism: launched as parallel.tp ranks (mpirun, srun; parallel.dp must be 1), the ranks run
+// one model split over them (model.h, Note [Tensor-parallel DTRNet]) on the same tokens; the step time is
+// the group's, TFLOP/s and MFU are per GPU (the whole model's FLOPs over tp GPUs), the peak memory is the
+// largest of any rank's, and rank 0's result is the one to report.
 #pragma once
 
 #include <cstdint>
@@ -31,15 +36,17 @@ struct BenchResult {
   std::string device;     // "NVIDIA H200", "cpu"
   std::string precision;  // bf16 | fp32
   std::string layout;
-  int64_t parameters = 0;
+  int64_t parameters = 0;  // of the whole model
+  int64_t tp = 1;          // TP ranks that ran it
+  int rank = 0;            // this process's rank in the group (0 reports)
   int64_t batch = 0, seq = 0;
   double step_ms = 0;
   double tokens_per_s = 0;
   double flops_per_step = 0;  // the spec's count at the measured routed fractions
-  double tflops = 0;          // achieved
+  double tflops = 0;          // achieved, per GPU
   double peak_tflops = 0;     // the device's dense bf16 peak; 0 when unknown (no MFU then)
   double mfu = 0;
-  double peak_memory_gib = 0;          // the allocator's peak over the whole run
+  double peak_memory_gib = 0;          // the allocator's peak over the whole run (the largest rank's)
   int64_t steady_device_mallocs = 0;   // cudaMalloc calls during the timed steps (0 expected)
   std::vector<std::pair<int64_t, double>> routed_fraction;  // per D layer, mean over the timed steps
   double final_loss = 0;
