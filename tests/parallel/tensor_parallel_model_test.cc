@@ -1,12 +1,14 @@
-// The tensor-parallel DTRNet model (model.h, Note [Tensor-parallel DTRNet]) against the same model whole in
-// this process. `Mpirun.TensorParallelModel*` starts this binary under `mpirun --oversubscribe -np 2`
-// with a filter for `TensorParallelModel.*`, whose tests skip when the process was not launched as a rank;
-// each rank builds the whole reference itself and compares its slices with it.
+// The tensor-parallel DTRNet model (model.h, Note [Tensor-parallel DTRNet]) against the same model
+// whole in this process. `Mpirun.TensorParallelModel*` starts this binary under `mpirun
+// --oversubscribe -np 2` with a filter for `TensorParallelModel.*`, whose tests skip when the
+// process was not launched as a rank; each rank builds the whole reference itself and compares its
+// slices with it.
 //
-// Tolerances: f64 on the CPU. The TP forward sums each output over heads / hidden units / vocabulary in
-// two partial sums joined by the all-reduce instead of one running sum, so results agree to rounding:
-// 1e-10 relative on values of order 1 (observed ~1e-15). Routing is compared exactly: the router reads
-// the replicated residual, and p_a near 0.5 lies far more than 1e-10 from the threshold for these draws.
+// Tolerances: f64 on the CPU. The TP forward sums each output over heads / hidden units /
+// vocabulary in two partial sums joined by the all-reduce instead of one running sum, so results
+// agree to rounding: 1e-10 relative on values of order 1 (observed ~1e-15). Routing is compared
+// exactly: the router reads the replicated residual, and p_a near 0.5 lies far more than 1e-10 from
+// the threshold for these draws.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -45,8 +47,9 @@ ProcessGroups* tp_world() {
   return joined.get();
 }
 
-// d 16, 4 heads of 4 sharing 2 KV heads, d_ff 24, a vocabulary of 120 padded to 128: with 2 ranks each
-// holds 2 heads, 1 KV head, 12 hidden units and 64 rows of the vocabulary, the second 56 real ones.
+// d 16, 4 heads of 4 sharing 2 KV heads, d_ff 24, a vocabulary of 120 padded to 128: with 2 ranks
+// each holds 2 heads, 1 KV head, 12 hidden units and 64 rows of the vocabulary, the second 56 real
+// ones.
 model::ModelConfig small_config(const std::string& layout) {
   model::ModelConfig c;
   c.d_model = 16;
@@ -113,22 +116,27 @@ TEST_F(TensorParallelModel, OneBlockForwardAndBackwardEqualTheWholeBlock) {
   model::BlockWeights whole;
   whole.norm_in = leaf(add_scalar(normal({16}, 1, 0.1), 1.0));
   whole.norm_post = leaf(add_scalar(normal({16}, 2, 0.1), 1.0));
-  whole.attn = {normal({16, 16}, 3, 0.3), normal({8, 16}, 4, 0.3), normal({8, 16}, 5, 0.3), normal({16, 16}, 6, 0.3)};
+  whole.attn = {normal({16, 16}, 3, 0.3), normal({8, 16}, 4, 0.3), normal({8, 16}, 5, 0.3),
+                normal({16, 16}, 6, 0.3)};
   whole.mlp = {normal({24, 16}, 7, 0.3), normal({24, 16}, 8, 0.3), normal({16, 24}, 9, 0.3)};
   // Router weights large enough that p_a spreads well beyond 0.5 both ways: both paths run.
-  whole.router = {normal({8, 16}, 10, 0.5), normal({8}, 11, 0.1), normal({2, 8}, 12, 0.5), normal({2}, 13, 0.1)};
+  whole.router = {normal({8, 16}, 10, 0.5), normal({8}, 11, 0.1), normal({2, 8}, 12, 0.5),
+                  normal({2}, 13, 0.1)};
   const std::vector<std::pair<std::string, std::pair<Tensor*, int>>> named = {
-      {"norm_in", {&whole.norm_in, -1}},   {"norm_post", {&whole.norm_post, -1}}, {"wq", {&whole.attn.wq, 0}},
-      {"wk", {&whole.attn.wk, 0}},         {"wv", {&whole.attn.wv, 0}},           {"wo", {&whole.attn.wo, 1}},
-      {"gate", {&whole.mlp.gate, 0}},      {"up", {&whole.mlp.up, 0}},            {"down", {&whole.mlp.down, 1}},
-      {"router.w1", {&whole.router.w1, -1}}, {"router.b1", {&whole.router.b1, -1}},
-      {"router.w2", {&whole.router.w2, -1}}, {"router.b2", {&whole.router.b2, -1}}};
-  // The slices in the same layout: heads d apart, so a split of rows / columns by P is a split by heads.
+      {"norm_in", {&whole.norm_in, -1}},     {"norm_post", {&whole.norm_post, -1}},
+      {"wq", {&whole.attn.wq, 0}},           {"wk", {&whole.attn.wk, 0}},
+      {"wv", {&whole.attn.wv, 0}},           {"wo", {&whole.attn.wo, 1}},
+      {"gate", {&whole.mlp.gate, 0}},        {"up", {&whole.mlp.up, 0}},
+      {"down", {&whole.mlp.down, 1}},        {"router.w1", {&whole.router.w1, -1}},
+      {"router.b1", {&whole.router.b1, -1}}, {"router.w2", {&whole.router.w2, -1}},
+      {"router.b2", {&whole.router.b2, -1}}};
+  // The slices in the same layout: heads d apart, so a split of rows / columns by P is a split by
+  // heads.
   model::BlockWeights mine = whole;
-  std::vector<Tensor*> mine_tensors = {&mine.norm_in, &mine.norm_post, &mine.attn.wq, &mine.attn.wk,
-                                       &mine.attn.wv, &mine.attn.wo, &mine.mlp.gate, &mine.mlp.up,
-                                       &mine.mlp.down, &mine.router.w1, &mine.router.b1, &mine.router.w2,
-                                       &mine.router.b2};
+  std::vector<Tensor*> mine_tensors = {
+      &mine.norm_in,   &mine.norm_post, &mine.attn.wq,  &mine.attn.wk,  &mine.attn.wv,
+      &mine.attn.wo,   &mine.mlp.gate,  &mine.mlp.up,   &mine.mlp.down, &mine.router.w1,
+      &mine.router.b1, &mine.router.w2, &mine.router.b2};
   for (size_t i = 0; i < named.size(); ++i) {
     *mine_tensors[i] = leaf(slice_of(*named[i].second.first, named[i].second.second, r, p));
   }
@@ -137,9 +145,10 @@ TEST_F(TensorParallelModel, OneBlockForwardAndBackwardEqualTheWholeBlock) {
   Tensor x_whole = normal({b, t, 16}, 20, 1.0), x_mine = leaf(x_whole);
   Tensor probe = Tensor::normal({b, t, 16}, 0.0, 1.0, 11, 21, 0, DType::kF64);
   model::RoutingStats st_whole, st_mine;
-  Tensor out_whole = model::routed_block_forward(c, whole, x_whole, model::FallbackDraw{}, &st_whole);
-  Tensor out_mine = model::routed_block_forward(c, mine, x_mine, model::FallbackDraw{}, &st_mine, nullptr, {},
-                                                group_.get());
+  Tensor out_whole =
+      model::routed_block_forward(c, whole, x_whole, model::FallbackDraw{}, &st_whole);
+  Tensor out_mine = model::routed_block_forward(c, mine, x_mine, model::FallbackDraw{}, &st_mine,
+                                                nullptr, {}, group_.get());
   ASSERT_GT(st_whole.routed, 0);
   ASSERT_LT(st_whole.routed, b * t);
   EXPECT_EQ(st_mine.routed, st_whole.routed);
@@ -151,8 +160,10 @@ TEST_F(TensorParallelModel, OneBlockForwardAndBackwardEqualTheWholeBlock) {
   expect_close(x_mine.grad(), x_whole.grad(), "D block input gradient");
   for (size_t i = 0; i < named.size(); ++i) {
     const auto& [name, what] = named[i];
-    expect_close(mine_tensors[i]->grad(), slice_of(what.first->grad(), what.second, r, p), "D block " + name);
-    if (what.second < 0) expect_replicated(groups_->tp(), mine_tensors[i]->grad(), "D block " + name);
+    expect_close(mine_tensors[i]->grad(), slice_of(what.first->grad(), what.second, r, p),
+                 "D block " + name);
+    if (what.second < 0)
+      expect_replicated(groups_->tp(), mine_tensors[i]->grad(), "D block " + name);
   }
 
   // The T block with the same attention and MLP weights.
@@ -165,10 +176,11 @@ TEST_F(TensorParallelModel, OneBlockForwardAndBackwardEqualTheWholeBlock) {
   expect_close(y_mine.grad(), y_whole.grad(), "T block input gradient");
 }
 
-// A whole model with T and D layers, split over the group: init gives each rank its slice of the single
-// process's weights (and the parameter names and global shapes stay), the loss and per-layer routing
-// equal the whole model's, each rank's gradients are its slices of the whole gradients, the replicated
-// parameters' gradients agree bit for bit across ranks, and logits() gathers the whole vocabulary.
+// A whole model with T and D layers, split over the group: init gives each rank its slice of the
+// single process's weights (and the parameter names and global shapes stay), the loss and per-layer
+// routing equal the whole model's, each rank's gradients are its slices of the whole gradients, the
+// replicated parameters' gradients agree bit for bit across ranks, and logits() gathers the whole
+// vocabulary.
 TEST_F(TensorParallelModel, ModelMatchesTheWholeModel) {
   const model::ModelConfig c = small_config("TDDT");
   model::RoutingConfig routing;
@@ -186,7 +198,8 @@ TEST_F(TensorParallelModel, ModelMatchesTheWholeModel) {
     Shape global = pm[i].tensor.shape();
     if (pm[i].tp.dim >= 0) global[pm[i].tp.dim] *= pm[i].tp.size;
     EXPECT_EQ(global, pw[i].tensor.shape()) << pw[i].name;
-    EXPECT_EQ(pm[i].tensor.to_vector(), slice_of(pw[i].tensor, pm[i].tp.dim, group_->rank(), group_->size()).to_vector())
+    EXPECT_EQ(pm[i].tensor.to_vector(),
+              slice_of(pw[i].tensor, pm[i].tp.dim, group_->rank(), group_->size()).to_vector())
         << pw[i].name;
   }
   for (const char* split : {"q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "embed_tokens"}) {
@@ -195,19 +208,23 @@ TEST_F(TensorParallelModel, ModelMatchesTheWholeModel) {
     }
   }
   for (const auto& p : pm) {
-    const bool row_parallel = p.name.find("o_proj") != std::string::npos || p.name.find("down_proj") != std::string::npos;
-    const bool replicated = p.name.find("norm") != std::string::npos || p.name.find("router") != std::string::npos;
+    const bool row_parallel =
+        p.name.find("o_proj") != std::string::npos || p.name.find("down_proj") != std::string::npos;
+    const bool replicated =
+        p.name.find("norm") != std::string::npos || p.name.find("router") != std::string::npos;
     if (row_parallel) EXPECT_EQ(p.tp.dim, 1) << p.name;
     if (replicated) EXPECT_EQ(p.tp.dim, -1) << p.name;
   }
 
-  // Two rows of 12 tokens, with ids in every rank's part of the vocabulary and some ignored targets.
+  // Two rows of 12 tokens, with ids in every rank's part of the vocabulary and some ignored
+  // targets.
   std::vector<int64_t> ids(24), targets(24);
   for (int64_t i = 0; i < 24; ++i) {
     ids[i] = (i * 37 + 5) % c.vocab_size;
     targets[i] = i % 7 == 3 ? -100 : (i * 53 + 11) % c.vocab_size;
   }
-  const Tensor id_t = Tensor::from_ints(ids, {2, 12}, DType::kI64), tg_t = Tensor::from_ints(targets, {2, 12}, DType::kI64);
+  const Tensor id_t = Tensor::from_ints(ids, {2, 12}, DType::kI64),
+               tg_t = Tensor::from_ints(targets, {2, 12}, DType::kI64);
   model::ForwardOptions fo;
   fo.training = true;
   fo.seed = 9;
@@ -223,9 +240,11 @@ TEST_F(TensorParallelModel, ModelMatchesTheWholeModel) {
   rw.loss.backward();
   rm.loss.backward();
   for (size_t i = 0; i < pw.size(); ++i) {
-    expect_close(pm[i].tensor.grad(), slice_of(pw[i].tensor.grad(), pm[i].tp.dim, group_->rank(), group_->size()),
+    expect_close(pm[i].tensor.grad(),
+                 slice_of(pw[i].tensor.grad(), pm[i].tp.dim, group_->rank(), group_->size()),
                  pw[i].name + " gradient");
-    if (pm[i].tp.dim < 0) expect_replicated(groups_->tp(), pm[i].tensor.grad(), pw[i].name + " gradient");
+    if (pm[i].tp.dim < 0)
+      expect_replicated(groups_->tp(), pm[i].tensor.grad(), pw[i].name + " gradient");
   }
   NoGradGuard no_grad;
   expect_close(mine.logits(id_t), whole.logits(id_t), "logits");
@@ -251,21 +270,25 @@ TEST_F(TensorParallelModel, VocabParallelCrossEntropyEqualsTheWholeOne) {
 TEST(TensorParallelConfig, ASplitThatDoesNotDivideIsOneLineNamingTheKey) {
   model::ModelConfig c = small_config("TD");
   EXPECT_TRUE(model::validate_tensor_parallel(c, 2).ok());
-  EXPECT_EQ(model::validate_tensor_parallel(c, 3).message(), "parallel.tp: 3 does not divide model.n_heads 4");
+  EXPECT_EQ(model::validate_tensor_parallel(c, 3).message(),
+            "parallel.tp: 3 does not divide model.n_heads 4");
   c.n_kv_heads = 1;
-  EXPECT_EQ(model::validate_tensor_parallel(c, 2).message(), "parallel.tp: 2 does not divide model.n_kv_heads 1");
+  EXPECT_EQ(model::validate_tensor_parallel(c, 2).message(),
+            "parallel.tp: 2 does not divide model.n_kv_heads 1");
   c.n_kv_heads = 2;
   c.d_ff = 25;
-  EXPECT_EQ(model::validate_tensor_parallel(c, 2).message(), "parallel.tp: 2 does not divide model.d_ff 25");
+  EXPECT_EQ(model::validate_tensor_parallel(c, 2).message(),
+            "parallel.tp: 2 does not divide model.d_ff 25");
   c.d_ff = 24;
   c.vocab_size = 60;  // padded to 64: with 2 ranks of 32 rows, both hold real tokens
   EXPECT_TRUE(model::validate_tensor_parallel(c, 2).ok());
   c.vocab_size = 30;  // the second rank's 32 rows would all be padding
-  EXPECT_NE(model::validate_tensor_parallel(c, 2).message().find("padding only"), std::string::npos);
+  EXPECT_NE(model::validate_tensor_parallel(c, 2).message().find("padding only"),
+            std::string::npos);
 }
 
-// A group of one is the model without tensor parallelism: the same parameters and the same loss, bit
-// for bit.
+// A group of one is the model without tensor parallelism: the same parameters and the same loss,
+// bit for bit.
 TEST(TensorParallelConfig, AGroupOfOneIsTheWholeModel) {
   auto single = make_single_process_communicator("tp");
   TensorParallelGroup one(*single);
@@ -287,9 +310,10 @@ TEST(Mpirun, TensorParallelModelPassesOnTwoRanks) {
   char self[4096] = {};
   ASSERT_GT(readlink("/proc/self/exe", self, sizeof self - 1), 0);
   const std::string log = "/tmp/dtrn-tp-model-" + std::to_string(getpid()) + ".log";
-  const std::string cmd = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 " +
-                          std::string(DTRN_MPIEXEC) + " -np 2 --oversubscribe " + self +
-                          " --gtest_filter='TensorParallelModel.*' > " + log + " 2>&1";
+  const std::string cmd =
+      "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 " +
+      std::string(DTRN_MPIEXEC) + " -np 2 --oversubscribe " + self +
+      " --gtest_filter='TensorParallelModel.*' > " + log + " 2>&1";
   const int status = std::system(cmd.c_str());
   EXPECT_EQ(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), 0) << "see " << log;
 }

@@ -295,6 +295,34 @@ TEST_F(ParallelTrainingTest, TwoGpusMatchOneGpu) {
   }
 }
 
+// Tensor parallelism on GPUs through NCCL: tp 2 (and dp 2 x tp 2 where 4 GPUs are present) against one GPU,
+// with the bounds of TwoGpusMatchOneGpu and for the same reasons (fp32 as the CPU; bf16's rounding may flip
+// a token near a router's threshold).
+TEST_F(ParallelTrainingTest, TensorParallelGpusMatchOneGpu) {
+  if (cuda_device_count() < 2) GTEST_SKIP() << "needs 2 GPUs, " << cuda_device_count() << " visible";
+  setenv("NCCL_NVLS_ENABLE", "0", 1);
+  for (const std::string precision : {"fp32", "bf16"}) {
+    SCOPED_TRACE(precision);
+    const auto sets = std::vector<std::string>{"train.micro_batch=2", "train.global_batch=4", "train.device=cuda",
+                                               "train.precision=" + precision};
+    const std::string one = single(job(sets), "gpu-tp1-" + precision);
+    std::vector<std::pair<int, std::vector<std::string>>> grids = {{2, {"parallel.tp=2"}}};
+    if (cuda_device_count() >= 4) grids.push_back({4, {"parallel.dp=2", "parallel.tp=2"}});
+    for (const auto& [np, grid] : grids) {
+      auto tp_sets = sets;
+      tp_sets.insert(tp_sets.end(), grid.begin(), grid.end());
+      std::string err;
+      const std::string run = root_ + "/gpu-tp" + std::to_string(np) + "-" + precision;
+      ASSERT_EQ(mpirun(np, job(tp_sets), run, &err, "", "-x NCCL_NVLS_ENABLE"), 0) << err;
+      if (precision == "fp32") {
+        expect_same_curve(one, run, kLossTolerance);
+      } else {
+        expect_same_curve(one, run, 5e-3, 20, 0.02);
+      }
+    }
+  }
+}
+
 // Two "hosts": two network namespaces joined by a veth pair, so the ranks can reach each other only over
 // TCP between 10.77.x.1 and 10.77.x.2 (no shared memory transport: MPI's btl is tcp,self, and the store is
 // reached at rank 0's veth address). mpirun runs in the first namespace and starts the second host's
