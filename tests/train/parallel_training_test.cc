@@ -224,8 +224,8 @@ TEST_F(ParallelTrainingTest, AHungRankEndsTheOthersAfterTheTimeout) {
   EXPECT_LT(o.steps, 500u);
 }
 
-// Tensor parallelism (model.h, Note [Tensor-parallel DTRNet]) against one process: tp 2, and dp 2 x tp 2
-// with ZeRO-1, each over 20 steps with validation. The TP ranks sum each output over heads, hidden units
+// Tensor parallelism (model.h, Note [Tensor-parallel DTRNet]) against one process: tp 2, dp 2 x tp 2, and
+// dp 2 x tp 2 with ZeRO-1, each over 20 steps with validation. The TP ranks sum each output over heads, hidden units
 // and vocabulary in per-rank partial sums joined by an all-reduce, and the cross-entropy combines per-rank
 // log-sum-exps: rounding-order differences of ~1e-7 relative per step, as for DP, so the same 1e-3 on
 // the loss and identical routing. Each run's final checkpoint holds whole tensors (the TP slices gathered
@@ -242,6 +242,9 @@ TEST_F(ParallelTrainingTest, TensorParallelMatchesOneProcessOver20Steps) {
   const std::string tp2 = root_ + "/tp2", grid = root_ + "/dp2tp2";
   ASSERT_EQ(mpirun(2, with({"parallel.tp=2"}), tp2, &err), 0) << err;
   expect_same_curve(one, tp2, kLossTolerance);
+  const std::string plain_grid = root_ + "/dp2tp2-plain";
+  ASSERT_EQ(mpirun(4, with({"parallel.dp=2", "parallel.tp=2"}), plain_grid, &err), 0) << err;
+  expect_same_curve(one, plain_grid, kLossTolerance);
   ASSERT_EQ(mpirun(4, with({"parallel.dp=2", "parallel.tp=2", "parallel.zero=1", "parallel.bucket_mb=0.05"}), grid, &err),
             0)
       << err;
