@@ -61,7 +61,7 @@ BlockContext make_block_context(const ModelConfig& c, int64_t batch, int64_t seq
 }
 
 Tensor mlp_forward(const MlpWeights& w, const Tensor& u) {
-  return linear(swiglu(linear(u, w.gate), linear(u, w.up)), w.down);
+  return swiglu_linear(linear(u, w.gate), linear(u, w.up), w.down);  // SwiGLU recomputed in backward
 }
 
 Tensor dense_block_forward(const ModelConfig& c, const BlockWeights& w, const Tensor& x,
