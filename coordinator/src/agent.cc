@@ -9,7 +9,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -85,6 +87,11 @@ StatusOr<pid_t> start_worker(const AgentOptions& options, const v1::WorkerLaunch
       {"LOCAL_RANK", std::to_string(launch.local_rank())}};
   *master_port = launch.master_port();
   if (launch.world_size() > 1) {
+    // As torchrun does: workers sharing this host share its cores, unless the agent was told otherwise.
+    if (std::getenv("OMP_NUM_THREADS") == nullptr) {
+      const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+      env.push_back({"OMP_NUM_THREADS", std::to_string(std::max(1u, cores / static_cast<unsigned>(options.slots)))});
+    }
     if (*master_port == 0) {
       auto port = pick_free_port();
       if (!port.ok()) return port.status();
