@@ -39,7 +39,7 @@ StatusOr<std::unique_ptr<ProcessGroups>> ProcessGroups::Join(const ParallelOptio
     return Status::InvalidArgument(
         "parallel.dp x parallel.tp = " + std::to_string(options.dp) + " x " + std::to_string(options.tp) +
         " ranks, but " +
-        (env.launcher == Launcher::kNone ? std::string("this is one process (launch with mpirun -np N or srun)")
+        (env.launcher == Launcher::kNone ? std::string("this is one process (launch with dtrn launch --nproc N, mpirun -np N or srun)")
                                          : std::string(launcher_name(env.launcher)) + " started " +
                                                std::to_string(env.world_size)));
   }
