@@ -1,6 +1,7 @@
 // Data-parallel jobs through a real coordinator, agent and two `dtrn train` workers on loopback: the
 // agent starts the ranks with torchrun's variables (Note [Rendezvous] in coordinator.cc) and they form one
-// DP group over the TCP communicator. References, computed in each test:
+// DP group over the TCP communicator, on one agent or across two (rank 1 then reaches rank 0 by its
+// agent's host name, as on separate hosts). References, computed in each test:
 //   - the same dp=2 job under `mpirun -np 2` (Open MPI's collectives): with 2 ranks every all-reduce is
 //     a + b on both communicators, so metrics.jsonl must be identical, timing and checkpoint lines aside;
 //   - one process over the same global batch: the tolerance of the DP tests (tests/train/
@@ -151,6 +152,28 @@ TEST_F(DataParallelTest, KilledRankRestartsTheJobWhoseNewGenerationFormsItsGroup
   // tolerance of one process.
   EXPECT_EQ(done.generation(), 2);
   expect_dp_tolerance(run, one_process_run(20));
+}
+
+TEST_F(DataParallelTest, RanksOnTwoAgentsMeetAtRankZerosHost) {
+  // Two agents of one slot each, as two hosts would run them: rank 1's launch names rank 0's host (the
+  // agents' --host, resolvable here) rather than loopback, and its agent is not the one that picked the port.
+  start_coordinator();
+  const auto agent = [&](const std::string& name) {
+    return std::make_unique<Child>(std::vector<std::string>{kDtrn, "agent", "--coordinator", client_.address, "--host",
+                                                            "localhost", "--slots", "1", "--work-dir", dir(name)},
+                                   dir(name + ".log"));
+  };
+  auto first = agent("agent-a"), second = agent("agent-b");
+  const std::string run = dir("run");
+  const std::string id = submit_config(dp2_config(10), run);
+  ASSERT_TRUE(wait_state(id, v1::JOB_STATE_SUCCEEDED, 120)) << get(id).DebugString() << coordinator_->output();
+  // Each agent ran one of the ranks.
+  const std::string a = first->output(), b = second->output();
+  const bool a_has_0 = a.find("started worker " + id + "/0/1") != std::string::npos;
+  const bool b_has_0 = b.find("started worker " + id + "/0/1") != std::string::npos;
+  EXPECT_NE(a_has_0, b_has_0) << a << b;
+  EXPECT_NE((a_has_0 ? b : a).find("started worker " + id + "/1/1"), std::string::npos) << a << b;
+  expect_dp_tolerance(run, one_process_run(10));
 }
 
 }  // namespace
