@@ -157,13 +157,19 @@ TEST_F(DataParallelTest, KilledRankRestartsTheJobWhoseNewGenerationFormsItsGroup
 TEST_F(DataParallelTest, RanksOnTwoAgentsMeetAtRankZerosHost) {
   // Two agents of one slot each, as two hosts would run them: rank 1's launch names rank 0's host (the
   // agents' --host, resolvable here) rather than loopback, and its agent is not the one that picked the port.
+  // The agents run in srun's environment, as deploy/slurm/dtrn.sbatch starts them: their workers must not
+  // take the agent's SLURM_PROCID for their own rank.
   start_coordinator();
-  const auto agent = [&](const std::string& name) {
+  const auto agent = [&](const std::string& name, int slurm_rank) {
     return std::make_unique<Child>(std::vector<std::string>{kDtrn, "agent", "--coordinator", client_.address, "--host",
                                                             "localhost", "--slots", "1", "--work-dir", dir(name)},
-                                   dir(name + ".log"));
+                                   dir(name + ".log"),
+                                   std::vector<std::pair<std::string, std::string>>{
+                                       {"SLURM_PROCID", std::to_string(slurm_rank)},
+                                       {"SLURM_STEP_NUM_TASKS", "2"},
+                                       {"SLURM_LOCALID", "0"}});
   };
-  auto first = agent("agent-a"), second = agent("agent-b");
+  auto first = agent("agent-a", 0), second = agent("agent-b", 1);
   const std::string run = dir("run");
   const std::string id = submit_config(dp2_config(10), run);
   ASSERT_TRUE(wait_state(id, v1::JOB_STATE_SUCCEEDED, 120)) << get(id).DebugString() << coordinator_->output();
