@@ -4,7 +4,8 @@
 # per-layer routing fractions each step and validation perplexity, through a coordinator whose live
 # dashboard, /metrics and `dtrn top` show the routing while it trains; then says how to evaluate and
 # export the run. On the CPU (and on a machine with 2 or more GPUs) the job is data-parallel: two workers,
-# DP=2, each taking half of the same global batch, so the run is the one-process run's, faster or not.
+# DP=2, each taking half of the config's global batch (micro-batches of half its micro_batch), so a step
+# trains on the same tokens as one process would.
 # `make demo` has already installed dependencies, built dtrn and fetched the assets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
