@@ -35,11 +35,16 @@ void reduce_into(T* acc, const T* x, int64_t n, ReduceOp op) {
 
 void reduce_bytes(DType dtype, void* acc, const void* x, int64_t n, ReduceOp op) {
   switch (dtype) {
-    case DType::kF32: return reduce_into(static_cast<float*>(acc), static_cast<const float*>(x), n, op);
-    case DType::kF64: return reduce_into(static_cast<double*>(acc), static_cast<const double*>(x), n, op);
-    case DType::kI32: return reduce_into(static_cast<int32_t*>(acc), static_cast<const int32_t*>(x), n, op);
-    case DType::kI64: return reduce_into(static_cast<int64_t*>(acc), static_cast<const int64_t*>(x), n, op);
-    default: DTRN_CHECK(false, "TCP communicator: no reduction for this dtype");
+    case DType::kF32:
+      return reduce_into(static_cast<float*>(acc), static_cast<const float*>(x), n, op);
+    case DType::kF64:
+      return reduce_into(static_cast<double*>(acc), static_cast<const double*>(x), n, op);
+    case DType::kI32:
+      return reduce_into(static_cast<int32_t*>(acc), static_cast<const int32_t*>(x), n, op);
+    case DType::kI64:
+      return reduce_into(static_cast<int64_t*>(acc), static_cast<const int64_t*>(x), n, op);
+    default:
+      DTRN_CHECK(false, "TCP communicator: no reduction for this dtype");
   }
 }
 
@@ -53,7 +58,8 @@ std::vector<int64_t> even_chunks(int64_t numel, int n) {
 class TcpCommunicator final : public Communicator {
  public:
   // `members`: the world ranks of this group, in group-rank order; this process is members[rank].
-  TcpCommunicator(std::shared_ptr<TcpMesh> mesh, std::vector<int> members, int rank, std::string name)
+  TcpCommunicator(std::shared_ptr<TcpMesh> mesh, std::vector<int> members, int rank,
+                  std::string name)
       : mesh_(std::move(mesh)), members_(std::move(members)), rank_(rank), name_(std::move(name)) {}
 
   int rank() const override { return rank_; }
@@ -68,7 +74,8 @@ class TcpCommunicator final : public Communicator {
     ring_all_gather(t.raw_data(), dtype_size(t.dtype()), chunks, what);
     return finish(t, op);
   }
-  std::unique_ptr<Work> reduce_scatter_async(const Tensor& in, const Tensor& out, ReduceOp op) override {
+  std::unique_ptr<Work> reduce_scatter_async(const Tensor& in, const Tensor& out,
+                                             ReduceOp op) override {
     check(in, out, "reduce_scatter", 1, size());
     const std::string what = describe("reduce_scatter");
     // The input stays as it is: the partial sums travel in a copy.
@@ -85,13 +92,15 @@ class TcpCommunicator final : public Communicator {
     const std::string what = describe("all_gather");
     const std::vector<int64_t> chunks = even_chunks(out.numel(), size());
     const size_t item = dtype_size(in.dtype());
-    std::memmove(static_cast<char*>(out.raw_data()) + chunks[rank_] * item, in.raw_data(), in.nbytes());
+    std::memmove(static_cast<char*>(out.raw_data()) + chunks[rank_] * item, in.raw_data(),
+                 in.nbytes());
     ring_all_gather(out.raw_data(), item, chunks, what);
     return std::make_unique<DoneWork>();
   }
   std::unique_ptr<Work> broadcast_async(const Tensor& t, int root) override {
     check(t, t, "broadcast", 1, 1);
-    DTRN_CHECK(root >= 0 && root < size(), "broadcast on group ", name_, ": root ", root, " of ", size(), " ranks");
+    DTRN_CHECK(root >= 0 && root < size(), "broadcast on group ", name_, ": root ", root, " of ",
+               size(), " ranks");
     const std::string what = describe("broadcast");
     if (rank_ == root) {
       for (int r = 0; r < size(); ++r) {
@@ -127,24 +136,28 @@ class TcpCommunicator final : public Communicator {
   }
 
  private:
-  void check(const Tensor& in, const Tensor& out, const char* collective, int64_t num, int64_t den) {
+  void check(const Tensor& in, const Tensor& out, const char* collective, int64_t num,
+             int64_t den) {
     check_collective(*this, collective, in, out, num, den);
-    DTRN_CHECK(in.device().is_cpu(), collective, " on group ", name_, ": the TCP communicator takes CPU tensors, got ",
-               in.describe(), " (use NCCL for GPU tensors)");
+    DTRN_CHECK(in.device().is_cpu(), collective, " on group ", name_,
+               ": the TCP communicator takes CPU tensors, got ", in.describe(),
+               " (use NCCL for GPU tensors)");
     const DType d = in.dtype();
-    DTRN_CHECK(d == DType::kF32 || d == DType::kF64 || d == DType::kI32 || d == DType::kI64, collective, " on group ",
-               name_, ": the TCP communicator takes f32, f64, i32 or i64 tensors, got ", in.describe());
+    DTRN_CHECK(d == DType::kF32 || d == DType::kF64 || d == DType::kI32 || d == DType::kI64,
+               collective, " on group ", name_,
+               ": the TCP communicator takes f32, f64, i32 or i64 tensors, got ", in.describe());
   }
   // "all_reduce #12 on group dp (2 ranks)": the number matches the same collective on every rank.
   std::string describe(const char* collective) {
-    return std::string(collective) + " #" + std::to_string(++sequence_) + " on group " + name_ + " (" +
-           std::to_string(size()) + " ranks)";
+    return std::string(collective) + " #" + std::to_string(++sequence_) + " on group " + name_ +
+           " (" + std::to_string(size()) + " ranks)";
   }
   int next() const { return members_[(rank_ + 1) % size()]; }
   int prev() const { return members_[(rank_ + size() - 1) % size()]; }
 
-  // After n - 1 steps chunk r of `data` on rank r holds op over every rank's chunk r. At step s rank r
-  // passes on the partial chunk r - s - 1 it received at the step before (its own at step 0).
+  // After n - 1 steps chunk r of `data` on rank r holds op over every rank's chunk r. At step s
+  // rank r passes on the partial chunk r - s - 1 it received at the step before (its own at step
+  // 0).
   void ring_reduce_scatter(void* data, DType dtype, const std::vector<int64_t>& chunks, ReduceOp op,
                            const std::string& what) {
     const int n = size();
@@ -156,19 +169,22 @@ class TcpCommunicator final : public Communicator {
     for (int s = 0; s < n - 1; ++s) {
       const int send_c = ((rank_ - s - 1) % n + n) % n, recv_c = ((rank_ - s - 2) % n + n) % n;
       const int64_t recv_n = chunks[recv_c + 1] - chunks[recv_c];
-      mesh_->exchange(next(), base + chunks[send_c] * item, (chunks[send_c + 1] - chunks[send_c]) * item, prev(),
-                      incoming.data(), recv_n * item, what);
+      mesh_->exchange(next(), base + chunks[send_c] * item,
+                      (chunks[send_c + 1] - chunks[send_c]) * item, prev(), incoming.data(),
+                      recv_n * item, what);
       reduce_bytes(dtype, base + chunks[recv_c] * item, incoming.data(), recv_n, op);
     }
   }
   // Rank r holds chunk r; after n - 1 steps every rank holds every chunk.
-  void ring_all_gather(void* data, size_t item, const std::vector<int64_t>& chunks, const std::string& what) {
+  void ring_all_gather(void* data, size_t item, const std::vector<int64_t>& chunks,
+                       const std::string& what) {
     const int n = size();
     char* base = static_cast<char*>(data);
     for (int s = 0; s < n - 1; ++s) {
       const int send_c = ((rank_ - s) % n + n) % n, recv_c = ((rank_ - s - 1) % n + n) % n;
-      mesh_->exchange(next(), base + chunks[send_c] * item, (chunks[send_c + 1] - chunks[send_c]) * item, prev(),
-                      base + chunks[recv_c] * item, (chunks[recv_c + 1] - chunks[recv_c]) * item, what);
+      mesh_->exchange(
+          next(), base + chunks[send_c] * item, (chunks[send_c + 1] - chunks[send_c]) * item,
+          prev(), base + chunks[recv_c] * item, (chunks[recv_c + 1] - chunks[recv_c]) * item, what);
     }
   }
   std::unique_ptr<Work> finish(const Tensor& result, ReduceOp op) {
@@ -190,12 +206,15 @@ class TcpCommunicator final : public Communicator {
 
 StatusOr<std::unique_ptr<Communicator>> make_tcp_world(TcpStore& store, int rank, int world_size,
                                                        const std::string& master_addr,
-                                                       std::shared_ptr<Liveness> liveness, double timeout_s) {
-  auto mesh = TcpMesh::Connect(store, rank, world_size, master_addr, std::move(liveness), timeout_s);
+                                                       std::shared_ptr<Liveness> liveness,
+                                                       double timeout_s) {
+  auto mesh =
+      TcpMesh::Connect(store, rank, world_size, master_addr, std::move(liveness), timeout_s);
   if (!mesh.ok()) return mesh.status();
   std::vector<int> members(static_cast<size_t>(world_size));
   for (int r = 0; r < world_size; ++r) members[r] = r;
-  return std::unique_ptr<Communicator>(std::make_unique<TcpCommunicator>(*mesh, std::move(members), rank, "world"));
+  return std::unique_ptr<Communicator>(
+      std::make_unique<TcpCommunicator>(*mesh, std::move(members), rank, "world"));
 }
 
 }  // namespace dtrn::parallel

@@ -19,8 +19,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Written in place of an address by a rank that is reached through MASTER_ADDR (rank 0, and any rank
-// that reaches rank 0 over loopback, i.e. runs on rank 0's host).
+// Written in place of an address by a rank that is reached through MASTER_ADDR (rank 0, and any
+// rank that reaches rank 0 over loopback, i.e. runs on rank 0's host).
 constexpr char kViaMaster[] = "-";
 
 std::string host_name() {
@@ -29,8 +29,9 @@ std::string host_name() {
   return buf;
 }
 
-// The local address of the route to `host`: where peers on other hosts reach this one (a UDP connect
-// sends nothing; it only picks the route). kViaMaster when the route is loopback or unknown.
+// The local address of the route to `host`: where peers on other hosts reach this one (a UDP
+// connect sends nothing; it only picks the route). kViaMaster when the route is loopback or
+// unknown.
 std::string route_address(const std::string& host) {
   addrinfo hints{};
   hints.ai_family = AF_INET;
@@ -74,7 +75,8 @@ bool read_all(int fd, void* data, size_t n) {
   return true;
 }
 
-StatusOr<int> connect_to(const std::string& host, int port, Clock::time_point deadline, const std::string& who) {
+StatusOr<int> connect_to(const std::string& host, int port, Clock::time_point deadline,
+                         const std::string& who) {
   addrinfo hints{};
   hints.ai_family = AF_INET;
   hints.ai_socktype = SOCK_STREAM;
@@ -95,7 +97,8 @@ StatusOr<int> connect_to(const std::string& host, int port, Clock::time_point de
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   ::freeaddrinfo(found);
-  return Status::IoError(who + ": cannot connect to " + host + ":" + std::to_string(port) + ": " + why);
+  return Status::IoError(who + ": cannot connect to " + host + ":" + std::to_string(port) + ": " +
+                         why);
 }
 
 }  // namespace
@@ -110,35 +113,40 @@ TcpMesh::~TcpMesh() {
 }
 
 StatusOr<std::shared_ptr<TcpMesh>> TcpMesh::Connect(TcpStore& store, int rank, int world_size,
-                                                   const std::string& master_addr,
-                                                   std::shared_ptr<Liveness> liveness, double timeout_s) {
+                                                    const std::string& master_addr,
+                                                    std::shared_ptr<Liveness> liveness,
+                                                    double timeout_s) {
   std::shared_ptr<TcpMesh> mesh(new TcpMesh(rank, world_size, std::move(liveness)));
   const std::string who = "TCP communicator: rank " + std::to_string(rank);
-  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s));
+  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                           std::chrono::duration<double>(timeout_s));
 
   const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_ANY);
   socklen_t len = sizeof addr;
-  if (::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(listener, world_size) != 0 ||
+  if (::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(listener, world_size) != 0 ||
       ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
     const std::string why = std::strerror(errno);
     ::close(listener);
     return Status::IoError(who + ": cannot listen: " + why);
   }
   const std::string host = host_name();
-  store.set("tcp/" + std::to_string(rank), host + " " + (rank == 0 ? kViaMaster : route_address(master_addr)) + " " +
-                                               std::to_string(ntohs(addr.sin_port)));
+  store.set("tcp/" + std::to_string(rank),
+            host + " " + (rank == 0 ? kViaMaster : route_address(master_addr)) + " " +
+                std::to_string(ntohs(addr.sin_port)));
 
-  // Connect to every lower rank (a connect completes in the peer's backlog, before it accepts, so the
-  // order cannot deadlock), saying who we are; then accept every higher rank.
+  // Connect to every lower rank (a connect completes in the peer's backlog, before it accepts, so
+  // the order cannot deadlock), saying who we are; then accept every higher rank.
   for (int peer = 0; peer < rank; ++peer) {
     std::istringstream where(store.get("tcp/" + std::to_string(peer)));
     std::string peer_host, peer_addr;
     int port = 0;
     where >> peer_host >> peer_addr >> port;
-    const std::string target = peer_host == host ? "127.0.0.1" : (peer_addr == kViaMaster ? master_addr : peer_addr);
+    const std::string target =
+        peer_host == host ? "127.0.0.1" : (peer_addr == kViaMaster ? master_addr : peer_addr);
     auto fd = connect_to(target, port, deadline, who + " (to rank " + std::to_string(peer) + ")");
     if (!fd.ok()) {
       ::close(listener);
@@ -148,7 +156,8 @@ StatusOr<std::shared_ptr<TcpMesh>> TcpMesh::Connect(TcpStore& store, int rank, i
     const int32_t me = rank;
     if (!write_all(*fd, &me, sizeof me)) {
       ::close(listener);
-      return Status::IoError(who + ": rank " + std::to_string(peer) + " closed the connection at once");
+      return Status::IoError(who + ": rank " + std::to_string(peer) +
+                             " closed the connection at once");
     }
   }
   for (int accepted = 0; accepted < world_size - 1 - rank;) {
@@ -157,14 +166,16 @@ StatusOr<std::shared_ptr<TcpMesh>> TcpMesh::Connect(TcpStore& store, int rank, i
       if (Clock::now() > deadline) {
         ::close(listener);
         return Status::IoError(who + ": " + std::to_string(world_size - 1 - rank - accepted) +
-                               " higher rank(s) did not connect within " + std::to_string(static_cast<int>(timeout_s)) + " s");
+                               " higher rank(s) did not connect within " +
+                               std::to_string(static_cast<int>(timeout_s)) + " s");
       }
       continue;
     }
     const int fd = ::accept(listener, nullptr, nullptr);
     if (fd < 0) continue;
     int32_t peer = -1;
-    if (!read_all(fd, &peer, sizeof peer) || peer <= rank || peer >= world_size || mesh->fds_[peer] >= 0) {
+    if (!read_all(fd, &peer, sizeof peer) || peer <= rank || peer >= world_size ||
+        mesh->fds_[peer] >= 0) {
       ::close(fd);  // not one of this job's ranks
       continue;
     }
@@ -211,13 +222,17 @@ void TcpMesh::exchange(int to, const void* send, size_t n_send, int from, void* 
     if (::poll(p, static_cast<nfds_t>(n), 100) > 0) {
       if (si >= 0 && (p[si].revents & (POLLOUT | POLLERR | POLLHUP))) {
         const ssize_t k = ::send(fds_[to], out + sent, n_send - sent, MSG_NOSIGNAL);
-        if (k > 0) sent += static_cast<size_t>(k);
-        else if (errno != EAGAIN && errno != EINTR) lost(to, what, waited());
+        if (k > 0)
+          sent += static_cast<size_t>(k);
+        else if (errno != EAGAIN && errno != EINTR)
+          lost(to, what, waited());
       }
       if (ri >= 0 && (p[ri].revents & (POLLIN | POLLERR | POLLHUP))) {
         const ssize_t k = ::recv(fds_[from], in + got, n_recv - got, 0);
-        if (k > 0) got += static_cast<size_t>(k);
-        else if (k == 0 || (errno != EAGAIN && errno != EINTR)) lost(from, what, waited());
+        if (k > 0)
+          got += static_cast<size_t>(k);
+        else if (k == 0 || (errno != EAGAIN && errno != EINTR))
+          lost(from, what, waited());
       }
     }
     if (sent < n_send || got < n_recv) liveness_->check(what, started);
