@@ -7,6 +7,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -173,6 +174,9 @@ StatusOr<std::shared_ptr<TcpMesh>> TcpMesh::Connect(TcpStore& store, int rank, i
     }
     const int fd = ::accept(listener, nullptr, nullptr);
     if (fd < 0) continue;
+    // A rank says who it is at once; a stray connection that says nothing must not hold up the job.
+    const timeval patience{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof patience);
     int32_t peer = -1;
     if (!read_all(fd, &peer, sizeof peer) || peer <= rank || peer >= world_size ||
         mesh->fds_[peer] >= 0) {
