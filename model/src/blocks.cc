@@ -65,7 +65,8 @@ BlockContext make_block_context(const ModelConfig& c, int64_t batch, int64_t seq
 
 Tensor mlp_forward(const MlpWeights& w, const Tensor& u, TensorParallelOps* tp) {
   const Tensor ut = copy_to_tensor_parallel(tp, u);
-  return reduce_from_tensor_parallel(tp, linear(swiglu(linear(ut, w.gate), linear(ut, w.up)), w.down));
+  // SwiGLU recomputed in backward
+  return reduce_from_tensor_parallel(tp, swiglu_linear(linear(ut, w.gate), linear(ut, w.up), w.down));
 }
 
 Tensor dense_block_forward(const ModelConfig& c, const BlockWeights& w, const Tensor& x,

@@ -39,52 +39,6 @@ struct BackwardTiling {
   static constexpr int kMinBlocks = D == 64 ? 2 : 1;
 };
 
-// c[mi] (16 x kN each) += the kM m tiles of A (rows row0 + 16 mi of shared s_a, all D columns) times X^T
-// for the shared tile s_x with kN rows; each B fragment of X serves every m tile.
-template <int D, int kM, int kN>
-__device__ __forceinline__ void mma_rows_by_rows_m(float (&c)[kM][kN / 8][4], const Bf16* s_a, int row0,
-                                                   const Bf16* s_x) {
-#pragma unroll
-  for (int kk = 0; kk < TcGeometry<D>::kKSteps; ++kk) {
-    uint32_t a[kM][4];
-#pragma unroll
-    for (int mi = 0; mi < kM; ++mi) load_a<D>(a[mi], s_a, row0 + mi * 16, kk * 16);
-#pragma unroll
-    for (int np = 0; np < kN / 16; ++np) {
-      uint32_t b[4];
-      load_b_from_rows<D>(b, s_x, np * 16, kk * 16);
-#pragma unroll
-      for (int mi = 0; mi < kM; ++mi) {
-        mma_bf16(c[mi][2 * np], a[mi], b[0], b[1]);
-        mma_bf16(c[mi][2 * np + 1], a[mi], b[2], b[3]);
-      }
-    }
-  }
-}
-
-// acc[mi] (16 x D) += W[mi] X for the kM register tiles W[mi] (16 x kK, C fragments rounded to bf16
-// here) and the shared tile s_x with kK rows of D columns; each B fragment of X serves every m tile.
-template <int D, int kM, int kK>
-__device__ __forceinline__ void mma_regs_by_tile_m(float (&acc)[kM][TcGeometry<D>::kDTiles][4],
-                                                   const float (&w)[kM][kK / 8][4], const Bf16* s_x) {
-#pragma unroll
-  for (int ks = 0; ks < kK / 16; ++ks) {
-    uint32_t a[kM][4];
-#pragma unroll
-    for (int mi = 0; mi < kM; ++mi) c_pair_to_a(w[mi][2 * ks], w[mi][2 * ks + 1], a[mi]);
-#pragma unroll
-    for (int dp = 0; dp < D / 16; ++dp) {
-      uint32_t b[4];
-      load_b_from_cols<D>(b, s_x, ks * 16, dp * 16);
-#pragma unroll
-      for (int mi = 0; mi < kM; ++mi) {
-        mma_bf16(acc[mi][2 * dp], a[mi], b[0], b[1]);
-        mma_bf16(acc[mi][2 * dp + 1], a[mi], b[2], b[3]);
-      }
-    }
-  }
-}
-
 template <int D>
 __global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>::kMinBlocks)
     tc_dkdv_kernel(const Bf16* __restrict__ q, const Bf16* __restrict__ k,

@@ -175,23 +175,7 @@ __global__ void __launch_bounds__(ForwardTiling<D>::kThreads, D == 64 ? 2 : 1)
           o[mi][dt][3] *= correction[1];
         }
       }
-      // o += P V, each V fragment serving every m tile.
-#pragma unroll
-      for (int ks = 0; ks < kKv / 16; ++ks) {
-        uint32_t a[kM][4];
-#pragma unroll
-        for (int mi = 0; mi < kM; ++mi) c_pair_to_a(s[mi][2 * ks], s[mi][2 * ks + 1], a[mi]);
-#pragma unroll
-        for (int dp = 0; dp < D / 16; ++dp) {
-          uint32_t b[4];
-          load_b_from_cols<D>(b, sv, ks * 16, dp * 16);
-#pragma unroll
-          for (int mi = 0; mi < kM; ++mi) {
-            mma_bf16(o[mi][2 * dp], a[mi], b[0], b[1]);
-            mma_bf16(o[mi][2 * dp + 1], a[mi], b[2], b[3]);
-          }
-        }
-      }
+      mma_regs_by_tile_m<D, kM, kKv>(o, s, sv);  // o += P V
     }
     __syncthreads();  // this buffer is refilled by the next iteration's prefetch
   }

@@ -4,6 +4,7 @@
 //   dA = dC op(B)^T          (or, when A is transposed, dA = op(B) dC^T)
 //   dB = op(A)^T dC          (or, when B is transposed, dB = dC^T op(A))
 // A shared 2-D B receives the sum over the batch, computed as one product over the flattened batch.
+#include "ops/matmul_backward.h"
 #include "ops/op_util.h"
 
 namespace dtrn {
@@ -95,12 +96,7 @@ std::shared_ptr<TensorImpl> f32_gradient_buffer(const Tensor& b) {
   return b.impl_ptr();
 }
 
-// What a product's backward needs: the operands (detached), their ops, and where b's gradient goes.
-struct MatmulSaved {
-  Tensor a, b;
-  bool ta = false, tb = false, shared_b = false, need_a = false, need_b = false;
-  std::shared_ptr<TensorImpl> b_buffer;  // Note [Weight gradients straight into their f32 buffers]
-};
+}  // namespace
 
 MatmulSaved save_for_matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   MatmulSaved s;
@@ -115,7 +111,6 @@ MatmulSaved save_for_matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) 
   return s;
 }
 
-// {da, db} of c = op(a) op(b) for the gradient g of c (db undefined when accumulated into its buffer).
 std::vector<Tensor> matmul_backward(const MatmulSaved& s, const Tensor& g) {
   Tensor da, db;
   if (s.need_a) da = s.ta ? matmul(s.b, g, s.tb, true) : matmul(g, s.b, false, !s.tb);
@@ -140,8 +135,6 @@ std::vector<Tensor> matmul_backward(const MatmulSaved& s, const Tensor& g) {
   return {da, db};
 }
 
-}  // namespace
-
 Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   Tensor c = matmul_forward(a, b, ta, tb);
   const bool shared_b = b.dim() == 2 && a.dim() > 2;
@@ -163,36 +156,5 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   return add(y, bias);
 }
 
-
-Tensor silu_linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  Tensor y;
-  {
-    NoGradGuard no_grad;
-    y = linear(silu(x), weight, bias);
-  }
-  if (!needs_grad({x, weight, bias})) return y;
-  const Tensor sx = x.detach();
-  // The product's saved input is silu(x), recomputed in backward; only x is held until then.
-  MatmulSaved product = save_for_matmul(sx, weight, false, true);
-  product.need_a = true;
-  const bool need_x = x.requires_grad(), need_bias = bias.defined() && bias.requires_grad();
-  const Shape bias_shape = bias.defined() ? bias.shape() : Shape{};
-  std::vector<Tensor> inputs = {x, weight};
-  if (bias.defined()) inputs.push_back(bias);
-  return record("silu_linear", y, inputs,
-                [product, sx, need_x, need_bias, bias_shape](const Tensor& g) -> std::vector<Tensor> {
-                  MatmulSaved p = product;
-                  p.a = silu(sx);
-                  std::vector<Tensor> grads = matmul_backward(p, g);  // {d silu(x), d weight}
-                  Tensor dx;
-                  if (need_x) {
-                    dx = Tensor::empty(sx.shape(), sx.dtype(), sx.device());
-                    if (dx.numel() > 0) backend_of(sx).silu_backward(sx, grads[0].contiguous(), dx);
-                  }
-                  std::vector<Tensor> out = {dx, grads[1]};
-                  if (!bias_shape.empty()) out.push_back(need_bias ? sum_to_shape(g, bias_shape) : Tensor());
-                  return out;
-                });
-}
 
 }  // namespace dtrn
