@@ -250,6 +250,28 @@ TEST_F(TensorParallelModel, ModelMatchesTheWholeModel) {
   expect_close(mine.logits(id_t), whole.logits(id_t), "logits");
 }
 
+// The agreement check catches ranks whose routers differ (here rank 1's routes every token to
+// attention): every rank stops in the same forward, naming the layer.
+TEST_F(TensorParallelModel, RanksThatRouteDifferentlyAreCaught) {
+  model::DtrnModel mine(small_config("TD"), model::RoutingConfig{}, Device::cpu(), DType::kF64,
+                        group_.get());
+  mine.init(3);
+  if (group_->rank() == 1) {
+    for (const auto& p : mine.parameters()) {
+      if (p.name == "model.layers.1.router.2.bias")
+        p.tensor.copy_(Tensor::from_vector({50, 0}, {2}, DType::kF64));
+    }
+  }
+  const Tensor ids = Tensor::from_ints({1, 2, 3, 4, 5, 6, 7, 8}, {1, 8}, DType::kI64);
+  try {
+    mine.forward(ids, ids, {});
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("tensor parallelism: layer 1 routed"), std::string::npos)
+        << e.what();
+  }
+}
+
 // Vocabulary-parallel cross-entropy equals cross_entropy() over the whole logits, padding excluded,
 // with every target ignored too (0, as cross_entropy gives).
 TEST_F(TensorParallelModel, VocabParallelCrossEntropyEqualsTheWholeOne) {
