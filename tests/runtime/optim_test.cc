@@ -43,7 +43,26 @@ TEST(AdamW, FirstTwoStepsMatchTheFormulaWorkedByHand) {
   EXPECT_NEAR(q.to_vector()[0], 0.5 - 0.01 * (2.0 / (2.0 + 1e-8)), 1e-15);
 }
 
-// f32 parameters (the training dtype), clipped: each element against the formula evaluated in f64 on
+// Tensor parallelism's norm: the sharded parameter's squared gradient goes through the sum (here a
+// stand-in for two TP ranks holding equal slices: it doubles), the replicated one counts once, and the
+// clipping uses that norm. f64, values exact in binary: compared exactly.
+TEST(AdamW, TheShardedNormIsSummedOverTheGroupAndTheReplicatedCountedOnce) {
+  Tensor sharded = Tensor::from_vector({1.0, 2.0}, {2}, DType::kF64).set_requires_grad(true);
+  Tensor replicated = Tensor::from_vector({0.0}, {1}, DType::kF64).set_requires_grad(true);
+  sharded.set_grad(Tensor::from_vector({3.0, 4.0}, {2}, DType::kF64));
+  replicated.set_grad(Tensor::from_vector({2.0}, {1}, DType::kF64));
+  EXPECT_EQ(grad_sum_squares({sharded, replicated}, Device::cpu()).item(), 29.0);
+  AdamW opt({{"s", sharded, false, Tensor(), true}, {"r", replicated, false}}, {0.9, 0.999, 1e-8, 0.0});
+  int calls = 0;
+  opt.set_shard_norm_sum([&calls](const Tensor& sq) {
+    ++calls;
+    sq.copy_(scale(sq, 2.0));
+  });
+  EXPECT_EQ(opt.clip_and_step(0.01, 0.0).item(), 2 * 25.0 + 4.0);
+  EXPECT_EQ(calls, 1);
+}
+
+// f32 parameters (the training dtype), clipped:// f32 parameters (the training dtype), clipped: each element against the formula evaluated in f64 on
 // the same f32 inputs. The kernel computes in double and rounds m, v and p once each to f32, so the
 // result is within a few f32 ulps (relative 1e-6).
 TEST(AdamW, F32ClippedStepMatchesTheF64Formula) {
