@@ -199,16 +199,20 @@ StatusOr<ShardEntry> write_shard(Env* env, const std::string& path, int64_t rank
                                  const std::vector<TensorSlice>& slices) {
   Json described = Json::object();
   std::vector<std::pair<std::string, Tensor>> tensors;
+  std::map<std::string, int64_t> seen;  // a rank may hold several boxes of one tensor (ZeRO-1 pieces)
   for (const TensorSlice& s : slices) {
     if (s.data.dtype() != DType::kF32 || !s.data.device().is_cpu() || s.offsets.size() != s.global_shape.size() ||
         s.data.shape().size() != s.global_shape.size()) {
       return Status::Internal(path + ": slice '" + s.name + "' is not a host f32 box of its global shape");
     }
     Tensor host = s.data.contiguous();
-    described[s.name] = {{"global_shape", s.global_shape},
-                         {"offsets", s.offsets},
-                         {"sha256", sha256_of(host.raw_data(), host.nbytes())}};
-    tensors.emplace_back(s.name, host);
+    const int64_t nth = seen[s.name]++;
+    const std::string key = nth == 0 ? s.name : s.name + "#" + std::to_string(nth);
+    described[key] = {{"global_shape", s.global_shape},
+                      {"offsets", s.offsets},
+                      {"sha256", sha256_of(host.raw_data(), host.nbytes())}};
+    if (nth > 0) described[key]["tensor"] = s.name;
+    tensors.emplace_back(key, host);
   }
   auto encoded = encode_safetensors(path, tensors, {{"format", "pt"}, {kSlicesKey, described.dump()}});
   if (!encoded.ok()) return encoded.status();
@@ -258,6 +262,7 @@ StatusOr<std::vector<TensorSlice>> read_shard(const std::string& dir, const Shar
     if (d == slices.end() || !d->is_object()) return Status::DataLoss(path + ": tensor '" + name + "' is not described");
     TensorSlice s{name, {}, {}, tensor};
     try {
+      s.name = d->value("tensor", name);
       s.global_shape = d->at("global_shape").get<Shape>();
       s.offsets = d->at("offsets").get<std::vector<int64_t>>();
       if (sha256_of(tensor.raw_data(), tensor.nbytes()) != d->at("sha256").get<std::string>()) {

@@ -3,7 +3,9 @@
 //
 // A shard is a safetensors file of fp32 tensor slices; its "__metadata__" holds "dtrn.slices", a JSON
 // object giving for each tensor the global shape, the offsets of the slice within it and the sha256 of
-// the slice's bytes. A Hugging Face reader sees plain tensors (the slices). The manifest names every
+// the slice's bytes. A rank holding several boxes of one tensor (ZeRO-1 pieces that are not boxes)
+// stores the second and later ones under "<name>#<k>", their description naming the tensor under
+// "tensor". A Hugging Face reader sees plain tensors (the slices). The manifest names every
 // shard with its size and the sha256 of its header (which holds the tensors' digests, so header digest
 // + tensor digests cover every byte), and records the layout, counters, RNG seed, starvation monitor
 // state and the resolved config; its own last field is the sha256 of the rest of it.

@@ -24,6 +24,7 @@
 #include "dtrn/train/evaluate.h"
 #include "async_checkpoint.h"
 #include "placement.h"
+#include "rank_barrier.h"
 #include "resume_policy.h"
 #include "run_directory.h"
 #include "run_log.h"
@@ -105,6 +106,15 @@ StepStats step_stats(const nlohmann::json& line) {
 }
 
 double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+// A ZeRO-1 rank's optimizer state as checkpoints see it: its own pieces of the moments.
+OptimizerState zero_state(parallel::ZeroAdamW& zero) {
+  OptimizerState state;
+  for (auto& p : zero.state_pieces()) state.pieces.push_back({p.param, p.begin, p.exp_avg, p.exp_avg_sq});
+  state.sharded_over_dp = true;
+  state.step = zero.step_count();
+  return state;
+}
 
 // train.device resolved for this rank: a GPU rank of a multi-rank job takes the GPU of its local rank
 // unless train.device named one.
@@ -194,28 +204,34 @@ struct Trainer::State {
   int64_t tokens_per_step = 0;
   StarvationMonitor monitor;
   std::unique_ptr<RunReport> report;
-  // Saves are written in the background by rank 0 (async_checkpoint.h); a save is reported once it is
-  // joined: at the first step boundary after it finished (so the coordinator learns of it promptly), at
-  // the next save, on a stop and at the end.
-  std::unique_ptr<AsyncCheckpointWriter> writer;  // rank 0 only
+  // Every rank writes its shard of a save in the background (async_checkpoint.h), committed across the
+  // ranks through `ranks`; a save is reported once it is joined: at the first step boundary after it
+  // finished on every rank (so the coordinator learns of it promptly), at the next save, on a stop and
+  // at the end. Joining is collective.
+  std::unique_ptr<RankBarrier> ranks;  // multi-rank jobs only
+  std::unique_ptr<AsyncCheckpointWriter> writer;
   double blocked_ms = 0;      // how long the save in flight held training up
   int64_t started_step = -1;  // of the newest save started
-  std::string saved;          // the newest committed checkpoint (rank 0: its path)
-  Status join_save();
+  std::string saved;          // the newest committed checkpoint
+  RankPlace place() const {
+    return {{dp.size(), groups.tp_size(), zero ? 1 : 0}, dp.rank(), groups.tp_rank()};
+  }
+  Status join_save() { return report_save(writer ? writer->wait() : std::nullopt); }
+  Status poll_save() { return report_save(writer ? writer->poll() : std::nullopt); }
+  Status report_save(std::optional<AsyncCheckpointWriter::Done> done);
 };
 
-// Rank 0: joins the save in flight, if any; its outcome goes to metrics.jsonl, the log and telemetry.
-Status Trainer::State::join_save() {
-  if (!writer) return Status::Ok();
-  auto done = writer->wait();
+// A joined save's outcome goes to metrics.jsonl, the log and telemetry (rank 0).
+Status Trainer::State::report_save(std::optional<AsyncCheckpointWriter::Done> done) {
   if (!done) return Status::Ok();
   if (!done->dir.ok()) return done->dir.status();
+  saved = *done->dir;
+  if (!lead()) return Status::Ok();
   metrics << nlohmann::json{{"kind", "checkpoint"}, {"step", done->step}, {"blocked_ms", blocked_ms},
                             {"write_ms", done->write_ms}}.dump()
           << "\n";
   metrics.flush();
   log->line("checkpoint " + *done->dir);
-  saved = *done->dir;
   if (options.telemetry) options.telemetry->on_checkpoint(done->step);
   return Status::Ok();
 }
@@ -290,13 +306,10 @@ Status Trainer::State::open(std::vector<std::string>* skipped, std::vector<std::
 
   progress.seed = config.train.seed;
   if (options.resume) {
-    if (zero) {
-      AdamW full(param_groups, adamw_options);
-      DTRN_RETURN_IF_ERROR(load_checkpoint(ckpt, model.get(), &full, &progress));
-      zero_optimizer->scatter_state(full);
-    } else {
-      DTRN_RETURN_IF_ERROR(load_checkpoint(ckpt, model.get(), optimizer.get(), &progress));
-    }
+    // Each rank reads its own parameters and optimizer pieces, whatever layout saved them.
+    OptimizerState state = zero ? zero_state(*zero_optimizer) : optimizer_state(*optimizer);
+    DTRN_RETURN_IF_ERROR(load_rank_checkpoint(ckpt, model.get(), &state, &progress));
+    zero ? zero_optimizer->set_step_count(state.step) : optimizer->set_step_count(state.step);
     if (progress.seed != config.train.seed) {
       return Status::FailedPrecondition("--resume: " + ckpt + " was trained with seed " + std::to_string(progress.seed) +
                                         ", train.seed is " + std::to_string(config.train.seed));
@@ -335,9 +348,10 @@ void Trainer::State::start(const std::vector<std::string>& skipped, const std::v
     const Status clean = clean_checkpoints(run_dir, &cleaned);
     for (const std::string& line : cleaned) log->line("checkpoints: " + line);
     if (!clean.ok()) log->line("checkpoints: " + clean.message());
-    writer = std::make_unique<AsyncCheckpointWriter>(
-        run_dir, SaveOptions{config.checkpoint.keep, config.checkpoint.keep_every});
   }
+  if (world.size() > 1) ranks = std::make_unique<RankBarrier>(world);
+  writer = std::make_unique<AsyncCheckpointWriter>(
+      run_dir, SaveOptions{config.checkpoint.keep, config.checkpoint.keep_every, nullptr, ranks.get()}, ranks.get());
   for (const std::string& line : skipped) log->record("--resume: " + line);
   for (const std::string& note : resume_notes) log->line(note);
   if (!device_note.empty()) log->line(device_note);
@@ -552,19 +566,12 @@ Status Trainer::save() {
   Status status = s.join_save();  // at most one save in flight
   s.progress.sampler = s.loader->state();
   s.progress.monitor = s.monitor.runs();
-  StatusOr<std::shared_ptr<const CheckpointSnapshot>> snapshot = Status::Internal("no snapshot");
-  if (s.zero) {
-    // A collective: every rank takes part; only the one that saves holds the full-size moments, and
-    // only until the snapshot has copied them.
-    std::unique_ptr<AdamW> full = s.lead() ? std::make_unique<AdamW>(s.param_groups, s.adamw_options) : nullptr;
-    s.zero_optimizer->gather_state(full.get());
-    if (s.lead() && status.ok()) snapshot = snapshot_checkpoint(*s.model, *full, s.progress, s.config_yaml);
-  } else if (s.lead() && status.ok()) {
-    snapshot = snapshot_checkpoint(*s.model, *s.optimizer, s.progress, s.config_yaml);
-  }
-  if (s.lead() && status.ok()) status = snapshot.status();
+  // Every rank copies what it saves (rank_slices.h): ZeRO-1 moments as they are sharded, no gather.
+  const OptimizerState state = s.zero ? zero_state(*s.zero_optimizer) : optimizer_state(*s.optimizer);
+  auto snapshot = snapshot_checkpoint(*s.model, state, s.place(), s.progress, s.config_yaml);
+  if (status.ok()) status = snapshot.status();
   DTRN_RETURN_IF_ERROR(agree(s.world, status, "to save the checkpoint"));
-  if (s.lead()) s.writer->start(std::move(*snapshot), s.progress.step);
+  s.writer->start(std::move(*snapshot), s.progress.step);
   s.started_step = s.progress.step;
   s.blocked_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   return Status::Ok();
@@ -594,8 +601,10 @@ StatusOr<std::string> Trainer::run(const std::function<int()>& stop_signal) {
       if (config.train.eval_every > 0 && (step % config.train.eval_every == 0 || step == config.train.steps)) {
         DTRN_RETURN_IF_ERROR(validate());
       }
-      // Rank 0 alone: a failed write ends it, and the others learn of the lost rank in their next collective.
-      if (s.writer && s.writer->finished()) DTRN_RETURN_IF_ERROR(s.join_save());
+      // Collective: every rank serves the save's commit and joins it at the same step. The commit's
+      // outcome is every rank's; a failed pruning is rank 0's alone, and the others learn of the lost rank
+      // in their next collective.
+      DTRN_RETURN_IF_ERROR(s.poll_save());
       if ((config.checkpoint.every > 0 && step % config.checkpoint.every == 0) || step == config.train.steps) {
         DTRN_RETURN_IF_ERROR(save());
       }
@@ -603,7 +612,6 @@ StatusOr<std::string> Trainer::run(const std::function<int()>& stop_signal) {
       if (step < config.train.steps && agreed(signal != 0)) {
         if (s.started_step != step) DTRN_RETURN_IF_ERROR(save());
         DTRN_RETURN_IF_ERROR(agree(s.world, s.join_save(), "to save the checkpoint"));
-        if (!s.lead()) s.saved = s.run_dir + "/checkpoints";
         s.log->line(s.report->summary(step, s.progress.tokens, s.run_dir + "/checkpoints"));
         return stopped_by_signal(signal != 0 ? signal : SIGTERM, step, s.saved, s.run_dir);
       }
