@@ -3,7 +3,6 @@
 #include "dtrn/train/checkpoint.h"
 
 #include <algorithm>
-#include <set>
 #include <nlohmann/json.hpp>
 
 #include "checkpoint_commit.h"
@@ -87,7 +86,7 @@ StatusOr<std::shared_ptr<const CheckpointSnapshot>> snapshot_checkpoint(const mo
   // them. The manifest's "routing" is what a resume reads.
   m.router = model.router_state();
   if (m.router.initialized) m.model_metadata["dtrn.router_bias"] = nlohmann::json(m.router.bias).dump();
-  snap->slices = rank_slices(model, optimizer, place);
+  snap->slices = rank_slices(model.parameters(), optimizer, place);
   return std::shared_ptr<const CheckpointSnapshot>(std::move(snap));
 }
 
@@ -178,13 +177,6 @@ Status load_rank_checkpoint(const std::string& checkpoint_dir, model::DtrnModel*
   if (!m.ok()) return m.status();
   auto saved = read_all_slices(checkpoint_dir, *m);
   if (!saved.ok()) return saved.status();
-  RankRequests wanted = rank_requests(*model, optimizer);
-  // Tensors of the model's state this rank does not load (other ranks' ZeRO pieces; the moments, without
-  // an optimizer) are dropped; any other tensor is a stranger, which fill_slices names.
-  std::set<std::string> requested;
-  for (const SliceRequest& r : wanted.requests) requested.insert(r.name);
-  std::erase_if(*saved, [&](const TensorSlice& s) { return wanted.known.count(s.name) && !requested.count(s.name); });
-  DTRN_RETURN_IF_ERROR(fill_slices(checkpoint_dir, *saved, wanted.requests));
   const size_t routed = static_cast<size_t>(model->routed_layer_count());
   auto sized = [routed](const std::vector<double>& v) { return v.empty() || v.size() == routed; };
   if (!sized(m->router.bias) || !sized(m->router.multiplier) || (m->router.initialized && m->router.bias.empty())) {
@@ -192,10 +184,7 @@ Status load_rank_checkpoint(const std::string& checkpoint_dir, model::DtrnModel*
                             std::to_string(m->router.bias.size()) + " D layers, the model has " +
                             std::to_string(routed));
   }
-  {
-    NoGradGuard no_grad;
-    for (size_t i = 0; i < wanted.requests.size(); ++i) wanted.targets[i].copy_(wanted.requests[i].out);
-  }
+  DTRN_RETURN_IF_ERROR(load_rank_slices(checkpoint_dir, std::move(*saved), rank_requests(model->parameters(), optimizer)));
   model->sync_compute_weights();
   model->set_router_state(m->router);
   if (optimizer) optimizer->step = m->optimizer_step;

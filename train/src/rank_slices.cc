@@ -2,6 +2,7 @@
 
 #include <map>
 
+#include "dtrn/runtime/autograd.h"
 #include "dtrn/runtime/check.h"
 
 namespace dtrn::train {
@@ -22,9 +23,9 @@ Tensor box_view(const Tensor& piece, int64_t start, const Box& b) {
   return piece.detach().reshape({-1}).narrow(0, start, shape_numel(b.shape)).reshape(b.shape);
 }
 
-std::map<std::string, model::NamedParameter> by_name(const model::DtrnModel& model) {
+std::map<std::string, model::NamedParameter> by_name(const std::vector<model::NamedParameter>& params) {
   std::map<std::string, model::NamedParameter> out;
-  for (model::NamedParameter& p : model.parameters()) out.emplace(p.name, std::move(p));
+  for (const model::NamedParameter& p : params) out.emplace(p.name, p);
   return out;
 }
 
@@ -94,45 +95,53 @@ GlobalPlace tp_place(const Shape& local, const model::TensorParallelSlice& tp) {
   return place;
 }
 
-std::vector<TensorSlice> rank_slices(const model::DtrnModel& model, const OptimizerState& optimizer,
-                                     const RankPlace& place) {
+std::vector<TensorSlice> rank_slices(const std::vector<model::NamedParameter>& params,
+                                     const OptimizerState& optimizer, const RankPlace& place) {
   // Replicated over TP: only TP rank 0 saves it; over DP: only DP rank 0 (moments too, without ZeRO-1).
   auto saves = [&](const model::NamedParameter& p, bool sharded_over_dp) {
     return (sharded_over_dp || place.dp_rank == 0) && (p.tp.dim >= 0 || place.tp_rank == 0);
   };
   std::vector<TensorSlice> out;
-  const auto params = by_name(model);
-  for (const model::NamedParameter& p : model.parameters()) {
+  for (const model::NamedParameter& p : params) {
     if (!saves(p, false)) continue;
     const GlobalPlace g = tp_place(p.tensor.shape(), p.tp);
     out.push_back({p.name, g.global_shape, g.offsets, host_copy(p.tensor)});
   }
-  for_each_moment_box(params, optimizer, [&](const model::NamedParameter& p, const std::string& name,
+  for_each_moment_box(by_name(params), optimizer, [&](const model::NamedParameter& p, const std::string& name,
                                              const GlobalPlace& g, const Box& b, const Tensor& data) {
     if (saves(p, optimizer.sharded_over_dp)) out.push_back({name, g.global_shape, global_offsets(g, b), host_copy(data)});
   });
   return out;
 }
 
-RankRequests rank_requests(const model::DtrnModel& model, const OptimizerState* optimizer) {
+RankRequests rank_requests(const std::vector<model::NamedParameter>& params, const OptimizerState* optimizer) {
   RankRequests out;
   auto request = [&](const std::string& name, const GlobalPlace& g, std::vector<int64_t> offsets, const Tensor& target) {
     out.requests.push_back({name, g.global_shape, std::move(offsets), Tensor::empty(target.shape(), DType::kF32, Device::cpu())});
     out.targets.push_back(target);
   };
-  const auto params = by_name(model);
-  for (const model::NamedParameter& p : model.parameters()) {
+  for (const model::NamedParameter& p : params) {
     const GlobalPlace g = tp_place(p.tensor.shape(), p.tp);
     request(p.name, g, g.offsets, p.tensor.detach());
     out.known.insert({p.name, exp_avg_name(p.name), exp_avg_sq_name(p.name)});
   }
   if (optimizer) {
-    for_each_moment_box(params, *optimizer, [&](const model::NamedParameter&, const std::string& name,
+    for_each_moment_box(by_name(params), *optimizer, [&](const model::NamedParameter&, const std::string& name,
                                                 const GlobalPlace& g, const Box& b, const Tensor& view) {
       request(name, g, global_offsets(g, b), view);
     });
   }
   return out;
+}
+
+Status load_rank_slices(const std::string& where, std::vector<TensorSlice> saved, const RankRequests& wanted) {
+  std::set<std::string> requested;
+  for (const SliceRequest& r : wanted.requests) requested.insert(r.name);
+  std::erase_if(saved, [&](const TensorSlice& s) { return wanted.known.count(s.name) && !requested.count(s.name); });
+  DTRN_RETURN_IF_ERROR(fill_slices(where, saved, wanted.requests));
+  NoGradGuard no_grad;
+  for (size_t i = 0; i < wanted.requests.size(); ++i) wanted.targets[i].copy_(wanted.requests[i].out);
+  return Status::Ok();
 }
 
 }  // namespace dtrn::train

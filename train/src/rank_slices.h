@@ -33,9 +33,10 @@ struct GlobalPlace {
 };
 GlobalPlace tp_place(const Shape& local, const model::TensorParallelSlice& tp);
 
-// Host f32 copies of everything `place`'s rank saves: its parameters and its optimizer pieces.
-std::vector<TensorSlice> rank_slices(const model::DtrnModel& model, const OptimizerState& optimizer,
-                                     const RankPlace& place);
+// Host f32 copies of everything `place`'s rank saves of `params` (the model's, with their TP slices) and
+// of its optimizer pieces.
+std::vector<TensorSlice> rank_slices(const std::vector<model::NamedParameter>& params,
+                                     const OptimizerState& optimizer, const RankPlace& place);
 
 // What a rank loads: requests for its parameters' local boxes (and, with `optimizer`, its pieces' boxes),
 // `targets[i]` the tensor request i is copied into, and `known` every tensor name of the model's state
@@ -45,7 +46,12 @@ struct RankRequests {
   std::vector<Tensor> targets;
   std::set<std::string> known;
 };
-RankRequests rank_requests(const model::DtrnModel& model, const OptimizerState* optimizer);
+RankRequests rank_requests(const std::vector<model::NamedParameter>& params, const OptimizerState* optimizer);
+
+// Fills `wanted` from `saved` (reshard.h's checks, with `where` in messages) and copies every request into
+// its target. Saved tensors of the model's state that this rank does not load (other ranks' ZeRO-1 pieces;
+// the moments, without an optimizer) are passed over; any other tensor is a stranger, an error.
+Status load_rank_slices(const std::string& where, std::vector<TensorSlice> saved, const RankRequests& wanted);
 
 std::string exp_avg_name(const std::string& param);
 std::string exp_avg_sq_name(const std::string& param);

@@ -107,6 +107,15 @@ StepStats step_stats(const nlohmann::json& line) {
 
 double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
+// A sample's share of the step's samples_hash (splitmix64 of its window, 40 bits, so that the sum over a
+// batch of fewer than 2^23 samples never overflows).
+int64_t sample_hash(uint64_t window) {
+  uint64_t z = window + 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return static_cast<int64_t>((z ^ (z >> 31)) >> 24);
+}
+
 // A ZeRO-1 rank's optimizer state as checkpoints see it: its own pieces of the moments.
 OptimizerState zero_state(parallel::ZeroAdamW& zero) {
   OptimizerState state;
@@ -442,8 +451,12 @@ StatusOr<StepStats> Trainer::train_step() {
     state.bias = b.to_vector();
     s.model->set_router_state(state);
   };
+  // Which samples the step read, whatever the DP layout (a sum, so the ranks' shares add up): a resumed
+  // run must read exactly the samples the uninterrupted one did.
+  int64_t samples_hash = 0;
   for (int64_t micro = 0; micro < s.accum; ++micro) {
     data::Batch batch = s.loader->next();
+    for (uint64_t w : batch.windows) samples_hash += sample_hash(w);
     Tensor ids = host_tokens(batch.inputs, batch.B, batch.T);
     Tensor targets = host_tokens(batch.targets, batch.B, batch.T);
     // The threshold bias starts from the first batch (router_control.h); a resumed run has its state.
@@ -472,6 +485,11 @@ StatusOr<StepStats> Trainer::train_step() {
   }
   StepSums::Values v = sums.read(grad_norm_sq, &layers);
   const std::vector<LayerSpread> spread = reduce_step_over_dp(s.dp, &v, &layers);
+  if (s.dp.size() > 1) {
+    Tensor h = Tensor::from_ints({samples_hash}, {1}, DType::kI64);
+    s.dp.all_reduce(h, parallel::ReduceOp::kSum);
+    samples_hash = h.to_ints()[0];
+  }
   // The bias this step routed with, then the controls' once-per-step update from the DP group's means
   // (every rank holds the same values, so the ranks' states stay identical).
   const model::RouterState used = s.model->router_state();
@@ -497,6 +515,7 @@ StatusOr<StepStats> Trainer::train_step() {
                          {"lr", lr},
                          {"grad_norm", v.grad_norm},
                          {"tokens", s.progress.tokens},
+                         {"samples_hash", samples_hash},
                          {"tokens_per_s", tokens_per_s},
                          {"step_ms", step_ms}};
   nlohmann::json jl = nlohmann::json::array();
