@@ -191,6 +191,11 @@ TEST_P(ShardedCrashTest, AKilledRankLeavesTheLastCommittedCheckpoint) {
   const std::string other = "-np 1 " + cmd;
   std::string err;
   EXPECT_NE(mpirun_apps(crash.rank == 0 ? victim + " : " + other : other + " : " + victim, run, &err), 0);
+  // The survivor names the killed rank; the save it died in left its folder behind, uncommitted unless
+  // the manifest was renamed.
+  EXPECT_THAT(err, HasSubstr("lost rank " + std::to_string(crash.rank))) << err;
+  ASSERT_TRUE(fs::exists(step_dir(run, 8)));
+  EXPECT_EQ(fs::exists(step_dir(run, 8) + "/" + kManifestFile), crash.committed == 8);
   auto resolved = resolve_checkpoint(run);
   ASSERT_TRUE(resolved.ok()) << resolved.status().message();
   EXPECT_EQ(*resolved, step_dir(run, crash.committed));
