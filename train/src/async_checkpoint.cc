@@ -7,7 +7,10 @@
 namespace dtrn::train {
 
 AsyncCheckpointWriter::~AsyncCheckpointWriter() {
-  if (thread_.joinable()) thread_.join();
+  if (!thread_.joinable()) return;
+  // A commit across ranks would wait forever for rounds nobody serves any more.
+  if (ranks_) ranks_->abandon();
+  thread_.join();
 }
 
 void AsyncCheckpointWriter::start(std::shared_ptr<const CheckpointSnapshot> snapshot, int64_t step) {

@@ -26,7 +26,9 @@ class AsyncCheckpointWriter {
   // `ranks` (not owned; nullptr for one process) must be options.barrier.
   AsyncCheckpointWriter(std::string run_dir, SaveOptions options, RankBarrier* ranks = nullptr)
       : run_dir_(std::move(run_dir)), options_(options), ranks_(ranks) {}
-  ~AsyncCheckpointWriter();  // joins a save in flight (its result is lost: call wait() first)
+  // Joins a save in flight (its result is lost: call wait() first); a commit across ranks is abandoned
+  // (RankBarrier::abandon), so the save is not committed.
+  ~AsyncCheckpointWriter();
   AsyncCheckpointWriter(const AsyncCheckpointWriter&) = delete;
   AsyncCheckpointWriter& operator=(const AsyncCheckpointWriter&) = delete;
 

@@ -7,11 +7,13 @@ namespace dtrn::train {
 std::vector<std::string> RankBarrier::post(Call call, const std::string& value) {
   std::unique_lock<std::mutex> lock(mu_);
   DTRN_CHECK(call_ == kNone, "RankBarrier: a second call while one waits");
+  if (abandoned_) throw Error("the training thread stopped serving the commit before it was done");
   call_ = call;
   value_ = value;
   done_ = false;
-  cv_.wait(lock, [this] { return done_; });
+  cv_.wait(lock, [this] { return done_ || abandoned_; });
   call_ = kNone;
+  if (!done_) throw Error("the training thread stopped serving the commit before it was done");
   return std::move(result_);
 }
 
@@ -21,6 +23,14 @@ std::vector<std::string> RankBarrier::gather(const std::string& mine) {
   std::vector<std::string> all = post(kGather, mine);
   if (rank() != 0) all.clear();
   return all;
+}
+
+void RankBarrier::abandon() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    abandoned_ = true;
+  }
+  cv_.notify_one();
 }
 
 bool RankBarrier::round(bool finished) {

@@ -11,7 +11,8 @@
 // calls come in the same order on every rank (the commit protocol), so "every rank waits" means "in the
 // same call". A round costs one small all-reduce; a save commits a few steps after its shards are written.
 //
-// Thread-safety: broadcast()/gather() from one writer thread, round() from the training thread.
+// Thread-safety: broadcast()/gather() from one writer thread, round() and abandon() from the training
+// thread.
 #pragma once
 
 #include <condition_variable>
@@ -36,6 +37,10 @@ class RankBarrier final : public CommitBarrier {
   // Training thread, collective over the communicator: carries out the call every rank's writer waits in,
   // if they all do. `finished`: this rank's writer has finished. Returns whether every rank's has.
   bool round(bool finished);
+  // Training thread, when it stops serving rounds with a save in flight (an error ended the run): the
+  // writer's waiting and later calls throw dtrn::Error, so its commit ends without a manifest and the
+  // writer can be joined. The save's files are leftovers for the next start to clean.
+  void abandon();
 
  private:
   enum Call : int { kNone = 0, kBroadcast = 1, kGather = 2 };
@@ -48,6 +53,7 @@ class RankBarrier final : public CommitBarrier {
   std::string value_;                // its argument
   std::vector<std::string> result_;  // its result, once carried out
   bool done_ = false;
+  bool abandoned_ = false;
 };
 
 }  // namespace dtrn::train

@@ -318,7 +318,11 @@ Status Trainer::State::open(std::vector<std::string>* skipped, std::vector<std::
     // Each rank reads its own parameters and optimizer pieces, whatever layout saved them.
     OptimizerState state = zero ? zero_state(*zero_optimizer) : optimizer_state(*optimizer);
     DTRN_RETURN_IF_ERROR(load_rank_checkpoint(ckpt, model.get(), &state, &progress));
-    zero ? zero_optimizer->set_step_count(state.step) : optimizer->set_step_count(state.step);
+    if (zero) {
+      zero_optimizer->set_step_count(state.step);
+    } else {
+      optimizer->set_step_count(state.step);
+    }
     if (progress.seed != config.train.seed) {
       return Status::FailedPrecondition("--resume: " + ckpt + " was trained with seed " + std::to_string(progress.seed) +
                                         ", train.seed is " + std::to_string(config.train.seed));
