@@ -17,6 +17,7 @@
 #include <fstream>
 
 #include "checkpoint_format.h"
+#include "checkpoint_read.h"
 #include "dtrn/train/checkpoint.h"
 #include "dtrn/train/trainer.h"
 #include "trainer_fixture.h"
@@ -105,6 +106,16 @@ TEST_F(ShardedResumeTest, ZeroOneAtDp2ResumesAtDp1Dp2AndDp4) {
   EXPECT_EQ(m->layout.zero, 1);
   EXPECT_EQ(shards(step_dir(whole, 4)).size(), 2u);
   ASSERT_TRUE(verify_checkpoint(step_dir(whole, 4)).ok());
+  // Export (and eval) read it whole: every parameter of the model, at its global shape, the moments left out.
+  auto weights = read_checkpoint_weights(step_dir(whole, 4));
+  ASSERT_TRUE(weights.ok()) << weights.status().message();
+  model::DtrnModel shape_of(job({}).model, job({}).routing, Device::cpu(), DType::kF32);
+  const auto params = shape_of.parameters();
+  ASSERT_EQ(weights->tensors.size(), params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    EXPECT_EQ(weights->tensors[i].first, params[i].name);
+    EXPECT_EQ(weights->tensors[i].second.shape(), params[i].tensor.shape()) << params[i].name;
+  }
 
   // Same layout: bit for bit.
   const std::string same = at_step_4(whole, "zero-dp2-to-dp2");
