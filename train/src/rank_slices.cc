@@ -29,7 +29,8 @@ std::map<std::string, model::NamedParameter> by_name(const std::vector<model::Na
   return out;
 }
 
-// Calls f(name, global place, box, box's data view) for each box of each moment of each piece.
+// Calls f(parameter, moment name, the parameter's global place, box, the box's data view) for each box of
+// each moment of each piece.
 template <typename F>
 void for_each_moment_box(const std::map<std::string, model::NamedParameter>& params, const OptimizerState& opt,
                          F&& f) {
