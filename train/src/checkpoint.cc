@@ -42,11 +42,12 @@ std::string model_config_json(const model::ModelConfig& c) {
   return j.dump();
 }
 
-// Every shard of a checkpoint, verified, as one list of slices.
-StatusOr<std::vector<TensorSlice>> read_all_slices(const std::string& dir, const Manifest& m) {
+// The model's slices of every shard of a checkpoint, verified; the optimizer moments are not read.
+StatusOr<std::vector<TensorSlice>> read_model_slices(const std::string& dir, const Manifest& m) {
   std::vector<TensorSlice> all;
+  auto model_tensor = [](const std::string& name, const std::vector<int64_t>&, const Shape&) { return !is_moment(name); };
   for (const ShardEntry& e : m.shards) {
-    auto slices = read_shard(dir, e);
+    auto slices = read_shard(dir, e, model_tensor);
     if (!slices.ok()) return slices.status();
     for (TensorSlice& s : *slices) all.push_back(std::move(s));
   }
@@ -175,8 +176,6 @@ Status load_rank_checkpoint(const std::string& checkpoint_dir, model::DtrnModel*
                             TrainProgress* progress) {
   auto m = read_manifest(checkpoint_dir);
   if (!m.ok()) return m.status();
-  auto saved = read_all_slices(checkpoint_dir, *m);
-  if (!saved.ok()) return saved.status();
   const size_t routed = static_cast<size_t>(model->routed_layer_count());
   auto sized = [routed](const std::vector<double>& v) { return v.empty() || v.size() == routed; };
   if (!sized(m->router.bias) || !sized(m->router.multiplier) || (m->router.initialized && m->router.bias.empty())) {
@@ -184,7 +183,7 @@ Status load_rank_checkpoint(const std::string& checkpoint_dir, model::DtrnModel*
                             std::to_string(m->router.bias.size()) + " D layers, the model has " +
                             std::to_string(routed));
   }
-  DTRN_RETURN_IF_ERROR(load_rank_slices(checkpoint_dir, std::move(*saved), rank_requests(model->parameters(), optimizer)));
+  DTRN_RETURN_IF_ERROR(load_rank_shards(checkpoint_dir, m->shards, rank_requests(model->parameters(), optimizer)));
   model->sync_compute_weights();
   model->set_router_state(m->router);
   if (optimizer) optimizer->step = m->optimizer_step;
@@ -204,9 +203,8 @@ Status load_checkpoint(const std::string& checkpoint_dir, model::DtrnModel* mode
 StatusOr<CheckpointWeights> read_checkpoint_weights(const std::string& checkpoint_dir) {
   auto m = read_manifest(checkpoint_dir);
   if (!m.ok()) return m.status();
-  auto saved = read_all_slices(checkpoint_dir, *m);
+  auto saved = read_model_slices(checkpoint_dir, *m);
   if (!saved.ok()) return saved.status();
-  std::erase_if(*saved, [](const TensorSlice& s) { return is_moment(s.name); });
   std::vector<SliceRequest> requests;
   for (const TensorSlice& s : *saved) {
     const bool seen = std::any_of(requests.begin(), requests.end(), [&](const SliceRequest& r) { return r.name == s.name; });

@@ -135,14 +135,37 @@ RankRequests rank_requests(const std::vector<model::NamedParameter>& params, con
   return out;
 }
 
-Status load_rank_slices(const std::string& where, std::vector<TensorSlice> saved, const RankRequests& wanted) {
+Status load_rank_slices(const std::string& where, std::vector<TensorSlice> saved, const RankRequests& wanted,
+                        const std::vector<SliceBox>& unread) {
   std::set<std::string> requested;
   for (const SliceRequest& r : wanted.requests) requested.insert(r.name);
   std::erase_if(saved, [&](const TensorSlice& s) { return wanted.known.count(s.name) && !requested.count(s.name); });
-  DTRN_RETURN_IF_ERROR(fill_slices(where, saved, wanted.requests));
+  DTRN_RETURN_IF_ERROR(fill_slices(where, saved, wanted.requests, unread));
   NoGradGuard no_grad;
   for (size_t i = 0; i < wanted.requests.size(); ++i) wanted.targets[i].copy_(wanted.requests[i].out);
   return Status::Ok();
+}
+
+Status load_rank_shards(const std::string& dir, const std::vector<ShardEntry>& shards, const RankRequests& wanted) {
+  std::multimap<std::string, const SliceRequest*> by_name;
+  for (const SliceRequest& r : wanted.requests) by_name.emplace(r.name, &r);
+  // A stranger is read too, so that fill_slices names it.
+  auto needed = [&](const std::string& name, const std::vector<int64_t>& offsets, const Shape& shape) {
+    if (!wanted.known.count(name)) return true;
+    auto [lo, hi] = by_name.equal_range(name);
+    for (auto it = lo; it != hi; ++it) {
+      if (overlaps(*it->second, offsets, shape)) return true;
+    }
+    return false;
+  };
+  std::vector<TensorSlice> saved;
+  std::vector<SliceBox> unread;
+  for (const ShardEntry& e : shards) {
+    auto slices = read_shard(dir, e, needed, &unread);
+    if (!slices.ok()) return slices.status();
+    for (TensorSlice& s : *slices) saved.push_back(std::move(s));
+  }
+  return load_rank_slices(dir, std::move(saved), wanted, unread);
 }
 
 }  // namespace dtrn::train

@@ -48,10 +48,16 @@ struct RankRequests {
 };
 RankRequests rank_requests(const std::vector<model::NamedParameter>& params, const OptimizerState* optimizer);
 
-// Fills `wanted` from `saved` (reshard.h's checks, with `where` in messages) and copies every request into
-// its target. Saved tensors of the model's state that this rank does not load (other ranks' ZeRO-1 pieces;
-// the moments, without an optimizer) are passed over; any other tensor is a stranger, an error.
-Status load_rank_slices(const std::string& where, std::vector<TensorSlice> saved, const RankRequests& wanted);
+// Fills `wanted` from `saved` (reshard.h's checks, with `where` in messages; `unread` as there) and copies
+// every request into its target. Saved tensors of the model's state that this rank does not load (other
+// ranks' ZeRO-1 pieces; the moments, without an optimizer) are passed over; any other tensor is a
+// stranger, an error.
+Status load_rank_slices(const std::string& where, std::vector<TensorSlice> saved, const RankRequests& wanted,
+                        const std::vector<SliceBox>& unread = {});
+
+// Reads from the shards of checkpoint `dir` only the slices that share an element with one of `wanted`'s
+// requests (verifying each slice read), and loads them as load_rank_slices does.
+Status load_rank_shards(const std::string& dir, const std::vector<ShardEntry>& shards, const RankRequests& wanted);
 
 std::string exp_avg_name(const std::string& param);
 std::string exp_avg_sq_name(const std::string& param);

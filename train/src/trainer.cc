@@ -249,12 +249,17 @@ Status Trainer::State::report_save(std::optional<AsyncCheckpointWriter::Done> do
 Status Trainer::State::open(std::vector<std::string>* skipped, std::vector<std::string>* resume_notes,
                             bool* nothing_to_do) {
   if (options.resume) {
-    auto resolved_ckpt = resolve_checkpoint(run_dir, skipped);
+    // Rank 0 finds the newest checkpoint that verifies (reading all of it once); the others take its
+    // answer and verify what they read of it.
+    std::string resolved;
     if (lead()) {
+      auto r = resolve_checkpoint(run_dir, skipped);
       for (const std::string& line : *skipped) std::cerr << "dtrn train: --resume: " << line << std::endl;
+      resolved = r.ok() ? "ok " + *r : "error " + r.status().message();
     }
-    if (!resolved_ckpt.ok()) return Status::NotFound("--resume: " + resolved_ckpt.status().message());
-    ckpt = *resolved_ckpt;
+    if (world.size() > 1) parallel::broadcast_string(world, &resolved, 0);
+    if (resolved.compare(0, 3, "ok ") != 0) return Status::NotFound("--resume: " + resolved.substr(6));
+    ckpt = resolved.substr(3);
     auto step = read_checkpoint_step(ckpt);
     if (!step.ok()) return step.status();
     DTRN_RETURN_IF_ERROR(check_resume(ckpt, config, *step, resume_notes));

@@ -127,8 +127,9 @@ StatusOr<int64_t> read_checkpoint_step(const std::string& checkpoint_dir);
 StatusOr<std::string> read_checkpoint_config(const std::string& checkpoint_dir);
 
 // Loads this rank's parameters (and, when optimizer is non-null, its pieces of the AdamW moments and the
-// step count) into an already-constructed model whose config matches, whatever layout saved them; a
-// missing tensor or a shape mismatch is an error naming the tensor.
+// step count) into an already-constructed model whose config matches, whatever layout saved them. Reads
+// only the saved slices it needs, verifying each (verify_checkpoint reads everything); a missing tensor,
+// a shape mismatch or a corrupt slice it reads is an error naming the tensor.
 Status load_rank_checkpoint(const std::string& checkpoint_dir, model::DtrnModel* model, OptimizerState* optimizer,
                             TrainProgress* progress);
 // The same into a plain AdamW (nullptr: parameters only).
