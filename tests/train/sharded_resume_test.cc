@@ -77,13 +77,11 @@ class ShardedResumeTest : public TrainerTest {
     return copy;
   }
 
-  // The uninterrupted dp=2 ZeRO-1 run the tests resume from (trained once per test process; tests copy it).
-  static const std::string& zero_dp2() {
-    static std::string run;
-    if (run.empty()) {
-      train(2, job(layout(2, 1)), path("zero-dp2"), false);
-      run = path("zero-dp2");
-    }
+  // The uninterrupted dp=2 ZeRO-1 run the tests resume from (trained once per test suite, in its folder;
+  // tests copy it).
+  static std::string zero_dp2() {
+    const std::string run = path("zero-dp2");
+    if (!fs::exists(step_dir(run, 8) + "/" + kManifestFile)) train(2, job(layout(2, 1)), run, false);
     return run;
   }
 
@@ -98,7 +96,7 @@ class ShardedResumeTest : public TrainerTest {
 };
 
 TEST_F(ShardedResumeTest, ZeroOneAtDp2ResumesAtDp1Dp2AndDp4) {
-  const std::string& whole = zero_dp2();
+  const std::string whole = zero_dp2();
   // ZeRO-1 shards the moments over both ranks: two shards, the layout recorded.
   auto m = read_manifest(step_dir(whole, 4));
   ASSERT_TRUE(m.ok()) << m.status().message();
@@ -195,7 +193,7 @@ class ShardedCrashTest : public ShardedResumeTest, public ::testing::WithParamIn
 
 TEST_P(ShardedCrashTest, AKilledRankLeavesTheLastCommittedCheckpoint) {
   const Crash crash = GetParam();
-  const std::string& whole = zero_dp2();
+  const std::string whole = zero_dp2();
   const std::string run = at_step_4(whole, std::string("crash-") + crash.point);
   const std::string cmd = train_command(job(layout(2, 1)), run, "--resume");
   const std::string victim = "-np 1 -x DTRN_CKPT_CRASH_AT=" + std::string(crash.point) + " " + cmd;
