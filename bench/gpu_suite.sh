@@ -92,7 +92,7 @@ if has capacity; then
     set -- $shape
     seq=$1; shift
     for b in "$@"; do
-      if timeout 120 "$dtrn" bench --config deploy/configs/360m.yaml --set "train.micro_batch=$b" \
+      if timeout 120 "$dtrn" bench --config deploy/configs/360m.yaml --set "train.micro_batch=$b" --set "train.global_batch=$b" \
           --set "model.seq_len=$seq" --steps 1 --warmup 1 --routed-fraction 0.1 --json >>"$OUT/capacity.jsonl" 2>&1; then
         echo "largest micro-batch at $seq: $b"; status+=("capacity $seq: $b"); break
       fi
@@ -178,14 +178,15 @@ if has routing; then
   data=/tmp/dtrn-prep
   [ -f "$data/meta.json" ] || "$dtrn" prep --input .assets/corpus --out "$data" --tokenizer-dir .assets/tokenizer \
     >"$OUT/routing_prep.log" 2>&1
+  # Runs finished in an earlier session travel as .ablation/<run>/metrics.jsonl (carry .ablation) and
+  # are skipped.
+  mkdir -p /tmp/dtrn-routing-ablation
+  [ -d .ablation ] && cp -rn .ablation/. /tmp/dtrn-routing-ablation/
   BUILD="$BUILD" DATA="$data" bash bench/routing_ablation.sh gpu /tmp/dtrn-routing-ablation 2>&1 |
     tee "$OUT/routing_ablation.log" | grep -E "^routing ablation"
   status+=("routing ablation rc=${PIPESTATUS[0]}")
-  mkdir -p "$OUT/routing"
-  cp /tmp/dtrn-routing-ablation/summary.md /tmp/dtrn-routing-ablation/f-*.* "$OUT/routing/" 2>/dev/null
-  for run in /tmp/dtrn-routing-ablation/*/; do
-    cp "$run/metrics.jsonl" "$OUT/routing/$(basename "$run").metrics.jsonl" 2>/dev/null
-  done
+  # One archive: the device tool returns a limited number of files.
+  (cd /tmp/dtrn-routing-ablation && tar czf "$OUT/routing.tgz" summary.md f-*.* */metrics.jsonl)
 fi
 
 if has hf && python3 -c 'import transformers' 2>/dev/null; then

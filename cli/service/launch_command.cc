@@ -22,7 +22,9 @@ constexpr char kUsage[] =
 constexpr char kHelp[] =
     "\nRuns a job of parallel.dp x parallel.tp ranks as local worker processes, restarting them from the\n"
     "last checkpoint when one fails, and follows it to its end (exit 0 only if it succeeded).\n\n"
-    "  --nproc N              worker slots on this machine (at least dp x tp)\n"
+    "  --nproc N              worker slots on this machine (at least dp x tp); the ranks of a job form\n"
+    "                         one group, started with RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and\n"
+    "                         MASTER_PORT as torchrun does (docs/coordinator.md)\n"
     "  --max-restarts N       default 3\n"
     "  --state-dir DIR        the embedded coordinator's state (default runs/launch-<date-time>)\n"
     "  --metrics-listen ADDR  the embedded coordinator's /metrics and dashboard (default 127.0.0.1:0, any\n"

@@ -1,12 +1,17 @@
 #include "dtrn/coordinator/agent.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -28,14 +33,41 @@ struct Process {
   int exit_code = 0, signal = 0;
   Clock::time_point term_sent{};  // set when SIGTERM went out
   bool killed = false;
+  int master_port = 0;  // rank 0 of a multi-rank job: the MASTER_PORT picked for it
 };
 
 std::string key(const v1::WorkerRef& w) {
   return w.job_id() + "/" + std::to_string(w.rank()) + "/" + std::to_string(w.generation());
 }
 
-// Starts `dtrn train` for `launch`: its config and log files in the work folder, its identity in DTRN_*.
-StatusOr<pid_t> start_worker(const AgentOptions& options, const v1::WorkerLaunch& launch) {
+// A port no process of this host listens on now, for rank 0's job store (Note [Rendezvous] in
+// coordinator.cc). Rank 0 binds it moments later, with SO_REUSEADDR; should another process take it in
+// between, rank 0 fails to listen and the job restarts on another port.
+StatusOr<int> pick_free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return errno_status("socket", errno);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_ANY);
+  socklen_t n = sizeof a;
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &n) == 0;
+  const int err = errno;
+  ::close(fd);
+  if (!ok) return errno_status("a free port for rank 0's job store", err);
+  return static_cast<int>(ntohs(a.sin_port));
+}
+
+// Launcher variables a worker must not inherit from the agent's own environment: an agent started by
+// srun or mpirun would otherwise pass its own rank on, and they take precedence over RANK (launch_env.h).
+constexpr const char* kInheritedLauncherVariables[] = {
+    "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
+    "SLURM_PROCID",         "SLURM_STEP_NUM_TASKS", "SLURM_LOCALID"};
+
+// Starts `dtrn train` for `launch`: its config and log files in the work folder, its identity in DTRN_*,
+// its place in the job in the torchrun variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT).
+// *master_port: the port given to rank 0 of a multi-rank job, picked here when the launch leaves it 0.
+StatusOr<pid_t> start_worker(const AgentOptions& options, const v1::WorkerLaunch& launch, int* master_port) {
   const v1::WorkerRef& w = launch.worker();
   const std::string dir = options.work_dir + "/" + w.job_id();
   std::error_code ec;
@@ -49,9 +81,25 @@ StatusOr<pid_t> start_worker(const AgentOptions& options, const v1::WorkerLaunch
   std::vector<std::pair<std::string, std::string>> env = {
       {"DTRN_COORDINATOR", options.coordinator.address}, {"DTRN_JOB_ID", w.job_id()},
       {"DTRN_RANK", std::to_string(w.rank())},           {"DTRN_GENERATION", std::to_string(w.generation())},
-      {"DTRN_WORLD_SIZE", std::to_string(launch.world_size())},
       {"DTRN_WORKER_SECRET", w.secret()},                {"DTRN_WORKER_HOST", options.host},
-      {"DTRN_AUTH_TOKEN", options.coordinator.auth_token}, {"DTRN_TLS_CA", options.coordinator.tls_ca_file}};
+      {"DTRN_AUTH_TOKEN", options.coordinator.auth_token}, {"DTRN_TLS_CA", options.coordinator.tls_ca_file},
+      {"RANK", std::to_string(w.rank())},                {"WORLD_SIZE", std::to_string(launch.world_size())},
+      {"LOCAL_RANK", std::to_string(launch.local_rank())}};
+  *master_port = launch.master_port();
+  if (launch.world_size() > 1) {
+    // As torchrun does: workers sharing this host share its cores, unless the agent was told otherwise.
+    if (std::getenv("OMP_NUM_THREADS") == nullptr) {
+      const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+      env.push_back({"OMP_NUM_THREADS", std::to_string(std::max(1u, cores / static_cast<unsigned>(options.slots)))});
+    }
+    if (*master_port == 0) {
+      auto port = pick_free_port();
+      if (!port.ok()) return port.status();
+      *master_port = *port;
+    }
+    env.push_back({"MASTER_ADDR", launch.master_addr().empty() ? "127.0.0.1" : launch.master_addr()});
+    env.push_back({"MASTER_PORT", std::to_string(*master_port)});
+  }
   const std::string log = stem + ".log";
   const pid_t parent = getpid();
   const pid_t pid = fork();
@@ -67,6 +115,7 @@ StatusOr<pid_t> start_worker(const AgentOptions& options, const v1::WorkerLaunch
       dup2(fd, 2);
       close(fd);
     }
+    for (const char* name : kInheritedLauncherVariables) unsetenv(name);
     for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
     std::vector<char*> args;
     for (auto& a : argv) args.push_back(a.data());
@@ -142,6 +191,7 @@ Status run_agent(const AgentOptions& input, const std::atomic<bool>* stop) {
         r->set_pid(p.pid);
         r->set_exit_code(p.exit_code);
         r->set_signal(p.signal);
+        r->set_master_port(p.master_port);
       }
       v1::AgentPollResponse response;
       grpc::ClientContext context;
@@ -173,8 +223,8 @@ Status run_agent(const AgentOptions& input, const std::atomic<bool>* stop) {
           say("stopping worker " + it->first);
         }
         for (const auto& launch : response.launch()) {
-          auto pid = start_worker(options, launch);
           Process p;
+          auto pid = start_worker(options, launch, &p.master_port);
           p.worker = launch.worker();
           if (!pid.ok()) {
             say("cannot start worker " + key(launch.worker()) + ": " + pid.status().message());

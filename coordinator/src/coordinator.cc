@@ -7,6 +7,8 @@
 #include <ctime>
 #include <random>
 
+#include "dtrn/parallel/lost_rank.h"
+
 namespace dtrn::coordinator {
 namespace {
 
@@ -304,6 +306,15 @@ int Coordinator::free_slots(const AgentRecord& agent) const {
   return agent.slots - used;
 }
 
+// Note [Rendezvous]
+// The ranks of a generation find each other as torchrun's do: every worker is started with RANK,
+// WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT, and rank 0 serves the job's store on MASTER_PORT
+// (parallel/process_groups.h; CPU ranks then form a TCP mesh, GPU ranks NCCL). Only rank 0's host can
+// tell which of its ports is free, so rank 0's launch goes out first with master_port 0; its agent
+// binds a free port, starts rank 0 with it and reports it with its next poll; then the other ranks'
+// launches go out with that port and rank 0's host (loopback for ranks on rank 0's own agent, so that a
+// single machine needs no resolvable host name). Each generation gets a fresh port, so a restarted job
+// never meets the previous generation's store. The cost is one agent poll (0.3 s) per generation.
 bool Coordinator::try_schedule(JobRecord& job) {
   const v1::JobState state = job.data.job.state();
   if (state != v1::JOB_STATE_PENDING && state != v1::JOB_STATE_RESTARTING) return false;
@@ -326,6 +337,10 @@ bool Coordinator::try_schedule(JobRecord& job) {
   job.data.unique_id = random_bytes(128);
   job.workers.clear();
   job.pending_steps.clear();
+  job.held_launches.clear();
+  job.master_host = placement[0]->host;
+  job.master_port = 0;
+  std::map<std::string, int> local_ranks;  // per agent
   // The new generation redoes the steps after the checkpoint: the dashboard's history forgets them.
   while (!job.history.empty() && job.history.back().step() > j.checkpoint_step()) job.history.pop_back();
   const bool resume = j.checkpoint_step() > 0;
@@ -335,7 +350,6 @@ bool Coordinator::try_schedule(JobRecord& job) {
     slot.agent_id = placement[rank]->id;
     slot.host = placement[rank]->host;
     slot.secret = random_hex(16);
-    slot.launched = true;
     slot.last_heartbeat = Clock::now();
     slot.last_heartbeat_unix = unix_now();
     slot.step = j.checkpoint_step();
@@ -348,7 +362,10 @@ bool Coordinator::try_schedule(JobRecord& job) {
     launch.set_config_yaml(j.spec().config_yaml());
     launch.set_run_dir(j.run_dir());
     launch.set_resume(resume);
-    placement[rank]->launches.push_back(launch);
+    launch.set_local_rank(local_ranks[placement[rank]->id]++);
+    slot.launched = rank == 0 || world == 1;
+    if (slot.launched) placement[rank]->launches.push_back(launch);
+    else job.held_launches.push_back(launch);
     job.workers.push_back(slot);
   }
   job.step = j.checkpoint_step();
@@ -368,7 +385,14 @@ StatusOr<v1::AgentPollResponse> Coordinator::agent_poll(const v1::AgentPollReque
   }
   AgentRecord& agent = it->second;
   agent.last_poll = Clock::now();
-  for (const auto& report : request.processes()) on_process_report(agent, report);
+  // A rank that ended because another was lost is reported after the others, so that the job's message
+  // names the rank that failed first rather than one that merely noticed.
+  std::vector<const v1::ProcessReport*> reports;
+  for (const auto& report : request.processes()) reports.push_back(&report);
+  std::stable_partition(reports.begin(), reports.end(), [](const v1::ProcessReport* r) {
+    return r->running() || r->exit_code() != parallel::kExitLostRank;
+  });
+  for (const v1::ProcessReport* report : reports) on_process_report(agent, *report);
   for (auto& l : agent.launches) *response.add_launch() = std::move(l);
   for (auto& s : agent.stops) *response.add_stop() = std::move(s);
   agent.launches.clear();
@@ -392,6 +416,10 @@ void Coordinator::on_process_report(const AgentRecord& agent, const v1::ProcessR
   }
   JobRecord& job = it->second;
   slot->pid = report.pid();
+  if (slot->rank == 0 && report.running() && report.master_port() > 0 && job.master_port == 0 &&
+      job.data.job.state() == v1::JOB_STATE_RUNNING) {
+    release_held_launches(job, report.master_port());
+  }
   if (report.running()) return;
   if (slot->state == "stopping" || !live(slot->state)) {
     if (slot->state == "stopping") slot->state = "stopped";
@@ -410,13 +438,35 @@ void Coordinator::on_process_report(const AgentRecord& agent, const v1::ProcessR
   }
   fail_rank(job, *slot,
             report.signal() != 0 ? "was killed by signal " + std::to_string(report.signal())
-                                 : "exited with status " + std::to_string(report.exit_code()));
+                                 : "exited with status " + std::to_string(report.exit_code()) +
+                                       (report.exit_code() == parallel::kExitLostRank ? " (it lost another rank)" : ""));
+}
+
+void Coordinator::release_held_launches(JobRecord& job, int master_port) {
+  job.master_port = master_port;
+  const std::string& rank0_agent = job.workers.front().agent_id;
+  for (auto& launch : job.held_launches) {
+    WorkerSlot& slot = job.workers[launch.worker().rank()];
+    auto agent = agents_.find(slot.agent_id);
+    if (agent == agents_.end()) continue;  // its host is gone: the rank misses its heartbeats and fails
+    launch.set_master_addr(slot.agent_id == rank0_agent ? "127.0.0.1" : job.master_host);
+    launch.set_master_port(master_port);
+    slot.launched = true;
+    slot.last_heartbeat = Clock::now();  // its start begins now
+    agent->second.launches.push_back(std::move(launch));
+  }
+  job.held_launches.clear();
 }
 
 void Coordinator::stop_generation(JobRecord& job) {
   job.stopped_at = Clock::now();
+  job.held_launches.clear();
   for (auto& w : job.workers) {
     if (w.state != "starting" && w.state != "running") continue;
+    if (!w.launched) {
+      w.state = "stopped";  // never handed to its agent
+      continue;
+    }
     w.state = "stopping";
     auto agent = agents_.find(w.agent_id);
     if (agent == agents_.end()) {
@@ -533,8 +583,8 @@ StatusOr<v1::Rendezvous> Coordinator::register_worker(const v1::RegisterWorkerRe
   r.set_tp(static_cast<int32_t>(job->config.parallel.tp));
   r.set_tp_rank(w.rank % r.tp());
   r.set_dp_rank(w.rank / r.tp());
-  r.set_master_addr(job->workers.front().host);
-  r.set_master_port(29500 + (std::stoi(j.id().substr(4)) * 31 + j.generation()) % 2000);
+  r.set_master_addr(job->master_host);
+  r.set_master_port(job->master_port);
   r.set_unique_id(job->data.unique_id);
   return r;
 }

@@ -97,12 +97,17 @@ Status Coordinator::step_stats(const v1::StepStats& stats) {
   step_seconds_->add({{"job", job->data.job.id()}, {"rank", std::to_string(w.rank)}},
                      {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30})
       .observe(stats.step_ms() / 1e3);
-  job->pending_steps[stats.step()].ranks.push_back(stats);
   const int world = job->data.job.world_size();
+  if (stats.ranks() < 0 || stats.ranks() > world) {
+    return invalid("ranks " + std::to_string(stats.ranks()) + " is outside 0.." + std::to_string(world));
+  }
+  PendingStep& pending = job->pending_steps[stats.step()];
+  pending.ranks.push_back(stats);
+  pending.covered += std::max(1, stats.ranks());
   // Summarize every step all ranks reported, and any step left behind by a rank that is too far behind.
   while (!job->pending_steps.empty()) {
     auto first = job->pending_steps.begin();
-    const bool complete = static_cast<int>(first->second.ranks.size()) >= world;
+    const bool complete = first->second.covered >= world;
     const bool stale = job->pending_steps.rbegin()->first - first->first >= kMaxPendingSteps;
     if (!complete && !stale) break;
     aggregate(*job, first->first);
@@ -141,8 +146,9 @@ void Coordinator::aggregate(JobRecord& job, int64_t step) {
         for (int i = 0; i < rl.p_attn_quantiles_size() && i < static_cast<int>(quantiles.size()); ++i) {
           quantiles[i] += rl.p_attn_quantiles(i);
         }
-        f_min = std::min(f_min, rl.f());
-        f_max = std::max(f_max, rl.f());
+        // A message that combines several ranks brings their extremes.
+        f_min = std::min(f_min, r.ranks() > 1 ? rl.f_min() : rl.f());
+        f_max = std::max(f_max, r.ranks() > 1 ? rl.f_max() : rl.f());
         fallback = fallback || rl.fallback();
         fallback_count += rl.fallback_count();
         collapsed = collapsed || rl.collapsed();

@@ -110,7 +110,10 @@ void WorkerClient::on_step(const train::StepStats& stats) {
     ml->set_threshold_bias(l.bias);
     ml->set_fallback_count(l.fallbacks);
     ml->set_collapsed(l.collapsed);
+    ml->set_f_min(l.f_min);
+    ml->set_f_max(l.f_max);
   }
+  m.set_ranks(static_cast<int32_t>(stats.ranks));
   {
     std::lock_guard<std::mutex> lock(mu_);
     step_ = stats.step;

@@ -1,8 +1,9 @@
-// T and D blocks. The D block realises real sparsity: only routed tokens are gathered for Q, K, V and
-// attention (packed per sequence, the varlen form), only bypassed tokens go through W_V alone; the two
-// results are placed back with one scatter. Compute and memory scale with the routed count (rule 8).
-// Routing runs where the activations live (routing.h): one read of the routed count per D block is the
-// only host synchronisation.
+// T and D blocks. The D block realises real sparsity: only routed tokens are gathered for Q, K and
+// attention (packed per sequence, the varlen form); W_V runs once over every token (the bypass needs it
+// for the others, and the routed tokens' attention gathers its rows), and each path's p-scaled result
+// enters one W_O product over all rows (W_O is linear and shared by both paths). Compute and memory
+// scale with the routed count (rule 8). Routing runs where the activations live (routing.h): one read
+// of the routed count per D block is the only host synchronisation.
 #include "dtrn/model/blocks.h"
 
 #include <vector>
@@ -13,23 +14,28 @@
 namespace dtrn::model {
 namespace {
 
-// Attention over packed rows u [N, C] with positions [N] and sequence boundaries cu [S+1] -> [N, C].
-Tensor packed_attention(const ModelConfig& c, const AttentionWeights& w, const Tensor& u,
-                        const Tensor& positions, const Tensor& cu_seqlens) {
+// Attention heads over packed rows: u [N, C] (for Q and K) and v = W_V u [N, G*D], positions [N],
+// sequence boundaries cu [S+1] -> [N, H*D], before W_O.
+Tensor attention_heads(const ModelConfig& c, const AttentionWeights& w, const Tensor& u, const Tensor& v,
+                       const Tensor& positions, const Tensor& cu_seqlens) {
   const int64_t n = u.size(0), h = c.n_heads, g = c.n_kv_heads, d = c.head_dim();
   Tensor q = rope(linear(u, w.wq).reshape({n, h, d}), positions, c.rope_theta);
   Tensor k = rope(linear(u, w.wk).reshape({n, g, d}), positions, c.rope_theta);
-  Tensor v = linear(u, w.wv).reshape({n, g, d});
-  Tensor o = attention(q, k, v, cu_seqlens);
-  return linear(o.reshape({n, h * d}), w.wo);
+  return attention(q, k, v.reshape({n, g, d}), cu_seqlens).reshape({n, h * d});
 }
 
-// The bypass (rule 7): c = W_O(expand(W_V u)), attention in which each token sees only itself.
-Tensor bypass(const ModelConfig& c, const AttentionWeights& w, const Tensor& u, const Tensor& head_map) {
-  const int64_t n = u.size(0), h = c.n_heads, g = c.n_kv_heads, d = c.head_dim();
-  Tensor v = linear(u, w.wv).reshape({n, g, d});
-  if (g != h) v = index_select(v, 1, head_map);
-  return linear(v.reshape({n, h * d}), w.wo);
+// Attention over packed rows u [N, C] with positions [N] and sequence boundaries cu [S+1] -> [N, C].
+Tensor packed_attention(const ModelConfig& c, const AttentionWeights& w, const Tensor& u,
+                        const Tensor& positions, const Tensor& cu_seqlens) {
+  return linear(attention_heads(c, w, u, linear(u, w.wv), positions, cu_seqlens), w.wo);
+}
+
+// The bypass's heads (rule 7: attention in which each token sees only itself, so its output is the
+// token's own value): v [N, G*D] -> [N, H*D], query head h reading KV head h / (H / G).
+Tensor expand_heads(const ModelConfig& c, const Tensor& v, const Tensor& head_map) {
+  const int64_t n = v.size(0), h = c.n_heads, g = c.n_kv_heads, d = c.head_dim();
+  if (g == h) return v;
+  return index_select(v.reshape({n, g, d}), 1, head_map).reshape({n, h * d});
 }
 
 }  // namespace
@@ -55,7 +61,7 @@ BlockContext make_block_context(const ModelConfig& c, int64_t batch, int64_t seq
 }
 
 Tensor mlp_forward(const MlpWeights& w, const Tensor& u) {
-  return linear(swiglu(linear(u, w.gate), linear(u, w.up)), w.down);
+  return swiglu_linear(linear(u, w.gate), linear(u, w.up), w.down);  // SwiGLU recomputed in backward
 }
 
 Tensor dense_block_forward(const ModelConfig& c, const BlockWeights& w, const Tensor& x,
@@ -76,7 +82,7 @@ std::vector<double> measured_quantile_levels(double target_fraction) {
 Tensor router_logits(const RouterWeights& w, const Tensor& x) {
   const int64_t n = x.size(0) * x.size(1);
   Tensor x2 = x.reshape({n, x.size(2)});
-  Tensor z = linear(silu(linear(x2, w.w1, w.b1)), w.w2, w.b2);  // [N, 2]
+  Tensor z = silu_linear(linear(x2, w.w1, w.b1), w.w2, w.b2);  // [N, 2]; silu recomputed in backward
   // Probabilities in at least f32 (rule 2); f64 models (the gradient checks) keep f64.
   return z.dtype() == DType::kF64 ? z : z.to(DType::kF32);
 }
@@ -107,21 +113,25 @@ Tensor routed_block_forward(const ModelConfig& c, const BlockWeights& w, const T
       control.use_bias && control.bias_scales_path ? softmax(z_biased).narrow(1, 0, 1).reshape({n}) : p_attn;
 
   Tensor u = rmsnorm(x, w.norm_in, c.norm_eps).reshape({n, ch});  // rule 5: computed once
+  Tensor v = linear(u, w.attn.wv);  // [N, G*D]: the bypass's values, and the routed tokens' V rows
   Tensor p_col = p_path.reshape({n, 1});
-  std::vector<Tensor> parts, rows;
+  std::vector<Tensor> parts, rows;  // per path: p-scaled heads [rows, H*D] and their token rows
   if (r.count > 0) {
-    Tensor a = packed_attention(c, w.attn, index_select(u, 0, r.routed), r.positions, r.cu_seqlens);
-    Tensor pa = index_select(p_col, 0, r.routed).to(x.dtype());
-    parts.push_back(mul(a, pa));
+    Tensor o = attention_heads(c, w.attn, index_select(u, 0, r.routed), index_select(v, 0, r.routed),
+                               r.positions, r.cu_seqlens);
+    parts.push_back(mul(o, index_select(p_col, 0, r.routed).to(x.dtype())));
     rows.push_back(r.routed);
   }
   if (r.count < n) {
-    Tensor cb = bypass(c, w.attn, index_select(u, 0, r.bypass), k.head_map);
+    // p_b scales W_V u before its heads are expanded, so the product keeps G*D values a token, not H*D.
     Tensor pb = add_scalar(scale(index_select(p_col, 0, r.bypass), -1.0), 1.0).to(x.dtype());
-    parts.push_back(mul(cb, pb));
+    parts.push_back(expand_heads(c, mul(index_select(v, 0, r.bypass), pb), k.head_map));
     rows.push_back(r.bypass);
   }
-  Tensor y = n > 0 ? scatter_rows(parts, rows, n) : Tensor::zeros({0, ch}, x.dtype(), x.device());
+  // One W_O product over all rows: p_a W_O(attention) for routed tokens, p_b W_O(expand(W_V u)) for
+  // the others (rule 6's y, by the linearity of W_O).
+  Tensor y = n > 0 ? linear(scatter_rows(parts, rows, n), w.attn.wo)
+                   : Tensor::zeros({0, ch}, x.dtype(), x.device());
   Tensor h = add(x, y.reshape({b, t, ch}));
   Tensor out = add(h, mlp_forward(w.mlp, rmsnorm(h, w.norm_post, c.norm_eps)));
   if (stats != nullptr) {

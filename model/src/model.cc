@@ -59,7 +59,7 @@ DtrnModel::DtrnModel(const ModelConfig& config, const RoutingConfig& routing, De
 
 Tensor DtrnModel::add_parameter(const std::string& name, const Shape& shape, bool decay) {
   const DType master = dtype_ == DType::kF64 ? DType::kF64 : DType::kF32;
-  NamedParameter p{name, Tensor::zeros(shape, master, device_), decay, Tensor()};
+  NamedParameter p{name, Tensor::zeros(shape, master, device_), decay, Tensor(), {}};
   p.compute = dtype_ == master ? p.tensor : Tensor::zeros(shape, dtype_, device_);
   p.compute.set_requires_grad(true);
   params_.push_back(p);

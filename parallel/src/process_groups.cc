@@ -6,6 +6,7 @@
 
 #include "dtrn/parallel/mpi_communicator.h"
 #include "dtrn/parallel/nccl_communicator.h"
+#include "dtrn/parallel/tcp_communicator.h"
 
 namespace dtrn::parallel {
 namespace {
@@ -38,7 +39,7 @@ StatusOr<std::unique_ptr<ProcessGroups>> ProcessGroups::Join(const ParallelOptio
     return Status::InvalidArgument(
         "parallel.dp x parallel.tp = " + std::to_string(options.dp) + " x " + std::to_string(options.tp) +
         " ranks, but " +
-        (env.launcher == Launcher::kNone ? std::string("this is one process (launch with mpirun -np N or srun)")
+        (env.launcher == Launcher::kNone ? std::string("this is one process (launch with dtrn launch --nproc N, mpirun -np N or srun)")
                                          : std::string(launcher_name(env.launcher)) + " started " +
                                                std::to_string(env.world_size)));
   }
@@ -52,10 +53,6 @@ StatusOr<std::unique_ptr<ProcessGroups>> ProcessGroups::Join(const ParallelOptio
   if (via_mpi && !mpi_compiled()) {
     return Status::FailedPrecondition(std::string("launched by ") + launcher_name(env.launcher) +
                                       " but this dtrn was built without MPI (Debian: libopenmpi-dev)");
-  }
-  if (!via_mpi && options.device.is_cpu()) {
-    return Status::InvalidArgument("RANK/WORLD_SIZE launch on the CPU: CPU ranks communicate through MPI; "
-                                   "start them with mpirun or srun (GPU ranks may use plain env vars)");
   }
   std::unique_ptr<Communicator> mpi = via_mpi ? make_mpi_world(groups->liveness_) : nullptr;
 
@@ -88,8 +85,13 @@ StatusOr<std::unique_ptr<ProcessGroups>> ProcessGroups::Join(const ParallelOptio
   if (options.device.is_cuda()) {
     groups->world_ = make_nccl_world(*groups->store_, env.rank, env.world_size, options.device, groups->liveness_);
     groups->bootstrap_ = std::move(mpi);
-  } else {
+  } else if (mpi) {
     groups->world_ = std::move(mpi);
+  } else {
+    // CPU ranks without an MPI launcher: the TCP communicator over the job's store.
+    auto tcp = make_tcp_world(*groups->store_, env.rank, env.world_size, address, groups->liveness_, connect_timeout_s);
+    if (!tcp.ok()) return tcp.status();
+    groups->world_ = std::move(*tcp);
   }
   DTRN_RETURN_IF_ERROR(groups->make_groups(options.dp, options.tp));
   return groups;

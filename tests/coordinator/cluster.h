@@ -149,8 +149,11 @@ class ClusterTest : public ::testing::Test {
   std::unique_ptr<v1::Workers::Stub> workers() { return v1::Workers::NewStub(*make_channel(client_)); }
 
   std::string submit(int steps, const std::string& run_dir, int max_restarts = 3) {
+    return submit_config(job_config(steps), run_dir, max_restarts);
+  }
+  std::string submit_config(const std::string& config_yaml, const std::string& run_dir, int max_restarts = 3) {
     v1::SubmitJobRequest r;
-    r.mutable_spec()->set_config_yaml(job_config(steps));
+    r.mutable_spec()->set_config_yaml(config_yaml);
     r.mutable_spec()->set_run_dir(run_dir);
     r.mutable_spec()->set_max_restarts(max_restarts);
     v1::SubmitJobResponse resp;

@@ -1,7 +1,7 @@
 // Telemetry aggregation over ranks and the coordinator's starvation and saturation verdicts, through a
 // real CoordinatorServer on loopback driven over gRPC by a simulated agent and two simulated workers of a
-// dp=2 job (the trainer runs one process today, so two real workers cannot train one job yet). Expected
-// values are worked out by hand from the fractions sent.
+// dp=2 job, so that the test chooses every rank's fractions (data_parallel_test.cc runs real workers).
+// Expected values are worked out by hand from the fractions sent.
 #include <cmath>
 
 #include "cluster.h"
@@ -25,7 +25,8 @@ class TelemetryTest : public ::testing::Test {
     client_.address = "127.0.0.1:" + std::to_string(server_->port());
     channel_ = *make_channel(client_);
 
-    // A simulated agent with two slots receives the two launches of a dp=2 job, secrets included.
+    // A simulated agent with two slots receives the two launches of a dp=2 job, secrets included: rank 0's
+    // first, with no port, and rank 1's once the agent reports the port it gave rank 0 (the rendezvous).
     auto agents = v1::Agents::NewStub(channel_);
     v1::RegisterAgentRequest reg;
     reg.set_host("sim-host");
@@ -48,8 +49,24 @@ class TelemetryTest : public ::testing::Test {
     v1::AgentPollResponse launches;
     grpc::ClientContext c3;
     ASSERT_TRUE(agents->AgentPoll(&c3, poll, &launches).ok());
-    ASSERT_EQ(launches.launch_size(), 2);
-    for (const auto& l : launches.launch()) refs_.push_back(l.worker());
+    ASSERT_EQ(launches.launch_size(), 1);
+    EXPECT_EQ(launches.launch(0).worker().rank(), 0);
+    EXPECT_EQ(launches.launch(0).master_port(), 0);
+    refs_.push_back(launches.launch(0).worker());
+    v1::ProcessReport* rank0 = poll.add_processes();
+    *rank0->mutable_worker() = refs_[0];
+    rank0->set_running(true);
+    rank0->set_pid(4242);
+    rank0->set_master_port(29999);
+    grpc::ClientContext c4;
+    v1::AgentPollResponse second;
+    ASSERT_TRUE(agents->AgentPoll(&c4, poll, &second).ok());
+    ASSERT_EQ(second.launch_size(), 1);
+    EXPECT_EQ(second.launch(0).worker().rank(), 1);
+    EXPECT_EQ(second.launch(0).local_rank(), 1);
+    EXPECT_EQ(second.launch(0).master_port(), 29999);
+    EXPECT_EQ(second.launch(0).master_addr(), "127.0.0.1");  // on rank 0's own agent
+    refs_.push_back(second.launch(0).worker());
     // Watch from the start.
     watch_context_ = std::make_unique<grpc::ClientContext>();
     v1::WatchJobRequest w;
@@ -64,9 +81,11 @@ class TelemetryTest : public ::testing::Test {
     fs::remove_all(state_);
   }
 
-  // Sends step `step` of rank `rank` with D layers 1 and 3 at fractions f1, f3.
-  void send(int rank, int64_t step, double f1, double f3, bool fallback = false) {
+  // Sends step `step` of rank `rank` with D layers 1 and 3 at fractions f1, f3. `ranks` > 1: the message
+  // speaks for that many ranks, as a data-parallel rank 0's does, with f's extremes over them (f -+ 0.05).
+  void send(int rank, int64_t step, double f1, double f3, bool fallback = false, int ranks = 0) {
     v1::StepStats m;
+    m.set_ranks(ranks);
     *m.mutable_worker() = refs_[rank];
     m.set_step(step);
     m.set_loss(4.0 + rank);
@@ -83,6 +102,10 @@ class TelemetryTest : public ::testing::Test {
       for (double q : {0.1 * f, 0.5 * f, 0.9 * f + rank}) l->add_p_attn_quantiles(q);
       l->set_threshold_bias(layer + 0.5);
       l->set_collapsed(rank == 1 && layer == 3);
+      if (ranks > 1) {
+        l->set_f_min(f - 0.05);
+        l->set_f_max(f + 0.05);
+      }
     }
     grpc::ClientContext c;
     v1::StreamStatsResponse resp;
@@ -183,6 +206,35 @@ TEST_F(TelemetryTest, AFallbackOnAnyRankStarvesTheLayerAtOnceAndIsCounted) {
   EXPECT_EQ(events.back().step().layers(0).fallback_count(), 2);  // rank 0's two micro-batches
   EXPECT_EQ(metric("dtrn_layer_fallback_total{job=\"" + job_id_ + "\",layer=\"1\"}"), 1);
   EXPECT_EQ(metric("dtrn_layer_fallback_total{job=\"" + job_id_ + "\",layer=\"3\"}"), 0);
+}
+
+TEST_F(TelemetryTest, RankZerosMessageForTheWholeJobIsSummarizedAloneWithItsExtremes) {
+  // A data-parallel trainer reduces the step over its ranks; rank 0 reports it for both (ranks = 2).
+  send(0, 1, 0.2, 0.5, /*fallback=*/false, /*ranks=*/2);
+  const auto events = events_through(1);
+  ASSERT_TRUE(events.back().has_step());
+  const v1::StepSummary& s = events.back().step();
+  EXPECT_DOUBLE_EQ(s.loss(), 4.0);           // rank 0's figure is the job's: no mean with a missing rank
+  EXPECT_DOUBLE_EQ(s.tokens_per_s(), 100);   // the job's throughput, not doubled
+  EXPECT_DOUBLE_EQ(s.layers(0).f(), 0.2);
+  EXPECT_DOUBLE_EQ(s.layers(0).f_min(), 0.15);  // the extremes the message carries
+  EXPECT_DOUBLE_EQ(s.layers(0).f_max(), 0.25);
+  EXPECT_DOUBLE_EQ(metric("dtrn_layer_routed_fraction_max{job=\"" + job_id_ + "\",layer=\"3\"}"), 0.55);
+}
+
+TEST_F(TelemetryTest, AMessageClaimingMoreRanksThanTheJobHasIsRefused) {
+  v1::StepStats m;
+  *m.mutable_worker() = refs_[0];
+  m.set_step(1);
+  m.set_ranks(3);
+  grpc::ClientContext c;
+  v1::StreamStatsResponse resp;
+  auto writer = v1::Workers::NewStub(channel_)->StreamStats(&c, &resp);
+  writer->Write(m);
+  writer->WritesDone();
+  const grpc::Status s = writer->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("ranks 3 is outside 0..2"), std::string::npos) << s.error_message();
 }
 
 }  // namespace

@@ -237,7 +237,7 @@ TEST_P(Collectives, ZeroOneUpdatesEqualAdamWOnTheAveragedGradients) {
 
 TEST_P(Collectives, GroupsOfAGivenWorld) {
   // The coordinator's rendezvous hands over a world of its own: FromWorld builds the grid on it.
-  if (device_.is_cuda()) GTEST_SKIP() << "built on the MPI world";
+  if (device_.is_cuda() || groups_->launch().launcher != Launcher::kMpirun) GTEST_SKIP() << "built on the MPI world";
   const int n = groups_->world().size(), r = groups_->rank();
   auto g = ProcessGroups::FromWorld(make_mpi_world(std::make_shared<Liveness>(r, 60)), 1, n);
   ASSERT_TRUE(g.ok()) << g.status().message();
@@ -298,14 +298,15 @@ TEST_P(Collectives, TensorParallelMlpMatchesTheUnshardedOne) {
 INSTANTIATE_TEST_SUITE_P(Devices, Collectives, ::testing::Values(Device::cpu(), Device::cuda(0)),
                          [](const auto& info) { return info.param.is_cpu() ? std::string("cpu") : std::string("cuda"); });
 
-// Runs this binary's Collectives under mpirun with np ranks; the exit status is every rank's verdict.
+// Runs this binary's Collectives (and the TCP communicator's comparison with MPI, tcp_communicator_test.cc)
+// under mpirun with np ranks; the exit status is every rank's verdict.
 int run_under_mpirun(int np) {
   char self[4096] = {};
   const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
   if (n <= 0) return -1;
   const std::string cmd = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 " +
                           std::string(DTRN_MPIEXEC) + " -np " + std::to_string(np) + " --oversubscribe " + self +
-                          " --gtest_filter='Devices/Collectives.*' > /tmp/dtrn-collectives-" + std::to_string(np) +
+                          " --gtest_filter='Devices/Collectives.*:TcpAgainstMpi.*' > /tmp/dtrn-collectives-" + std::to_string(np) +
                           "-" + std::to_string(getpid()) + ".log 2>&1";
   const int status = std::system(cmd.c_str());
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);

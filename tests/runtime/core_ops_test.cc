@@ -78,6 +78,25 @@ TEST(Linear, EqualsMatmulWithTransposedWeightPlusBiasAndHasGradients) {
   expect_gradients_match([](const std::vector<Tensor>& t) { return linear(t[0], t[1], t[2]); }, {x, w, b});
 }
 
+TEST(Linear, SiluLinearEqualsLinearOfSiluAndHasGradients) {
+  Tensor x = random_input({2, 3, 5}, 17, -4, 4), w = random_input({4, 5}, 18), b = random_input({4}, 19);
+  EXPECT_LT(testing::relative_error(silu_linear(x, w, b), linear(silu(x), w, b)), 1e-15);
+  // The backward recomputes silu(x): finite differences check every input's gradient, with and
+  // without the bias.
+  expect_gradients_match([](const std::vector<Tensor>& t) { return silu_linear(t[0], t[1], t[2]); },
+                         {x, w, b});
+  expect_gradients_match([](const std::vector<Tensor>& t) { return silu_linear(t[0], t[1]); }, {x, w});
+}
+
+TEST(Linear, SwigluLinearEqualsLinearOfSwigluAndHasGradients) {
+  Tensor gate = random_input({2, 3, 5}, 27, -4, 4), up = random_input({2, 3, 5}, 28),
+         w = random_input({4, 5}, 29);
+  EXPECT_LT(testing::relative_error(swiglu_linear(gate, up, w), linear(swiglu(gate, up), w)), 1e-15);
+  expect_gradients_match([](const std::vector<Tensor>& t) { return swiglu_linear(t[0], t[1], t[2]); },
+                         {gate, up, w});
+  EXPECT_THROW(swiglu_linear(gate, Tensor::zeros({2, 3, 4}, DType::kF64), w), Error);
+}
+
 TEST(Elementwise, BroadcastingForwardAndGradients) {
   Tensor a = random_input({3, 1, 5}, 10), b = random_input({4, 1}, 11);
   Tensor c = add(a, b);

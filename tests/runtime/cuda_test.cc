@@ -171,6 +171,33 @@ TEST(CudaGemm, F32SharedRightHandSide) {
   }
 }
 
+TEST(CudaGemm, ActivationLinearsEqualTheComposedOpsBitForBitWithF32WeightGradients) {
+  REQUIRE_GPU();
+  // bf16 leaves on the GPU: the weight's gradient accumulates straight into its f32 buffer (matmul.cc).
+  // Recomputing the activation in the backward must give exactly the composed ops' values and gradients.
+  auto run = [](bool fused, bool glu) {
+    auto input = [](const Shape& shape, uint64_t seed, double range) {
+      Tensor t = scale(random_cpu(shape, seed), range).to(DType::kBF16).to(kGpu);
+      t.set_requires_grad(true);
+      return t;
+    };
+    Tensor x = input({37, 48}, 50, 4.0), up = input({37, 48}, 54, 1.0), w = input({24, 48}, 51, 1.0),
+           b = input({24}, 52, 1.0);
+    Tensor y = glu ? (fused ? swiglu_linear(x, up, w) : linear(swiglu(x, up), w))
+                   : (fused ? silu_linear(x, w, b) : linear(silu(x), w, b));
+    sum(mul(y.to(DType::kF32), random_cpu({37, 24}, 53).to(kGpu))).backward();
+    return glu ? std::vector<Tensor>{y, x.grad(), up.grad(), w.grad()}
+               : std::vector<Tensor>{y, x.grad(), w.grad(), b.grad()};
+  };
+  for (bool glu : {false, true}) {
+    const std::vector<Tensor> fused = run(true, glu), composed = run(false, glu);
+    EXPECT_EQ(fused[glu ? 3 : 2].dtype(), DType::kF32);
+    for (size_t i = 0; i < fused.size(); ++i) {
+      EXPECT_EQ(bits_of(fused[i]), bits_of(composed[i])) << (glu ? "swiglu" : "silu") << " output/gradient " << i;
+    }
+  }
+}
+
 TEST(CudaGemm, Bf16BatchedAndShared) {
   REQUIRE_GPU();
   for (bool ta : {false, true}) {

@@ -100,7 +100,8 @@ StepStats step_stats(const nlohmann::json& line) {
   s.step_ms = line["step_ms"];
   for (const auto& l : line["layers"]) {
     s.layers.push_back({l["layer"], l["f"], l["s"], l["fallback"], l["starved"], l["saturated"], l["p10"],
-                        l["p50"], l["p90"], l["b"], l["fallbacks"], l["collapsed"]});
+                        l["p50"], l["p90"], l["b"], l["fallbacks"], l["collapsed"], l.value("f_min", l["f"].get<double>()),
+                        l.value("f_max", l["f"].get<double>())});
   }
   return s;
 }
@@ -552,8 +553,9 @@ StatusOr<StepStats> Trainer::train_step() {
     fractions << buf;
   }
   line["layers"] = jl;
-  const StepStats stats = step_stats(line);
-  if (s.options.telemetry) s.options.telemetry->on_step(stats);
+  StepStats stats = step_stats(line);
+  stats.ranks = s.world.size();
+  if (s.options.telemetry && s.lead()) s.options.telemetry->on_step(stats);
   if (s.lead()) {
     s.metrics << line.dump() << "\n";
     s.metrics.flush();

@@ -14,12 +14,11 @@
 
 namespace dtrn::cuda {
 
-// Every tensor-core kernel runs 8 warps per block, each owning 16 rows of the block's tile: 128 query
-// rows (forward, dq) or 128 keys (dk/dv). The forward and dq walk the keys in K/V tiles of 64 that all
-// 8 warps share, so each K/V tile staged in shared memory serves 128 queries.
-constexpr int kTcWarps = 8;
-constexpr int kTcThreads = 32 * kTcWarps;
-constexpr int kTcBlockRows = 16 * kTcWarps;
+// Every tensor-core kernel's block owns a tile of 128 rows: query rows (forward, dq) or keys (dk/dv),
+// split over its warps in m tiles of 16 rows (the kernels choose 8 warps of one m tile or 4 warps of
+// two). The forward walks the keys in K/V tiles of 64 that all its warps share, so each K/V tile staged
+// in shared memory serves 128 queries.
+constexpr int kTcBlockRows = 128;
 constexpr int kTcKvRows = 64;
 constexpr float kLog2e = 1.4426950408889634f;
 
@@ -31,14 +30,15 @@ struct TcGeometry {
   static constexpr int kDTiles = D / 8;   // 8-wide n tiles of an output row (o, dq, dk, dv)
 };
 
-// Queues cp.async copies of rows [0, kRows) of a tile whose row r is at gmem + r * gstride; rows at or
-// past `valid` are zero-filled (their source address is row 0, never read).
-template <int D, int kRows>
+// Queues cp.async copies, spread over the block's kThreads threads, of rows [0, kRows) of a tile whose
+// row r is at gmem + r * gstride; rows at or past `valid` are zero-filled (their source address is row 0,
+// never read).
+template <int D, int kRows, int kThreads>
 __device__ __forceinline__ void tc_stage(Bf16* smem, const Bf16* gmem, int64_t gstride, int valid) {
   constexpr int kPieces = D / 8;  // 16-byte pieces per row
-  static_assert(kRows * kPieces % kTcThreads == 0, "every thread copies the same count");
+  static_assert(kRows * kPieces % kThreads == 0, "every thread copies the same count");
 #pragma unroll
-  for (int idx = threadIdx.x; idx < kRows * kPieces; idx += kTcThreads) {
+  for (int idx = threadIdx.x; idx < kRows * kPieces; idx += kThreads) {
     const int r = idx / kPieces, c = (idx % kPieces) * 8;
     const bool ok = r < valid;
     cp_async_16(smem + r * TcGeometry<D>::kStride + c, gmem + (ok ? r * gstride + c : 0), ok);
@@ -68,40 +68,48 @@ __device__ __forceinline__ void load_b_from_cols(uint32_t (&b)[4], const Bf16* s
                            (lane / 16) * 8);
 }
 
-// c[kN/8][4] += A (the shared tile s_a at rows row0..row0+15, all D columns) times X^T, where X is the
-// shared tile s_x with kN rows: the 16 x kN product of rows of A with rows of X (Q K^T, dO V^T, ...).
-template <int D, int kN>
-__device__ __forceinline__ void mma_rows_by_rows(float (&c)[kN / 8][4], const Bf16* s_a, int row0,
-                                                 const Bf16* s_x) {
+// c[mi] (16 x kN each) += the kM m tiles of A (rows row0 + 16 mi of shared s_a, all D columns) times X^T
+// for the shared tile s_x with kN rows; each B fragment of X serves every m tile.
+template <int D, int kM, int kN>
+__device__ __forceinline__ void mma_rows_by_rows_m(float (&c)[kM][kN / 8][4], const Bf16* s_a, int row0,
+                                                   const Bf16* s_x) {
 #pragma unroll
   for (int kk = 0; kk < TcGeometry<D>::kKSteps; ++kk) {
-    uint32_t a[4];
-    load_a<D>(a, s_a, row0, kk * 16);
+    uint32_t a[kM][4];
+#pragma unroll
+    for (int mi = 0; mi < kM; ++mi) load_a<D>(a[mi], s_a, row0 + mi * 16, kk * 16);
 #pragma unroll
     for (int np = 0; np < kN / 16; ++np) {
       uint32_t b[4];
       load_b_from_rows<D>(b, s_x, np * 16, kk * 16);
-      mma_bf16(c[2 * np], a, b[0], b[1]);
-      mma_bf16(c[2 * np + 1], a, b[2], b[3]);
+#pragma unroll
+      for (int mi = 0; mi < kM; ++mi) {
+        mma_bf16(c[mi][2 * np], a[mi], b[0], b[1]);
+        mma_bf16(c[mi][2 * np + 1], a[mi], b[2], b[3]);
+      }
     }
   }
 }
 
-// acc[D/8][4] += W X, where W (16 x kK) is held as C fragments w[kK/8][4] (rounded to bf16 here) and X
-// is the shared tile s_x with kK rows of D columns (P V, dS K, P^T dO, dS^T Q).
-template <int D, int kK>
-__device__ __forceinline__ void mma_regs_by_tile(float (&acc)[TcGeometry<D>::kDTiles][4],
-                                                 const float (&w)[kK / 8][4], const Bf16* s_x) {
+// acc[mi] (16 x D) += W[mi] X for the kM register tiles W[mi] (16 x kK, C fragments rounded to bf16
+// here) and the shared tile s_x with kK rows of D columns; each B fragment of X serves every m tile.
+template <int D, int kM, int kK>
+__device__ __forceinline__ void mma_regs_by_tile_m(float (&acc)[kM][TcGeometry<D>::kDTiles][4],
+                                                   const float (&w)[kM][kK / 8][4], const Bf16* s_x) {
 #pragma unroll
   for (int ks = 0; ks < kK / 16; ++ks) {
-    uint32_t a[4];
-    c_pair_to_a(w[2 * ks], w[2 * ks + 1], a);
+    uint32_t a[kM][4];
+#pragma unroll
+    for (int mi = 0; mi < kM; ++mi) c_pair_to_a(w[mi][2 * ks], w[mi][2 * ks + 1], a[mi]);
 #pragma unroll
     for (int dp = 0; dp < D / 16; ++dp) {
       uint32_t b[4];
       load_b_from_cols<D>(b, s_x, ks * 16, dp * 16);
-      mma_bf16(acc[2 * dp], a, b[0], b[1]);
-      mma_bf16(acc[2 * dp + 1], a, b[2], b[3]);
+#pragma unroll
+      for (int mi = 0; mi < kM; ++mi) {
+        mma_bf16(acc[mi][2 * dp], a[mi], b[0], b[1]);
+        mma_bf16(acc[mi][2 * dp + 1], a[mi], b[2], b[3]);
+      }
     }
   }
 }

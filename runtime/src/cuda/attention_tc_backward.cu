@@ -3,18 +3,21 @@
 // comes from attention_backward.cu's preprocess, lse from the forward. Probabilities are rebuilt as
 // P = exp2(s * scale * log2 e - lse * log2 e), which is exp(scale s - lse).
 //
-// dk/dv: a block of 8 warps owns 128 keys of one KV head, 16 per warp, with K and V staged once. It
-// walks the query heads of the group in order and, for each, the query tiles from the one holding the
-// block's first key to the sequence end (kQRows rows each, double-buffered with cp.async together with
-// their lse and delta); a warp skips the steps whose queries all come before its first key. Per step and
-// warp, in transposed form: S^T = K Q^T and dP^T = V dO^T (16 x kQRows),
-// P^T masked to queries at or after the key and inside the sequence, dS^T = P^T (dP^T - delta), then
-// dV += P^T dO and dK += dS^T Q with P^T and dS^T rounded to bf16 as A fragments. dk is scaled once at
-// the end.
+// Both kernels give each warp kM m tiles of 16 rows (2 at D = 64, 1 at D = 128, whose accumulators
+// would not fit twice in the registers), so that every B fragment loaded from shared memory feeds kM
+// products: with one m tile per warp, ldmatrix's shared-memory bandwidth bounded them at D = 64.
 //
-// dq: a block of 8 warps owns 128 query rows of one head and walks the causal key tiles of 64 like the
-// forward (skipping, per warp, the tiles past its last query; masking only where a tile reaches past its
-// first query): S = Q K^T, dP = dO V^T, dS = P (dP - delta), dQ += dS K, scaled at the end. Q and dO fragments are
+// dk/dv: a block owns 128 keys of one KV head, kM * 16 per warp, with K and V staged once. It walks the
+// query heads of the group in order and, for each, the query tiles from the one holding the block's
+// first key to the sequence end (kQ rows each, double-buffered with cp.async together with their lse
+// and delta); a warp skips the steps whose queries all come before its first key. Per step and warp, in
+// transposed form: S^T = K Q^T and dP^T = V dO^T, P^T masked to queries at or after the key and inside
+// the sequence, dS^T = P^T (dP^T - delta), then dV += P^T dO and dK += dS^T Q with P^T and dS^T rounded
+// to bf16 as A fragments. dk is scaled once at the end.
+//
+// dq: a block owns 128 query rows of one head and walks the causal key tiles like the forward (skipping,
+// per warp, the tiles past its last query; masking only where a tile reaches past its first query):
+// S = Q K^T, dP = dO V^T, dS = P (dP - delta), dQ += dS K, scaled at the end. Q and dO fragments are
 // re-read from shared memory per tile rather than held, which keeps the accumulators in registers.
 #include "cuda/attention_tc.cuh"
 #include "cuda/cuda_check.h"
@@ -22,21 +25,33 @@
 namespace dtrn::cuda {
 namespace {
 
-// Query rows per step of the dk/dv kernel: with D = 128 two 16 x 64 f32 score tiles next to the two
-// 16 x 128 accumulators would not fit the register file without spilling.
+// The split of a kernel's 128 rows (keys for dk/dv, queries for dq) over its warps, and the width kN of
+// the tiles it walks (queries per dk/dv step, keys per dq tile): two 16 x kN f32 score tiles per m tile
+// sit next to the two (dk/dv) or one (dq) 16 x D accumulators of each m tile.
 template <int D>
-constexpr int kQRows = D == 128 ? 32 : 64;
+struct BackwardTiling {
+  static constexpr int kM = D == 64 ? 2 : 1;
+  static constexpr int kWarps = kTcBlockRows / (16 * kM);
+  static constexpr int kThreads = 32 * kWarps;
+  static constexpr int kWarpRows = 16 * kM;
+  static constexpr int kDkdvQ = 32;
+  static constexpr int kDqKv = D == 64 ? 32 : 64;
+  static constexpr int kMinBlocks = D == 64 ? 2 : 1;
+};
 
 template <int D>
-__global__ void __launch_bounds__(kTcThreads)
+__global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>::kMinBlocks)
     tc_dkdv_kernel(const Bf16* __restrict__ q, const Bf16* __restrict__ k,
                    const Bf16* __restrict__ v, const int32_t* __restrict__ cu, AttentionShape shape,
                    const float* __restrict__ lse, const Bf16* __restrict__ dout,
                    const float* __restrict__ delta, Bf16* __restrict__ dk, Bf16* __restrict__ dv) {
   using G = TcGeometry<D>;
-  constexpr int kRows = kTcBlockRows, kQ = kQRows<D>;
+  using B = BackwardTiling<D>;
+  constexpr int kM = B::kM, kThreads = B::kThreads;
+  constexpr int kRows = kTcBlockRows, kQ = B::kDkdvQ;
   constexpr int kKeyTile = kRows * G::kStride, kQTile = kQ * G::kStride;
   constexpr float kInf = __builtin_huge_valf();
+  static_assert(2 * kQ <= kThreads, "one thread stages each lse and delta");
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   Bf16* s_k = reinterpret_cast<Bf16*>(smem_bytes);
   Bf16* s_v = s_k + kKeyTile;
@@ -46,7 +61,7 @@ __global__ void __launch_bounds__(kTcThreads)
   float* s_delta = s_lse + 2 * kQ;                             // two buffers of kQ
 
   const SeqTile tile =
-      locate_tile<kTcThreads>(cu, shape.num_seqs, shape.n, kRows, blockIdx.x, /*reverse=*/false);
+      locate_tile<kThreads>(cu, shape.num_seqs, shape.n, kRows, blockIdx.x, /*reverse=*/false);
   if (!tile.found) return;
   const int kv = blockIdx.y, group = shape.h / shape.g;
   const int k_lo = tile.tile * kRows, k_rows = min(kRows, tile.len - k_lo);
@@ -55,8 +70,8 @@ __global__ void __launch_bounds__(kTcThreads)
   const float scale_log2 = static_cast<float>(shape.scale) * kLog2e;
 
   const int64_t kv_offset = ((tile.start + k_lo) * shape.g + kv) * D;
-  tc_stage<D, kRows>(s_k, k + kv_offset, kv_stride, k_rows);
-  tc_stage<D, kRows>(s_v, v + kv_offset, kv_stride, k_rows);
+  tc_stage<D, kRows, kThreads>(s_k, k + kv_offset, kv_stride, k_rows);
+  tc_stage<D, kRows, kThreads>(s_v, v + kv_offset, kv_stride, k_rows);
 
   // Steps: (query head, query tile) pairs, heads outermost; query tiles start at the one holding k_lo.
   const int q_first = k_lo / kQ;
@@ -66,8 +81,8 @@ __global__ void __launch_bounds__(kTcThreads)
     const int head = kv * group + step / q_tiles;
     const int q_lo = (q_first + step % q_tiles) * kQ, q_rows = min(kQ, tile.len - q_lo);
     const int64_t q_offset = ((tile.start + q_lo) * shape.h + head) * D;
-    tc_stage<D, kQ>(s_q + buf * kQTile, q + q_offset, q_stride, q_rows);
-    tc_stage<D, kQ>(s_g + buf * kQTile, dout + q_offset, q_stride, q_rows);
+    tc_stage<D, kQ, kThreads>(s_q + buf * kQTile, q + q_offset, q_stride, q_rows);
+    tc_stage<D, kQ, kThreads>(s_g + buf * kQTile, dout + q_offset, q_stride, q_rows);
     const int64_t stat = head * shape.n + tile.start + q_lo;
     const int t = threadIdx.x % kQ;
     if (threadIdx.x < kQ) {
@@ -79,9 +94,9 @@ __global__ void __launch_bounds__(kTcThreads)
   stage_step(0, 0);
   cp_async_commit();
 
-  const int warp_k_first = k_lo + warp * 16;   // the warp's first key
-  const int key0 = warp_k_first + lane / 4;  // this lane's keys: key0 and key0 + 8
-  float dk_acc[G::kDTiles][4] = {}, dv_acc[G::kDTiles][4] = {};
+  const int warp_k_first = k_lo + warp * B::kWarpRows;  // the warp's first key
+  const int key0 = warp_k_first + lane / 4;  // this lane's keys: key0 + 16 mi and 8 below each
+  float dk_acc[kM][G::kDTiles][4] = {}, dv_acc[kM][G::kDTiles][4] = {};
   for (int step = 0; step < steps; ++step) {
     const int buf = step % 2;
     if (step + 1 < steps) {
@@ -99,64 +114,74 @@ __global__ void __launch_bounds__(kTcThreads)
       const Bf16* sg = s_g + buf * kQTile;
       const float* sl = s_lse + buf * kQ;
       const float* sd = s_delta + buf * kQ;
-      float p[kQ / 8][4] = {}, ds[kQ / 8][4] = {};
-      mma_rows_by_rows<D, kQ>(p, s_k, warp * 16, sq);   // S^T
-      mma_rows_by_rows<D, kQ>(ds, s_v, warp * 16, sg);  // dP^T
+      float p[kM][kQ / 8][4] = {}, ds[kM][kQ / 8][4] = {};
+      mma_rows_by_rows_m<D, kM, kQ>(p, s_k, warp * B::kWarpRows, sq);   // S^T
+      mma_rows_by_rows_m<D, kM, kQ>(ds, s_v, warp * B::kWarpRows, sg);  // dP^T
       // Only a step that reaches below the warp's last key or past the sequence end needs the mask,
       // applied in its own pass (as in the forward) as S = -inf, hence P = 0.
-      if (q_lo < warp_k_first + 15 || q_rows < kQ) {
+      if (q_lo < warp_k_first + B::kWarpRows - 1 || q_rows < kQ) {
 #pragma unroll
-        for (int nt = 0; nt < kQ / 8; ++nt) {
+        for (int mi = 0; mi < kM; ++mi) {
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int col = nt * 8 + (lane % 4) * 2 + (e & 1);  // query q_lo + col
-            // Keys past the sequence end are after every live query, so `key <= query` masks them.
-            if (col >= q_rows || key0 + (e / 2) * 8 > q_lo + col) p[nt][e] = -kInf;
+          for (int nt = 0; nt < kQ / 8; ++nt) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int col = nt * 8 + (lane % 4) * 2 + (e & 1);  // query q_lo + col
+              // Keys past the sequence end are after every live query, so `key <= query` masks them.
+              if (col >= q_rows || key0 + mi * 16 + (e / 2) * 8 > q_lo + col) p[mi][nt][e] = -kInf;
+            }
           }
         }
       }
 #pragma unroll
-      for (int nt = 0; nt < kQ / 8; ++nt) {
+      for (int mi = 0; mi < kM; ++mi) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int col = nt * 8 + (lane % 4) * 2 + (e & 1);
-          const float pe = exp2f(fmaf(p[nt][e], scale_log2, -sl[col] * kLog2e));
-          p[nt][e] = pe;
-          ds[nt][e] = pe * (ds[nt][e] - sd[col]);
+        for (int nt = 0; nt < kQ / 8; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int col = nt * 8 + (lane % 4) * 2 + (e & 1);
+            const float pe = fast_exp2(fmaf(p[mi][nt][e], scale_log2, -sl[col] * kLog2e));
+            p[mi][nt][e] = pe;
+            ds[mi][nt][e] = pe * (ds[mi][nt][e] - sd[col]);
+          }
         }
       }
-      mma_regs_by_tile<D, kQ>(dv_acc, p, sg);
-      mma_regs_by_tile<D, kQ>(dk_acc, ds, sq);
+      mma_regs_by_tile_m<D, kM, kQ>(dv_acc, p, sg);
+      mma_regs_by_tile_m<D, kM, kQ>(dk_acc, ds, sq);
     }
     __syncthreads();  // this buffer is refilled by the next iteration's prefetch
   }
 
-  Bf16* dk_dst[2];
-  Bf16* dv_dst[2];
-  bool valid[2];
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int row = warp * 16 + lane / 4 + half * 8;
-    const int64_t offset = ((tile.start + k_lo + row) * shape.g + kv) * D;
-    valid[half] = row < k_rows;
-    dk_dst[half] = dk + offset;
-    dv_dst[half] = dv + offset;
-  }
   const float scale = static_cast<float>(shape.scale);
   const float dk_factor[2] = {scale, scale}, dv_factor[2] = {1.f, 1.f};
-  store_rows<D>(dk_acc, dk_factor, dk_dst, valid);
-  store_rows<D>(dv_acc, dv_factor, dv_dst, valid);
+#pragma unroll
+  for (int mi = 0; mi < kM; ++mi) {
+    Bf16* dk_dst[2];
+    Bf16* dv_dst[2];
+    bool valid[2];
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int row = warp * B::kWarpRows + mi * 16 + lane / 4 + half * 8;
+      const int64_t offset = ((tile.start + k_lo + row) * shape.g + kv) * D;
+      valid[half] = row < k_rows;
+      dk_dst[half] = dk + offset;
+      dv_dst[half] = dv + offset;
+    }
+    store_rows<D>(dk_acc[mi], dk_factor, dk_dst, valid);
+    store_rows<D>(dv_acc[mi], dv_factor, dv_dst, valid);
+  }
 }
 
-// D = 64 is held to 128 registers so that two blocks share an SM (measured 4% faster on an H200).
 template <int D>
-__global__ void __launch_bounds__(kTcThreads, D == 64 ? 2 : 1)
+__global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>::kMinBlocks)
     tc_dq_kernel(const Bf16* __restrict__ q, const Bf16* __restrict__ k, const Bf16* __restrict__ v,
                  const int32_t* __restrict__ cu, AttentionShape shape, const float* __restrict__ lse,
                  const Bf16* __restrict__ dout, const float* __restrict__ delta,
                  Bf16* __restrict__ dq) {
   using G = TcGeometry<D>;
-  constexpr int kRows = kTcBlockRows, kKv = kTcKvRows;
+  using B = BackwardTiling<D>;
+  constexpr int kM = B::kM, kThreads = B::kThreads;
+  constexpr int kRows = kTcBlockRows, kKv = B::kDqKv;
   constexpr int kTile = kKv * G::kStride;  // one K or V buffer
   constexpr float kInf = __builtin_huge_valf();
   extern __shared__ __align__(16) unsigned char smem_bytes[];
@@ -166,7 +191,7 @@ __global__ void __launch_bounds__(kTcThreads, D == 64 ? 2 : 1)
   Bf16* s_v = s_k + 2 * kTile;           // two buffers
 
   const SeqTile tile =
-      locate_tile<kTcThreads>(cu, shape.num_seqs, shape.n, kRows, blockIdx.x, /*reverse=*/true);
+      locate_tile<kThreads>(cu, shape.num_seqs, shape.n, kRows, blockIdx.x, /*reverse=*/true);
   if (!tile.found) return;
   const int head = blockIdx.y, kv = head / (shape.h / shape.g);
   const int q_lo = tile.tile * kRows, q_rows = min(kRows, tile.len - q_lo);
@@ -178,33 +203,36 @@ __global__ void __launch_bounds__(kTcThreads, D == 64 ? 2 : 1)
   const float scale_log2 = static_cast<float>(shape.scale) * kLog2e;
 
   const int64_t q_offset = ((tile.start + q_lo) * shape.h + head) * D;
-  tc_stage<D, kRows>(s_q, q + q_offset, int64_t{shape.h} * D, q_rows);
-  tc_stage<D, kRows>(s_g, dout + q_offset, int64_t{shape.h} * D, q_rows);
-  tc_stage<D, kKv>(s_k, k_seq, kv_stride, min(kKv, kv_end));
-  tc_stage<D, kKv>(s_v, v_seq, kv_stride, min(kKv, kv_end));
+  tc_stage<D, kRows, kThreads>(s_q, q + q_offset, int64_t{shape.h} * D, q_rows);
+  tc_stage<D, kRows, kThreads>(s_g, dout + q_offset, int64_t{shape.h} * D, q_rows);
+  tc_stage<D, kKv, kThreads>(s_k, k_seq, kv_stride, min(kKv, kv_end));
+  tc_stage<D, kKv, kThreads>(s_v, v_seq, kv_stride, min(kKv, kv_end));
   cp_async_commit();
 
-  const int row0 = warp * 16 + lane / 4;  // this lane's rows: row0 and row0 + 8
-  const int warp_q_first = q_lo + warp * 16;
+  const int row0 = warp * B::kWarpRows + lane / 4;  // this lane's rows: row0 + 16 mi and 8 below each
+  const int warp_q_first = q_lo + warp * B::kWarpRows;
   // Rows past the sequence end get lse = +inf, hence P = 0, and are never stored.
-  float lse_log2[2], row_delta[2];
+  float lse_log2[kM][2], row_delta[kM][2];
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int row = row0 + half * 8;
-    const int64_t stat = head * shape.n + tile.start + q_lo + row;
-    lse_log2[half] = row < q_rows ? lse[stat] * kLog2e : kInf;
-    row_delta[half] = row < q_rows ? delta[stat] : 0.f;
+  for (int mi = 0; mi < kM; ++mi) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int row = row0 + mi * 16 + half * 8;
+      const int64_t stat = head * shape.n + tile.start + q_lo + row;
+      lse_log2[mi][half] = row < q_rows ? lse[stat] * kLog2e : kInf;
+      row_delta[mi][half] = row < q_rows ? delta[stat] : 0.f;
+    }
   }
 
-  float dq_acc[G::kDTiles][4] = {};
+  float dq_acc[kM][G::kDTiles][4] = {};
   for (int t = 0; t < num_kv_tiles; ++t) {
     const int buf = t % 2;
     if (t + 1 < num_kv_tiles) {
       const int next_lo = (t + 1) * kKv;
-      tc_stage<D, kKv>(s_k + (1 - buf) * kTile, k_seq + next_lo * kv_stride, kv_stride,
-                       min(kKv, kv_end - next_lo));
-      tc_stage<D, kKv>(s_v + (1 - buf) * kTile, v_seq + next_lo * kv_stride, kv_stride,
-                       min(kKv, kv_end - next_lo));
+      tc_stage<D, kKv, kThreads>(s_k + (1 - buf) * kTile, k_seq + next_lo * kv_stride, kv_stride,
+                                 min(kKv, kv_end - next_lo));
+      tc_stage<D, kKv, kThreads>(s_v + (1 - buf) * kTile, v_seq + next_lo * kv_stride, kv_stride,
+                                 min(kKv, kv_end - next_lo));
       cp_async_commit();
       cp_async_wait<1>();
     } else {
@@ -213,64 +241,74 @@ __global__ void __launch_bounds__(kTcThreads, D == 64 ? 2 : 1)
     __syncthreads();
     const int kv_lo = t * kKv;
     // A tile whose keys all come after the warp's last query adds nothing.
-    if (kv_lo <= warp_q_first + 15) {
+    if (kv_lo <= warp_q_first + B::kWarpRows - 1) {
       const Bf16* sk = s_k + buf * kTile;
       const Bf16* sv = s_v + buf * kTile;
-      float p[kKv / 8][4] = {}, ds[kKv / 8][4] = {};
-      mma_rows_by_rows<D, kKv>(p, s_q, warp * 16, sk);   // S
-      mma_rows_by_rows<D, kKv>(ds, s_g, warp * 16, sv);  // dP
+      float p[kM][kKv / 8][4] = {}, ds[kM][kKv / 8][4] = {};
+      mma_rows_by_rows_m<D, kM, kKv>(p, s_q, warp * B::kWarpRows, sk);   // S
+      mma_rows_by_rows_m<D, kM, kKv>(ds, s_g, warp * B::kWarpRows, sv);  // dP
       // Only a tile whose last key comes after the warp's first query needs the mask.
       // (A separate pass, as in the forward: masked scores become -inf, so exp2 gives P = 0.)
       if (kv_lo + kKv - 1 > warp_q_first) {
 #pragma unroll
-        for (int nt = 0; nt < kKv / 8; ++nt) {
+        for (int mi = 0; mi < kM; ++mi) {
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int key = kv_lo + nt * 8 + (lane % 4) * 2 + (e & 1);
-            if (key > q_lo + row0 + (e / 2) * 8) p[nt][e] = -kInf;
+          for (int nt = 0; nt < kKv / 8; ++nt) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int key = kv_lo + nt * 8 + (lane % 4) * 2 + (e & 1);
+              if (key > q_lo + row0 + mi * 16 + (e / 2) * 8) p[mi][nt][e] = -kInf;
+            }
           }
         }
       }
 #pragma unroll
-      for (int nt = 0; nt < kKv / 8; ++nt) {
+      for (int mi = 0; mi < kM; ++mi) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float pe = exp2f(fmaf(p[nt][e], scale_log2, -lse_log2[e / 2]));
-          ds[nt][e] = pe * (ds[nt][e] - row_delta[e / 2]);
+        for (int nt = 0; nt < kKv / 8; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const float pe = fast_exp2(fmaf(p[mi][nt][e], scale_log2, -lse_log2[mi][e / 2]));
+            ds[mi][nt][e] = pe * (ds[mi][nt][e] - row_delta[mi][e / 2]);
+          }
         }
       }
-      mma_regs_by_tile<D, kKv>(dq_acc, ds, sk);
+      mma_regs_by_tile_m<D, kM, kKv>(dq_acc, ds, sk);
     }
     __syncthreads();  // this buffer is refilled by the next iteration's prefetch
   }
 
   const float scale = static_cast<float>(shape.scale);
   const float factor[2] = {scale, scale};
-  Bf16* dst[2];
-  bool valid[2];
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int row = row0 + half * 8;
-    valid[half] = row < q_rows;
-    dst[half] = dq + ((tile.start + q_lo + row) * shape.h + head) * D;
+  for (int mi = 0; mi < kM; ++mi) {
+    Bf16* dst[2];
+    bool valid[2];
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int row = row0 + mi * 16 + half * 8;
+      valid[half] = row < q_rows;
+      dst[half] = dq + ((tile.start + q_lo + row) * shape.h + head) * D;
+    }
+    store_rows<D>(dq_acc[mi], factor, dst, valid);
   }
-  store_rows<D>(dq_acc, factor, dst, valid);
 }
 
 template <int D>
 void launch_tc_backward(const AttentionShape& shape, const Bf16* q, const Bf16* k, const Bf16* v,
                         const int32_t* cu, const float* lse, const Bf16* dout, const float* delta,
                         Bf16* dq, Bf16* dk, Bf16* dv, cudaStream_t stream) {
+  using B = BackwardTiling<D>;
   constexpr int kStride = TcGeometry<D>::kStride;
-  constexpr int kDkdvSmem = (2 * kTcBlockRows + 4 * kQRows<D>) * kStride * sizeof(Bf16) +
-                            4 * kQRows<D> * sizeof(float);
+  constexpr int kDkdvSmem = (2 * kTcBlockRows + 4 * B::kDkdvQ) * kStride * sizeof(Bf16) +
+                            4 * B::kDkdvQ * sizeof(float);
   allow_shared_memory(reinterpret_cast<const void*>(&tc_dkdv_kernel<D>), kDkdvSmem);
-  tc_dkdv_kernel<D><<<dim3(attention_tile_blocks(shape, kTcBlockRows), shape.g), kTcThreads,
+  tc_dkdv_kernel<D><<<dim3(attention_tile_blocks(shape, kTcBlockRows), shape.g), B::kThreads,
                       kDkdvSmem, stream>>>(q, k, v, cu, shape, lse, dout, delta, dk, dv);
   CUDA_CHECK_LAUNCH();
-  constexpr int kDqSmem = (2 * kTcBlockRows + 4 * kTcKvRows) * kStride * sizeof(Bf16);
+  constexpr int kDqSmem = (2 * kTcBlockRows + 4 * B::kDqKv) * kStride * sizeof(Bf16);
   allow_shared_memory(reinterpret_cast<const void*>(&tc_dq_kernel<D>), kDqSmem);
-  tc_dq_kernel<D><<<dim3(attention_tile_blocks(shape, kTcBlockRows), shape.h), kTcThreads,
+  tc_dq_kernel<D><<<dim3(attention_tile_blocks(shape, kTcBlockRows), shape.h), B::kThreads,
                     kDqSmem, stream>>>(q, k, v, cu, shape, lse, dout, delta, dq);
   CUDA_CHECK_LAUNCH();
 }

@@ -4,6 +4,7 @@
 //   dA = dC op(B)^T          (or, when A is transposed, dA = op(B) dC^T)
 //   dB = op(A)^T dC          (or, when B is transposed, dB = dC^T op(A))
 // A shared 2-D B receives the sum over the batch, computed as one product over the flattened batch.
+#include "ops/matmul_backward.h"
 #include "ops/op_util.h"
 
 namespace dtrn {
@@ -97,40 +98,51 @@ std::shared_ptr<TensorImpl> f32_gradient_buffer(const Tensor& b) {
 
 }  // namespace
 
+MatmulSaved save_for_matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
+  MatmulSaved s;
+  s.a = a.detach();
+  s.b = b.detach();
+  s.ta = ta;
+  s.tb = tb;
+  s.shared_b = b.dim() == 2 && a.dim() > 2;
+  s.need_a = a.requires_grad();
+  s.need_b = b.requires_grad();
+  s.b_buffer = needs_grad({a, b}) ? f32_gradient_buffer(b) : nullptr;
+  return s;
+}
+
+std::vector<Tensor> matmul_backward(const MatmulSaved& s, const Tensor& g) {
+  Tensor da, db;
+  if (s.need_a) da = s.ta ? matmul(s.b, g, s.tb, true) : matmul(g, s.b, false, !s.tb);
+  if (s.b_buffer != nullptr && (!s.b_buffer->grad || s.b_buffer->grad->dtype == DType::kF32)) {
+    // Note [Weight gradients straight into their f32 buffers]
+    if (!s.b_buffer->grad) s.b_buffer->grad = Tensor::zeros(s.b.shape(), DType::kF32, s.b.device()).impl_ptr();
+    const Tensor a2 = s.a.reshape({-1, s.a.size(-1)}), g2 = g.reshape({-1, g.size(-1)});
+    if (s.tb) {
+      gemm_accumulate(g2, a2, true, s.ta, Tensor(s.b_buffer->grad));
+    } else {
+      gemm_accumulate(a2, g2, !s.ta, false, Tensor(s.b_buffer->grad));
+    }
+  } else if (s.need_b) {
+    if (s.shared_b) {
+      Tensor a2 = s.a.reshape({-1, s.a.size(-1)});
+      Tensor g2 = g.reshape({-1, g.size(-1)});
+      db = s.tb ? matmul(g2, a2, true, false) : matmul(a2, g2, true, false);
+    } else {
+      db = s.tb ? matmul(g, s.a, true, s.ta) : matmul(s.a, g, !s.ta, false);
+    }
+  }
+  return {da, db};
+}
+
 Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   Tensor c = matmul_forward(a, b, ta, tb);
   const bool shared_b = b.dim() == 2 && a.dim() > 2;
   DTRN_CHECK(!(shared_b && ta && needs_grad({a, b})),
              "matmul: a transposed batched operand with a shared 2-D right-hand side has no backward");
-  Tensor sa = a.detach(), sb = b.detach();
-  const bool need_a = a.requires_grad(), need_b = b.requires_grad();
-  std::shared_ptr<TensorImpl> b_buffer = needs_grad({a, b}) ? f32_gradient_buffer(b) : nullptr;
+  MatmulSaved saved = save_for_matmul(a, b, ta, tb);
   return record("matmul", c, {a, b},
-                [sa, sb, ta, tb, shared_b, need_a, need_b, b_buffer](const Tensor& g) -> std::vector<Tensor> {
-                  Tensor da, db;
-                  if (need_a) da = ta ? matmul(sb, g, tb, true) : matmul(g, sb, false, !tb);
-                  if (b_buffer != nullptr && (!b_buffer->grad || b_buffer->grad->dtype == DType::kF32)) {
-                    // Note [Weight gradients straight into their f32 buffers]
-                    if (!b_buffer->grad) {
-                      b_buffer->grad = Tensor::zeros(sb.shape(), DType::kF32, sb.device()).impl_ptr();
-                    }
-                    const Tensor a2 = sa.reshape({-1, sa.size(-1)}), g2 = g.reshape({-1, g.size(-1)});
-                    if (tb) {
-                      gemm_accumulate(g2, a2, true, ta, Tensor(b_buffer->grad));
-                    } else {
-                      gemm_accumulate(a2, g2, !ta, false, Tensor(b_buffer->grad));
-                    }
-                  } else if (need_b) {
-                    if (shared_b) {
-                      Tensor a2 = sa.reshape({-1, sa.size(-1)});
-                      Tensor g2 = g.reshape({-1, g.size(-1)});
-                      db = tb ? matmul(g2, a2, true, false) : matmul(a2, g2, true, false);
-                    } else {
-                      db = tb ? matmul(g, sa, true, ta) : matmul(sa, g, !ta, false);
-                    }
-                  }
-                  return {da, db};
-                });
+                [saved](const Tensor& g) -> std::vector<Tensor> { return matmul_backward(saved, g); });
 }
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
@@ -143,5 +155,6 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
              shape_str(bias.shape()), " vs weight ", shape_str(weight.shape()));
   return add(y, bias);
 }
+
 
 }  // namespace dtrn

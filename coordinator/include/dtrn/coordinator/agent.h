@@ -5,6 +5,11 @@
 // with their agent (PR_SET_PDEATHSIG). When the coordinator restarts, the agent re-registers under the
 // same id and reports its live workers, which the coordinator adopts again.
 //
+// Workers of a multi-rank job get the launcher variables their collectives bootstrap from (RANK,
+// WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT; Note [Rendezvous] in coordinator.cc; rank 0's port is
+// picked here) and, unless the agent's own environment sets it, OMP_NUM_THREADS = cores / slots, so
+// that the workers of one host do not oversubscribe its cores (torchrun's default is 1).
+//
 // Files: WORK_DIR/<job>/rank-<r>-gen-<g>.yaml (the config handed over) and .log (the worker's stdout
 // and stderr). Not thread-safe: run() owns the calling thread.
 #pragma once

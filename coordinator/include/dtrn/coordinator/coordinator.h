@@ -101,12 +101,13 @@ class Coordinator {
     int64_t stats_step = 0;  // newest step of its statistics: they must arrive in order
     std::string phase;
     int pid = 0;
-    bool launched = false;  // handed to its agent
+    bool launched = false;  // handed to its agent (ranks > 0 of a multi-rank job wait for rank 0's port)
     Clock::time_point last_heartbeat;
     double last_heartbeat_unix = 0;
   };
   struct PendingStep {
     std::vector<v1::StepStats> ranks;
+    int covered = 0;  // ranks these messages speak for (StepStats.ranks)
   };
   struct JobRecord {
     JobRecordData data;            // the persisted part
@@ -121,6 +122,11 @@ class Coordinator {
     std::vector<std::weak_ptr<EventQueue>> watchers;
     std::deque<v1::StepSummary> history;  // the newest kHistorySteps
     std::deque<v1::JobEvent> recent_logs;  // the newest kRecentLogs
+    // The generation's rendezvous (Note [Rendezvous] in coordinator.cc): rank 0's host and the port its
+    // agent picked (0: not reported yet), and the launches of the other ranks until then.
+    std::string master_host;
+    int master_port = 0;
+    std::vector<v1::WorkerLaunch> held_launches;
   };
   static constexpr size_t kHistorySteps = 5000;
   static constexpr size_t kRecentLogs = 200;
@@ -147,6 +153,7 @@ class Coordinator {
   bool try_schedule(JobRecord& job);
   int free_slots(const AgentRecord& agent) const;
   void on_process_report(const AgentRecord& agent, const v1::ProcessReport& report);
+  void release_held_launches(JobRecord& job, int master_port);
   void aggregate(JobRecord& job, int64_t step);
   void update_job_metrics(const JobRecord& job);
 

@@ -1,5 +1,5 @@
 // Communicator: the collectives a group of ranks runs together (all-reduce, reduce-scatter, all-gather,
-// broadcast, barrier), one interface over Open MPI (CPU tensors), NCCL (CUDA tensors) and the
+// broadcast, barrier), one interface over Open MPI or TCP (CPU tensors), NCCL (CUDA tensors) and the
 // single-process group. Groups are objects passed explicitly (process_groups.h), never a global.
 //
 // Every collective is issued by every rank of the group in the same order with tensors of the same dtype

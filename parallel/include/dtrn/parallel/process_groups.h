@@ -20,7 +20,7 @@ namespace dtrn::parallel {
 struct ParallelOptions {
   int dp = 1;
   int tp = 1;
-  Device device = Device::cpu();  // CPU: MPI collectives; CUDA: NCCL
+  Device device = Device::cpu();  // CPU: MPI collectives (TCP ones under RANK/WORLD_SIZE); CUDA: NCCL
   double timeout_s = 300;         // Note [Lost ranks]: a collective waiting longer ends the process
 };
 

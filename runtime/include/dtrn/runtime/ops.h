@@ -38,6 +38,11 @@ Tensor sum_to_shape(const Tensor& x, const Shape& shape);
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
 // x: [..., in], weight: [out, in] (Hugging Face / PyTorch layout), bias: [out] or undefined -> [..., out].
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+// linear(silu(x), weight, bias) and linear(swiglu(gate, up), weight), holding only the activation's
+// inputs for the backward (the activation is recomputed there): the router's hidden layer and the MLP's
+// down projection, whose activations would otherwise be kept twice.
+Tensor silu_linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+Tensor swiglu_linear(const Tensor& gate, const Tensor& up, const Tensor& weight);
 
 // ---- Indexing along one dimension.
 // weight: [V, C], ids: i32/i64 [...] -> [..., C]. Backward scatter-adds into the weight's gradient.

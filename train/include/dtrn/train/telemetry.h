@@ -25,6 +25,7 @@ struct LayerStepStats {
   double bias = 0;                   // the threshold bias b_l the step routed with (0: none)
   int64_t fallbacks = 0;             // micro-batches in which a fallback fired
   bool collapsed = false;            // the threshold alone routed none or all of some micro-batch
+  double f_min = 0, f_max = 0;       // over the ranks the step combines (StepStats.ranks; f when 1)
 };
 
 struct StepStats {
@@ -33,6 +34,7 @@ struct StepStats {
   double tokens_per_s = 0;
   double step_ms = 0;
   std::vector<LayerStepStats> layers;
+  int64_t ranks = 1;  // how many ranks' figures these are: a data-parallel job's rank 0 reports the job's
 };
 
 class TelemetrySink {
@@ -41,6 +43,7 @@ class TelemetrySink {
   // The loop entered a phase ("start", "train", "eval", "checkpoint", "done") at `step` steps completed:
   // what a heartbeat carries, so a failure report can say where the worker was.
   virtual void on_phase(const std::string& phase, int64_t step) = 0;
+  // Rank 0 only, in a job of several ranks: its figures are the job's (reduced over the ranks).
   virtual void on_step(const StepStats& stats) = 0;
   // A checkpoint of `step` is committed (its manifest written): a restart may resume from it.
   virtual void on_checkpoint(int64_t step) = 0;

@@ -1,0 +1,75 @@
+// A linear layer over an activation, holding only the activation's inputs for the backward: the
+// activation is recomputed there (llm.c recomputes its GeLU the same way). SwiGLU's output is the
+// widest activation of a Llama block ([N, F], F ~ 2.7 C); the router's hidden SiLU is [N, C/2].
+#include "ops/matmul_backward.h"
+#include "ops/op_util.h"
+
+namespace dtrn {
+namespace {
+
+enum class Activation { kSilu, kSwiglu };
+
+Tensor activate(Activation act, const std::vector<Tensor>& in) {
+  return act == Activation::kSilu ? silu(in[0]) : swiglu(in[0], in[1]);
+}
+
+// The gradients of the activation's inputs `in` (contiguous) for the gradient `g` of its output.
+std::vector<Tensor> activation_backward(Activation act, const std::vector<Tensor>& in, const Tensor& g) {
+  const Tensor gc = g.contiguous();
+  std::vector<Tensor> grads;
+  for (const Tensor& t : in) grads.push_back(Tensor::empty(t.shape(), t.dtype(), t.device()));
+  if (in[0].numel() == 0) return grads;
+  if (act == Activation::kSilu) {
+    backend_of(in[0]).silu_backward(in[0], gc, grads[0]);
+  } else {
+    backend_of(in[0]).swiglu_backward(in[0], in[1], gc, grads[0], grads[1]);
+  }
+  return grads;
+}
+
+Tensor activation_linear(const char* name, Activation act, const std::vector<Tensor>& act_in,
+                         const Tensor& weight, const Tensor& bias) {
+  Tensor y;
+  {
+    NoGradGuard no_grad;
+    y = linear(activate(act, act_in), weight, bias);
+  }
+  std::vector<Tensor> inputs = act_in;
+  inputs.push_back(weight);
+  if (bias.defined()) inputs.push_back(bias);
+  if (!needs_grad(inputs)) return y;
+
+  std::vector<Tensor> saved_in;
+  for (const Tensor& t : act_in) saved_in.push_back(t.contiguous().detach());
+  // The product's input is the activation, recomputed in backward; until then only its inputs are held.
+  MatmulSaved product = save_for_matmul(saved_in[0], weight, false, true);
+  product.need_a = needs_grad(act_in);
+  const bool need_bias = bias.defined() && bias.requires_grad();
+  const Shape bias_shape = bias.defined() ? bias.shape() : Shape{};
+  const bool has_bias = bias.defined();
+  return record(name, y, inputs,
+                [act, saved_in, product, need_bias, bias_shape, has_bias](const Tensor& g) -> std::vector<Tensor> {
+                  MatmulSaved p = product;
+                  p.a = activate(act, saved_in);
+                  std::vector<Tensor> product_grads = matmul_backward(p, g);  // {d activation, d weight}
+                  std::vector<Tensor> grads(saved_in.size());
+                  if (p.need_a) grads = activation_backward(act, saved_in, product_grads[0]);
+                  grads.push_back(product_grads[1]);
+                  if (has_bias) grads.push_back(need_bias ? sum_to_shape(g, bias_shape) : Tensor());
+                  return grads;
+                });
+}
+
+}  // namespace
+
+Tensor silu_linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  return activation_linear("silu_linear", Activation::kSilu, {x}, weight, bias);
+}
+
+Tensor swiglu_linear(const Tensor& gate, const Tensor& up, const Tensor& weight) {
+  DTRN_CHECK(gate.shape() == up.shape(), "swiglu_linear: gate ", shape_str(gate.shape()), " vs up ",
+             shape_str(up.shape()));
+  return activation_linear("swiglu_linear", Activation::kSwiglu, {gate, up}, weight, Tensor());
+}
+
+}  // namespace dtrn

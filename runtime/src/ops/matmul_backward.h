@@ -1,0 +1,25 @@
+// The backward of a matrix product (matmul.cc), for ops that save their product's input differently
+// (activation_linear.cc recomputes it).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "dtrn/runtime/tensor.h"
+
+namespace dtrn {
+
+// What a product's backward needs: the operands (detached), their ops, and where b's gradient goes.
+struct MatmulSaved {
+  Tensor a, b;
+  bool ta = false, tb = false, shared_b = false, need_a = false, need_b = false;
+  std::shared_ptr<TensorImpl> b_buffer;  // Note [Weight gradients straight into their f32 buffers]
+};
+
+MatmulSaved save_for_matmul(const Tensor& a, const Tensor& b, bool ta, bool tb);
+
+// {da, db} of c = op(a) op(b) for the gradient g of c (db undefined when it was accumulated into b's f32
+// gradient buffer instead).
+std::vector<Tensor> matmul_backward(const MatmulSaved& saved, const Tensor& g);
+
+}  // namespace dtrn
