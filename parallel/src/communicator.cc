@@ -1,5 +1,7 @@
 #include "dtrn/parallel/communicator.h"
 
+#include <algorithm>
+
 #include "dtrn/runtime/check.h"
 
 namespace dtrn::parallel {
@@ -71,6 +73,27 @@ void broadcast_string(Communicator& comm, std::string* text, int root) {
   comm.broadcast(bytes, root);
   text->assign(static_cast<size_t>(n), '\0');
   for (int64_t i = 0; i < n; ++i) (*text)[i] = static_cast<char>(p[i]);
+}
+
+std::vector<std::string> all_gather_strings(Communicator& comm, const std::string& mine) {
+  const int64_t n = comm.size();
+  Tensor length = Tensor::from_ints({static_cast<int64_t>(mine.size())}, {1}, DType::kI64);
+  Tensor lengths = Tensor::empty({n}, DType::kI64);
+  comm.all_gather(length, lengths);
+  const std::vector<int64_t> sizes = lengths.to_ints();
+  const int64_t longest = std::max<int64_t>(1, *std::max_element(sizes.begin(), sizes.end()));
+  Tensor bytes = Tensor::zeros({longest}, DType::kI32);
+  for (size_t i = 0; i < mine.size(); ++i) bytes.data<int32_t>()[i] = static_cast<unsigned char>(mine[i]);
+  Tensor all = Tensor::empty({n * longest}, DType::kI32);
+  comm.all_gather(bytes, all);
+  std::vector<std::string> out;
+  const int32_t* p = all.data<int32_t>();
+  for (int64_t r = 0; r < n; ++r) {
+    std::string s(static_cast<size_t>(sizes[r]), '\0');
+    for (int64_t i = 0; i < sizes[r]; ++i) s[i] = static_cast<char>(p[r * longest + i]);
+    out.push_back(std::move(s));
+  }
+  return out;
 }
 
 void check_collective(const Communicator& comm, const char* collective, const Tensor& in, const Tensor& out,

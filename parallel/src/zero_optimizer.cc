@@ -110,23 +110,13 @@ void ZeroAdamW::gather(const std::function<Tensor(size_t segment)>& piece,
   }
 }
 
-void ZeroAdamW::gather_state(AdamW* full) {
-  auto& m = shard_optimizer_->exp_avg();
-  auto& v = shard_optimizer_->exp_avg_sq();
-  using Full = std::function<Tensor(size_t)>;
-  gather([&](size_t k) { return m[k]; }, full ? Full([&](size_t p) { return full->exp_avg()[p]; }) : Full());
-  gather([&](size_t k) { return v[k]; }, full ? Full([&](size_t p) { return full->exp_avg_sq()[p]; }) : Full());
-  if (full) full->set_step_count(shard_optimizer_->step_count());
-}
-
-void ZeroAdamW::scatter_state(AdamW& full) {
-  NoGradGuard no_grad;
+std::vector<ZeroAdamW::StatePiece> ZeroAdamW::state_pieces() {
+  std::vector<StatePiece> out;
   for (size_t k = 0; k < segments_.size(); ++k) {
-    const Segment& s = segments_[k];
-    shard_optimizer_->exp_avg()[k].copy_(segment_view(full.exp_avg()[s.param], s));
-    shard_optimizer_->exp_avg_sq()[k].copy_(segment_view(full.exp_avg_sq()[s.param], s));
+    out.push_back({params_[segments_[k].param].name, segments_[k].begin, shard_optimizer_->exp_avg()[k],
+                   shard_optimizer_->exp_avg_sq()[k]});
   }
-  shard_optimizer_->set_step_count(full.step_count());
+  return out;
 }
 
 }  // namespace dtrn::parallel

@@ -213,14 +213,26 @@ TEST_P(Collectives, ZeroOneUpdatesEqualAdamWOnTheAveragedGradients) {
       for (size_t j = 0; j < a.size(); ++j) EXPECT_NEAR(a[j], b[j], 1e-6) << "step " << step << " leaf " << i;
     }
   }
-  // The gathered state is the full optimizer's.
-  AdamW full(refs, options);
-  zero.gather_state(&full);
-  EXPECT_EQ(full.step_count(), 3);
-  for (size_t i = 0; i < refs.size(); ++i) {
-    const auto a = full.exp_avg_sq()[i].to_vector(), b = plain.exp_avg_sq()[i].to_vector();
-    for (size_t j = 0; j < a.size(); ++j) EXPECT_NEAR(a[j], b[j], 1e-6 * std::abs(b[j]) + 1e-12);
+  // This rank's pieces of the moments are the full optimizer's elements at the places they name, and
+  // the pieces of all ranks cover every element once (the sum of their lengths).
+  EXPECT_EQ(zero.step_count(), 3);
+  std::map<std::string, size_t> index;
+  for (size_t i = 0; i < refs.size(); ++i) index[refs[i].name] = i;
+  double mine = 0;
+  for (const auto& piece : zero.state_pieces()) {
+    const size_t i = index.at(piece.param);
+    const auto a = piece.exp_avg_sq.to_vector(), b = plain.exp_avg_sq()[i].to_vector();
+    for (size_t j = 0; j < a.size(); ++j) {
+      const double want = b[piece.begin + j];
+      EXPECT_NEAR(a[j], want, 1e-6 * std::abs(want) + 1e-12) << piece.param << " element " << piece.begin + j;
+    }
+    mine += static_cast<double>(a.size());
   }
+  Tensor covered = Tensor::full({1}, mine, DType::kF64, device_);
+  dp.all_reduce(covered, ReduceOp::kSum);
+  int64_t total = 0;
+  for (const auto& r : refs) total += r.param.numel();
+  EXPECT_EQ(covered.to_vector()[0], static_cast<double>(total));
 }
 
 TEST_P(Collectives, GroupsOfAGivenWorld) {

@@ -194,7 +194,8 @@ TEST(Reshard, AnyLayoutReadsTheSlicesOfAnother) {
 }
 
 // N ranks in one process, one thread each: broadcast and gather through shared slots. The in-process
-// stand-in for the communicator-backed barrier of the parallel module.
+// stand-in for the communicator-backed RankBarrier (rank_barrier.h; exercised under mpirun by
+// sharded_resume_test.cc).
 class ThreadBarrier {
  public:
   explicit ThreadBarrier(int64_t world) : world_(world), slots_(world) {}
@@ -302,6 +303,50 @@ TEST_F(CommitTest, FourRanksCommitOneCheckpointThatLoadsIntoOneProcess) {
     EXPECT_EQ(fresh_opt.exp_avg()[i].to_vector(), opt_->exp_avg()[i].to_vector());
     EXPECT_EQ(fresh_opt.exp_avg_sq()[i].to_vector(), opt_->exp_avg_sq()[i].to_vector());
   }
+}
+
+// Two ranks commit step 1; at step 2 rank 1's shard fails to sync. Nobody commits: both ranks return the
+// same one line naming rank 1 and its file, the failed save leaves nothing, and step 1 stays the newest.
+TEST_F(CommitTest, OneRanksFailureStopsEveryRankFromCommitting) {
+  std::vector<std::vector<TensorSlice>> per_rank(2);
+  for (const auto& p : model_->parameters()) {
+    per_rank[p.name < "model.layers.1" ? 0 : 1].push_back(
+        {p.name, p.tensor.shape(), std::vector<int64_t>(p.tensor.shape().size(), 0), p.tensor.detach().clone()});
+  }
+  ASSERT_FALSE(per_rank[1].empty());
+  auto commit = [&](int64_t step, FaultEnv* rank1_env) {
+    Manifest m;
+    m.progress.step = step;
+    m.layout = {2, 1, 0};
+    m.config_yaml = "config";
+    ThreadBarrier barrier(2);
+    std::vector<StatusOr<std::string>> results(2, Status::Internal("not run"));
+    std::vector<std::thread> ranks;
+    for (int64_t r = 0; r < 2; ++r) {
+      ranks.emplace_back([&, r] {
+        ThreadBarrier::Rank me(&barrier, r);
+        Env* env = r == 1 && rank1_env ? rank1_env : Env::posix();
+        results[r] = commit_checkpoint(env, &me, run_ + "/checkpoints", m, per_rank[r]);
+      });
+    }
+    for (auto& t : ranks) t.join();
+    return results;
+  };
+  for (const auto& r : commit(1, nullptr)) ASSERT_TRUE(r.ok()) << r.status().ToString();
+  FaultEnv env(Env::posix());
+  env.arm(Fault::kSyncFails, "shard-00001-of-00002");
+  const auto failed = commit(2, &env);
+  EXPECT_EQ(env.armed(), 0u) << "the fault never fired";
+  ASSERT_FALSE(failed[0].ok());
+  ASSERT_FALSE(failed[1].ok());
+  EXPECT_EQ(failed[0].status().message(), failed[1].status().message());
+  EXPECT_THAT(failed[0].status().message(), HasSubstr("rank 1 could not write its shard: "));
+  EXPECT_THAT(failed[0].status().message(), HasSubstr("shard-00001-of-00002."));
+  EXPECT_THAT(failed[0].status().message(), HasSubstr("fsync: Input/output error"));
+  EXPECT_EQ(failed[0].status().message().find('\n'), std::string::npos);
+  EXPECT_FALSE(fs::exists(run_ + "/checkpoints/step-00000002"));
+  EXPECT_EQ(resolve_checkpoint(run_).value(), run_ + "/checkpoints/step-00000001");
+  EXPECT_TRUE(verify_checkpoint(run_ + "/checkpoints/step-00000001").ok());
 }
 
 }  // namespace

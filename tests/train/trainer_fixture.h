@@ -1,8 +1,10 @@
 // The trainer tests' fixture: a small dataset prepared once per test process from the fetched corpus,
-// a tiny job config over it, and the metrics of a run with the timing fields removed.
+// a tiny job config over it, the metrics of a run with the timing fields removed, `dtrn train` under
+// mpirun, and the comparison of two runs' loss curves.
 #pragma once
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -13,6 +15,7 @@
 
 #include "dtrn/data/prep.h"
 #include "dtrn/data/tokenizer.h"
+#include "dtrn/runtime/file_io.h"
 #include "dtrn/train/job_config.h"
 
 namespace dtrn::train {
@@ -61,6 +64,74 @@ class TrainerTest : public ::testing::Test {
       out.push_back(j);
     }
     return out;
+  }
+
+  // The `dtrn train` command of job `c` in run directory `run` (its config written to RUN.yaml, next to it),
+  // with `args` added.
+  static std::string train_command(const JobConfig& c, const std::string& run, const std::string& args = "") {
+    const std::string yaml = run + ".yaml";
+    EXPECT_TRUE(write_file_atomic(yaml, to_yaml(c)).ok());
+    return std::string(DTRN_BINARY) + " train --config " + yaml + " --run-dir " + run + " --quiet " + args;
+  }
+
+  // Runs `apps` (mpirun's app contexts, "-np N [-x VAR=VALUE] COMMAND", several joined by " : ") under
+  // `mpirun --oversubscribe` (`prefix` before mpirun, `mpirun_args` after its options); returns the exit
+  // status and puts stderr (kept in RUN.err) in *err.
+  static int mpirun_apps(const std::string& apps, const std::string& run, std::string* err,
+                         const std::string& prefix = "", const std::string& mpirun_args = "") {
+    const std::string err_file = run + ".err";
+    const std::string cmd = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 " +
+                            prefix + " " + std::string(DTRN_MPIEXEC) + " --oversubscribe " + mpirun_args + " " +
+                            apps + " > /dev/null 2> " + err_file;
+    const int status = std::system(cmd.c_str());
+    std::ifstream in(err_file);
+    err->assign(std::istreambuf_iterator<char>(in), {});
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+
+  // `dtrn train` of job `c` under mpirun with np ranks.
+  static int mpirun(int np, const JobConfig& c, const std::string& run, std::string* err,
+                    const std::string& prefix = "", const std::string& mpirun_args = "", const std::string& args = "") {
+    return mpirun_apps("-np " + std::to_string(np) + " " + train_command(c, run, args), run, err, prefix, mpirun_args);
+  }
+
+  // The lines of `kind` ("train", "val") in a run's metrics.jsonl.
+  static std::vector<nlohmann::json> lines(const std::string& run, const std::string& kind) {
+    std::vector<nlohmann::json> out;
+    for (const auto& j : metrics(run)) {
+      if (j["kind"] == kind) out.push_back(j);
+    }
+    return out;
+  }
+
+  // Same steps, losses within `tol`, the same routed fraction of every D layer at every step (f is a
+  // count of routed tokens over all tokens, so equal f means the same number of decisions each way).
+  // f_tol 0: identical routed fractions and fallbacks. Validation lines, if any, agree within `tol` too.
+  static void expect_same_curve(const std::string& a, const std::string& b, double tol, size_t steps = 20,
+                                double f_tol = 0) {
+    const auto va = lines(a, "val"), vb = lines(b, "val");
+    ASSERT_EQ(va.size(), vb.size());
+    for (size_t i = 0; i < va.size(); ++i) {
+      EXPECT_EQ(va[i]["step"], vb[i]["step"]);
+      EXPECT_NEAR(va[i]["loss"].get<double>(), vb[i]["loss"].get<double>(), tol);
+    }
+    const auto ma = lines(a, "train"), mb = lines(b, "train");
+    ASSERT_EQ(ma.size(), steps);
+    ASSERT_EQ(ma.size(), mb.size());
+    for (size_t i = 0; i < ma.size(); ++i) {
+      SCOPED_TRACE("step " + std::to_string(i + 1));
+      EXPECT_EQ(ma[i]["step"], mb[i]["step"]);
+      EXPECT_EQ(ma[i]["samples_hash"], mb[i]["samples_hash"]);
+      EXPECT_NEAR(ma[i]["loss"].get<double>(), mb[i]["loss"].get<double>(), tol);
+      EXPECT_NEAR(ma[i]["grad_norm"].get<double>(), mb[i]["grad_norm"].get<double>(), tol);
+      ASSERT_EQ(ma[i]["layers"].size(), mb[i]["layers"].size());
+      for (size_t l = 0; l < ma[i]["layers"].size(); ++l) {
+        EXPECT_NEAR(ma[i]["layers"][l]["f"].get<double>(), mb[i]["layers"][l]["f"].get<double>(), f_tol);
+        if (f_tol == 0) {
+          EXPECT_EQ(ma[i]["layers"][l]["fallback"], mb[i]["layers"][l]["fallback"]);
+        }
+      }
+    }
   }
 
   inline static std::string root_;

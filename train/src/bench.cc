@@ -12,7 +12,7 @@
 #include "dtrn/runtime/optim.h"
 #include "dtrn/runtime/rng.h"
 #include "placement.h"
-#include "tensor_parallel_state.h"
+#include "tensor_parallel_import.h"
 
 namespace dtrn::train {
 namespace {

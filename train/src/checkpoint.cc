@@ -1,5 +1,5 @@
-// Saving, verifying and loading checkpoints of one process (layout dp = tp = 1): the state as named
-// slices (whole tensors here), committed through checkpoint_commit.h, read back through reshard.h.
+// Saving, verifying and loading checkpoints: each rank's share of the state as named slices
+// (rank_slices.h), committed through checkpoint_commit.h, read back through reshard.h.
 #include "dtrn/train/checkpoint.h"
 
 #include <algorithm>
@@ -12,6 +12,7 @@
 #include "dtrn/runtime/autograd.h"
 #include "env.h"
 #include "file_io.h"
+#include "rank_slices.h"
 #include "reshard.h"
 #include "retention.h"
 
@@ -25,8 +26,6 @@ struct CheckpointSnapshot {
 namespace {
 
 std::string join(const std::string& dir, const std::string& name) { return dir + "/" + name; }
-std::string exp_avg_name(const std::string& param) { return param + ".exp_avg"; }
-std::string exp_avg_sq_name(const std::string& param) { return param + ".exp_avg_sq"; }
 bool is_moment(const std::string& name) {
   auto ends = [&](const std::string& s) {
     return name.size() > s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
@@ -43,20 +42,12 @@ std::string model_config_json(const model::ModelConfig& c) {
   return j.dump();
 }
 
-// A host f32 copy that never shares memory with `t` (so training may go on changing `t`).
-Tensor host_copy(const Tensor& t) {
-  return t.detach().to(DType::kF32).to(Device::cpu()).clone();
-}
-
-TensorSlice whole(const std::string& name, const Tensor& t) {
-  return {name, t.shape(), std::vector<int64_t>(t.shape().size(), 0), host_copy(t)};
-}
-
-// Every shard of a checkpoint, verified, as one list of slices.
-StatusOr<std::vector<TensorSlice>> read_all_slices(const std::string& dir, const Manifest& m) {
+// The model's slices of every shard of a checkpoint, verified; the optimizer moments are not read.
+StatusOr<std::vector<TensorSlice>> read_model_slices(const std::string& dir, const Manifest& m) {
   std::vector<TensorSlice> all;
+  auto model_tensor = [](const std::string& name, const std::vector<int64_t>&, const Shape&) { return !is_moment(name); };
   for (const ShardEntry& e : m.shards) {
-    auto slices = read_shard(dir, e);
+    auto slices = read_shard(dir, e, model_tensor);
     if (!slices.ok()) return slices.status();
     for (TensorSlice& s : *slices) all.push_back(std::move(s));
   }
@@ -70,28 +61,33 @@ SliceRequest whole_request(const std::string& name, const Shape& shape) {
 
 }  // namespace
 
+OptimizerState optimizer_state(AdamW& optimizer) {
+  OptimizerState state;
+  for (size_t i = 0; i < optimizer.params().size(); ++i) {
+    state.pieces.push_back({optimizer.params()[i].name, 0, optimizer.exp_avg()[i], optimizer.exp_avg_sq()[i]});
+  }
+  state.step = optimizer.step_count();
+  return state;
+}
+
 StatusOr<std::shared_ptr<const CheckpointSnapshot>> snapshot_checkpoint(const model::DtrnModel& model,
-                                                                      const AdamW& optimizer,
+                                                                      const OptimizerState& optimizer,
+                                                                      const RankPlace& place,
                                                                       const TrainProgress& progress,
                                                                       const std::string& config_yaml) {
   if (progress.step < 0) return Status::InvalidArgument("checkpoint: negative step " + std::to_string(progress.step));
   auto snap = std::make_shared<CheckpointSnapshot>();
   Manifest& m = snap->manifest;
   m.progress = progress;
-  m.optimizer_step = optimizer.step_count();
+  m.optimizer_step = optimizer.step;
+  m.layout = place.layout;
   m.config_yaml = config_yaml;
   m.model_metadata = {{"dtrn.model", model_config_json(model.config())}, {"dtrn.layout", model.layout()}};
   // The threshold biases travel with the weights into exports: a model trained with them routes by
   // them. The manifest's "routing" is what a resume reads.
   m.router = model.router_state();
   if (m.router.initialized) m.model_metadata["dtrn.router_bias"] = nlohmann::json(m.router.bias).dump();
-  for (const model::NamedParameter& p : model.parameters()) snap->slices.push_back(whole(p.name, p.tensor));
-  // AdamW exposes its moments only through non-const accessors; reading them here changes nothing.
-  AdamW& opt = const_cast<AdamW&>(optimizer);
-  for (size_t i = 0; i < opt.params().size(); ++i) {
-    snap->slices.push_back(whole(exp_avg_name(opt.params()[i].name), opt.exp_avg()[i]));
-    snap->slices.push_back(whole(exp_avg_sq_name(opt.params()[i].name), opt.exp_avg_sq()[i]));
-  }
+  snap->slices = rank_slices(model.parameters(), optimizer, place);
   return std::shared_ptr<const CheckpointSnapshot>(std::move(snap));
 }
 
@@ -118,7 +114,9 @@ StatusOr<std::string> write_checkpoint(const std::string& run_dir, const Checkpo
 StatusOr<std::string> save_checkpoint(const std::string& run_dir, const model::DtrnModel& model,
                                       const AdamW& optimizer, const TrainProgress& progress,
                                       const std::string& config_yaml, const SaveOptions& options) {
-  auto snap = snapshot_checkpoint(model, optimizer, progress, config_yaml);
+  // AdamW exposes its moments only through non-const accessors; a snapshot copies them, changing nothing.
+  auto snap = snapshot_checkpoint(model, optimizer_state(const_cast<AdamW&>(optimizer)), RankPlace{}, progress,
+                                  config_yaml);
   if (!snap.ok()) return snap.status();
   return write_checkpoint(run_dir, **snap, options);
 }
@@ -174,30 +172,10 @@ StatusOr<std::string> read_checkpoint_config(const std::string& checkpoint_dir) 
   return m->config_yaml;
 }
 
-Status load_checkpoint(const std::string& checkpoint_dir, model::DtrnModel* model, AdamW* optimizer,
-                       TrainProgress* progress) {
+Status load_rank_checkpoint(const std::string& checkpoint_dir, model::DtrnModel* model, OptimizerState* optimizer,
+                            TrainProgress* progress) {
   auto m = read_manifest(checkpoint_dir);
   if (!m.ok()) return m.status();
-  auto saved = read_all_slices(checkpoint_dir, *m);
-  if (!saved.ok()) return saved.status();
-  // Without an optimizer the moments are not wanted: drop them rather than call them unexpected.
-  if (!optimizer) std::erase_if(*saved, [](const TensorSlice& s) { return is_moment(s.name); });
-  std::vector<SliceRequest> requests;
-  std::vector<Tensor> targets;
-  for (const model::NamedParameter& p : model->parameters()) {
-    requests.push_back(whole_request(p.name, p.tensor.shape()));
-    targets.push_back(p.tensor);
-  }
-  if (optimizer) {
-    for (size_t i = 0; i < optimizer->params().size(); ++i) {
-      const std::string& name = optimizer->params()[i].name;
-      requests.push_back(whole_request(exp_avg_name(name), optimizer->exp_avg()[i].shape()));
-      targets.push_back(optimizer->exp_avg()[i]);
-      requests.push_back(whole_request(exp_avg_sq_name(name), optimizer->exp_avg_sq()[i].shape()));
-      targets.push_back(optimizer->exp_avg_sq()[i]);
-    }
-  }
-  DTRN_RETURN_IF_ERROR(fill_slices(checkpoint_dir, *saved, requests));
   const size_t routed = static_cast<size_t>(model->routed_layer_count());
   auto sized = [routed](const std::vector<double>& v) { return v.empty() || v.size() == routed; };
   if (!sized(m->router.bias) || !sized(m->router.multiplier) || (m->router.initialized && m->router.bias.empty())) {
@@ -205,23 +183,28 @@ Status load_checkpoint(const std::string& checkpoint_dir, model::DtrnModel* mode
                             std::to_string(m->router.bias.size()) + " D layers, the model has " +
                             std::to_string(routed));
   }
-  {
-    NoGradGuard no_grad;
-    for (size_t i = 0; i < requests.size(); ++i) targets[i].detach().copy_(requests[i].out);
-  }
+  DTRN_RETURN_IF_ERROR(load_rank_shards(checkpoint_dir, m->shards, rank_requests(model->parameters(), optimizer)));
   model->sync_compute_weights();
   model->set_router_state(m->router);
-  if (optimizer) optimizer->set_step_count(m->optimizer_step);
+  if (optimizer) optimizer->step = m->optimizer_step;
   if (progress) *progress = m->progress;
+  return Status::Ok();
+}
+
+Status load_checkpoint(const std::string& checkpoint_dir, model::DtrnModel* model, AdamW* optimizer,
+                       TrainProgress* progress) {
+  if (!optimizer) return load_rank_checkpoint(checkpoint_dir, model, nullptr, progress);
+  OptimizerState state = optimizer_state(*optimizer);
+  DTRN_RETURN_IF_ERROR(load_rank_checkpoint(checkpoint_dir, model, &state, progress));
+  optimizer->set_step_count(state.step);
   return Status::Ok();
 }
 
 StatusOr<CheckpointWeights> read_checkpoint_weights(const std::string& checkpoint_dir) {
   auto m = read_manifest(checkpoint_dir);
   if (!m.ok()) return m.status();
-  auto saved = read_all_slices(checkpoint_dir, *m);
+  auto saved = read_model_slices(checkpoint_dir, *m);
   if (!saved.ok()) return saved.status();
-  std::erase_if(*saved, [](const TensorSlice& s) { return is_moment(s.name); });
   std::vector<SliceRequest> requests;
   for (const TensorSlice& s : *saved) {
     const bool seen = std::any_of(requests.begin(), requests.end(), [&](const SliceRequest& r) { return r.name == s.name; });

@@ -32,6 +32,7 @@ std::string new_save_id() {
 // Phase 1 on one rank: its shard, synced and under its final name.
 StatusOr<ShardEntry> write_my_shard(Env* env, const std::string& dir, int64_t rank, int64_t world,
                                     const std::string& save_id, const std::vector<TensorSlice>& slices) {
+  if (slices.empty()) return ShardEntry{"", rank, 0, ""};  // a rank that owns no data writes no shard
   const std::string path = join(dir, shard_file_name(rank, world, save_id));
   auto entry = write_shard(env, path + ".tmp", rank, slices);
   if (!entry.ok()) {
@@ -63,7 +64,7 @@ Status commit_on_rank0(Env* env, const std::string& dir, Manifest* m,
       const std::string why = j.is_object() ? j.value("error", std::string("no reason")) : "an unreadable report";
       return Status::IoError("rank " + std::to_string(r) + " could not write its shard: " + why);
     }
-    m->shards.push_back({j["file"], static_cast<int64_t>(r), j["bytes"], j["header_sha256"]});
+    if (j["file"] != "") m->shards.push_back({j["file"], static_cast<int64_t>(r), j["bytes"], j["header_sha256"]});
   }
   DTRN_RETURN_IF_ERROR(env->sync_dir(dir));
   const std::string manifest = join(dir, kManifestFile);

@@ -2,8 +2,9 @@
 //
 // Note [Commit protocol]
 // Phase 1: rank 0 creates ROOT/step-N/ and fsyncs ROOT, then broadcasts a fresh save id. Every rank
-// writes its shard as <shard>.tmp, fsyncs it, renames it to <shard> (the name carries the save id, so
-// it never replaces a file of a committed checkpoint of the same step) and reports to rank 0.
+// that owns data (rank_slices.h) writes its shard as <shard>.tmp, fsyncs it, renames it to <shard> (the name carries the save id, so
+// it never replaces a file of a committed checkpoint of the same step) and reports to rank 0; a rank
+// without data reports success without a file.
 // Phase 2 (rank 0, only when every rank reported success): fsync step-N/ (the shard names), write
 // manifest.json.tmp, fsync it, rename it to manifest.json (the commit point: an older manifest of the
 // same step is replaced atomically), fsync step-N/, then move ROOT/latest the same way, and finally

@@ -199,16 +199,20 @@ StatusOr<ShardEntry> write_shard(Env* env, const std::string& path, int64_t rank
                                  const std::vector<TensorSlice>& slices) {
   Json described = Json::object();
   std::vector<std::pair<std::string, Tensor>> tensors;
+  std::map<std::string, int64_t> seen;  // a rank may hold several boxes of one tensor (ZeRO-1 pieces)
   for (const TensorSlice& s : slices) {
     if (s.data.dtype() != DType::kF32 || !s.data.device().is_cpu() || s.offsets.size() != s.global_shape.size() ||
         s.data.shape().size() != s.global_shape.size()) {
       return Status::Internal(path + ": slice '" + s.name + "' is not a host f32 box of its global shape");
     }
     Tensor host = s.data.contiguous();
-    described[s.name] = {{"global_shape", s.global_shape},
-                         {"offsets", s.offsets},
-                         {"sha256", sha256_of(host.raw_data(), host.nbytes())}};
-    tensors.emplace_back(s.name, host);
+    const int64_t nth = seen[s.name]++;
+    const std::string key = nth == 0 ? s.name : s.name + "#" + std::to_string(nth);
+    described[key] = {{"global_shape", s.global_shape},
+                      {"offsets", s.offsets},
+                      {"sha256", sha256_of(host.raw_data(), host.nbytes())}};
+    if (nth > 0) described[key]["tensor"] = s.name;
+    tensors.emplace_back(key, host);
   }
   auto encoded = encode_safetensors(path, tensors, {{"format", "pt"}, {kSlicesKey, described.dump()}});
   if (!encoded.ok()) return encoded.status();
@@ -227,7 +231,8 @@ StatusOr<ShardEntry> write_shard(Env* env, const std::string& path, int64_t rank
   return e;
 }
 
-StatusOr<std::vector<TensorSlice>> read_shard(const std::string& dir, const ShardEntry& entry) {
+StatusOr<std::vector<TensorSlice>> read_shard(const std::string& dir, const ShardEntry& entry,
+                                              const SliceFilter& wanted, std::vector<SliceBox>* skipped) {
   const std::string path = dir + "/" + entry.file;
   auto size = Env::posix()->file_size(path);
   if (!size.ok()) return Status::DataLoss(size.status().message() + " (a shard the manifest names)");
@@ -235,7 +240,26 @@ StatusOr<std::vector<TensorSlice>> read_shard(const std::string& dir, const Shar
     return Status::DataLoss(path + ": " + std::to_string(*size) + " bytes, the manifest says " +
                             std::to_string(entry.bytes) + ": the shard is truncated or damaged");
   }
-  auto contents = read_safetensors(path);
+  // The filter sees each tensor as its slice description names it; a tensor without a readable
+  // description is read, so that the checks below report it.
+  Json descriptions;
+  TensorFilter filter;
+  if (wanted) {
+    filter = [&](const std::string& key, const Shape& shape, const std::map<std::string, std::string>& metadata) {
+      if (descriptions.is_null()) {
+        auto it = metadata.find(kSlicesKey);
+        descriptions = it == metadata.end() ? Json::object() : Json::parse(it->second, nullptr, false);
+      }
+      auto d = descriptions.is_object() ? descriptions.find(key) : descriptions.end();
+      if (d == descriptions.end() || !d->is_object()) return true;
+      try {
+        return wanted(d->value("tensor", key), d->at("offsets").get<std::vector<int64_t>>(), shape);
+      } catch (const nlohmann::json::exception&) {
+        return true;
+      }
+    };
+  }
+  auto contents = read_safetensors(path, nullptr, filter);
   if (!contents.ok()) return contents.status();
   // The header as written: 8-byte length + JSON; re-read it rather than re-encode it.
   auto opened = ReadableFile::open(path);
@@ -252,12 +276,22 @@ StatusOr<std::vector<TensorSlice>> read_shard(const std::string& dir, const Shar
   if (described == contents->metadata.end()) return Status::DataLoss(path + ": no \"dtrn.slices\" metadata");
   Json slices = Json::parse(described->second, nullptr, false);
   if (!slices.is_object()) return Status::DataLoss(path + ": \"dtrn.slices\" is not a JSON object");
+  for (const auto& [key, shape] : contents->skipped) {
+    const Json& d = slices[key];  // the filter declined only described tensors
+    try {
+      if (skipped) skipped->push_back({d.value("tensor", key), d.at("global_shape").get<Shape>(),
+                                       d.at("offsets").get<std::vector<int64_t>>(), shape});
+    } catch (const nlohmann::json::exception& e) {
+      return Status::DataLoss(path + ": tensor '" + key + "': bad description: " + e.what());
+    }
+  }
   std::vector<TensorSlice> out;
   for (auto& [name, tensor] : contents->tensors) {
     auto d = slices.find(name);
     if (d == slices.end() || !d->is_object()) return Status::DataLoss(path + ": tensor '" + name + "' is not described");
     TensorSlice s{name, {}, {}, tensor};
     try {
+      s.name = d->value("tensor", name);
       s.global_shape = d->at("global_shape").get<Shape>();
       s.offsets = d->at("offsets").get<std::vector<int64_t>>();
       if (sha256_of(tensor.raw_data(), tensor.nbytes()) != d->at("sha256").get<std::string>()) {

@@ -3,13 +3,16 @@
 //
 // A shard is a safetensors file of fp32 tensor slices; its "__metadata__" holds "dtrn.slices", a JSON
 // object giving for each tensor the global shape, the offsets of the slice within it and the sha256 of
-// the slice's bytes. A Hugging Face reader sees plain tensors (the slices). The manifest names every
+// the slice's bytes. A rank holding several boxes of one tensor (ZeRO-1 pieces that are not boxes)
+// stores the second and later ones under "<name>#<k>", their description naming the tensor under
+// "tensor". A Hugging Face reader sees plain tensors (the slices). The manifest names every
 // shard with its size and the sha256 of its header (which holds the tensors' digests, so header digest
 // + tensor digests cover every byte), and records the layout, counters, RNG seed, starvation monitor
 // state and the resolved config; its own last field is the sha256 of the rest of it.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -66,8 +69,21 @@ std::string shard_file_name(int64_t rank, int64_t world, const std::string& save
 // is the last part of `path`).
 StatusOr<ShardEntry> write_shard(Env* env, const std::string& path, int64_t rank,
                                  const std::vector<TensorSlice>& slices);
-// Reads a shard and checks it against its entry and every tensor against its digest: one DataLoss line
-// naming the file (and the tensor) for a missing, truncated or corrupt shard.
-StatusOr<std::vector<TensorSlice>> read_shard(const std::string& dir, const ShardEntry& entry);
+// A saved slice's place without its data: what a reader of part of a shard learns of the slices it
+// skips (reshard.h counts them when it checks that every element of a tensor is saved once).
+struct SliceBox {
+  std::string name;
+  Shape global_shape;
+  std::vector<int64_t> offsets;
+  Shape shape;
+};
+// Which slices to read, given each slice's tensor name, offsets and shape.
+using SliceFilter = std::function<bool(const std::string& name, const std::vector<int64_t>& offsets, const Shape& shape)>;
+
+// Reads a shard and checks it against its entry and every tensor read against its digest: one DataLoss
+// line naming the file (and the tensor) for a missing, truncated or corrupt shard. With `wanted`, only
+// the slices it accepts are read (and verified); the others go to `skipped`, unread.
+StatusOr<std::vector<TensorSlice>> read_shard(const std::string& dir, const ShardEntry& entry,
+                                              const SliceFilter& wanted = {}, std::vector<SliceBox>* skipped = nullptr);
 
 }  // namespace dtrn::train

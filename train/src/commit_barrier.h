@@ -1,7 +1,7 @@
 // How the ranks of one save agree (the two-phase commit in checkpoint_commit.h): rank 0 hands every
-// rank the save's id, and collects every rank's report before it commits. The parallel module
-// implements this on its Communicator (a broadcast and a gather of bytes); the coordinator may
-// implement it through its job state. LocalBarrier is the one-process case.
+// rank the save's id, and collects every rank's report before it commits. RankBarrier (rank_barrier.h)
+// implements it on the parallel Communicator of a multi-rank job (a broadcast and a gather of bytes);
+// the coordinator may implement it through its job state. LocalBarrier is the one-process case.
 #pragma once
 
 #include <cstdint>

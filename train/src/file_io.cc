@@ -54,6 +54,13 @@ Status ReadableFile::read(void* out, size_t size) {
   return Status::Ok();
 }
 
+Status ReadableFile::skip(uint64_t size) {
+  if (::lseek(fd_, static_cast<off_t>(size), SEEK_CUR) < 0) {
+    return Status::IoError(path_ + ": seek: " + std::strerror(errno));
+  }
+  return Status::Ok();
+}
+
 StatusOr<std::string> read_file(const std::string& path, std::string* sha256_hex) {
   auto file = ReadableFile::open(path);
   if (!file.ok()) return file.status();

@@ -51,6 +51,8 @@ class ReadableFile {
   uint64_t size() const { return size_; }
   // Exactly `size` bytes, or DataLoss when the file ends first.
   Status read(void* out, size_t size);
+  // Moves past `size` bytes without reading them (the digest then covers only what was read).
+  Status skip(uint64_t size);
   std::string sha256_hex() { return sha_.hex_digest(); }  // of everything read; call once
   const std::string& path() const { return path_; }
 

@@ -76,8 +76,14 @@ void copy_region(const Box& region, const Box& src, const float* s, const Box& d
 
 }  // namespace
 
+bool overlaps(const SliceRequest& request, const std::vector<int64_t>& offsets, const Shape& shape) {
+  Box part;
+  return offsets.size() == request.offsets.size() &&
+         intersect(box_of(request.offsets, request.out.shape()), box_of(offsets, shape), &part);
+}
+
 Status fill_slices(const std::string& where, const std::vector<TensorSlice>& saved,
-                   const std::vector<SliceRequest>& requests) {
+                   const std::vector<SliceRequest>& requests, const std::vector<SliceBox>& unread) {
   std::map<std::string, std::vector<const TensorSlice*>> by_name;
   for (const TensorSlice& s : saved) by_name[s.name].push_back(&s);
   std::set<std::string> requested;
@@ -94,6 +100,13 @@ Status fill_slices(const std::string& where, const std::vector<TensorSlice>& sav
         return Status::DataLoss(where + ": tensor '" + name + "': shards disagree on its global shape");
       }
       total += shape_numel(s->data.shape());
+    }
+    for (const SliceBox& u : unread) {
+      if (u.name != name) continue;
+      if (u.global_shape != slices[0]->global_shape) {
+        return Status::DataLoss(where + ": tensor '" + name + "': shards disagree on its global shape");
+      }
+      total += shape_numel(u.shape);
     }
     if (total != shape_numel(slices[0]->global_shape)) {
       return Status::DataLoss(where + ": tensor '" + name + "': the shards hold " + std::to_string(total) +

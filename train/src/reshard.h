@@ -22,7 +22,12 @@ struct SliceRequest {
 // Fills every request from `saved`. Checks everything before copying anything: a tensor the checkpoint
 // lacks or that the requests never name (a different model), a global shape that differs, or a box not
 // covered by the saved slices is one InvalidArgument / DataLoss line naming `where` and the tensor.
+// `unread` are saved slices that were not read (a reader of its own boxes only): they count towards the
+// check that every element of a tensor is saved exactly once, and are never needed for a request.
 Status fill_slices(const std::string& where, const std::vector<TensorSlice>& saved,
-                   const std::vector<SliceRequest>& requests);
+                   const std::vector<SliceRequest>& requests, const std::vector<SliceBox>& unread = {});
+
+// Whether the box of `shape` at `offsets` shares an element with the request's box.
+bool overlaps(const SliceRequest& request, const std::vector<int64_t>& offsets, const Shape& shape);
 
 }  // namespace dtrn::train

@@ -14,8 +14,8 @@ const std::set<std::string>& changeable_keys() {
   static const std::set<std::string> keys = {
       "train.steps",      "train.eval_every",  "train.eval_batches", "train.micro_batch", "train.device",
       "train.precision",  "checkpoint.every",  "checkpoint.keep",    "checkpoint.keep_every", "telemetry.every",
-      // The data stream and the checkpoint layout do not depend on how the ranks share the work (a
-      // checkpoint holds whole tensors, whatever the split that wrote it).
+      // The data stream does not depend on how the ranks share the work, and a checkpoint loads into
+      // any layout (docs/checkpoints.md, Resharding).
       "parallel.dp",      "parallel.tp",       "parallel.zero",      "parallel.bucket_mb", "parallel.timeout_s"};
   return keys;
 }

@@ -7,6 +7,7 @@
 #include <optional>
 #include <set>
 
+#include "dtrn/runtime/check.h"
 #include "file_io.h"
 
 namespace dtrn::train {
@@ -188,7 +189,9 @@ Status write_safetensors(const std::string& path,
   return Status::Ok();
 }
 
-StatusOr<SafetensorsContents> read_safetensors(const std::string& path, std::string* sha256_hex) {
+StatusOr<SafetensorsContents> read_safetensors(const std::string& path, std::string* sha256_hex,
+                                               const TensorFilter& wanted) {
+  DTRN_CHECK(!(sha256_hex && wanted), "read_safetensors: a whole-file digest needs every tensor read");
   auto opened = ReadableFile::open(path);
   if (!opened.ok()) return opened.status();
   ReadableFile& file = **opened;
@@ -241,6 +244,11 @@ StatusOr<SafetensorsContents> read_safetensors(const std::string& path, std::str
   DTRN_RETURN_IF_ERROR(check_contiguous(path, entries, data_bytes));
 
   for (const Entry& e : entries) {
+    if (wanted && !wanted(e.name, e.shape, contents.metadata)) {
+      DTRN_RETURN_IF_ERROR(file.skip(e.end - e.begin));
+      contents.skipped.emplace_back(e.name, e.shape);
+      continue;
+    }
     Tensor t = Tensor::empty(e.shape, e.dtype, Device::cpu());
     if (t.nbytes() > 0) DTRN_RETURN_IF_ERROR(file.read(t.raw_data(), t.nbytes()));
     contents.tensors.emplace_back(e.name, std::move(t));

@@ -25,13 +25,14 @@
 #include "dtrn/train/evaluate.h"
 #include "async_checkpoint.h"
 #include "placement.h"
+#include "rank_barrier.h"
 #include "resume_policy.h"
 #include "run_directory.h"
 #include "run_log.h"
 #include "run_report.h"
 #include "step_sums.h"
 #include "stop_signals.h"
-#include "tensor_parallel_state.h"
+#include "tensor_parallel_import.h"
 
 namespace dtrn::train {
 namespace {
@@ -108,6 +109,24 @@ StepStats step_stats(const nlohmann::json& line) {
 }
 
 double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+// A sample's share of the step's samples_hash (splitmix64 of its window, 40 bits, so that the sum over a
+// batch of fewer than 2^23 samples never overflows).
+int64_t sample_hash(uint64_t window) {
+  uint64_t z = window + 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return static_cast<int64_t>((z ^ (z >> 31)) >> 24);
+}
+
+// A ZeRO-1 rank's optimizer state as checkpoints see it: its own pieces of the moments.
+OptimizerState zero_state(parallel::ZeroAdamW& zero) {
+  OptimizerState state;
+  for (auto& p : zero.state_pieces()) state.pieces.push_back({p.param, p.begin, p.exp_avg, p.exp_avg_sq});
+  state.sharded_over_dp = true;
+  state.step = zero.step_count();
+  return state;
+}
 
 // Every rank learns whether any rank failed at this point (a collective over the world), so that one
 // rank's refusal ends all of them instead of leaving the others in their next collective.
@@ -187,28 +206,34 @@ struct Trainer::State {
   int64_t tokens_per_step = 0;
   StarvationMonitor monitor;
   std::unique_ptr<RunReport> report;
-  // Saves are written in the background by rank 0 (async_checkpoint.h); a save is reported once it is
-  // joined: at the first step boundary after it finished (so the coordinator learns of it promptly), at
-  // the next save, on a stop and at the end.
-  std::unique_ptr<AsyncCheckpointWriter> writer;  // rank 0 only
+  // Every rank writes its shard of a save in the background (async_checkpoint.h), committed across the
+  // ranks through `ranks`; a save is reported once it is joined: at the first step boundary after it
+  // finished on every rank (so the coordinator learns of it promptly), at the next save, on a stop and
+  // at the end. Joining is collective.
+  std::unique_ptr<RankBarrier> ranks;  // multi-rank jobs only
+  std::unique_ptr<AsyncCheckpointWriter> writer;
   double blocked_ms = 0;      // how long the save in flight held training up
   int64_t started_step = -1;  // of the newest save started
-  std::string saved;          // the newest committed checkpoint (rank 0: its path)
-  Status join_save();
+  std::string saved;          // the newest committed checkpoint
+  RankPlace place() const {
+    return {{dp.size(), groups.tp_size(), zero ? 1 : 0}, dp.rank(), groups.tp_rank()};
+  }
+  Status join_save() { return report_save(writer ? writer->wait() : std::nullopt); }
+  Status poll_save() { return report_save(writer ? writer->poll() : std::nullopt); }
+  Status report_save(std::optional<AsyncCheckpointWriter::Done> done);
 };
 
-// Rank 0: joins the save in flight, if any; its outcome goes to metrics.jsonl, the log and telemetry.
-Status Trainer::State::join_save() {
-  if (!writer) return Status::Ok();
-  auto done = writer->wait();
+// A joined save's outcome goes to metrics.jsonl, the log and telemetry (rank 0).
+Status Trainer::State::report_save(std::optional<AsyncCheckpointWriter::Done> done) {
   if (!done) return Status::Ok();
   if (!done->dir.ok()) return done->dir.status();
+  saved = *done->dir;
+  if (!lead()) return Status::Ok();
   metrics << nlohmann::json{{"kind", "checkpoint"}, {"step", done->step}, {"blocked_ms", blocked_ms},
                             {"write_ms", done->write_ms}}.dump()
           << "\n";
   metrics.flush();
   log->line("checkpoint " + *done->dir);
-  saved = *done->dir;
   if (options.telemetry) options.telemetry->on_checkpoint(done->step);
   return Status::Ok();
 }
@@ -217,12 +242,17 @@ Status Trainer::State::join_save() {
 Status Trainer::State::open(std::vector<std::string>* skipped, std::vector<std::string>* resume_notes,
                             bool* nothing_to_do) {
   if (options.resume) {
-    auto resolved_ckpt = resolve_checkpoint(run_dir, skipped);
+    // Rank 0 finds the newest checkpoint that verifies (reading all of it once); the others take its
+    // answer and verify what they read of it.
+    std::string resolved;
     if (lead()) {
+      auto r = resolve_checkpoint(run_dir, skipped);
       for (const std::string& line : *skipped) std::cerr << "dtrn train: --resume: " << line << std::endl;
+      resolved = r.ok() ? "ok " + *r : "error " + r.status().message();
     }
-    if (!resolved_ckpt.ok()) return Status::NotFound("--resume: " + resolved_ckpt.status().message());
-    ckpt = *resolved_ckpt;
+    if (world.size() > 1) parallel::broadcast_string(world, &resolved, 0);
+    if (resolved.compare(0, 3, "ok ") != 0) return Status::NotFound("--resume: " + resolved.substr(6));
+    ckpt = resolved.substr(3);
     auto step = read_checkpoint_step(ckpt);
     if (!step.ok()) return step.status();
     DTRN_RETURN_IF_ERROR(check_resume(ckpt, config, *step, resume_notes));
@@ -264,10 +294,7 @@ Status Trainer::State::open(std::vector<std::string>* skipped, std::vector<std::
   model->init(config.train.seed);
   adamw_options = AdamWOptions{0.9, 0.999, 1e-8, config.train.weight_decay};
   if (!options.init_from.empty() && tp_group) {
-    WholeState whole = make_whole_state(*model, adamw_options);
-    whole.model->init(config.train.seed);  // what the file leaves out stays as the single process's
-    DTRN_RETURN_IF_ERROR(init_from_safetensors(options.init_from, whole.model.get()));
-    take_tensor_parallel_slices(whole, model.get(), nullptr);
+    DTRN_RETURN_IF_ERROR(init_from_safetensors_sliced(options.init_from, config.train.seed, model.get()));
   } else if (!options.init_from.empty()) {
     DTRN_RETURN_IF_ERROR(init_from_safetensors(options.init_from, model.get()));
   }
@@ -299,18 +326,14 @@ Status Trainer::State::open(std::vector<std::string>* skipped, std::vector<std::
 
   progress.seed = config.train.seed;
   if (options.resume) {
-    // ZeRO-1 reads the unsharded moments, then keeps its pieces; TP ranks read the whole checkpoint and
-    // keep their slices.
-    std::unique_ptr<AdamW> unsharded = zero ? std::make_unique<AdamW>(param_groups, adamw_options) : nullptr;
-    AdamW* state = zero ? unsharded.get() : optimizer.get();
-    if (tp_group) {
-      WholeState whole = make_whole_state(*model, adamw_options);
-      DTRN_RETURN_IF_ERROR(load_checkpoint(ckpt, whole.model.get(), whole.optimizer.get(), &progress));
-      take_tensor_parallel_slices(whole, model.get(), state);
+    // Each rank reads its own parameters and optimizer pieces, whatever layout saved them.
+    OptimizerState state = zero ? zero_state(*zero_optimizer) : optimizer_state(*optimizer);
+    DTRN_RETURN_IF_ERROR(load_rank_checkpoint(ckpt, model.get(), &state, &progress));
+    if (zero) {
+      zero_optimizer->set_step_count(state.step);
     } else {
-      DTRN_RETURN_IF_ERROR(load_checkpoint(ckpt, model.get(), state, &progress));
+      optimizer->set_step_count(state.step);
     }
-    if (zero) zero_optimizer->scatter_state(*unsharded);
     if (progress.seed != config.train.seed) {
       return Status::FailedPrecondition("--resume: " + ckpt + " was trained with seed " + std::to_string(progress.seed) +
                                         ", train.seed is " + std::to_string(config.train.seed));
@@ -349,9 +372,10 @@ void Trainer::State::start(const std::vector<std::string>& skipped, const std::v
     const Status clean = clean_checkpoints(run_dir, &cleaned);
     for (const std::string& line : cleaned) log->line("checkpoints: " + line);
     if (!clean.ok()) log->line("checkpoints: " + clean.message());
-    writer = std::make_unique<AsyncCheckpointWriter>(
-        run_dir, SaveOptions{config.checkpoint.keep, config.checkpoint.keep_every});
   }
+  if (world.size() > 1) ranks = std::make_unique<RankBarrier>(world);
+  writer = std::make_unique<AsyncCheckpointWriter>(
+      run_dir, SaveOptions{config.checkpoint.keep, config.checkpoint.keep_every, nullptr, ranks.get()}, ranks.get());
   for (const std::string& line : skipped) log->record("--resume: " + line);
   for (const std::string& note : resume_notes) log->line(note);
   if (!device_note.empty()) log->line(device_note);
@@ -443,8 +467,12 @@ StatusOr<StepStats> Trainer::train_step() {
     state.bias = b.to_vector();
     s.model->set_router_state(state);
   };
+  // Which samples the step read, whatever the DP layout (a sum, so the ranks' shares add up): a resumed
+  // run must read exactly the samples the uninterrupted one did.
+  int64_t samples_hash = 0;
   for (int64_t micro = 0; micro < s.accum; ++micro) {
     data::Batch batch = s.loader->next();
+    for (uint64_t w : batch.windows) samples_hash += sample_hash(w);
     Tensor ids = host_tokens(batch.inputs, batch.B, batch.T);
     Tensor targets = host_tokens(batch.targets, batch.B, batch.T);
     // The threshold bias starts from the first batch (router_control.h); a resumed run has its state.
@@ -473,6 +501,11 @@ StatusOr<StepStats> Trainer::train_step() {
   }
   StepSums::Values v = sums.read(grad_norm_sq, &layers);
   const std::vector<LayerSpread> spread = reduce_step_over_dp(s.dp, &v, &layers);
+  if (s.dp.size() > 1) {
+    Tensor h = Tensor::from_ints({samples_hash}, {1}, DType::kI64);
+    s.dp.all_reduce(h, parallel::ReduceOp::kSum);
+    samples_hash = h.to_ints()[0];
+  }
   // The bias this step routed with, then the controls' once-per-step update from the DP group's means
   // (every rank holds the same values, so the ranks' states stay identical).
   const model::RouterState used = s.model->router_state();
@@ -498,6 +531,7 @@ StatusOr<StepStats> Trainer::train_step() {
                          {"lr", lr},
                          {"grad_norm", v.grad_norm},
                          {"tokens", s.progress.tokens},
+                         {"samples_hash", samples_hash},
                          {"tokens_per_s", tokens_per_s},
                          {"step_ms", step_ms}};
   nlohmann::json jl = nlohmann::json::array();
@@ -570,28 +604,12 @@ Status Trainer::save() {
   Status status = s.join_save();  // at most one save in flight
   s.progress.sampler = s.loader->state();
   s.progress.monitor = s.monitor.runs();
-  StatusOr<std::shared_ptr<const CheckpointSnapshot>> snapshot = Status::Internal("no snapshot");
-  // ZeRO-1: a collective over DP; DP rank 0 (each of its TP ranks) holds the unsharded moments, and only
-  // until the snapshot has copied them.
-  std::unique_ptr<AdamW> unsharded;
-  if (s.zero) {
-    if (s.dp.rank() == 0) unsharded = std::make_unique<AdamW>(s.param_groups, s.adamw_options);
-    s.zero_optimizer->gather_state(unsharded.get());
-  }
-  AdamW* state = s.zero ? unsharded.get() : s.optimizer.get();
-  // Tensor parallelism: DP rank 0's TP group gathers its slices to rank 0, which writes whole tensors.
-  WholeState whole;
-  if (s.tp_group && s.dp.rank() == 0) {
-    if (s.lead()) whole = make_whole_state(*s.model, s.adamw_options);
-    gather_tensor_parallel(*s.model, *state, s.groups.tp(), s.lead() ? &whole : nullptr);
-  }
-  if (s.lead() && status.ok()) {
-    snapshot = whole.model ? snapshot_checkpoint(*whole.model, *whole.optimizer, s.progress, s.config_yaml)
-                           : snapshot_checkpoint(*s.model, *state, s.progress, s.config_yaml);
-  }
-  if (s.lead() && status.ok()) status = snapshot.status();
+  // Every rank copies what it saves (rank_slices.h): ZeRO-1 moments as they are sharded, no gather.
+  const OptimizerState state = s.zero ? zero_state(*s.zero_optimizer) : optimizer_state(*s.optimizer);
+  auto snapshot = snapshot_checkpoint(*s.model, state, s.place(), s.progress, s.config_yaml);
+  if (status.ok()) status = snapshot.status();
   DTRN_RETURN_IF_ERROR(agree(s.world, status, "to save the checkpoint"));
-  if (s.lead()) s.writer->start(std::move(*snapshot), s.progress.step);
+  s.writer->start(std::move(*snapshot), s.progress.step);
   s.started_step = s.progress.step;
   s.blocked_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   return Status::Ok();
@@ -621,8 +639,10 @@ StatusOr<std::string> Trainer::run(const std::function<int()>& stop_signal) {
       if (config.train.eval_every > 0 && (step % config.train.eval_every == 0 || step == config.train.steps)) {
         DTRN_RETURN_IF_ERROR(validate());
       }
-      // Rank 0 alone: a failed write ends it, and the others learn of the lost rank in their next collective.
-      if (s.writer && s.writer->finished()) DTRN_RETURN_IF_ERROR(s.join_save());
+      // Collective: every rank serves the save's commit and joins it at the same step. The commit's
+      // outcome is every rank's; a failed pruning is rank 0's alone, and the others learn of the lost rank
+      // in their next collective.
+      DTRN_RETURN_IF_ERROR(s.poll_save());
       if ((config.checkpoint.every > 0 && step % config.checkpoint.every == 0) || step == config.train.steps) {
         DTRN_RETURN_IF_ERROR(save());
       }
@@ -630,7 +650,6 @@ StatusOr<std::string> Trainer::run(const std::function<int()>& stop_signal) {
       if (step < config.train.steps && agreed(signal != 0)) {
         if (s.started_step != step) DTRN_RETURN_IF_ERROR(save());
         DTRN_RETURN_IF_ERROR(agree(s.world, s.join_save(), "to save the checkpoint"));
-        if (!s.lead()) s.saved = s.run_dir + "/checkpoints";
         s.log->line(s.report->summary(step, s.progress.tokens, s.run_dir + "/checkpoints"));
         return stopped_by_signal(signal != 0 ? signal : SIGTERM, step, s.saved, s.run_dir);
       }

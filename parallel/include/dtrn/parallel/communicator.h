@@ -17,6 +17,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "dtrn/runtime/tensor.h"
 
@@ -66,6 +67,8 @@ std::unique_ptr<Communicator> make_single_process_communicator(const std::string
 
 // Every rank's *text becomes root's (two broadcasts: the length, then the bytes).
 void broadcast_string(Communicator& comm, std::string* text, int root);
+// Every rank gets every rank's `mine`, in rank order (two all-gathers: the lengths, then the bytes).
+std::vector<std::string> all_gather_strings(Communicator& comm, const std::string& mine);
 
 // Checks the arguments every implementation shares (contiguity, matching dtypes, element counts) and
 // throws dtrn::Error naming the collective and the group.

@@ -6,9 +6,9 @@
 // The update is the one plain DP's AdamW makes (same formula, same global-norm clipping: the squared norm
 // is summed over the pieces of all ranks), so results agree up to reduction order.
 //
-// Checkpoints keep the unsharded layout: gather_state() writes the moments into a full-size AdamW (the
-// one checkpoint.h saves), scatter_state() reads them back, so a ZeRO-1 checkpoint resumes with or
-// without ZeRO and with another dp.
+// Checkpoints save the moments as they are sharded: state_pieces() names each piece's parameter and its
+// place in it, and every DP rank writes its own pieces (train/checkpoint.h); loading fills the pieces of
+// whatever layout resumes, so a ZeRO-1 checkpoint resumes with or without ZeRO and with another dp.
 //
 // Ownership: refers to the buckets and the group (both must outlive it); owns the moments of its pieces.
 #pragma once
@@ -35,11 +35,16 @@ class ZeroAdamW {
   // Tensor parallelism: as AdamW::set_shard_norm_sum (optim.h), for the parameters marked sharded.
   void set_shard_norm_sum(ShardNormSum sum) { shard_norm_sum_ = std::move(sum); }
 
-  // Collective over the group: full (where not null: the rank that saves) holds the unsharded moments and
-  // step count afterwards; the other ranks pass null and keep no full-size copy.
-  void gather_state(AdamW* full);
-  // Takes this rank's pieces of full's moments and its step count.
-  void scatter_state(AdamW& full);
+  // This rank's moments: piece k holds the flattened elements [begin, begin + length) of parameter
+  // `param`. The tensors are the optimizer's own (writing into them sets the state).
+  struct StatePiece {
+    std::string param;
+    int64_t begin = 0;
+    Tensor exp_avg, exp_avg_sq;
+  };
+  std::vector<StatePiece> state_pieces();
+  int64_t step_count() const { return shard_optimizer_->step_count(); }
+  void set_step_count(int64_t step) { shard_optimizer_->set_step_count(step); }
 
  private:
   struct Segment {

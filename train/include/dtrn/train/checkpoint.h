@@ -40,6 +40,29 @@ struct CheckpointLayout {
   int64_t dp = 1, tp = 1, zero = 0;
 };
 
+// This process's place in the layout that saves or loads: which DP and TP rank it is.
+struct RankPlace {
+  CheckpointLayout layout;
+  int64_t dp_rank = 0, tp_rank = 0;
+};
+
+// A rank's optimizer state as checkpoints see it: the AdamW moments as pieces, each the flattened elements
+// [begin, begin + numel) of one parameter's local (tensor-parallel) tensor. With ZeRO-1 these are the DP
+// rank's own pieces (sharded_over_dp), else whole tensors. The tensors are the optimizer's own: a load
+// writes into them.
+struct OptimizerState {
+  struct Piece {
+    std::string param;
+    int64_t begin = 0;
+    Tensor exp_avg, exp_avg_sq;
+  };
+  std::vector<Piece> pieces;
+  bool sharded_over_dp = false;
+  int64_t step = 0;  // optimizer steps taken
+};
+// The whole state of a plain AdamW.
+OptimizerState optimizer_state(AdamW& optimizer);
+
 class Env;            // src/env.h
 class CommitBarrier;  // src/commit_barrier.h
 
@@ -53,14 +76,16 @@ struct SaveOptions {
 // The state of one save, copied to host memory: taking it is the only part of a save that blocks
 // training (an asynchronous save writes it from another thread while training goes on).
 struct CheckpointSnapshot;
+// Each rank of a multi-rank job snapshots what it saves (docs/checkpoints.md, "Who writes what") and
+// writes it through a CommitBarrier over all ranks.
 StatusOr<std::shared_ptr<const CheckpointSnapshot>> snapshot_checkpoint(
-    const model::DtrnModel& model, const AdamW& optimizer, const TrainProgress& progress,
-    const std::string& config_yaml);
+    const model::DtrnModel& model, const OptimizerState& optimizer, const RankPlace& place,
+    const TrainProgress& progress, const std::string& config_yaml);
 // Writes and commits a snapshot into RUN/checkpoints/ (RUN = run_dir), then applies retention. Returns
 // the checkpoint folder.
 StatusOr<std::string> write_checkpoint(const std::string& run_dir, const CheckpointSnapshot& snapshot,
                                        const SaveOptions& options);
-// Both, one after the other.
+// Both, one after the other, for one process (dp = tp = 1).
 StatusOr<std::string> save_checkpoint(const std::string& run_dir, const model::DtrnModel& model,
                                       const AdamW& optimizer, const TrainProgress& progress,
                                       const std::string& config_yaml, const SaveOptions& options = {});
@@ -101,8 +126,13 @@ StatusOr<int64_t> read_checkpoint_step(const std::string& checkpoint_dir);
 // Reads the resolved config stored in a checkpoint.
 StatusOr<std::string> read_checkpoint_config(const std::string& checkpoint_dir);
 
-// Loads parameters (and, when optimizer is non-null, AdamW state) into an already-constructed model
-// whose config matches; a missing tensor or a shape mismatch is an error naming the tensor.
+// Loads this rank's parameters (and, when optimizer is non-null, its pieces of the AdamW moments and the
+// step count) into an already-constructed model whose config matches, whatever layout saved them. Reads
+// only the saved slices it needs, verifying each (verify_checkpoint reads everything); a missing tensor,
+// a shape mismatch or a corrupt slice it reads is an error naming the tensor.
+Status load_rank_checkpoint(const std::string& checkpoint_dir, model::DtrnModel* model, OptimizerState* optimizer,
+                            TrainProgress* progress);
+// The same into a plain AdamW (nullptr: parameters only).
 Status load_checkpoint(const std::string& checkpoint_dir, model::DtrnModel* model, AdamW* optimizer,
                        TrainProgress* progress);
 

@@ -7,6 +7,7 @@
 // returns one Status naming the file and the problem.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 #include <utility>
@@ -20,6 +21,7 @@ namespace dtrn::train {
 struct SafetensorsContents {
   std::vector<std::pair<std::string, Tensor>> tensors;  // CPU tensors, file order
   std::map<std::string, std::string> metadata;
+  std::vector<std::pair<std::string, Shape>> skipped;  // tensors a filter declined, file order
   const Tensor* find(const std::string& name) const;
 };
 
@@ -40,8 +42,13 @@ struct SafetensorsEncoding {
 StatusOr<SafetensorsEncoding> encode_safetensors(const std::string& path,
                                                  const std::vector<std::pair<std::string, Tensor>>& tensors,
                                                  const std::map<std::string, std::string>& metadata = {});
+// Which tensors to read, given each tensor's name and shape and the file's metadata: the bytes of a
+// declined tensor are not read (a reader of part of a checkpoint shard); it is listed in `skipped`.
+using TensorFilter = std::function<bool(const std::string& name, const Shape& shape,
+                                        const std::map<std::string, std::string>& metadata)>;
 // `sha256_hex`, when given, receives the digest of the whole file (the data has no holes, so reading
-// every tensor reads every byte).
-StatusOr<SafetensorsContents> read_safetensors(const std::string& path, std::string* sha256_hex = nullptr);
+// every tensor reads every byte; it needs every tensor read: no `wanted`).
+StatusOr<SafetensorsContents> read_safetensors(const std::string& path, std::string* sha256_hex = nullptr,
+                                               const TensorFilter& wanted = {});
 
 }  // namespace dtrn::train

@@ -1,0 +1,67 @@
+#include "rank_barrier.h"
+
+#include "dtrn/runtime/check.h"
+
+namespace dtrn::train {
+
+std::vector<std::string> RankBarrier::post(Call call, const std::string& value) {
+  std::unique_lock<std::mutex> lock(mu_);
+  DTRN_CHECK(call_ == kNone, "RankBarrier: a second call while one waits");
+  if (abandoned_) throw Error("the training thread stopped serving the commit before it was done");
+  call_ = call;
+  value_ = value;
+  done_ = false;
+  cv_.wait(lock, [this] { return done_ || abandoned_; });
+  call_ = kNone;
+  if (!done_) throw Error("the training thread stopped serving the commit before it was done");
+  return std::move(result_);
+}
+
+std::string RankBarrier::broadcast(const std::string& value) { return post(kBroadcast, value).at(0); }
+
+std::vector<std::string> RankBarrier::gather(const std::string& mine) {
+  std::vector<std::string> all = post(kGather, mine);
+  if (rank() != 0) all.clear();
+  return all;
+}
+
+void RankBarrier::abandon() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    abandoned_ = true;
+  }
+  cv_.notify_one();
+}
+
+bool RankBarrier::round(bool finished) {
+  Call call;
+  std::string value;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    call = done_ ? kNone : call_;  // a call carried out but not yet taken by the writer is not waiting
+    value = value_;
+  }
+  // min(call), -max(call), min(finished): every rank waits in the same call when min == max > 0.
+  Tensor state = Tensor::from_ints({int64_t{call}, -int64_t{call}, finished ? 1 : 0}, {3}, DType::kI64);
+  comm_.all_reduce(state, parallel::ReduceOp::kMin);
+  const std::vector<int64_t> v = state.to_ints();
+  if (v[2] == 1) return true;
+  if (v[0] == 0) return false;
+  DTRN_CHECK(v[0] == -v[1], "RankBarrier: the ranks' writers wait in different calls");
+  std::vector<std::string> result;
+  if (call == kBroadcast) {
+    parallel::broadcast_string(comm_, &value, 0);
+    result = {value};
+  } else {
+    result = parallel::all_gather_strings(comm_, value);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    result_ = std::move(result);
+    done_ = true;
+  }
+  cv_.notify_one();
+  return false;
+}
+
+}  // namespace dtrn::train
