@@ -77,6 +77,12 @@ class NcclWork final : public Work {
   bool waited_ = false;
 };
 
+// A collective that finished before its call returned (one staged through device copies).
+class DoneWork final : public Work {
+ public:
+  void wait() override {}
+};
+
 class NcclCommunicator final : public Communicator {
  public:
   NcclCommunicator(ncclComm_t comm, Device device, std::string name, std::shared_ptr<Liveness> liveness,
@@ -104,12 +110,16 @@ class NcclCommunicator final : public Communicator {
   const std::string& name() const override { return name_; }
 
   std::unique_ptr<Work> all_reduce_async(const Tensor& t, ReduceOp op) override {
+    if (!t.device().is_cuda()) return staged(t, t, [&](const Tensor& d, const Tensor&) { return all_reduce_async(d, op); });
     check_collective(*this, "all_reduce", t, t, 1, 1);
     return launch("all_reduce", {t}, [&] {
       return ncclAllReduce(t.raw_data(), t.raw_data(), t.numel(), nccl_type(t), nccl_op(op), comm_, stream_);
     });
   }
   std::unique_ptr<Work> reduce_scatter_async(const Tensor& in, const Tensor& out, ReduceOp op) override {
+    if (!in.device().is_cuda()) {
+      return staged(in, out, [&](const Tensor& i, const Tensor& o) { return reduce_scatter_async(i, o, op); });
+    }
     check_collective(*this, "reduce_scatter", in, out, 1, size_);
     return launch("reduce_scatter", {in, out}, [&] {
       return ncclReduceScatter(in.raw_data(), out.raw_data(), out.numel(), nccl_type(in), nccl_op(op), comm_,
@@ -117,12 +127,16 @@ class NcclCommunicator final : public Communicator {
     });
   }
   std::unique_ptr<Work> all_gather_async(const Tensor& in, const Tensor& out) override {
+    if (!in.device().is_cuda()) {
+      return staged(in, out, [&](const Tensor& i, const Tensor& o) { return all_gather_async(i, o); });
+    }
     check_collective(*this, "all_gather", in, out, size_, 1);
     return launch("all_gather", {in, out}, [&] {
       return ncclAllGather(in.raw_data(), out.raw_data(), in.numel(), nccl_type(in), comm_, stream_);
     });
   }
   std::unique_ptr<Work> broadcast_async(const Tensor& t, int root) override {
+    if (!t.device().is_cuda()) return staged(t, t, [&](const Tensor& d, const Tensor&) { return broadcast_async(d, root); });
     check_collective(*this, "broadcast", t, t, 1, 1);
     return launch("broadcast", {t}, [&] {
       return ncclBroadcast(t.raw_data(), t.raw_data(), t.numel(), nccl_type(t), root, comm_, stream_);
@@ -140,6 +154,20 @@ class NcclCommunicator final : public Communicator {
   }
 
  private:
+  // NCCL reads device memory only. Host tensors, the small control collectives of the trainer (agree, the
+  // checkpoint commit's rounds, the step's figures), travel through device copies: `collective` runs on
+  // them (in place when in and out are one tensor) and out is written back before this returns.
+  template <typename Collective>
+  std::unique_ptr<Work> staged(const Tensor& in, const Tensor& out, Collective collective) {
+    DTRN_CHECK(!out.device().is_cuda(), "a collective on group ", name_, " mixes a host and a device tensor");
+    Tensor d_in = in.contiguous().to(device_);
+    const bool in_place = in.raw_data() == out.raw_data();
+    Tensor d_out = in_place ? d_in : Tensor::empty(out.shape(), out.dtype(), device_);
+    collective(d_in, d_out)->wait();
+    out.copy_(d_out);
+    return std::make_unique<DoneWork>();
+  }
+
   template <typename Call>
   std::unique_ptr<Work> launch(const char* collective, std::vector<Tensor> keep, Call call) {
     for (const Tensor& t : keep) {

@@ -6,7 +6,8 @@
 // and element count. Tensors are contiguous and stay alive and untouched until the Work completes. The
 // *_async calls return at once with a Work; wait() makes later work see the result (on the CPU it blocks
 // until then; on a GPU it orders the device's compute stream after the collective without blocking the
-// host). The synchronous calls are the async ones followed by wait().
+// host). The synchronous calls are the async ones followed by wait(). NCCL also takes host tensors (for
+// small control messages): they travel through device copies, and the call returns with the result.
 //
 // Failure: a collective that cannot complete within the communicator's timeout (a rank died or hangs)
 // ends the process with one line on stderr naming the group, the collective and the ranks that were lost
