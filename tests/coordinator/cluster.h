@@ -18,24 +18,14 @@
 #include "dtrn/data/prep.h"
 #include "dtrn/data/tokenizer.h"
 #include "dtrn/v1/coordinator.grpc.pb.h"
+#include "free_port.h"
 #include "process_util.h"
 
 namespace dtrn::coordinator::testing {
 
 namespace fs = std::filesystem;
 
-// A port free at the time of the call (the kernel's pick for port 0).
-inline int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t n = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &n);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
+using dtrn::testing::free_port;
 
 // Polls `done` every 50 ms for up to `timeout_s`; true when it held.
 inline bool eventually(const std::function<bool()>& done, double timeout_s) {

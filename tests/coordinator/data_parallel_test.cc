@@ -89,7 +89,9 @@ TEST_F(DataParallelTest, LaunchTrainsDpTwoLikeMpirunAndLikeOneProcess) {
   EXPECT_NE(r.output.find("agent: started worker job-000001/1/1"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("job job-000001 succeeded"), std::string::npos) << r.output;
   const std::string mpirun = mpirun_run(20);
-  if (!mpirun.empty()) EXPECT_EQ(metrics_without_timing(run), metrics_without_timing(mpirun));
+  if (!mpirun.empty()) {
+    EXPECT_EQ(metrics_without_timing(run), metrics_without_timing(mpirun));
+  }
   expect_dp_tolerance(run, one_process_run(20));
 }
 

@@ -31,6 +31,7 @@
 #include "dtrn/parallel/launch_env.h"
 #include "dtrn/parallel/mpi_communicator.h"
 #include "dtrn/parallel/process_groups.h"
+#include "free_port.h"
 
 namespace dtrn::parallel {
 namespace {
@@ -137,17 +138,7 @@ TEST(TcpCommunicator, AverageOfOneLargeBufferAndEmptyChunks) {
 // ---- this binary as the ranks of a torchrun-style job
 // ---------------------------------------------
 
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t n = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &n);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
+using dtrn::testing::free_port;
 
 struct RankResult {
   int status = -1;  // exit status, or 128 + signal

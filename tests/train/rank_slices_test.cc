@@ -159,7 +159,9 @@ TEST_P(RankSlicesLayouts, EveryRankOfAnotherLayoutLoadsItsBoxesExactly) {
   // unless ZeRO-1 cuts them (then by the DP ranks whose ranges cover it, within TP rank 0).
   EXPECT_EQ(slices_of["b"], 1);
   EXPECT_EQ(slices_of["w"], saved_layout.tp);
-  if (!saved_layout.zero) EXPECT_EQ(slices_of["b.exp_avg"], 1);
+  if (!saved_layout.zero) {
+    EXPECT_EQ(slices_of["b.exp_avg"], 1);
+  }
 
   for (int64_t d = 0; d < loaded_layout.dp; ++d) {
     for (int64_t t = 0; t < loaded_layout.tp; ++t) {

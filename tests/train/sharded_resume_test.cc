@@ -6,7 +6,7 @@
 // tolerance; on the same layout the metrics must be equal, timing aside (CPU runs are deterministic). A
 // rank killed with SIGKILL at each point of a save leaves the previous checkpoint committed and the run
 // resumable; `dtrn ckpt verify` detects a flipped bit in rank 1's shard. Skipped where mpirun was not
-// found. dp x tp saves come with the tensor-parallel model (its slices are tested in rank_slices_test).
+// found. A dp 2 x tp 2 save resumes at its own layout and at dp 1, 2 and 4 with tp 1.
 //
 // Tolerances: as in parallel_training_test.cc, a different DP degree only changes the order in which f32
 // gradients are summed (~1e-7 relative per step), far inside 1e-3 on the loss after 4 more Adam steps;
@@ -53,9 +53,9 @@ class ShardedResumeTest : public TrainerTest {
     return run + name;
   }
 
-  // Trains `c` on dp ranks (mpirun for dp > 1, in this process for dp = 1) in `run`.
-  static void train(int dp, const JobConfig& c, const std::string& run, bool resume) {
-    if (dp == 1) {
+  // Trains `c` on `ranks` processes (mpirun for more than one, else in this process) in `run`.
+  static void train(int ranks, const JobConfig& c, const std::string& run, bool resume) {
+    if (ranks == 1) {
       TrainRunOptions o;
       o.run_dir = run;
       o.quiet = true;
@@ -65,7 +65,7 @@ class ShardedResumeTest : public TrainerTest {
       return;
     }
     std::string err;
-    ASSERT_EQ(mpirun(dp, c, run, &err, "", "", resume ? "--resume" : ""), 0) << err;
+    ASSERT_EQ(mpirun(ranks, c, run, &err, "", "", resume ? "--resume" : ""), 0) << err;
   }
 
   // A copy of `run` as it was after step 4: its step-8 checkpoint removed, so a resume starts at step 4.
@@ -130,6 +130,35 @@ TEST_F(ShardedResumeTest, ZeroOneAtDp2ResumesAtDp1Dp2AndDp4) {
   EXPECT_EQ(shards(step_dir(one, 8)).size(), 1u);
   EXPECT_EQ(shards(step_dir(four, 8)).size(), 4u);
   EXPECT_TRUE(verify_checkpoint(step_dir(four, 8)).ok());
+}
+
+// dp 2 x tp 2 with ZeRO-1 (4 ranks: TP slices of the parameters, ZeRO pieces of the moments) resumes on its
+// own layout bit for bit, and at dp 1 (one process), dp 2 x tp 1 and dp 4: each rank assembles its boxes
+// from the other layout's slices, and the run reads the same samples.
+TEST_F(ShardedResumeTest, Dp2Tp2ResumesAtItsLayoutAndAtDp1Dp2AndDp4) {
+  auto grid = [](int dp, int tp, int zero) {
+    std::vector<std::string> sets = layout(dp, zero);
+    sets.push_back("parallel.tp=" + std::to_string(tp));
+    return job(sets);
+  };
+  const std::string whole = path("dp2tp2");
+  train(4, grid(2, 2, 1), whole, false);
+  auto m = read_manifest(step_dir(whole, 4));
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  EXPECT_EQ(m->layout.dp, 2);
+  EXPECT_EQ(m->layout.tp, 2);
+  EXPECT_EQ(m->layout.zero, 1);
+  ASSERT_TRUE(verify_checkpoint(step_dir(whole, 4)).ok());
+
+  const std::string same = at_step_4(whole, "dp2tp2-to-dp2tp2");
+  train(4, grid(2, 2, 1), same, true);
+  EXPECT_EQ(metrics(same), metrics(whole));
+  for (int dp : {1, 2, 4}) {
+    SCOPED_TRACE("dp " + std::to_string(dp) + " x tp 1");
+    const std::string other = at_step_4(whole, "dp2tp2-to-dp" + std::to_string(dp));
+    train(dp, grid(dp, 1, dp > 1 ? 1 : 0), other, true);
+    expect_same_curve(whole, other, kLossTolerance, 8);
+  }
 }
 
 TEST_F(ShardedResumeTest, PlainDp2AndOneProcessResumeOnEachOther) {
