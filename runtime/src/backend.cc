@@ -117,6 +117,12 @@ Backend& backend_for(Device device) {
 
 Allocator& allocator_for(Device device) { return backend_for(device).allocator(); }
 
+Allocator& pinned_host_allocator() {
+  Backend* cuda = cuda_available() ? cuda_backend_or_null() : nullptr;
+  Allocator* pinned = cuda != nullptr ? cuda->pinned_host_allocator() : nullptr;
+  return pinned != nullptr ? *pinned : cpu_backend().allocator();
+}
+
 #ifndef DTRN_WITH_CUDA
 Backend* cuda_backend_or_null() { return nullptr; }
 bool cuda_compiled() { return false; }

@@ -45,6 +45,8 @@ class Backend {
   virtual ~Backend() = default;
   virtual const char* name() const = 0;
   virtual Allocator& allocator() = 0;
+  // Page-locked host memory for copies from this device (allocator.h), or null where there is none.
+  virtual Allocator* pinned_host_allocator() { return nullptr; }
 
   // ---- Memory
   virtual void fill(const Tensor& out, double value);

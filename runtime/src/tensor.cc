@@ -32,14 +32,30 @@ Shape contiguous_strides(const Shape& shape) {
   return strides;
 }
 
-Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
+namespace {
+
+// A contiguous tensor of `shape` over the bytes `make_storage(nbytes)` returns.
+template <typename MakeStorage>
+Tensor fresh_tensor(const Shape& shape, DType dtype, MakeStorage make_storage) {
   for (int64_t s : shape) DTRN_CHECK(s >= 0, "negative dimension in shape ", shape_str(shape));
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>(shape_numel(shape) * dtype_size(dtype), device);
+  impl->storage = make_storage(shape_numel(shape) * dtype_size(dtype));
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;
   return Tensor(std::move(impl));
+}
+
+}  // namespace
+
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
+  return fresh_tensor(shape, dtype, [&](size_t n) { return std::make_shared<Storage>(n, device); });
+}
+
+Tensor Tensor::empty_pinned(const Shape& shape, DType dtype) {
+  return fresh_tensor(shape, dtype, [](size_t n) {
+    return std::make_shared<Storage>(n, Device::cpu(), pinned_host_allocator());
+  });
 }
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {

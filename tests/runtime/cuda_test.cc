@@ -135,6 +135,25 @@ constexpr double kF32GemmTolerance = 1e-5;
 // (each term of uniform inputs is ~1/K of sum|a||b|, > 1% for K <= 80).
 constexpr double kBf16GemmTolerance = 8e-3;
 
+#ifdef DTRN_WITH_CUDA
+TEST(CudaMemory, PinnedHostTensorsArePageLockedRoundTripExactlyAndAreReused) {
+  REQUIRE_GPU();
+  Tensor src = random_cpu({1000, 37}, 70).to(kGpu);
+  Tensor pinned = Tensor::empty_pinned(src.shape(), DType::kF32);
+  EXPECT_TRUE(pinned.device().is_cpu());
+  cudaPointerAttributes attributes{};
+  ASSERT_EQ(cudaPointerGetAttributes(&attributes, pinned.raw_data()), cudaSuccess);
+  EXPECT_EQ(attributes.type, cudaMemoryTypeHost);  // page-locked, not pageable (cudaMemoryTypeUnregistered)
+  pinned.copy_(src);
+  EXPECT_EQ(bits_of(pinned), bits_of(src));
+  // A block of the same size comes back for the next request; another size gets its own.
+  const void* first = pinned.raw_data();
+  pinned = Tensor();
+  EXPECT_EQ(Tensor::empty_pinned({1000, 37}, DType::kF32).raw_data(), first);
+  EXPECT_NE(Tensor::empty_pinned({1000, 38}, DType::kF32).raw_data(), first);
+}
+#endif
+
 TEST(CudaGemm, F32TinyAndOddShapes) {
   REQUIRE_GPU();
   expect_matmul_matches(random_cpu({1, 1}, 1), random_cpu({1, 1}, 2), false, false,

@@ -29,6 +29,18 @@ TEST(Tensor, ContiguousStridesAndNumel) {
   EXPECT_EQ(t.describe(), "f32[2, 3, 4] on cpu");
 }
 
+TEST(Tensor, PinnedTensorsAreHostTensorsThatHoldTheirValues) {
+  // Without a GPU the pinned allocator is the CPU's; either way the tensor is an ordinary host tensor.
+  Tensor src = Tensor::uniform({5, 3}, -1, 1, 3, 7, 0, DType::kF32);
+  Tensor pinned = Tensor::empty_pinned({5, 3}, DType::kF32);
+  EXPECT_TRUE(pinned.device().is_cpu());
+  EXPECT_TRUE(pinned.is_contiguous());
+  pinned.copy_(src);
+  EXPECT_EQ(pinned.to_vector(), src.to_vector());
+  EXPECT_EQ(Tensor::empty_pinned({0, 4}).numel(), 0);
+  EXPECT_THROW(Tensor::empty_pinned({-1}), Error);
+}
+
 TEST(Tensor, TransposeIsAViewAndContiguousCopiesInTheRightOrder) {
   Tensor t = iota({2, 3});
   Tensor tt = t.transpose(0, 1);

@@ -22,6 +22,7 @@ class CudaBackend final : public Backend {
   const char* name() const override { return "cuda"; }
   // Serves the calling thread's current CUDA device (see caching_allocator.h).
   Allocator& allocator() override;
+  Allocator* pinned_host_allocator() override;  // pinned_host_allocator.cc
 
   void fill(const Tensor& out, double value) override;
   void copy(const Tensor& src, const Tensor& dst) override;

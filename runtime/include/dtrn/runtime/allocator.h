@@ -19,4 +19,10 @@ class Allocator {
 // The allocator for a device. Throws dtrn::Error when that device's backend is not built or no such GPU.
 Allocator& allocator_for(Device device);
 
+// Page-locked host memory where a GPU is present (device-to-host copies into it run at full DMA speed and
+// need no staging), else the CPU allocator. It keeps freed blocks for reuse by a request of the same size
+// and never returns them to the system: it serves buffers that come back in the same sizes (checkpoint
+// snapshots), which would otherwise pay the slow page-locking of every allocation each time.
+Allocator& pinned_host_allocator();
+
 }  // namespace dtrn

@@ -14,6 +14,8 @@ namespace dtrn {
 class Storage {
  public:
   Storage(size_t nbytes, Device device);
+  // Bytes from `allocator` (which must serve `device`'s memory), e.g. pinned_host_allocator() for the host.
+  Storage(size_t nbytes, Device device, Allocator& allocator);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;

@@ -54,6 +54,8 @@ class Tensor {
 
   // --- Creation (never records autograd history) ---
   static Tensor empty(const Shape& shape, DType dtype = DType::kF32, Device device = Device::cpu());
+  // A host tensor in page-locked memory where a GPU is present (pinned_host_allocator in allocator.h).
+  static Tensor empty_pinned(const Shape& shape, DType dtype = DType::kF32);
   static Tensor zeros(const Shape& shape, DType dtype = DType::kF32, Device device = Device::cpu());
   static Tensor full(const Shape& shape, double value, DType dtype = DType::kF32,
                      Device device = Device::cpu());
