@@ -8,6 +8,7 @@
 #   STAGES="build train" bash bench/gpu_suite.sh        # 360m bilayer on the corpus
 #   STAGES="build attn" bash bench/gpu_suite.sh         # attention kernels beside torch SDPA
 #   STAGES="build capacity" bash bench/gpu_suite.sh     # the largest micro-batch of the 360m preset
+#   STAGES="build profile" bash bench/gpu_suite.sh      # Nsight Compute: a step's kernel time by kernel
 #   STAGES="build demo" bash bench/gpu_suite.sh         # `make demo`'s job as it runs on a GPU machine
 #   STAGES="build parallel" bash bench/gpu_suite.sh     # 2+ GPUs: NCCL tests, all-reduce busBW, DP and TP scaling
 #   STAGES="build routing" bash bench/gpu_suite.sh      # the routing-control ablation (docs/routing-loss.md);
@@ -84,6 +85,12 @@ if has bench; then
       status+=("bench $layout $1x$2 rc=${PIPESTATUS[0]}")
     done
   done
+fi
+
+if has profile; then
+  step "profile: kernel time of a step by kernel (Nsight Compute; 360m, dense and bilayer r=0.1, 8 x 2048)"
+  OUT="$OUT" BUILD="$BUILD" bash bench/ncu_step.sh
+  status+=("profile done")
 fi
 
 if has capacity; then

@@ -32,15 +32,6 @@ Tensor packed_attention(const ModelConfig& c, const AttentionWeights& w, const T
   return linear(attention_heads(c, w, u, linear(u, w.wv), positions, cu_seqlens), w.wo);
 }
 
-// The bypass's heads (rule 7: attention in which each token sees only itself, so its output is the
-// token's own value): v [N, G*D] -> [N, H*D], query head h reading KV head h / (H / G). A TP rank's H/P
-// heads read its G/P KV heads through the first H/P entries of the global map (H/G is the same).
-Tensor expand_heads(const ModelConfig& c, const Tensor& v, const Tensor& head_map) {
-  const int64_t d = c.head_dim(), n = v.size(0), g = v.size(1) / d, h = g * (c.n_heads / c.n_kv_heads);
-  if (g == h) return v;
-  return index_select(v.reshape({n, g, d}), 1, head_map.narrow(0, 0, h)).reshape({n, h * d});
-}
-
 }  // namespace
 
 Tensor sequence_positions(int64_t batch, int64_t seq, Device device) {
@@ -55,11 +46,6 @@ BlockContext make_block_context(const ModelConfig& c, int64_t batch, int64_t seq
   std::vector<int64_t> cu(batch + 1);
   for (int64_t i = 0; i <= batch; ++i) cu[i] = i * seq;
   ctx.cu_seqlens = Tensor::from_ints(cu, {batch + 1}, DType::kI32, device);
-  if (c.n_kv_heads != c.n_heads) {
-    std::vector<int64_t> map(c.n_heads);
-    for (int64_t h = 0; h < c.n_heads; ++h) map[h] = h / (c.n_heads / c.n_kv_heads);
-    ctx.head_map = Tensor::from_ints(map, {c.n_heads}, DType::kI32, device);
-  }
   return ctx;
 }
 
@@ -97,11 +83,9 @@ Tensor router_p_attn(const RouterWeights& w, const Tensor& x) {
 }
 
 Tensor routed_block_forward(const ModelConfig& c, const BlockWeights& w, const Tensor& x,
-                            const FallbackDraw& fallback, RoutingStats* stats, const BlockContext* ctx,
-                            const RouteControl& control, TensorParallelOps* tp) {
+                            const FallbackDraw& fallback, RoutingStats* stats, const RouteControl& control,
+                            TensorParallelOps* tp) {
   const int64_t b = x.size(0), t = x.size(1), ch = x.size(2), n = b * t;
-  const BlockContext local = ctx ? BlockContext{} : make_block_context(c, b, t, x.device());
-  const BlockContext& k = ctx ? *ctx : local;
   Tensor z = router_logits(w.router, x);  // [N, 2], f32 (f64 in gradient checks)
   Tensor p_attn = softmax(z).narrow(1, 0, 1).reshape({n});
   auto f32 = [](const Tensor& v) { return v.dtype() == DType::kF32 ? v : v.detach().to(DType::kF32); };
@@ -121,23 +105,16 @@ Tensor routed_block_forward(const ModelConfig& c, const BlockWeights& w, const T
   // that their gradients (the router's included) are summed over the heads of every rank.
   Tensor u = copy_to_tensor_parallel(tp, rmsnorm(x, w.norm_in, c.norm_eps).reshape({n, ch}));
   Tensor v = linear(u, w.attn.wv);  // [N, G*D]: the bypass's values, and the routed tokens' V rows
-  Tensor p_col = copy_to_tensor_parallel(tp, p_path.reshape({n, 1}));
-  std::vector<Tensor> parts, rows;  // per path: p-scaled heads [rows, H*D] and their token rows
-  if (r.count > 0) {
-    Tensor o = attention_heads(c, w.attn, index_select(u, 0, r.routed), index_select(v, 0, r.routed),
-                               r.positions, r.cu_seqlens);
-    parts.push_back(mul(o, index_select(p_col, 0, r.routed).to(x.dtype())));
-    rows.push_back(r.routed);
-  }
-  if (r.count < n) {
-    // p_b scales W_V u before its heads are expanded, so the product keeps G*D values a token, not H*D.
-    Tensor pb = add_scalar(scale(index_select(p_col, 0, r.bypass), -1.0), 1.0).to(x.dtype());
-    parts.push_back(expand_heads(c, mul(index_select(v, 0, r.bypass), pb), k.head_map));
-    rows.push_back(r.bypass);
-  }
+  Tensor p_vec = copy_to_tensor_parallel(tp, p_path);
+  const int64_t heads = w.attn.wq.size(0) / c.head_dim();
+  Tensor o = r.count > 0 ? attention_heads(c, w.attn, gather_rows(u, r.routed), gather_rows(v, r.routed),
+                                           r.positions, r.cu_seqlens)
+                         : Tensor::empty({0, heads * c.head_dim()}, x.dtype(), x.device());
   // One W_O product over all rows: p_a W_O(attention) for routed tokens, p_b W_O(expand(W_V u)) for
-  // the others (rule 6's y, by the linearity of W_O).
-  Tensor y = n > 0 ? reduce_from_tensor_parallel(tp, linear(scatter_rows(parts, rows, n), w.attn.wo))
+  // the others (rule 6's y, by the linearity of W_O; the bypass is rule 7's attention in which each
+  // token sees only itself, so its heads are the token's own values).
+  Tensor y = n > 0 ? reduce_from_tensor_parallel(tp, linear(combine_paths(o, v, p_vec, r.routed, r.bypass, heads),
+                                                            w.attn.wo))
                    : Tensor::zeros({0, ch}, x.dtype(), x.device());
   Tensor h = add(x, y.reshape({b, t, ch}));
   Tensor out = add(h, mlp_forward(w.mlp, rmsnorm(h, w.norm_post, c.norm_eps), tp));

@@ -47,7 +47,7 @@ void DtrnModel::walk_layers(
       continue;
     }
     before(l, k, x);
-    x = routed_block_forward(config_, blocks_[l], x, FallbackDraw{}, nullptr, &ctx, route_control(k, false),
+    x = routed_block_forward(config_, blocks_[l], x, FallbackDraw{}, nullptr, route_control(k, false),
                              tp_);
     ++k;
   }

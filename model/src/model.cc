@@ -176,7 +176,7 @@ Tensor DtrnModel::hidden(const Tensor& ids, const ForwardOptions& options, std::
     draw.offset = options.draw << 32;  // 2^32 words per micro-batch and layer: never overlap
     draw.fraction = routing_.fallback_fraction;
     RoutingStats st;
-    x = routed_block_forward(config_, blocks_[l], x, draw, &st, &ctx, route_control(k++, options.training), tp_);
+    x = routed_block_forward(config_, blocks_[l], x, draw, &st, route_control(k++, options.training), tp_);
     if (layers) {
       layers->push_back({l, st.f(), st.s.detach(), st.fallback,
                          st.quantiles.defined() ? st.quantiles.detach() : Tensor(), st.threshold_routed, st.tokens});

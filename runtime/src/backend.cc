@@ -96,6 +96,14 @@ void Backend::add_into(const Tensor&, const Tensor&) { missing(*this, "add_into"
 void Backend::index_copy(const Tensor&, int64_t, int64_t, int64_t, const Tensor&, const Tensor&) {
   missing(*this, "index_copy");
 }
+void Backend::combine_paths(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, int64_t,
+                            const Tensor&) {
+  missing(*this, "combine_paths");
+}
+void Backend::combine_paths_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                     int64_t, const Tensor&, const Tensor&, const Tensor&, const Tensor&) {
+  missing(*this, "combine_paths_backward");
+}
 void Backend::route_threshold(const Tensor&, double, const Tensor&) { missing(*this, "route_threshold"); }
 void Backend::route_fallback(const Tensor&, int64_t, uint64_t, uint64_t, uint64_t) {
   missing(*this, "route_fallback");

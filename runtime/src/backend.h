@@ -145,6 +145,17 @@ class Backend {
   virtual void index_copy(const Tensor& out, int64_t outer, int64_t n, int64_t inner,
                           const Tensor& index, const Tensor& src);
 
+  // ---- A D block's two paths before W_O (ops.h: combine_paths). o [R, H*D] (the routed tokens'
+  // attention), v [N, G*D], p [N] (f32; f64 for f64 v), routed [R] and bypass [N - R] i32 together a
+  // partition of 0..N-1. y [N, H*D]: row routed[j] = p * o[j]; row bypass[j] = (1 - p) * v's row with
+  // query head h reading KV head h / (H / G). The backward writes d_o [R, H*D], dv [N, G*D] (zero on
+  // routed rows) and dp [N] (p's dtype), each row from one thread block in a fixed order.
+  virtual void combine_paths(const Tensor& o, const Tensor& v, const Tensor& p, const Tensor& routed,
+                             const Tensor& bypass, int64_t heads, const Tensor& y);
+  virtual void combine_paths_backward(const Tensor& o, const Tensor& v, const Tensor& p, const Tensor& routed,
+                                      const Tensor& bypass, int64_t heads, const Tensor& dy, const Tensor& d_o,
+                                      const Tensor& dv, const Tensor& dp);
+
   // ---- Token routing (routing.h). mask: i32 [N] of 0/1.
   // mask[i] = p[i] > threshold for p f32 [N].
   virtual void route_threshold(const Tensor& p, double threshold, const Tensor& mask);

@@ -173,7 +173,7 @@ TEST(BiasedRouting, IsTheSpecBlockWithTheRouterBiasShiftedAndRecordsEveryStatist
   control.soft_tau = 0.7;
   control.z_loss = true;
   RoutingStats st;
-  Tensor got = routed_block_forward(c, w, x, FallbackDraw{}, &st, nullptr, control);
+  Tensor got = routed_block_forward(c, w, x, FallbackDraw{}, &st, control);
   EXPECT_EQ(st.routed, 5);
   EXPECT_EQ(st.threshold_routed, 5);
 
@@ -212,7 +212,7 @@ TEST(BiasedRouting, IsTheSpecBlockWithTheRouterBiasShiftedAndRecordsEveryStatist
 
   // Unbiased path scaling: the same routing, paths scaled by the router's own p_a.
   control.bias_scales_path = false;
-  Tensor unbiased = routed_block_forward(c, w, x, FallbackDraw{}, nullptr, nullptr, control);
+  Tensor unbiased = routed_block_forward(c, w, x, FallbackDraw{}, nullptr, control);
   Tensor want_u =
       reference::routed_block(c, w, x, reference::route_by_threshold(shifted.router, x));
   const std::vector<double> gu = unbiased.to_vector(), eu = want_u.to_vector();

@@ -75,6 +75,11 @@ class CpuBackend final : public Backend {
   void route_threshold(const Tensor& p, double threshold, const Tensor& mask) override;
   void route_fallback(const Tensor& mask, int64_t want, uint64_t seed, uint64_t stream,
                       uint64_t offset) override;
+  void combine_paths(const Tensor& o, const Tensor& v, const Tensor& p, const Tensor& routed, const Tensor& bypass,
+                     int64_t heads, const Tensor& y) override;
+  void combine_paths_backward(const Tensor& o, const Tensor& v, const Tensor& p, const Tensor& routed,
+                              const Tensor& bypass, int64_t heads, const Tensor& dy, const Tensor& d_o,
+                              const Tensor& dv, const Tensor& dp) override;
   void route_compact(const Tensor& mask, int64_t rows, int64_t cols, const Tensor& routed,
                      const Tensor& positions, const Tensor& bypass, const Tensor& cu_seqlens,
                      const Tensor& count) override;

@@ -158,6 +158,35 @@ void CudaBackend::index_copy(const Tensor& out, int64_t outer, int64_t n, int64_
                           stream_of(out));
 }
 
+void CudaBackend::combine_paths(const Tensor& o, const Tensor& v, const Tensor& p, const Tensor& routed,
+                                const Tensor& bypass, int64_t heads, const Tensor& y) {
+  DTRN_ASSERT(p.dtype() == DType::kF32 && o.dtype() == v.dtype() && y.dtype() == v.dtype(), "combine_paths: p ",
+              p.describe(), ", o ", o.describe(), ", v ", v.describe(), ", y ", y.describe());
+  check_i32(routed, "combine_paths");
+  check_i32(bypass, "combine_paths");
+  cuda::DeviceGuard guard(v.device().index);
+  cuda::launch_combine_paths(o.raw_data(), v.raw_data(), static_cast<const float*>(p.raw_data()),
+                             static_cast<const int32_t*>(routed.raw_data()), static_cast<const int32_t*>(bypass.raw_data()),
+                             v.size(0), routed.numel(), heads, y.size(1), v.size(1), static_cast<ElemType>(v.dtype()),
+                             y.raw_data(), stream_of(v));
+}
+
+void CudaBackend::combine_paths_backward(const Tensor& o, const Tensor& v, const Tensor& p, const Tensor& routed,
+                                         const Tensor& bypass, int64_t heads, const Tensor& dy, const Tensor& d_o,
+                                         const Tensor& dv, const Tensor& dp) {
+  DTRN_ASSERT(p.dtype() == DType::kF32 && dp.dtype() == DType::kF32 && dy.dtype() == v.dtype() &&
+                  d_o.dtype() == v.dtype() && dv.dtype() == v.dtype(),
+              "combine_paths_backward: p ", p.describe(), ", dy ", dy.describe(), ", v ", v.describe());
+  check_i32(routed, "combine_paths_backward");
+  check_i32(bypass, "combine_paths_backward");
+  cuda::DeviceGuard guard(v.device().index);
+  cuda::launch_combine_paths_backward(
+      o.raw_data(), v.raw_data(), static_cast<const float*>(p.raw_data()), static_cast<const int32_t*>(routed.raw_data()),
+      static_cast<const int32_t*>(bypass.raw_data()), v.size(0), routed.numel(), heads, dy.size(1), v.size(1),
+      static_cast<ElemType>(v.dtype()), dy.raw_data(), d_o.raw_data(), dv.raw_data(), static_cast<float*>(dp.raw_data()),
+      stream_of(v));
+}
+
 void CudaBackend::route_threshold(const Tensor& p, double threshold, const Tensor& mask) {
   DTRN_ASSERT(p.dtype() == DType::kF32 && p.is_contiguous(), "route_threshold: p ", p.describe());
   check_i32(mask, "route_threshold");

@@ -1,4 +1,5 @@
-// Launchers of the CUDA kernels behind a training step's bookkeeping: token routing (routing.cu),
+// Launchers of the CUDA kernels behind a training step's bookkeeping: token routing (routing.cu) and a D
+// block's two paths (routed_paths.cu),
 // gradient accumulation and row scatter (accumulate.cu), and the multi-tensor optimizer (optimizer.cu).
 // Raw device pointers and POD geometry, queued on `stream`, launches checked; cuda_backend_train.cc
 // validates tensors and calls them. C++17, no Tensor (see elementwise.h).
@@ -24,6 +25,16 @@ void launch_route_compact(const int32_t* mask, int64_t rows, int64_t cols, int32
 size_t sort_values_scratch_bytes(int64_t n);
 void launch_sort_values(const float* keys, float* sorted, int32_t* order, int64_t n, void* scratch,
                         size_t scratch_bytes, cudaStream_t stream);
+
+// ---- routed_paths.cu (contracts: backend.h, combine_paths*). o [r, hd], v [n, gd], y and dy [n, hd] of
+// `type` (f32 or bf16); p and dp f32 [n]; routed [r] and bypass [n - r].
+void launch_combine_paths(const void* o, const void* v, const float* p, const int32_t* routed,
+                          const int32_t* bypass, int64_t n, int64_t r, int64_t heads, int64_t hd, int64_t gd,
+                          ElemType type, void* y, cudaStream_t stream);
+void launch_combine_paths_backward(const void* o, const void* v, const float* p, const int32_t* routed,
+                                   const int32_t* bypass, int64_t n, int64_t r, int64_t heads, int64_t hd,
+                                   int64_t gd, ElemType type, const void* dy, void* d_o, void* dv, float* dp,
+                                   cudaStream_t stream);
 
 // ---- accumulate.cu
 // dst[i] += src[i], src converted to dst's type; dst f64, f32 or bf16, src any floating type.

@@ -89,7 +89,6 @@ struct RouteControl {
 struct BlockContext {
   Tensor positions;   // i32 [B*T]: 0..T-1 per row
   Tensor cu_seqlens;  // i32 [B+1]: row boundaries (the T block's packed attention)
-  Tensor head_map;    // i32 [H]: query head h reads KV head h / (H / G); undefined when H == G
 };
 BlockContext make_block_context(const ModelConfig& config, int64_t batch, int64_t seq, Device device);
 
@@ -109,8 +108,7 @@ Tensor router_logits(const RouterWeights& w, const Tensor& x);
 Tensor router_p_attn(const RouterWeights& w, const Tensor& x);
 
 Tensor routed_block_forward(const ModelConfig& config, const BlockWeights& w, const Tensor& x,
-                            const FallbackDraw& fallback, RoutingStats* stats,
-                            const BlockContext* ctx = nullptr, const RouteControl& control = {},
+                            const FallbackDraw& fallback, RoutingStats* stats, const RouteControl& control = {},
                             TensorParallelOps* tp = nullptr);
 
 }  // namespace dtrn::model

@@ -55,6 +55,17 @@ Tensor index_add(const Tensor& base, int64_t dim, const Tensor& index, const Ten
 // an output [rows, ...]; indices are distinct across all parts; rows no index names are 0. The inverse
 // of gathering a partition (a D block's routed and bypassed tokens); the backward gathers.
 Tensor scatter_rows(const std::vector<Tensor>& parts, const std::vector<Tensor>& indices, int64_t rows);
+// Rows of x [n, ...] at distinct indices (i32/i64 [m], values in [0, n)) -> [m, ...]: index_select along
+// dim 0 whose backward scatters the rows into zeros instead of adding them (no sort, no accumulation).
+Tensor gather_rows(const Tensor& x, const Tensor& index);
+// A D block's two paths merged before W_O (dtrnet-spec.md rule 6, by the linearity of W_O): o [R, H*D]
+// (attention of the routed tokens, in the order of `routed`), v [N, G*D] (W_V of every token), p [N]
+// (the attention path's scale: f32, f64 for f64 v), routed [R] and bypass [N - R] (i32, a partition of
+// 0..N-1) -> y [N, H*D] with y[routed[j]] = p * o[j] and y[bypass[j]] = (1 - p) * v's row expanded to H
+// heads (query head h reads KV head h / (H / G)). Differentiable in o, v and p. One pass over the rows,
+// forward and backward: what the gathers, broadcasts and scatters of the two paths would cost many.
+Tensor combine_paths(const Tensor& o, const Tensor& v, const Tensor& p, const Tensor& routed, const Tensor& bypass,
+                     int64_t heads);
 Tensor concat(const std::vector<Tensor>& parts, int64_t dim);
 std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim);
 
