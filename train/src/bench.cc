@@ -66,7 +66,8 @@ StatusOr<BenchResult> run_bench(const JobConfig& config, const BenchOptions& opt
     return Status::InvalidArgument("bench: --routed-fraction must be in [0, 1]");
   }
   if (options.checkpoint_every < 0 || options.checkpoint_every > options.steps) {
-    return Status::InvalidArgument("bench: --checkpoint-every must be in [1, --steps] (" +
+    return Status::InvalidArgument("bench: --checkpoint-every " + std::to_string(options.checkpoint_every) +
+                                   ": must be in [0, --steps] (0: no saves; --steps is " +
                                    std::to_string(options.steps) + ")");
   }
   if (options.checkpoint_every > 0 && config.parallel.tp != 1) {
