@@ -63,9 +63,9 @@ nlohmann::json checkpoints_json(const train::BenchCheckpoints& c) {
           {"disk_MB_s", c.disk_mb_s}};
 }
 
-void print_checkpoints(const train::BenchCheckpoints& c) {
-  std::printf("checkpoints   a save every %lld timed steps into %s\n", static_cast<long long>(c.every),
-              c.run_dir.c_str());
+void print_checkpoints(const train::BenchCheckpoints& c, bool temporary) {
+  std::printf("checkpoints   a save every %lld timed steps into %s%s\n", static_cast<long long>(c.every),
+              c.run_dir.c_str(), temporary ? " (temporary, removed)" : "");
   for (const auto& s : c.saves) {
     std::printf("  step %-7lld blocked %.1f ms of a %.1f ms step, write %.1f ms, %.1f MB at %.1f MB/s\n",
                 static_cast<long long>(s.step), s.blocked_ms, s.step_ms, s.write_ms, s.bytes / 1e6,
@@ -152,7 +152,7 @@ int run_bench(int argc, char** argv) {
     for (const auto& [layer, f] : res->routed_fraction) std::printf("L%lld %.3f  ", static_cast<long long>(layer), f);
     std::printf("\n");
   }
-  if (res->checkpoints) print_checkpoints(*res->checkpoints);
+  if (res->checkpoints) print_checkpoints(*res->checkpoints, options.checkpoint_dir.empty());
   return 0;
 }
 
