@@ -9,6 +9,8 @@
 #   STAGES="build attn" bash bench/gpu_suite.sh         # attention kernels beside torch SDPA
 #   STAGES="build capacity" bash bench/gpu_suite.sh     # the largest micro-batch of the 360m preset
 #   STAGES="build profile" bash bench/gpu_suite.sh      # Nsight Compute: a step's kernel time by kernel
+#   STAGES="build ckpt" bash bench/gpu_suite.sh         # what a checkpoint save costs 360m training;
+#     on a CPU: BUILD=build CKPT_CONFIG=deploy/configs/tiny.yaml CKPT_STEPS=12 CKPT_EVERY=4 STAGES=ckpt ...
 #   STAGES="build demo" bash bench/gpu_suite.sh         # `make demo`'s job as it runs on a GPU machine
 #   STAGES="build parallel" bash bench/gpu_suite.sh     # 2+ GPUs: NCCL tests, all-reduce busBW, DP and TP scaling
 #   STAGES="build routing" bash bench/gpu_suite.sh      # the routing-control ablation (docs/routing-loss.md);
@@ -29,6 +31,9 @@ STAGES="${STAGES:-build tests}"
 TEST_FILTER="${TEST_FILTER:-*}"
 BENCH_STEPS="${BENCH_STEPS:-20}"
 TRAIN_STEPS="${TRAIN_STEPS:-200}"
+CKPT_CONFIG="${CKPT_CONFIG:-deploy/configs/360m.yaml}"
+CKPT_STEPS="${CKPT_STEPS:-240}"
+CKPT_EVERY="${CKPT_EVERY:-80}"
 mkdir -p "$OUT"
 status=()
 has() { [[ " $STAGES " == *" $1 "* ]]; }
@@ -106,6 +111,46 @@ if has capacity; then
       echo "micro-batch $b at $seq does not fit"
     done
   done
+fi
+
+if has ckpt; then
+  # The saves are CKPT_EVERY steps apart so that, as in a real run (checkpoint.every 500), a save's write
+  # has finished before the next save: a save's blocked time is then its snapshot alone. A shorter gap
+  # (CKPT_EVERY=4) measures the wait for the previous write instead.
+  # The config's own shape and precision: 360m is bilayer, bf16 on a GPU, micro-batch 8 at seq 2048.
+  step "checkpoint saves during training: $CKPT_CONFIG, r=0.1, a save every $CKPT_EVERY of $CKPT_STEPS steps"
+  ckdir=/tmp/dtrn-ckpt-bench
+  rm -rf "$ckdir"
+  timeout 480 "$dtrn" bench --config "$CKPT_CONFIG" --routed-fraction 0.1 --steps "$CKPT_STEPS" \
+    --checkpoint-every "$CKPT_EVERY" --checkpoint-dir "$ckdir" --json >"$OUT/ckpt_bench.json" 2>"$OUT/ckpt_bench.log"
+  status+=("ckpt bench rc=$?")
+  "$dtrn" ckpt verify "$ckdir" >>"$OUT/ckpt_bench.log" 2>&1
+  status+=("ckpt verify rc=$?")
+  # dtrn bench's disk figure is its own sequential write (train/src/disk_bandwidth.h); dd of the newest
+  # shard (the checkpoint's own bytes, read back from the page cache; not zeros, which a virtual disk may
+  # skip) with one fsync at the end is an independent cross-check on the same folder.
+  shard=$(ls "$ckdir/checkpoints/$(cat "$ckdir/checkpoints/latest" 2>/dev/null)"/*.safetensors 2>/dev/null | head -1)
+  { df -hT "$ckdir"; [[ -f $shard ]] && dd if="$shard" of="$ckdir/dd.tmp" bs=64M conv=fsync 2>&1 | tail -1; } |
+    tee -a "$OUT/ckpt_bench.log"
+  python3 - "$OUT/ckpt_bench.json" <<'PY' | tee "$OUT/ckpt_bench.md"
+import json, sys
+try:
+    r = json.loads(open(sys.argv[1]).read())
+    c = r["checkpoint"]
+    print(f"{r['device']}, {r['params_M']:.1f}M parameters, {r['batch']} x {r['seq']} tokens per step; "
+          f"median step {c['quiet_step_ms']:.1f} ms over {c['quiet_steps']} quiet steps, "
+          f"{c['writing_step_ms']:.1f} ms over {c['writing_steps']} with a write in flight\n")
+    print("| step | blocked ms | blocked / step | write ms | MB | write MB/s | / disk |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    step_ms = c["quiet_step_ms"] or c["writing_step_ms"]  # no quiet step when every write outlasts the gap
+    for s in c["saves"]:
+        print(f"| {s['step']} | {s['blocked_ms']:.1f} | {s['blocked_ms'] / step_ms:.2f} | "
+              f"{s['write_ms']:.0f} | {s['bytes'] / 1e6:.0f} | {s['write_MB_s']:.0f} | {s['write_MB_s'] / c['disk_MB_s']:.2f} |")
+    print(f"\ndisk: {c['disk_MB_s']:.0f} MB/s sequential write + fsync of {c['disk_bytes'] / 1e6:.0f} MB")
+except Exception as e:
+    print(f"ckpt: no result ({e})")
+PY
+  rm -rf "$ckdir"
 fi
 
 if has peers; then

@@ -13,7 +13,7 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: dtrn bench --config job.yaml [--steps N] [--warmup N] [--routed-fraction R]\n"
-    "                  [--set section.key=value ...] [--json]\n";
+    "                  [--checkpoint-every K [--checkpoint-dir DIR]] [--set section.key=value ...] [--json]\n";
 
 constexpr char kHelp[] =
     "\nMeasures training throughput of a config on synthetic tokens (no data loading): one micro-batch of\n"
@@ -26,20 +26,64 @@ constexpr char kHelp[] =
     "  --warmup N             untimed steps first (default 5)\n"
     "  --routed-fraction R    pin every D layer's routed fraction near R by calibrating the routers'\n"
     "                         output bias (the protocol of the PyTorch peer); default: as initialised\n"
+    "  --checkpoint-every K   save asynchronously after every K-th timed step, as dtrn train does (one\n"
+    "                         process; checkpoint.keep applies), and report what the saves cost\n"
+    "  --checkpoint-dir DIR   the run folder the saves go to, kept for `dtrn ckpt verify DIR` (created when\n"
+    "                         missing; it must not hold checkpoints/ yet); default: a temporary folder,\n"
+    "                         removed at the end\n"
     "  --json                 print one JSON object instead of the table\n\n"
     "Prints step time, tokens/s, achieved TFLOP/s and MFU (FLOPs counted as in dtrnet-spec.md, D layers at\n"
     "their measured routed fraction; the peak is the GPU's dense bf16 rate, 989 TFLOP/s for H100/H200 SXM),\n"
     "peak device memory, cudaMalloc calls during the timed steps, and each D layer's routed fraction.\n\n"
+    "With --checkpoint-every every timed step is timed alone (the device synchronised at its end; the mean\n"
+    "step time then includes the saves). For each save: the wall time of its step, the time training was\n"
+    "blocked (waiting for the previous save, then the snapshot into host memory), the background write\n"
+    "time (write, fsync, commit, retention), the checkpoint's bytes and write throughput (MB = 1e6 bytes);\n"
+    "the median step time of the steps without a save, apart for those with a write in flight; and the\n"
+    "disk's sequential write bandwidth (the largest checkpoint's size written into DIR in 64 MiB appends,\n"
+    "one fsync) for comparison.\n\n"
     "Tensor parallelism: run it as parallel.tp ranks, e.g.\n"
     "  mpirun -np 2 dtrn bench --config deploy/configs/1.3b.yaml --set parallel.tp=2\n"
     "(the step time is the group's, TFLOP/s and MFU per GPU, memory the largest rank's; rank 0 prints).\n";
+
+nlohmann::json checkpoints_json(const train::BenchCheckpoints& c) {
+  nlohmann::json saves = nlohmann::json::array();
+  for (const auto& s : c.saves) {
+    saves.push_back({{"step", s.step}, {"step_ms", s.step_ms}, {"blocked_ms", s.blocked_ms},
+                     {"write_ms", s.write_ms}, {"bytes", s.bytes}, {"write_MB_s", s.write_mb_s}});
+  }
+  return {{"dir", c.run_dir},
+          {"every", c.every},
+          {"saves", saves},
+          {"quiet_step_ms", c.quiet_step_ms},
+          {"quiet_steps", c.quiet_steps},
+          {"writing_step_ms", c.writing_step_ms},
+          {"writing_steps", c.writing_steps},
+          {"disk_bytes", c.disk_bytes},
+          {"disk_MB_s", c.disk_mb_s}};
+}
+
+void print_checkpoints(const train::BenchCheckpoints& c, bool temporary) {
+  std::printf("checkpoints   a save every %lld timed steps into %s%s\n", static_cast<long long>(c.every),
+              c.run_dir.c_str(), temporary ? " (temporary, removed)" : "");
+  for (const auto& s : c.saves) {
+    std::printf("  step %-7lld blocked %.1f ms of a %.1f ms step, write %.1f ms, %.1f MB at %.1f MB/s\n",
+                static_cast<long long>(s.step), s.blocked_ms, s.step_ms, s.write_ms, s.bytes / 1e6,
+                s.write_mb_s);
+  }
+  std::printf("steps         median %.2f ms over %lld quiet steps, %.2f ms over %lld with a write in flight\n",
+              c.quiet_step_ms, static_cast<long long>(c.quiet_steps), c.writing_step_ms,
+              static_cast<long long>(c.writing_steps));
+  std::printf("disk          %.1f MB/s sequential write + fsync of %.1f MB in the same folder\n", c.disk_mb_s,
+              c.disk_bytes / 1e6);
+}
 
 }  // namespace
 
 int run_bench(int argc, char** argv) {
   auto args = Args::Parse(argc, argv, 2,
                           {{"config"}, {"set", true, true}, {"steps"}, {"warmup"}, {"routed-fraction"},
-                           {"json", false}, {"help", false}});
+                           {"checkpoint-every"}, {"checkpoint-dir"}, {"json", false}, {"help", false}});
   if (!args.ok()) return usage_error("bench", args.status().message());
   if (args->has("help")) {
     std::cout << kUsage << kHelp;
@@ -51,10 +95,17 @@ int run_bench(int argc, char** argv) {
   train::BenchOptions options;
   auto steps = args->get_int("steps", options.steps);
   auto warmup = args->get_int("warmup", options.warmup);
+  auto every = args->get_int("checkpoint-every", options.checkpoint_every);
   if (!steps.ok()) return usage_error("bench", steps.status().message());
   if (!warmup.ok()) return usage_error("bench", warmup.status().message());
+  if (!every.ok()) return usage_error("bench", every.status().message());
   options.steps = *steps;
   options.warmup = *warmup;
+  options.checkpoint_every = *every;
+  if (auto dir = args->get("checkpoint-dir")) {
+    if (options.checkpoint_every == 0) return usage_error("bench", "--checkpoint-dir needs --checkpoint-every");
+    options.checkpoint_dir = *dir;
+  }
   if (auto r = args->get("routed-fraction")) {
     try {
       size_t used = 0;
@@ -79,6 +130,7 @@ int run_bench(int argc, char** argv) {
                         {"mfu", res->mfu},               {"peak_mem_GiB", res->peak_memory_gib},
                         {"steady_mallocs", res->steady_device_mallocs},
                         {"loss", res->final_loss},       {"layers", layers}};
+    if (res->checkpoints) j["checkpoint"] = checkpoints_json(*res->checkpoints);
     std::cout << j.dump() << std::endl;
     return 0;
   }
@@ -100,6 +152,7 @@ int run_bench(int argc, char** argv) {
     for (const auto& [layer, f] : res->routed_fraction) std::printf("L%lld %.3f  ", static_cast<long long>(layer), f);
     std::printf("\n");
   }
+  if (res->checkpoints) print_checkpoints(*res->checkpoints, options.checkpoint_dir.empty());
   return 0;
 }
 

@@ -11,6 +11,7 @@
 #include "dtrn/runtime/ops.h"
 #include "dtrn/runtime/optim.h"
 #include "dtrn/runtime/rng.h"
+#include "bench_saves.h"
 #include "placement.h"
 #include "tensor_parallel_import.h"
 
@@ -64,6 +65,15 @@ StatusOr<BenchResult> run_bench(const JobConfig& config, const BenchOptions& opt
   if (options.routed_fraction > 1) {
     return Status::InvalidArgument("bench: --routed-fraction must be in [0, 1]");
   }
+  if (options.checkpoint_every < 0 || options.checkpoint_every > options.steps) {
+    return Status::InvalidArgument("bench: --checkpoint-every " + std::to_string(options.checkpoint_every) +
+                                   ": must be in [0, --steps] (0: no saves; --steps is " +
+                                   std::to_string(options.steps) + ")");
+  }
+  if (options.checkpoint_every > 0 && config.parallel.tp != 1) {
+    return Status::InvalidArgument("bench: --checkpoint-every measures one process's save; parallel.tp is " +
+                                   std::to_string(config.parallel.tp));
+  }
   if (config.parallel.dp != 1) {
     return Status::InvalidArgument("bench: parallel.dp is " + std::to_string(config.parallel.dp) +
                                    "; bench measures one model replica (parallel.tp may split it)");
@@ -97,6 +107,13 @@ StatusOr<BenchResult> run_bench(const JobConfig& config, const BenchOptions& opt
   AdamW optimizer(param_group_entries(model), AdamWOptions{0.9, 0.999, 1e-8, config.train.weight_decay});
   if (tp_group) optimizer.set_shard_norm_sum([&tp](const Tensor& sq) { tp.all_reduce(sq, parallel::ReduceOp::kSum); });
 
+  std::unique_ptr<BenchSaves> saves;
+  if (options.checkpoint_every > 0) {
+    auto opened = BenchSaves::Open(config, options);
+    if (!opened.ok()) return opened.status();
+    saves = std::move(*opened);
+  }
+
   reset_peak_device_memory(device);
   BenchResult res;
   std::vector<double> f_sum;
@@ -109,6 +126,7 @@ StatusOr<BenchResult> run_bench(const JobConfig& config, const BenchOptions& opt
       mallocs_before = device_memory_stats(device).device_mallocs;
       start = std::chrono::steady_clock::now();
     }
+    const auto step_start = std::chrono::steady_clock::now();
     model::ForwardOptions fo;
     fo.training = true;
     fo.seed = config.train.seed;
@@ -122,9 +140,18 @@ StatusOr<BenchResult> run_bench(const JobConfig& config, const BenchOptions& opt
       if (f_sum.empty()) f_sum.assign(r.layers.size(), 0.0);
       for (size_t i = 0; i < r.layers.size(); ++i) f_sum[i] += r.layers[i].f;
     }
+    if (saves && step >= options.warmup) {
+      synchronize(device);
+      DTRN_RETURN_IF_ERROR(saves->step_done(step + 1, step + 1 - options.warmup, step_start, model, optimizer));
+    }
   }
   synchronize(device);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (saves) {
+    auto account = saves->finish();
+    if (!account.ok()) return account.status();
+    res.checkpoints = std::move(*account);
+  }
 
   std::vector<double> fractions;
   const std::string& layout = model.layout();

@@ -14,9 +14,18 @@
 // one model split over them (model.h, Note [Tensor-parallel DTRNet]) on the same tokens; the step time is
 // the group's, TFLOP/s and MFU are per GPU (the whole model's FLOPs over tp GPUs), the peak memory is the
 // largest of any rank's, and rank 0's result is the one to report.
+//
+// Saves (checkpoint_every > 0, one process): every K-th timed step ends with an asynchronous save taken
+// exactly as the Trainer takes it (join the previous save, snapshot into host memory, hand it to the
+// AsyncCheckpointWriter), so the bench measures what a save costs training at full speed without a data
+// set. Each timed step is then measured alone (the device synchronised at its end) and classed: a save
+// step, a step with a background write in flight at its start, or a quiet one. After the last save the
+// file system's sequential write bandwidth is measured in the same folder, for comparison. step_ms stays
+// the mean over all timed steps, the saves' blocking parts included.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +39,31 @@ struct BenchOptions {
   int64_t steps = 20;
   int64_t warmup = 5;
   double routed_fraction = -1;  // in [0, 1]: calibrate the routers to it; < 0: leave them as initialised
+  int64_t checkpoint_every = 0;  // > 0: save after every K-th timed step (parallel.tp must be 1)
+  std::string checkpoint_dir;    // the run folder the saves go to (kept; it must hold no checkpoints/
+                                 // yet); empty: a temporary folder, removed at the end
+};
+
+// MB are 1e6 bytes throughout.
+struct BenchSave {
+  int64_t step = 0;        // optimizer steps completed when it was taken: its folder is step-N
+  double step_ms = 0;      // the wall time of the step it ended, its save's blocking part included
+  double blocked_ms = 0;   // that part: waiting for the previous save to finish, then the snapshot
+  double write_ms = 0;     // in the background: write, fsync, commit and retention
+  uint64_t bytes = 0;      // of the files in its checkpoint folder
+  double write_mb_s = 0;   // bytes / write_ms
+};
+
+struct BenchCheckpoints {
+  std::string run_dir;  // checkpoints/ inside it
+  int64_t every = 0;
+  std::vector<BenchSave> saves;
+  double quiet_step_ms = 0;    // median of the timed steps with no save and no write in flight; 0: none
+  int64_t quiet_steps = 0;
+  double writing_step_ms = 0;  // median of the timed steps with no save and a write in flight at their start
+  int64_t writing_steps = 0;
+  uint64_t disk_bytes = 0;     // the largest save's size, written sequentially into run_dir
+  double disk_mb_s = 0;        // ... with one fsync at the end, from open to close
 };
 
 struct BenchResult {
@@ -50,6 +84,7 @@ struct BenchResult {
   int64_t steady_device_mallocs = 0;   // cudaMalloc calls during the timed steps (0 expected)
   std::vector<std::pair<int64_t, double>> routed_fraction;  // per D layer, mean over the timed steps
   double final_loss = 0;
+  std::optional<BenchCheckpoints> checkpoints;  // with BenchOptions::checkpoint_every > 0
 };
 
 StatusOr<BenchResult> run_bench(const JobConfig& config, const BenchOptions& options);
