@@ -10,10 +10,16 @@
 // WatchJob, and the step a restart resumes from). Deciding on every rank's vote, not the first failure,
 // keeps the commit's guarantee that rank 0 cleans up only after every rank stopped writing.
 // A call is answered from the record: a rank waits (commit_wait_s per call, then PENDING) for rank 0's
-// PREPARE or COMMIT, or for the others' SHARD votes. A save the record does not hold (a coordinator
-// restarted during it: records are not persisted), a generation that stopped, or a job that is no
-// longer running answer ABANDONED, so no rank waits for ranks that are gone; the files of an abandoned
-// save are leftovers the next start removes (train/src/checkpoint_commit.h).
+// PREPARE or COMMIT, or for the others' SHARD votes. A replaced generation, or one with a rank that
+// failed or stopped, answers ABANDONED, so no rank waits for ranks that are gone; the files of an
+// abandoned save are leftovers the next start removes (train/src/checkpoint_commit.h).
+// Records are not persisted. A coordinator restarted during a save adopts it from the first SHARD or
+// COMMIT report of a save it does not hold (a rank reports those only after rank 0's PREPARE was
+// agreed), and the ranks' repeated reports rebuild the rest: every rank repeats its SHARD vote until
+// the phase is decided, and once rank 0 reported COMMIT (it does so only after a decided SHARD phase)
+// a rank still repeating its vote learns the outcome from it. So a coordinator restart fails no save. A generation that is being
+// stopped with all its ranks alive still commits: SIGTERM makes every rank save, and a restart then
+// resumes from that checkpoint.
 #include "dtrn/coordinator/coordinator.h"
 
 #include <algorithm>
@@ -88,7 +94,15 @@ StatusOr<v1::ShardReportResponse> Coordinator::report_shard(const v1::ShardRepor
 void Coordinator::record_report(JobRecord& job, const v1::ShardReport& report) {
   SaveRecord& save = job.save;
   const int rank = report.worker().rank();
-  const bool this_save = save.step == report.step() && save.save_id == report.save_id();
+  bool this_save = save.step == report.step() && save.save_id == report.save_id();
+  if (!this_save && report.phase() != v1::COMMIT_PHASE_PREPARE && report.step() >= save.step) {
+    save = SaveRecord{};  // adopted: this coordinator restarted during the save
+    save.step = report.step();
+    save.save_id = report.save_id();
+    save.prepared = true;
+    save.votes.assign(job.data.job.world_size(), std::nullopt);
+    this_save = true;
+  }
   v1::ShardVote vote;
   vote.set_ok(report.ok());
   vote.set_detail(report.detail());
@@ -119,10 +133,7 @@ void Coordinator::record_report(JobRecord& job, const v1::ShardReport& report) {
       break;
     }
     default:  // COMMIT
-      if (rank != 0 || !this_save || save.shard == v1::COMMIT_OUTCOME_PENDING ||
-          save.commit != v1::COMMIT_OUTCOME_PENDING) {
-        return;
-      }
+      if (rank != 0 || !this_save || save.commit != v1::COMMIT_OUTCOME_PENDING) return;
       save.commit = report.ok() ? v1::COMMIT_OUTCOME_AGREED : v1::COMMIT_OUTCOME_ABANDONED;
       save.message = report.ok() ? "" : report.detail();
       end_save(job, report.ok(), save.message);
@@ -140,9 +151,16 @@ v1::ShardReportResponse Coordinator::answer_report(const JobRecord& job, const v
     return r;
   };
   const v1::Job& j = job.data.job;
-  if (j.generation() != report.worker().generation() || j.state() != v1::JOB_STATE_RUNNING) {
+  if (j.generation() != report.worker().generation()) {
     return abandoned("generation " + std::to_string(report.worker().generation()) + " of job " + j.id() +
-                     " stopped" + (j.message().empty() ? "" : ": " + j.message()));
+                     " was replaced");
+  }
+  // A generation told to stop may still save (a stop signal saves); one whose rank is gone cannot.
+  for (const auto& w : job.workers) {
+    if (w.state == "failed" || w.state == "stopped") {
+      return abandoned("rank " + std::to_string(w.rank) + " of job " + j.id() + " is " + w.state +
+                       (j.message().empty() ? "" : " (" + j.message() + ")"));
+    }
   }
   const SaveRecord& save = job.save;
   const std::string step = std::to_string(report.step());
@@ -156,11 +174,17 @@ v1::ShardReportResponse Coordinator::answer_report(const JobRecord& job, const v
     return r;
   }
   if (save.step != report.step() || save.save_id != report.save_id()) {
-    return abandoned("the coordinator holds no save " + report.save_id() + " of step " + step +
-                     " (it restarted during the save, or a newer save replaced it)");
+    return abandoned("save " + report.save_id() + " of step " + step + " was replaced by a save of step " +
+                     std::to_string(save.step));
   }
   if (report.phase() == v1::COMMIT_PHASE_SHARD) {
-    if (save.shard == v1::COMMIT_OUTCOME_PENDING) return r;
+    if (save.shard == v1::COMMIT_OUTCOME_PENDING) {
+      // Decided before a restart of this coordinator, and rank 0 has reported its outcome since.
+      if (save.commit == v1::COMMIT_OUTCOME_PENDING || report.worker().rank() == 0) return r;
+      r.set_outcome(save.commit);
+      r.set_message(save.message);
+      return r;
+    }
     r.set_outcome(save.shard);
     r.set_message(save.shard == v1::COMMIT_OUTCOME_ABANDONED ? save.message : "");
     if (report.worker().rank() == 0) {

@@ -192,7 +192,7 @@ void Coordinator::set_state(JobRecord& job, v1::JobState state, const std::strin
   *e.mutable_state() = job_view(job);
   publish(job, e);
   update_job_metrics(job);
-  commit_cv_.notify_all();  // a save of a generation that stopped is abandoned
+  commit_cv_.notify_all();  // a save whose rank failed is abandoned
 }
 
 StatusOr<std::string> Coordinator::submit(const v1::JobSpec& spec) {

@@ -5,6 +5,7 @@
 //   - two ranks in this process commit through CoordinatorBarrier: a save commits, and a rank whose
 //     shard fails to sync (FaultEnv) makes the save abandoned on both ranks in one line, the previous
 //     checkpoint still the newest valid one;
+//   - a coordinator restarted during a save rebuilds it from the ranks' repeated reports;
 //   - forged reports (another job, generation or rank) are refused and change nothing.
 #include <gmock/gmock.h>
 
@@ -47,7 +48,7 @@ class CheckpointCommitTest : public ClusterTest {
   // Plays the agent of a dp=2 job: registers, takes both ranks' launches (their identities), and keeps
   // the agent and both ranks alive (polls and heartbeats) until the test ends.
   void start_job_as_agent() {
-    start_coordinator();
+    port_ = start_coordinator();
     auto agents = v1::Agents::NewStub(*make_channel(client_));
     v1::RegisterAgentRequest reg;
     reg.set_host("test-host");
@@ -144,6 +145,7 @@ class CheckpointCommitTest : public ClusterTest {
     return workers()->ReportShard(&c, r, resp);
   }
 
+  int port_ = 0;
   std::string job_;
   v1::WorkerRef refs_[2];
   std::atomic<bool> keep_alive_{true};
@@ -242,6 +244,40 @@ TEST_F(CheckpointCommitTest, ForgedReportsAreRefusedAndChangeNothing) {
   EXPECT_EQ(resp.outcome(), v1::COMMIT_OUTCOME_AGREED);
   EXPECT_EQ(resp.votes_size(), 2);
   EXPECT_EQ(counter("dtrn_checkpoint_reports_total", job_, "phase=\"shard\""), 2) << "a repeated vote counts once";
+}
+
+// The coordinator is killed between rank 0's PREPARE and the SHARD reports: the new one (same state
+// directory and port) holds no record of the save, adopts it from the first SHARD report, and the
+// ranks' reports decide and commit it as if nothing happened.
+TEST_F(CheckpointCommitTest, ACoordinatorRestartedDuringASaveRebuildsItFromTheRanksReports) {
+  ASSERT_NO_FATAL_FAILURE(start_job_as_agent());
+  v1::ShardReportResponse resp;
+  ASSERT_TRUE(report_as(refs_[0], v1::COMMIT_PHASE_PREPARE, "s1", "", &resp).ok());
+  ASSERT_EQ(resp.outcome(), v1::COMMIT_OUTCOME_AGREED);
+  coordinator_->kill(SIGKILL);
+  start_coordinator({}, port_);
+  ASSERT_TRUE(eventually([&] { return get(job_).state() == v1::JOB_STATE_RUNNING; }, 10));
+  // Rank 1, waiting for the save id, waits on: the new coordinator has not heard of the save.
+  ASSERT_TRUE(report_as(refs_[1], v1::COMMIT_PHASE_PREPARE, "", "", &resp).ok());
+  EXPECT_EQ(resp.outcome(), v1::COMMIT_OUTCOME_PENDING);
+  // Rank 0's vote adopts the save (it waits for rank 1's); rank 1 then gets the id and votes.
+  ASSERT_TRUE(report_as(refs_[0], v1::COMMIT_PHASE_SHARD, "s1", "{}", &resp).ok());
+  EXPECT_EQ(resp.outcome(), v1::COMMIT_OUTCOME_PENDING);
+  ASSERT_TRUE(report_as(refs_[1], v1::COMMIT_PHASE_PREPARE, "", "", &resp).ok());
+  EXPECT_EQ(resp.outcome(), v1::COMMIT_OUTCOME_AGREED);
+  EXPECT_EQ(resp.save_id(), "s1");
+  ASSERT_TRUE(report_as(refs_[1], v1::COMMIT_PHASE_SHARD, "s1", "{}", &resp).ok());
+  EXPECT_EQ(resp.outcome(), v1::COMMIT_OUTCOME_AGREED);
+  ASSERT_TRUE(report_as(refs_[0], v1::COMMIT_PHASE_SHARD, "s1", "{}", &resp).ok());
+  EXPECT_EQ(resp.outcome(), v1::COMMIT_OUTCOME_AGREED);
+  EXPECT_EQ(resp.votes_size(), 2);
+  ASSERT_TRUE(report_as(refs_[0], v1::COMMIT_PHASE_COMMIT, "s1", "", &resp).ok());
+  EXPECT_EQ(resp.outcome(), v1::COMMIT_OUTCOME_AGREED);
+  ASSERT_TRUE(report_as(refs_[1], v1::COMMIT_PHASE_COMMIT, "s1", "", &resp).ok());
+  EXPECT_EQ(resp.outcome(), v1::COMMIT_OUTCOME_AGREED);
+  EXPECT_EQ(get(job_).checkpoint_step(), 7);
+  EXPECT_EQ(counter("dtrn_checkpoint_saves_total", job_, "outcome=\"committed\""), 1);
+  EXPECT_THAT(job_log(job_), HasSubstr("checkpoint of step 7 committed"));
 }
 
 }  // namespace
