@@ -3,16 +3,17 @@
 //   - a dp=2 job run by an agent commits every checkpoint through the coordinator's reports (its
 //     metrics count them), and the checkpoint verifies and resumes;
 //   - two ranks in this process commit through CoordinatorBarrier: a save commits, and a rank whose
-//     shard fails to sync (FaultEnv) makes the save abandoned on both ranks in one line, the previous
-//     checkpoint still the newest valid one;
+//     shard fails to sync (FaultEnv) makes the save abandoned on both ranks in one line, the
+//     previous checkpoint still the newest valid one;
 //   - a coordinator restarted during a save rebuilds it from the ranks' repeated reports;
 //   - forged reports (another job, generation or rank) are refused and change nothing.
+#include "checkpoint_commit.h"
+
 #include <gmock/gmock.h>
 
 #include <atomic>
 #include <thread>
 
-#include "checkpoint_commit.h"
 #include "cluster.h"
 #include "dtrn/coordinator/coordinator_barrier.h"
 #include "dtrn/train/checkpoint.h"
@@ -23,7 +24,8 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// The cluster tests' tiny job on two DP ranks; with ZeRO-1 each rank saves its own shard of the moments.
+// The cluster tests' tiny job on two DP ranks; with ZeRO-1 each rank saves its own shard of the
+// moments.
 std::string dp2_config(const std::string& one_rank_yaml, int zero = 0) {
   std::string yaml = one_rank_yaml;
   const std::string one = "global_batch: 1";
@@ -39,14 +41,16 @@ class CheckpointCommitTest : public ClusterTest {
     ClusterTest::TearDown();
   }
 
-  std::string job_log(const std::string& id) { return slurp(dir("state") + "/jobs/" + id + ".log"); }
+  std::string job_log(const std::string& id) {
+    return slurp(dir("state") + "/jobs/" + id + ".log");
+  }
   double counter(const std::string& name, const std::string& id, const std::string& label) {
     const double v = metric(name + "{job=\"" + id + "\"," + label + "}");
     return std::isnan(v) ? 0 : v;
   }
 
-  // Plays the agent of a dp=2 job: registers, takes both ranks' launches (their identities), and keeps
-  // the agent and both ranks alive (polls and heartbeats) until the test ends.
+  // Plays the agent of a dp=2 job: registers, takes both ranks' launches (their identities), and
+  // keeps the agent and both ranks alive (polls and heartbeats) until the test ends.
   void start_job_as_agent() {
     port_ = start_coordinator();
     auto agents = v1::Agents::NewStub(*make_channel(client_));
@@ -120,7 +124,8 @@ class CheckpointCommitTest : public ClusterTest {
     std::vector<std::thread> ranks;
     for (int r = 0; r < 2; ++r) {
       ranks.emplace_back([&, r] {
-        CoordinatorBarrier barrier(WorkerIdentity{client_, refs_[r], "test-host"}, *make_channel(client_), 2);
+        CoordinatorBarrier barrier(WorkerIdentity{client_, refs_[r], "test-host"},
+                                   *make_channel(client_), 2);
         const std::vector<train::TensorSlice> mine = {
             {r == 0 ? "a" : "b", {4}, {0}, Tensor::full({4}, 1.5 + r + step, DType::kF32)}};
         train::Env* env = r == 1 && rank1_env ? rank1_env : train::Env::posix();
@@ -131,11 +136,13 @@ class CheckpointCommitTest : public ClusterTest {
     return results;
   }
 
-  grpc::Status report_as(const v1::WorkerRef& ref, v1::CommitPhase phase, const std::string& save_id,
-                         const std::string& detail, v1::ShardReportResponse* resp) {
+  // A successful report of the save of step `step` (7 unless given), as the worker `ref`.
+  grpc::Status report_as(const v1::WorkerRef& ref, v1::CommitPhase phase,
+                         const std::string& save_id, const std::string& detail,
+                         v1::ShardReportResponse* resp, int64_t step = 7) {
     v1::ShardReport r;
     *r.mutable_worker() = ref;
-    r.set_step(7);
+    r.set_step(step);
     r.set_phase(phase);
     r.set_save_id(save_id);
     r.set_ok(true);
@@ -157,7 +164,8 @@ TEST_F(CheckpointCommitTest, ADpTwoJobCommitsEveryCheckpointThroughTheCoordinato
   start_agent({"--slots", "2"});
   const std::string run = dir("run");
   const std::string id = submit_config(dp2_config(job_config(10), 1), run);
-  ASSERT_TRUE(wait_state(id, v1::JOB_STATE_SUCCEEDED, 120)) << get(id).DebugString() << coordinator_->output();
+  ASSERT_TRUE(wait_state(id, v1::JOB_STATE_SUCCEEDED, 120))
+      << get(id).DebugString() << coordinator_->output();
   // Two saves (steps 5 and 10), each: rank 0's PREPARE and COMMIT, both ranks' SHARD reports.
   EXPECT_EQ(counter("dtrn_checkpoint_saves_total", id, "outcome=\"committed\""), 2);
   EXPECT_EQ(counter("dtrn_checkpoint_saves_total", id, "outcome=\"abandoned\""), 0);
@@ -168,13 +176,15 @@ TEST_F(CheckpointCommitTest, ADpTwoJobCommitsEveryCheckpointThroughTheCoordinato
   EXPECT_THAT(job_log(id), HasSubstr("checkpoint of step 5 committed"));
   EXPECT_THAT(job_log(id), HasSubstr("checkpoint of step 10 committed"));
   // The checkpoint verifies, names both ranks' shards, and resumes (in one process, to step 12).
-  const CommandResult verify = run_command({kDtrn, "ckpt", "verify", run + "/checkpoints/step-00000010"});
+  const CommandResult verify =
+      run_command({kDtrn, "ckpt", "verify", run + "/checkpoints/step-00000010"});
   EXPECT_EQ(verify.code, 0) << verify.output;
   auto manifest = train::read_manifest(run + "/checkpoints/step-00000010");
   ASSERT_TRUE(manifest.ok()) << manifest.status().message();
   EXPECT_EQ(manifest->shards.size(), 2u);
-  const CommandResult resumed = run_command({kDtrn, "train", "--resume", "--run-dir", run, "--set", "train.steps=12",
-                                             "--set", "parallel.dp=1", "--set", "parallel.zero=0", "--quiet"});
+  const CommandResult resumed =
+      run_command({kDtrn, "train", "--resume", "--run-dir", run, "--set", "train.steps=12", "--set",
+                   "parallel.dp=1", "--set", "parallel.zero=0", "--quiet"});
   ASSERT_EQ(resumed.code, 0) << resumed.output;
   int64_t last = 0;
   for (const auto& l : metrics_without_timing(run)) {
@@ -207,7 +217,8 @@ TEST_F(CheckpointCommitTest, AFailedShardAbandonsTheSaveOnEveryRankAndKeepsThePr
   // The coordinator saw it too: the job's checkpoint is still step 5.
   EXPECT_EQ(get(job_).checkpoint_step(), 5);
   EXPECT_EQ(counter("dtrn_checkpoint_saves_total", job_, "outcome=\"abandoned\""), 1);
-  EXPECT_THAT(job_log(job_), HasSubstr("checkpoint of step 10 abandoned: rank 1 could not write its shard: "));
+  EXPECT_THAT(job_log(job_),
+              HasSubstr("checkpoint of step 10 abandoned: rank 1 could not write its shard: "));
 }
 
 TEST_F(CheckpointCommitTest, ForgedReportsAreRefusedAndChangeNothing) {
@@ -219,7 +230,8 @@ TEST_F(CheckpointCommitTest, ForgedReportsAreRefusedAndChangeNothing) {
   const double denied = metric("dtrn_rpc_rejected_total{reason=\"permission_denied\"}");
 
   // Rank 1's vote, forged four ways.
-  v1::WorkerRef other_job = refs_[1], other_generation = refs_[1], stolen_secret = refs_[1], no_rank = refs_[1];
+  v1::WorkerRef other_job = refs_[1], other_generation = refs_[1], stolen_secret = refs_[1],
+                no_rank = refs_[1];
   other_job.set_job_id("job-999999");
   other_generation.set_generation(refs_[1].generation() + 1);
   stolen_secret.set_secret(refs_[0].secret());
@@ -229,10 +241,12 @@ TEST_F(CheckpointCommitTest, ForgedReportsAreRefusedAndChangeNothing) {
     EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << forged.DebugString();
   }
   EXPECT_EQ(metric("dtrn_rpc_rejected_total{reason=\"permission_denied\"}"), denied + 4);
-  const grpc::Status too_long = report_as(refs_[1], v1::COMMIT_PHASE_SHARD, "s1", std::string(17 << 10, 'x'), &resp);
+  const grpc::Status too_long =
+      report_as(refs_[1], v1::COMMIT_PHASE_SHARD, "s1", std::string(17 << 10, 'x'), &resp);
   EXPECT_EQ(too_long.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 
-  // None of them voted: rank 0's own vote still waits for rank 1's (PENDING after the coordinator's wait).
+  // None of them voted: rank 0's own vote still waits for rank 1's (PENDING after the coordinator's
+  // wait).
   ASSERT_TRUE(report_as(refs_[0], v1::COMMIT_PHASE_SHARD, "s1", "{}", &resp).ok());
   EXPECT_EQ(resp.outcome(), v1::COMMIT_OUTCOME_PENDING);
   EXPECT_EQ(counter("dtrn_checkpoint_reports_total", job_, "phase=\"shard\""), 1);
@@ -243,12 +257,13 @@ TEST_F(CheckpointCommitTest, ForgedReportsAreRefusedAndChangeNothing) {
   ASSERT_TRUE(report_as(refs_[0], v1::COMMIT_PHASE_SHARD, "s1", "{}", &resp).ok());
   EXPECT_EQ(resp.outcome(), v1::COMMIT_OUTCOME_AGREED);
   EXPECT_EQ(resp.votes_size(), 2);
-  EXPECT_EQ(counter("dtrn_checkpoint_reports_total", job_, "phase=\"shard\""), 2) << "a repeated vote counts once";
+  EXPECT_EQ(counter("dtrn_checkpoint_reports_total", job_, "phase=\"shard\""), 2)
+      << "a repeated vote counts once";
 }
 
-// The coordinator is killed between rank 0's PREPARE and the SHARD reports: the new one (same state
-// directory and port) holds no record of the save, adopts it from the first SHARD report, and the
-// ranks' reports decide and commit it as if nothing happened.
+// The coordinator is killed during a save, twice: the new one (same state directory and port) holds
+// no record of the save, adopts it from the first SHARD or COMMIT report, and the ranks' repeated
+// reports decide and commit it as if nothing happened.
 TEST_F(CheckpointCommitTest, ACoordinatorRestartedDuringASaveRebuildsItFromTheRanksReports) {
   ASSERT_NO_FATAL_FAILURE(start_job_as_agent());
   v1::ShardReportResponse resp;
@@ -278,6 +293,28 @@ TEST_F(CheckpointCommitTest, ACoordinatorRestartedDuringASaveRebuildsItFromTheRa
   EXPECT_EQ(get(job_).checkpoint_step(), 7);
   EXPECT_EQ(counter("dtrn_checkpoint_saves_total", job_, "outcome=\"committed\""), 1);
   EXPECT_THAT(job_log(job_), HasSubstr("checkpoint of step 7 committed"));
+
+  // The save of step 9: the SHARD phase is decided, rank 1 learns it and moves on to wait for rank 0's
+  // COMMIT, and the coordinator dies before rank 0 learns it. Rank 1's COMMIT report repeats its vote,
+  // so rank 0's repeated vote decides the phase again on the new coordinator.
+  ASSERT_TRUE(report_as(refs_[0], v1::COMMIT_PHASE_PREPARE, "s2", "", &resp, 9).ok());
+  ASSERT_TRUE(report_as(refs_[0], v1::COMMIT_PHASE_SHARD, "s2", "{}", &resp, 9).ok());
+  ASSERT_EQ(resp.outcome(), v1::COMMIT_OUTCOME_PENDING);
+  ASSERT_TRUE(report_as(refs_[1], v1::COMMIT_PHASE_SHARD, "s2", "{}", &resp, 9).ok());
+  ASSERT_EQ(resp.outcome(), v1::COMMIT_OUTCOME_AGREED);
+  coordinator_->kill(SIGKILL);
+  start_coordinator({}, port_);
+  ASSERT_TRUE(eventually([&] { return get(job_).state() == v1::JOB_STATE_RUNNING; }, 10));
+  const grpc::Status waiting = report_as(refs_[1], v1::COMMIT_PHASE_COMMIT, "s2", "{}", &resp, 9);
+  ASSERT_TRUE(waiting.ok()) << describe(waiting);
+  EXPECT_EQ(resp.outcome(), v1::COMMIT_OUTCOME_PENDING);
+  ASSERT_TRUE(report_as(refs_[0], v1::COMMIT_PHASE_SHARD, "s2", "{}", &resp, 9).ok());
+  EXPECT_EQ(resp.outcome(), v1::COMMIT_OUTCOME_AGREED);
+  EXPECT_EQ(resp.votes_size(), 2);
+  ASSERT_TRUE(report_as(refs_[0], v1::COMMIT_PHASE_COMMIT, "s2", "", &resp, 9).ok());
+  ASSERT_TRUE(report_as(refs_[1], v1::COMMIT_PHASE_COMMIT, "s2", "{}", &resp, 9).ok());
+  EXPECT_EQ(resp.outcome(), v1::COMMIT_OUTCOME_AGREED);
+  EXPECT_EQ(get(job_).checkpoint_step(), 9);
 }
 
 }  // namespace

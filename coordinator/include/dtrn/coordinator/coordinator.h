@@ -177,6 +177,8 @@ class Coordinator {
   void update_job_metrics(const JobRecord& job);
   void note_checkpoint(JobRecord& job, int64_t step);
   void record_report(JobRecord& job, const v1::ShardReport& report);
+  // A rank's SHARD vote, once; decides the phase when it is the last. False: not recorded.
+  bool add_vote(JobRecord& job, int rank, const v1::ShardVote& vote);
   v1::ShardReportResponse answer_report(const JobRecord& job, const v1::ShardReport& report) const;
   void end_save(JobRecord& job, bool committed, const std::string& why);
 

@@ -1,10 +1,11 @@
-// CoordinatorBarrier: the CommitBarrier (dtrn/train/commit_barrier.h) of a job the coordinator runs.
-// Each phase of a save is one ReportShard report (Note [Commit through the coordinator] in
-// coordinator/src/checkpoint_reports.cc), sent by the checkpoint writer's thread itself and repeated
-// while the coordinator answers PENDING, so the training thread serves nothing (its RankBarrier rounds
-// then only tell when every rank's writer has finished). The coordinator records every save's reports,
-// decides its outcome for all ranks, and learns of a committed checkpoint from rank 0's COMMIT report.
-// A coordinator unreachable for kUnreachableS fails the save (dtrn::Error), as abandon() does.
+// CoordinatorBarrier: the CommitBarrier (dtrn/train/commit_barrier.h) of a job the coordinator
+// runs. Each phase of a save is one ReportShard report (Note [Commit through the coordinator] in
+// coordinator/src/checkpoint_reports.cc), sent by the checkpoint writer's thread itself and
+// repeated while the coordinator answers PENDING, so the training thread serves nothing (its
+// RankBarrier rounds then only tell when every rank's writer has finished). The coordinator records
+// every save's reports, decides its outcome for all ranks, and learns of a committed checkpoint
+// from rank 0's COMMIT report. A coordinator unreachable for kUnreachableS fails the save
+// (dtrn::Error), as abandon() does.
 //
 // Thread-safety: prepare()/report()/finish() from one writer thread; abandon() from any thread.
 #pragma once
@@ -23,7 +24,8 @@ class CoordinatorBarrier final : public train::CommitBarrier {
   static constexpr double kUnreachableS = 60;
 
   // `world`: the job's ranks (Rendezvous.world_size).
-  CoordinatorBarrier(WorkerIdentity identity, const std::shared_ptr<grpc::Channel>& channel, int64_t world);
+  CoordinatorBarrier(WorkerIdentity identity, const std::shared_ptr<grpc::Channel>& channel,
+                     int64_t world);
 
   int64_t rank() const override { return identity_.worker.rank(); }
   int64_t world() const override { return world_; }
@@ -40,7 +42,8 @@ class CoordinatorBarrier final : public train::CommitBarrier {
   WorkerIdentity identity_;
   std::unique_ptr<v1::Workers::Stub> stub_;
   int64_t world_;
-  std::string save_id_;  // of the save in progress, from its PREPARE
+  std::string save_id_;     // of the save in progress, from its PREPARE
+  train::Vote shard_vote_;  // this rank's, repeated in its COMMIT reports
   std::atomic<bool> abandoned_{false};
 };
 
