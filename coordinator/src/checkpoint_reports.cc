@@ -45,11 +45,11 @@ const char* phase_label(v1::CommitPhase phase) {
 
 }  // namespace
 
-void Coordinator::note_checkpoint(JobRecord& job, int64_t step) {
+void Coordinator::note_checkpoint(JobRecord& job, int64_t step, const std::string& source) {
   if (step <= job.data.job.checkpoint_step()) return;
   job.data.job.set_checkpoint_step(step);
   persist(job);
-  log_event(job, "checkpoint of step " + std::to_string(step) + " committed");
+  log_event(job, "checkpoint of step " + std::to_string(step) + " committed (" + source + ")");
 }
 
 void Coordinator::end_save(JobRecord& job, bool committed, const std::string& why) {
@@ -60,7 +60,8 @@ void Coordinator::end_save(JobRecord& job, bool committed, const std::string& wh
       ->add({{"job", job.data.job.id()}, {"outcome", committed ? "committed" : "abandoned"}})
       .inc();
   if (committed) {
-    note_checkpoint(job, save.step);
+    note_checkpoint(job, save.step,
+                    "the reports of its " + std::to_string(save.votes.size()) + " ranks agreed");
   } else {
     log_event(job, "checkpoint of step " + std::to_string(save.step) + " abandoned: " + why);
   }

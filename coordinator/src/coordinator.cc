@@ -603,7 +603,7 @@ StatusOr<v1::HeartbeatResponse> Coordinator::heartbeat(const v1::HeartbeatReques
   w.phase = request.phase();
   if (w.state == "starting") w.state = "running";
   last_heartbeat_->add({{"job", job->data.job.id()}, {"rank", std::to_string(w.rank)}}).set(w.last_heartbeat_unix);
-  note_checkpoint(*job, request.checkpoint_step());
+  note_checkpoint(*job, request.checkpoint_step(), "rank " + std::to_string(w.rank) + "'s heartbeat");
   v1::HeartbeatResponse response;
   response.set_stop(job->data.job.state() != v1::JOB_STATE_RUNNING || w.state == "stopping");
   return response;

@@ -173,8 +173,8 @@ TEST_F(CheckpointCommitTest, ADpTwoJobCommitsEveryCheckpointThroughTheCoordinato
   EXPECT_EQ(counter("dtrn_checkpoint_reports_total", id, "phase=\"shard\""), 4);
   EXPECT_EQ(counter("dtrn_checkpoint_reports_total", id, "phase=\"commit\""), 2);
   EXPECT_EQ(get(id).checkpoint_step(), 10);
-  EXPECT_THAT(job_log(id), HasSubstr("checkpoint of step 5 committed"));
-  EXPECT_THAT(job_log(id), HasSubstr("checkpoint of step 10 committed"));
+  EXPECT_THAT(job_log(id), HasSubstr("checkpoint of step 5 committed (the reports of its 2 ranks agreed)"));
+  EXPECT_THAT(job_log(id), HasSubstr("checkpoint of step 10 committed (the reports of its 2 ranks agreed)"));
   // The checkpoint verifies, names both ranks' shards, and resumes (in one process, to step 12).
   const CommandResult verify =
       run_command({kDtrn, "ckpt", "verify", run + "/checkpoints/step-00000010"});

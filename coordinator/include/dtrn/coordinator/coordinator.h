@@ -175,7 +175,8 @@ class Coordinator {
   void release_held_launches(JobRecord& job, int master_port);
   void aggregate(JobRecord& job, int64_t step);
   void update_job_metrics(const JobRecord& job);
-  void note_checkpoint(JobRecord& job, int64_t step);
+  // The job's newest committed checkpoint, and the log line; `source`: how the coordinator learned it.
+  void note_checkpoint(JobRecord& job, int64_t step, const std::string& source);
   void record_report(JobRecord& job, const v1::ShardReport& report);
   // A rank's SHARD vote, once; decides the phase when it is the last. False: not recorded.
   bool add_vote(JobRecord& job, int rank, const v1::ShardVote& vote);
