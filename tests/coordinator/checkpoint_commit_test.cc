@@ -6,7 +6,8 @@
 //     shard fails to sync (FaultEnv) makes the save abandoned on both ranks in one line, the
 //     previous checkpoint still the newest valid one;
 //   - a coordinator restarted during a save rebuilds it from the ranks' repeated reports;
-//   - forged reports (another job, generation or rank) are refused and change nothing.
+//   - forged reports (another job, generation or rank) are refused and change nothing;
+//   - an abandoned barrier (the run ends mid-save) stops waiting for the coordinator.
 #include "checkpoint_commit.h"
 
 #include <gmock/gmock.h>
@@ -173,8 +174,10 @@ TEST_F(CheckpointCommitTest, ADpTwoJobCommitsEveryCheckpointThroughTheCoordinato
   EXPECT_EQ(counter("dtrn_checkpoint_reports_total", id, "phase=\"shard\""), 4);
   EXPECT_EQ(counter("dtrn_checkpoint_reports_total", id, "phase=\"commit\""), 2);
   EXPECT_EQ(get(id).checkpoint_step(), 10);
-  EXPECT_THAT(job_log(id), HasSubstr("checkpoint of step 5 committed (the reports of its 2 ranks agreed)"));
-  EXPECT_THAT(job_log(id), HasSubstr("checkpoint of step 10 committed (the reports of its 2 ranks agreed)"));
+  EXPECT_THAT(job_log(id),
+              HasSubstr("checkpoint of step 5 committed (the reports of its 2 ranks agreed)"));
+  EXPECT_THAT(job_log(id),
+              HasSubstr("checkpoint of step 10 committed (the reports of its 2 ranks agreed)"));
   // The checkpoint verifies, names both ranks' shards, and resumes (in one process, to step 12).
   const CommandResult verify =
       run_command({kDtrn, "ckpt", "verify", run + "/checkpoints/step-00000010"});
@@ -294,9 +297,9 @@ TEST_F(CheckpointCommitTest, ACoordinatorRestartedDuringASaveRebuildsItFromTheRa
   EXPECT_EQ(counter("dtrn_checkpoint_saves_total", job_, "outcome=\"committed\""), 1);
   EXPECT_THAT(job_log(job_), HasSubstr("checkpoint of step 7 committed"));
 
-  // The save of step 9: the SHARD phase is decided, rank 1 learns it and moves on to wait for rank 0's
-  // COMMIT, and the coordinator dies before rank 0 learns it. Rank 1's COMMIT report repeats its vote,
-  // so rank 0's repeated vote decides the phase again on the new coordinator.
+  // The save of step 9: the SHARD phase is decided, rank 1 learns it and moves on to wait for rank
+  // 0's COMMIT, and the coordinator dies before rank 0 learns it. Rank 1's COMMIT report repeats
+  // its vote, so rank 0's repeated vote decides the phase again on the new coordinator.
   ASSERT_TRUE(report_as(refs_[0], v1::COMMIT_PHASE_PREPARE, "s2", "", &resp, 9).ok());
   ASSERT_TRUE(report_as(refs_[0], v1::COMMIT_PHASE_SHARD, "s2", "{}", &resp, 9).ok());
   ASSERT_EQ(resp.outcome(), v1::COMMIT_OUTCOME_PENDING);
@@ -315,6 +318,30 @@ TEST_F(CheckpointCommitTest, ACoordinatorRestartedDuringASaveRebuildsItFromTheRa
   ASSERT_TRUE(report_as(refs_[1], v1::COMMIT_PHASE_COMMIT, "s2", "{}", &resp, 9).ok());
   EXPECT_EQ(resp.outcome(), v1::COMMIT_OUTCOME_AGREED);
   EXPECT_EQ(get(job_).checkpoint_step(), 9);
+}
+
+// A writer whose run ends mid-save (AsyncCheckpointWriter's destructor) abandons its barrier: rank
+// 1, waiting for a save id rank 0 never sends, stops within one of the coordinator's waits (1 s).
+TEST_F(CheckpointCommitTest, AnAbandonedBarrierStopsWaitingForTheCoordinator) {
+  ASSERT_NO_FATAL_FAILURE(start_job_as_agent());
+  CoordinatorBarrier barrier(WorkerIdentity{client_, refs_[1], "test-host"}, *make_channel(client_),
+                             2);
+  std::string error;
+  std::thread writer([&] {
+    try {
+      barrier.prepare(7, {});
+    } catch (const Error& e) {
+      error = e.what();
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const auto abandoned_at = std::chrono::steady_clock::now();
+  barrier.abandon();
+  writer.join();
+  const double s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - abandoned_at).count();
+  EXPECT_THAT(error, HasSubstr("stopped serving the checkpoint commit"));
+  EXPECT_LT(s, 1.0 + 1.0) << "one wait of the coordinator, plus 1 s for a busy 2-core machine";
 }
 
 }  // namespace
