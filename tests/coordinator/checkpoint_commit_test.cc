@@ -8,13 +8,12 @@
 //   - a coordinator restarted during a save rebuilds it from the ranks' repeated reports;
 //   - forged reports (another job, generation or rank) are refused and change nothing;
 //   - an abandoned barrier (the run ends mid-save) stops waiting for the coordinator.
-#include "checkpoint_commit.h"
-
 #include <gmock/gmock.h>
 
 #include <atomic>
 #include <thread>
 
+#include "checkpoint_commit.h"
 #include "cluster.h"
 #include "dtrn/coordinator/coordinator_barrier.h"
 #include "dtrn/train/checkpoint.h"
