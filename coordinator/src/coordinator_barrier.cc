@@ -20,10 +20,11 @@ v1::ShardReport CoordinatorBarrier::make_report(v1::CommitPhase phase, int64_t s
   r.set_ok(vote.ok);
   if (phase == v1::COMMIT_PHASE_PREPARE) {
     // Rank 0's vote: the new save id, or why the folder could not be prepared.
-    if (vote.ok)
+    if (vote.ok) {
       r.set_save_id(vote.text);
-    else
+    } else {
       r.set_detail(vote.text);
+    }
   } else {
     r.set_save_id(save_id_);
     r.set_detail(vote.text);
@@ -37,8 +38,8 @@ v1::ShardReportResponse CoordinatorBarrier::send(const v1::ShardReport& report) 
   while (true) {
     if (abandoned_) throw Error("the run stopped serving the checkpoint commit before it was done");
     grpc::ClientContext context;
-    prepare_context(&context, identity_.coordinator,
-                    10);  // the coordinator answers within commit_wait_s
+    // The coordinator answers within its commit_wait_s (1 s): 10 s means it is stuck or gone.
+    prepare_context(&context, identity_.coordinator, 10);
     v1::ShardReportResponse response;
     const grpc::Status s = stub_->ReportShard(&context, report, &response);
     if (s.ok()) {
@@ -68,11 +69,11 @@ std::vector<train::Vote> CoordinatorBarrier::report(int64_t step, const train::V
   const v1::ShardReportResponse r = send(make_report(v1::COMMIT_PHASE_SHARD, step, mine));
   if (rank() != 0) return {};  // the outcome reaches them through finish(), as rank 0 words it
   // Every rank's votes, failures included: rank 0 words the outcome and removes this save's files.
-  // Without them the coordinator abandoned the save for a reason outside it (a generation that
-  // stopped).
-  if (r.votes_size() != world_)
+  // Without them the coordinator abandoned the save for a reason outside it (a failed rank).
+  if (r.votes_size() != world_) {
     throw Error("the coordinator abandoned the save of step " + std::to_string(step) + ": " +
                 r.message());
+  }
   std::vector<train::Vote> votes;
   for (const auto& v : r.votes()) votes.push_back({v.ok(), v.detail()});
   return votes;

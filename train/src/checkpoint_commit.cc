@@ -59,10 +59,11 @@ Vote shard_vote(StatusOr<ShardEntry>& e) {
 Status commit_on_rank0(Env* env, const std::string& dir, Manifest* m,
                        const std::vector<Vote>& reports) {
   for (size_t r = 0; r < reports.size(); ++r) {
-    if (!reports[r].ok) return Status::IoError("rank " + std::to_string(r) + " could not write its shard: " + reports[r].text);
+    const std::string who = "rank " + std::to_string(r);
+    if (!reports[r].ok) return Status::IoError(who + " could not write its shard: " + reports[r].text);
     Json j = Json::parse(reports[r].text, nullptr, false);
     if (!j.is_object() || !j.contains("file") || !j.contains("bytes") || !j.contains("header_sha256")) {
-      return Status::IoError("rank " + std::to_string(r) + " sent an unreadable shard report");
+      return Status::IoError(who + " sent an unreadable shard report");
     }
     if (j["file"] != "") m->shards.push_back({j["file"], static_cast<int64_t>(r), j["bytes"], j["header_sha256"]});
   }

@@ -208,9 +208,9 @@ struct Trainer::State {
   std::unique_ptr<RunReport> report;
   // Every rank writes its shard of a save in the background (async_checkpoint.h), committed across the
   // ranks through options.commit_barrier when set (the coordinator's), else through `ranks`, whose
-  // rounds also tell when every rank's writer has finished; a save is reported once it is joined: at the first step boundary after it
-  // finished on every rank (so the coordinator learns of it promptly), at the next save, on a stop and
-  // at the end. Joining is collective.
+  // rounds also tell when every rank's writer has finished. A save is reported once it is joined: at
+  // the first step boundary after it finished on every rank (so the coordinator learns of it
+  // promptly), at the next save, on a stop and at the end. Joining is collective.
   std::unique_ptr<RankBarrier> ranks;  // multi-rank jobs only
   std::unique_ptr<AsyncCheckpointWriter> writer;
   double blocked_ms = 0;      // how long the save in flight held training up
