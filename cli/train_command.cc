@@ -84,9 +84,10 @@ int run_train(int argc, char** argv) {
   options.resume = resume;
   options.init_from = args->get_or("init-from", "");
   options.quiet = args->has("quiet");
-  auto telemetry = connect_worker_telemetry();  // set when an agent started this process
-  if (!telemetry.ok()) return fail("train", telemetry.status().message());
-  options.telemetry = telemetry->get();
+  auto link = connect_worker();  // set when an agent started this process
+  if (!link.ok()) return fail("train", link.status().message());
+  options.telemetry = link->telemetry.get();
+  options.commit_barrier = link->commit_barrier.get();
   auto run = train::run_training(*config, options);
   if (!run.ok() && run.status().code() == StatusCode::kCancelled) {
     std::cerr << "dtrn train: " << run.status().message() << std::endl;

@@ -192,6 +192,7 @@ void Coordinator::set_state(JobRecord& job, v1::JobState state, const std::strin
   *e.mutable_state() = job_view(job);
   publish(job, e);
   update_job_metrics(job);
+  commit_cv_.notify_all();  // a save whose rank failed is abandoned
 }
 
 StatusOr<std::string> Coordinator::submit(const v1::JobSpec& spec) {
@@ -338,6 +339,7 @@ bool Coordinator::try_schedule(JobRecord& job) {
   job.workers.clear();
   job.pending_steps.clear();
   job.held_launches.clear();
+  job.save = SaveRecord{};
   job.master_host = placement[0]->host;
   job.master_port = 0;
   std::map<std::string, int> local_ranks;  // per agent
@@ -601,11 +603,7 @@ StatusOr<v1::HeartbeatResponse> Coordinator::heartbeat(const v1::HeartbeatReques
   w.phase = request.phase();
   if (w.state == "starting") w.state = "running";
   last_heartbeat_->add({{"job", job->data.job.id()}, {"rank", std::to_string(w.rank)}}).set(w.last_heartbeat_unix);
-  if (request.checkpoint_step() > job->data.job.checkpoint_step()) {
-    job->data.job.set_checkpoint_step(request.checkpoint_step());
-    persist(*job);
-    log_event(*job, "checkpoint of step " + std::to_string(request.checkpoint_step()) + " committed");
-  }
+  note_checkpoint(*job, request.checkpoint_step(), "rank " + std::to_string(w.rank) + "'s heartbeat");
   v1::HeartbeatResponse response;
   response.set_stop(job->data.job.state() != v1::JOB_STATE_RUNNING || w.state == "stopping");
   return response;

@@ -54,6 +54,10 @@ void Coordinator::register_metrics() {
   step_seconds_ = &r.add_histogram("dtrn_step_duration_seconds", "Step time per rank (stragglers)");
   rejected_ = &r.add_counter("dtrn_rpc_rejected_total", "RPCs refused, by reason");
   stats_received_ = &r.add_counter("dtrn_stats_messages_total", "Per-step statistics messages accepted");
+  checkpoint_reports_ = &r.add_counter("dtrn_checkpoint_reports_total",
+                                       "Checkpoint commit reports recorded (ReportShard), by job and phase");
+  checkpoint_saves_ = &r.add_counter("dtrn_checkpoint_saves_total",
+                                     "Checkpoint saves through the coordinator, by job and outcome");
   for (const char* reason : {"unauthenticated", "permission_denied", "invalid_argument"}) rejected(reason);
 }
 

@@ -121,6 +121,13 @@ class WorkersService final : public v1::Workers::Service {
     resp->set_accepted(accepted);
     return grpc::Status::OK;
   }
+  grpc::Status ReportShard(grpc::ServerContext* ctx, const v1::ShardReport* req, v1::ShardReportResponse* resp) override {
+    if (auto s = g_->authenticate(ctx); !s.ok()) return s;
+    auto r = g_->coordinator()->report_shard(*req);
+    if (!r.ok()) return g_->convert(r.status());
+    *resp = std::move(*r);
+    return grpc::Status::OK;
+  }
 
  private:
   const CallGuard* g_;

@@ -5,6 +5,8 @@
 #include <chrono>
 #include <cstdlib>
 
+#include "dtrn/coordinator/coordinator_barrier.h"
+
 namespace dtrn::coordinator {
 namespace {
 
@@ -66,6 +68,10 @@ StatusOr<std::unique_ptr<WorkerClient>> WorkerClient::Connect(const WorkerIdenti
   c->heartbeat_thread_ = std::thread([p = c.get()] { p->heartbeat_loop(); });
   c->stats_thread_ = std::thread([p = c.get()] { p->stats_loop(); });
   return c;
+}
+
+std::unique_ptr<train::CommitBarrier> WorkerClient::commit_barrier() const {
+  return std::make_unique<CoordinatorBarrier>(identity_, channel_, rendezvous_.world_size());
 }
 
 WorkerClient::~WorkerClient() {

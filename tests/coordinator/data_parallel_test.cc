@@ -88,6 +88,13 @@ TEST_F(DataParallelTest, LaunchTrainsDpTwoLikeMpirunAndLikeOneProcess) {
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("agent: started worker job-000001/1/1"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("job job-000001 succeeded"), std::string::npos) << r.output;
+  // Its checkpoints were committed through the coordinator (docs/checkpoints.md).
+  for (const char* step : {"5", "10", "15", "20"}) {
+    EXPECT_NE(r.output.find(std::string("checkpoint of step ") + step +
+                            " committed (the reports of its 2 ranks agreed)"),
+              std::string::npos)
+        << r.output;
+  }
   const std::string mpirun = mpirun_run(20);
   if (!mpirun.empty()) {
     EXPECT_EQ(metrics_without_timing(run), metrics_without_timing(mpirun));

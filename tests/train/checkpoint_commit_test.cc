@@ -204,22 +204,24 @@ class ThreadBarrier {
     Rank(ThreadBarrier* b, int64_t rank) : b_(b), rank_(rank) {}
     int64_t rank() const override { return rank_; }
     int64_t world() const override { return b_->world_; }
-    std::string broadcast(const std::string& value) override {
+    Vote prepare(int64_t, const Vote& rank0) override { return broadcast(rank0); }
+    std::vector<Vote> report(int64_t, const Vote& mine) override {
+      b_->slots_[rank_] = mine;
+      b_->arrive();
+      std::vector<Vote> out = rank_ == 0 ? b_->slots_ : std::vector<Vote>{};
+      b_->arrive();
+      return out;
+    }
+    Vote finish(int64_t, const Vote& rank0) override { return broadcast(rank0); }
+
+   private:
+    Vote broadcast(const Vote& value) {
       if (rank_ == 0) b_->slots_[0] = value;
       b_->arrive();
-      std::string out = b_->slots_[0];
+      Vote out = b_->slots_[0];
       b_->arrive();  // nobody reuses the slots before everyone read them
       return out;
     }
-    std::vector<std::string> gather(const std::string& mine) override {
-      b_->slots_[rank_] = mine;
-      b_->arrive();
-      std::vector<std::string> out = rank_ == 0 ? b_->slots_ : std::vector<std::string>{};
-      b_->arrive();
-      return out;
-    }
-
-   private:
     ThreadBarrier* b_;
     int64_t rank_;
   };
@@ -237,7 +239,7 @@ class ThreadBarrier {
     }
   }
   int64_t world_;
-  std::vector<std::string> slots_;
+  std::vector<Vote> slots_;
   std::mutex mu_;
   std::condition_variable cv_;
   int64_t arrived_ = 0, generation_ = 0;

@@ -8,7 +8,9 @@ namespace dtrn::train {
 
 AsyncCheckpointWriter::~AsyncCheckpointWriter() {
   if (!thread_.joinable()) return;
-  // A commit across ranks would wait forever for rounds nobody serves any more.
+  // A commit across ranks would wait forever for rounds nobody serves any more, or for ranks that
+  // stopped reporting to the coordinator.
+  if (options_.barrier) options_.barrier->abandon();
   if (ranks_) ranks_->abandon();
   thread_.join();
 }

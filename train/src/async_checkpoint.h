@@ -3,10 +3,11 @@
 // first waits for the previous one. The time training waited and the time the write took are
 // reported when a save is joined, so a caller can put them in metrics.jsonl.
 //
-// In a multi-rank job every rank has a writer, started at the same step; the commit's collectives run
-// through a RankBarrier that the training thread serves (Note [Barrier rounds] in rank_barrier.h), so
-// poll() and wait() are then collective: every rank calls them at the same points, and a save is joined
-// on every rank at the same step, once every rank's writer has finished.
+// In a multi-rank job every rank has a writer, started at the same step; the commit runs through
+// options.barrier: a RankBarrier that the training thread serves (Note [Barrier rounds] in
+// rank_barrier.h), or the coordinator's, which the writer calls itself. Either way poll() and wait() are
+// then collective over a RankBarrier's rounds: every rank calls them at the same points, and a save is
+// joined on every rank at the same step, once every rank's writer has finished.
 #pragma once
 
 #include <atomic>
@@ -23,11 +24,12 @@ namespace dtrn::train {
 
 class AsyncCheckpointWriter {
  public:
-  // `ranks` (not owned; nullptr for one process) must be options.barrier.
+  // `ranks` (not owned; nullptr for one process) serves the rounds; options.barrier is `ranks` itself or
+  // a barrier that needs no serving.
   AsyncCheckpointWriter(std::string run_dir, SaveOptions options, RankBarrier* ranks = nullptr)
       : run_dir_(std::move(run_dir)), options_(options), ranks_(ranks) {}
   // Joins a save in flight (its result is lost: call wait() first); a commit across ranks is abandoned
-  // (RankBarrier::abandon), so the save is not committed.
+  // (CommitBarrier::abandon), so the save is not committed.
   ~AsyncCheckpointWriter();
   AsyncCheckpointWriter(const AsyncCheckpointWriter&) = delete;
   AsyncCheckpointWriter& operator=(const AsyncCheckpointWriter&) = delete;

@@ -8,7 +8,7 @@
 #include "checkpoint_commit.h"
 #include "checkpoint_format.h"
 #include "checkpoint_read.h"
-#include "commit_barrier.h"
+#include "dtrn/train/commit_barrier.h"
 #include "dtrn/runtime/autograd.h"
 #include "env.h"
 #include "file_io.h"

@@ -50,19 +50,20 @@ StatusOr<ShardEntry> write_my_shard(Env* env, const std::string& dir, int64_t ra
   return entry;
 }
 
-std::string report_text(StatusOr<ShardEntry>& e) {
-  if (!e.ok()) return Json{{"ok", false}, {"error", e.status().message()}}.dump();
-  return Json{{"ok", true}, {"file", e->file}, {"bytes", e->bytes}, {"header_sha256", e->header_sha256}}.dump();
+Vote shard_vote(StatusOr<ShardEntry>& e) {
+  if (!e.ok()) return {false, e.status().message()};
+  return {true, Json{{"file", e->file}, {"bytes", e->bytes}, {"header_sha256", e->header_sha256}}.dump()};
 }
 
 // Phase 2 on rank 0, once every report is in.
 Status commit_on_rank0(Env* env, const std::string& dir, Manifest* m,
-                       const std::vector<std::string>& reports) {
+                       const std::vector<Vote>& reports) {
   for (size_t r = 0; r < reports.size(); ++r) {
-    Json j = Json::parse(reports[r], nullptr, false);
-    if (!j.is_object() || !j.value("ok", false)) {
-      const std::string why = j.is_object() ? j.value("error", std::string("no reason")) : "an unreadable report";
-      return Status::IoError("rank " + std::to_string(r) + " could not write its shard: " + why);
+    const std::string who = "rank " + std::to_string(r);
+    if (!reports[r].ok) return Status::IoError(who + " could not write its shard: " + reports[r].text);
+    Json j = Json::parse(reports[r].text, nullptr, false);
+    if (!j.is_object() || !j.contains("file") || !j.contains("bytes") || !j.contains("header_sha256")) {
+      return Status::IoError(who + " sent an unreadable shard report");
     }
     if (j["file"] != "") m->shards.push_back({j["file"], static_cast<int64_t>(r), j["bytes"], j["header_sha256"]});
   }
@@ -133,40 +134,41 @@ void crash_point(const char* point) {
 StatusOr<std::string> commit_checkpoint(Env* env, CommitBarrier* barrier, const std::string& root,
                                         Manifest manifest, const std::vector<TensorSlice>& my_slices) {
   const bool rank0 = barrier->rank() == 0;
-  const std::string dir = join(root, step_dir_name(manifest.progress.step));
+  const int64_t step = manifest.progress.step;
+  const std::string dir = join(root, step_dir_name(step));
   // Rank 0 prepares the folder; its id, or its error, reaches every rank.
-  std::string prepared;
+  Vote prepared;
   bool created = false;
   if (rank0) {
     created = !env->exists(dir);
     Status s = env->create_dirs(dir);
     if (s.ok()) s = env->sync_dir(root);
-    prepared = s.ok() ? "ok " + new_save_id() : "error " + s.message();
+    prepared = s.ok() ? Vote{true, new_save_id()} : Vote{false, s.message()};
   }
-  prepared = barrier->broadcast(prepared);
-  if (prepared.compare(0, 3, "ok ") != 0) {
+  prepared = barrier->prepare(step, prepared);
+  if (!prepared.ok) {
     if (rank0 && created) env->remove_tree(dir);
-    return Status::IoError(prepared.substr(6));
+    return Status::IoError(prepared.text);
   }
-  manifest.save_id = prepared.substr(3);
+  manifest.save_id = prepared.text;
   manifest.shards.clear();
 
   auto mine = write_my_shard(env, dir, barrier->rank(), barrier->world(), manifest.save_id, my_slices);
-  const std::vector<std::string> reports = barrier->gather(report_text(mine));
+  const std::vector<Vote> reports = barrier->report(step, shard_vote(mine));
 
-  std::string outcome;
+  Vote outcome;
   if (rank0) {
     Status s = commit_on_rank0(env, dir, &manifest, reports);
     if (!s.ok()) {
       abandon(env, dir, created, manifest.save_id);
-      outcome = "error " + s.message();
+      outcome = {false, s.message()};
     } else {
       s = finish_on_rank0(env, root, dir, manifest);
-      outcome = s.ok() ? "ok" : "error " + dir + " was committed; then: " + s.message();
+      outcome = s.ok() ? Vote{true, ""} : Vote{false, dir + " was committed; then: " + s.message()};
     }
   }
-  outcome = barrier->broadcast(outcome);
-  if (outcome != "ok") return Status::IoError(outcome.substr(6));
+  outcome = barrier->finish(step, outcome);
+  if (!outcome.ok) return Status::IoError(outcome.text);
   return dir;
 }
 

@@ -1,17 +1,19 @@
 // The two-phase commit of a checkpoint and the recovery rules (Note [Commit protocol]).
 //
 // Note [Commit protocol]
-// Phase 1: rank 0 creates ROOT/step-N/ and fsyncs ROOT, then broadcasts a fresh save id. Every rank
-// that owns data (rank_slices.h) writes its shard as <shard>.tmp, fsyncs it, renames it to <shard> (the name carries the save id, so
-// it never replaces a file of a committed checkpoint of the same step) and reports to rank 0; a rank
-// without data reports success without a file.
+// Phase 1: rank 0 creates ROOT/step-N/ and fsyncs ROOT, then hands every rank a fresh save id
+// (CommitBarrier::prepare). Every rank that owns data (rank_slices.h) writes its shard as <shard>.tmp,
+// fsyncs it, renames it to <shard> (the name carries the save id, so it never replaces a file of a
+// committed checkpoint of the same step) and reports to rank 0 (CommitBarrier::report: through the
+// coordinator when the job has one); a rank without data reports success without a file.
 // Phase 2 (rank 0, only when every rank reported success): fsync step-N/ (the shard names), write
 // manifest.json.tmp, fsync it, rename it to manifest.json (the commit point: an older manifest of the
 // same step is replaced atomically), fsync step-N/, then move ROOT/latest the same way, and finally
 // remove the files of step-N/ that the new manifest does not name (an older save's shards).
 // A crash anywhere leaves every committed checkpoint loadable: before the manifest rename, step-N/ is
 // either absent, uncommitted (no manifest) or still the old committed checkpoint with its old shards.
-// On a failure, rank 0 removes this save's files; every rank returns the same Status.
+// On a failure, rank 0 removes this save's files; every rank returns the same Status
+// (CommitBarrier::finish carries rank 0's outcome).
 // clean_checkpoint_root() at start (with the run directory locked) removes what a crashed save left:
 // step folders without a manifest, files a manifest does not name, *.tmp files, and the temporary
 // folders of the version 1 format. It never removes a file a readable manifest names.
@@ -21,7 +23,7 @@
 #include <vector>
 
 #include "checkpoint_format.h"
-#include "commit_barrier.h"
+#include "dtrn/train/commit_barrier.h"
 #include "env.h"
 
 namespace dtrn::train {

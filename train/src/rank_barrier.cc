@@ -3,6 +3,16 @@
 #include "dtrn/runtime/check.h"
 
 namespace dtrn::train {
+namespace {
+
+// A vote as the bytes a broadcast or gather carries: '1' or '0', then the text.
+std::string encode(const Vote& v) { return (v.ok ? "1" : "0") + v.text; }
+Vote decode(const std::string& bytes) {
+  DTRN_CHECK(!bytes.empty(), "RankBarrier: an empty vote");
+  return {bytes[0] == '1', bytes.substr(1)};
+}
+
+}  // namespace
 
 std::vector<std::string> RankBarrier::post(Call call, const std::string& value) {
   std::unique_lock<std::mutex> lock(mu_);
@@ -17,12 +27,15 @@ std::vector<std::string> RankBarrier::post(Call call, const std::string& value) 
   return std::move(result_);
 }
 
-std::string RankBarrier::broadcast(const std::string& value) { return post(kBroadcast, value).at(0); }
+Vote RankBarrier::broadcast(const Vote& value) { return decode(post(kBroadcast, encode(value)).at(0)); }
 
-std::vector<std::string> RankBarrier::gather(const std::string& mine) {
-  std::vector<std::string> all = post(kGather, mine);
-  if (rank() != 0) all.clear();
-  return all;
+std::vector<Vote> RankBarrier::report(int64_t, const Vote& mine) {
+  const std::vector<std::string> all = post(kGather, encode(mine));
+  std::vector<Vote> votes;
+  if (rank() == 0) {
+    for (const std::string& v : all) votes.push_back(decode(v));
+  }
+  return votes;
 }
 
 void RankBarrier::abandon() {

@@ -207,9 +207,10 @@ struct Trainer::State {
   StarvationMonitor monitor;
   std::unique_ptr<RunReport> report;
   // Every rank writes its shard of a save in the background (async_checkpoint.h), committed across the
-  // ranks through `ranks`; a save is reported once it is joined: at the first step boundary after it
-  // finished on every rank (so the coordinator learns of it promptly), at the next save, on a stop and
-  // at the end. Joining is collective.
+  // ranks through options.commit_barrier when set (the coordinator's), else through `ranks`, whose
+  // rounds also tell when every rank's writer has finished. A save is reported once it is joined: at
+  // the first step boundary after it finished on every rank (so the coordinator learns of it
+  // promptly), at the next save, on a stop and at the end. Joining is collective.
   std::unique_ptr<RankBarrier> ranks;  // multi-rank jobs only
   std::unique_ptr<AsyncCheckpointWriter> writer;
   double blocked_ms = 0;      // how long the save in flight held training up
@@ -374,8 +375,9 @@ void Trainer::State::start(const std::vector<std::string>& skipped, const std::v
     if (!clean.ok()) log->line("checkpoints: " + clean.message());
   }
   if (world.size() > 1) ranks = std::make_unique<RankBarrier>(world);
+  CommitBarrier* commit = options.commit_barrier ? options.commit_barrier : ranks.get();
   writer = std::make_unique<AsyncCheckpointWriter>(
-      run_dir, SaveOptions{config.checkpoint.keep, config.checkpoint.keep_every, nullptr, ranks.get()}, ranks.get());
+      run_dir, SaveOptions{config.checkpoint.keep, config.checkpoint.keep_every, nullptr, commit}, ranks.get());
   for (const std::string& line : skipped) log->record("--resume: " + line);
   for (const std::string& note : resume_notes) log->line(note);
   if (!device_note.empty()) log->line(device_note);
@@ -399,6 +401,13 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::Open(const JobConfig& config, const 
   if (options.resume && !options.init_from.empty()) {
     return Status::InvalidArgument("--resume and --init-from: --resume continues the run's checkpoint, "
                                    "--init-from starts a new run from weights; give one");
+  }
+  if (const CommitBarrier* b = options.commit_barrier;
+      b && (b->rank() != groups.world().rank() || b->world() != groups.world().size())) {
+    return Status::InvalidArgument("the commit barrier is rank " + std::to_string(b->rank()) + " of " +
+                                   std::to_string(b->world()) + ", this process rank " +
+                                   std::to_string(groups.world().rank()) + " of " +
+                                   std::to_string(groups.world().size()));
   }
   auto s = std::make_unique<State>(config, options, groups);
   // Rank 0 holds the run directory; the others learn its path from it.

@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,8 @@ struct CoordinatorOptions {
   // A stopped generation's ranks still unreported after this are taken for gone; longer than the agents'
   // --stop-grace (30 s), so that a new generation never starts beside an old rank still saving.
   double stop_grace_s = 60;
+  // How long a ReportShard call waits for its phase's outcome before it answers PENDING.
+  double commit_wait_s = 1;
 };
 
 // A WatchJob subscription: events queued by the coordinator, taken by the RPC thread.
@@ -84,6 +87,9 @@ class Coordinator {
   StatusOr<v1::Rendezvous> register_worker(const v1::RegisterWorkerRequest& request);
   StatusOr<v1::HeartbeatResponse> heartbeat(const v1::HeartbeatRequest& request);
   Status step_stats(const v1::StepStats& stats);
+  // A phase of a save, through the coordinator (Note [Commit through the coordinator] in
+  // checkpoint_reports.cc): records the report and waits up to commit_wait_s for the phase's outcome.
+  StatusOr<v1::ShardReportResponse> report_shard(const v1::ShardReport& report);
 
   // Failure detection, restarts after back-off and scheduling of pending jobs; the server calls it a few
   // times a second.
@@ -109,6 +115,18 @@ class Coordinator {
     std::vector<v1::StepStats> ranks;
     int covered = 0;  // ranks these messages speak for (StepStats.ranks)
   };
+  // The newest save of a generation's ranks (not persisted: a coordinator restarted during a save
+  // abandons it).
+  struct SaveRecord {
+    int64_t step = -1;
+    std::string save_id;
+    bool prepared = false;       // rank 0 prepared the folder; otherwise `message` says why not
+    std::vector<std::optional<v1::ShardVote>> votes;  // per rank
+    v1::CommitOutcome shard = v1::COMMIT_OUTCOME_PENDING;   // decided once every rank voted
+    v1::CommitOutcome commit = v1::COMMIT_OUTCOME_PENDING;  // rank 0's COMMIT report
+    std::string message;         // why it was abandoned
+    bool ended = false;          // counted as committed or abandoned
+  };
   struct JobRecord {
     JobRecordData data;            // the persisted part
     std::vector<WorkerSlot> workers;
@@ -127,6 +145,7 @@ class Coordinator {
     std::string master_host;
     int master_port = 0;
     std::vector<v1::WorkerLaunch> held_launches;
+    SaveRecord save;
   };
   static constexpr size_t kHistorySteps = 5000;
   static constexpr size_t kRecentLogs = 200;
@@ -156,10 +175,18 @@ class Coordinator {
   void release_held_launches(JobRecord& job, int master_port);
   void aggregate(JobRecord& job, int64_t step);
   void update_job_metrics(const JobRecord& job);
+  // The job's newest committed checkpoint, and the log line; `source`: how the coordinator learned it.
+  void note_checkpoint(JobRecord& job, int64_t step, const std::string& source);
+  void record_report(JobRecord& job, const v1::ShardReport& report);
+  // A rank's SHARD vote, once; decides the phase when it is the last. False: not recorded.
+  bool add_vote(JobRecord& job, int rank, const v1::ShardVote& vote);
+  v1::ShardReportResponse answer_report(const JobRecord& job, const v1::ShardReport& report) const;
+  void end_save(JobRecord& job, bool committed, const std::string& why);
 
   CoordinatorOptions options_;
   JobStore store_;
   mutable std::mutex mu_;
+  std::condition_variable commit_cv_;  // a save's record or a job's state changed (ReportShard waits on it)
   std::map<std::string, JobRecord> jobs_;
   std::map<std::string, AgentRecord> agents_;
   int64_t next_agent_ = 1;
@@ -185,6 +212,8 @@ class Coordinator {
   Family<Histogram>* step_seconds_;
   Family<Counter>* rejected_;
   Family<Counter>* stats_received_;
+  Family<Counter>* checkpoint_reports_;
+  Family<Counter>* checkpoint_saves_;
 };
 
 // "pending", "running", ... (the lower-case state name used in metrics, logs and `dtrn top`).

@@ -1,6 +1,7 @@
 // The worker side of the protocol: a train::TelemetrySink that registers the worker with its coordinator,
 // heartbeats (every second, and at once on a phase change or a committed checkpoint), streams each
-// step's statistics, and turns the coordinator's stop answer into stop_requested().
+// step's statistics, and turns the coordinator's stop answer into stop_requested(). Its commit_barrier()
+// commits the job's checkpoints through the coordinator.
 //
 // A worker started by an agent finds its identity in the environment:
 //   DTRN_COORDINATOR (host:port), DTRN_JOB_ID, DTRN_RANK, DTRN_GENERATION, DTRN_WORKER_SECRET,
@@ -21,6 +22,7 @@
 #include <thread>
 
 #include "dtrn/coordinator/client.h"
+#include "dtrn/train/commit_barrier.h"
 #include "dtrn/train/telemetry.h"
 #include "dtrn/v1/coordinator.grpc.pb.h"
 
@@ -42,6 +44,9 @@ class WorkerClient final : public train::TelemetrySink {
                                                          double register_timeout_s = 30);
   ~WorkerClient() override;  // sends what is queued (for up to 5 s) and a last heartbeat
   const v1::Rendezvous& rendezvous() const { return rendezvous_; }
+  // The job's checkpoint commit through this coordinator (coordinator_barrier.h), on this client's
+  // connection; independent of the client's lifetime.
+  std::unique_ptr<train::CommitBarrier> commit_barrier() const;
 
   void on_phase(const std::string& phase, int64_t step) override;
   void on_step(const train::StepStats& stats) override;

@@ -64,7 +64,7 @@ struct OptimizerState {
 OptimizerState optimizer_state(AdamW& optimizer);
 
 class Env;            // src/env.h
-class CommitBarrier;  // src/commit_barrier.h
+class CommitBarrier;  // dtrn/train/commit_barrier.h
 
 struct SaveOptions {
   int64_t keep = 0;        // keep the newest `keep` verified checkpoints; 0 keeps all

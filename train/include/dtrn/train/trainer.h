@@ -31,6 +31,9 @@ struct TrainRunOptions {
   std::string init_from;  // a safetensors file (dtrn export output or a dense Llama) to start from
   bool quiet = false;     // no per-step line on stdout (tests)
   TelemetrySink* telemetry = nullptr;  // not owned; null: the run reports to its run directory only
+  // Not owned: how the ranks agree on each checkpoint (the coordinator's, when it runs the job); its
+  // rank and world must be this process's. Null: over the ranks' communicator (one process: locally).
+  CommitBarrier* commit_barrier = nullptr;
 };
 
 // Tracks each D layer's starvation (f < threshold for `window` consecutive steps, or the fallback fired)
