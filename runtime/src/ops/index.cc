@@ -17,14 +17,6 @@ Geometry3 around(const Shape& s, int64_t dim) {
   return g;
 }
 
-void check_index(const Tensor& index, const Tensor& x, const char* op) {
-  DTRN_CHECK(index.dtype() == DType::kI32 || index.dtype() == DType::kI64, op,
-             ": index must be i32 or i64, got ", index.describe());
-  DTRN_CHECK(index.dim() == 1, op, ": index must be 1-d, got ", index.describe());
-  DTRN_CHECK(index.device() == x.device(), op, ": index on ", index.device().str(), ", data on ",
-             x.device().str());
-}
-
 // out[..., index[i], ...] += src[..., i, ...] along dim, in place on out's buffer.
 void add_rows_into(const Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src) {
   const Geometry3 g = around(out.shape(), dim);

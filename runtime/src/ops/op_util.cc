@@ -43,6 +43,14 @@ void check_same_kind(const Tensor& a, const Tensor& b, const char* op) {
   DTRN_CHECK(a.device() == b.device(), op, ": devices differ: ", a.describe(), " vs ", b.describe());
 }
 
+void check_index(const Tensor& index, const Tensor& x, const char* op) {
+  DTRN_CHECK(index.dtype() == DType::kI32 || index.dtype() == DType::kI64, op,
+             ": index must be i32 or i64, got ", index.describe());
+  DTRN_CHECK(index.dim() == 1, op, ": index must be 1-d, got ", index.describe());
+  DTRN_CHECK(index.device() == x.device(), op, ": index on ", index.device().str(), ", data on ",
+             x.device().str());
+}
+
 void check_floating(const Tensor& x, const char* op) {
   DTRN_CHECK(is_floating(x.dtype()), op, ": expects a floating tensor, got ", x.describe());
 }

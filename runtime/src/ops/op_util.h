@@ -21,6 +21,9 @@ Tensor expand_copy(const Tensor& x, const Shape& target);
 // Checks that a and b share dtype and device, naming `op`.
 void check_same_kind(const Tensor& a, const Tensor& b, const char* op);
 
+// Checks a 1-d i32/i64 index on x's device, naming `op`.
+void check_index(const Tensor& index, const Tensor& x, const char* op);
+
 // Checks a floating tensor, naming `op`.
 void check_floating(const Tensor& x, const char* op);
 

@@ -5,21 +5,10 @@
 #include "ops/op_util.h"
 
 namespace dtrn {
-namespace {
-
-void check_rows_index(const Tensor& index, const Tensor& x, const char* op) {
-  DTRN_CHECK(index.dtype() == DType::kI32 || index.dtype() == DType::kI64, op,
-             ": index must be i32 or i64, got ", index.describe());
-  DTRN_CHECK(index.dim() == 1, op, ": index must be 1-d, got ", index.describe());
-  DTRN_CHECK(index.device() == x.device(), op, ": index on ", index.device().str(), ", data on ",
-             x.device().str());
-}
-
-}  // namespace
 
 Tensor gather_rows(const Tensor& x, const Tensor& index) {
   DTRN_CHECK(x.dim() >= 1, "gather_rows: x needs a row dimension, got ", x.describe());
-  check_rows_index(index, x, "gather_rows");
+  check_index(index, x, "gather_rows");
   Tensor in = x.contiguous().detach(), idx = index.contiguous();
   const int64_t n = in.size(0), inner = n > 0 ? in.numel() / n : 0;
   Shape out_shape = in.shape();
