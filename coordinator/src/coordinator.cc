@@ -597,6 +597,12 @@ StatusOr<v1::HeartbeatResponse> Coordinator::heartbeat(const v1::HeartbeatReques
   auto slot = authorize_worker(request.worker(), &job);
   if (!slot.ok()) return slot.status();
   WorkerSlot& w = **slot;
+  const double blocked = request.checkpoint_blocked_ms(), write = request.checkpoint_write_ms();
+  if (!std::isfinite(blocked) || !std::isfinite(write) || blocked < 0 || write < 0) {
+    rejected_->add({{"reason", "invalid_argument"}}).inc();
+    return Status::InvalidArgument("heartbeat: checkpoint_blocked_ms and checkpoint_write_ms must be finite and "
+                                   "non-negative, got " + std::to_string(blocked) + " and " + std::to_string(write));
+  }
   w.last_heartbeat = Clock::now();
   w.last_heartbeat_unix = unix_now();
   w.step = std::max(w.step, request.step());
@@ -604,6 +610,11 @@ StatusOr<v1::HeartbeatResponse> Coordinator::heartbeat(const v1::HeartbeatReques
   if (w.state == "starting") w.state = "running";
   last_heartbeat_->add({{"job", job->data.job.id()}, {"rank", std::to_string(w.rank)}}).set(w.last_heartbeat_unix);
   note_checkpoint(*job, request.checkpoint_step(), "rank " + std::to_string(w.rank) + "'s heartbeat");
+  if (request.checkpoint_step() > 0) {
+    const Labels labels = {{"job", job->data.job.id()}, {"rank", std::to_string(w.rank)}};
+    checkpoint_blocked_->add(labels).set(blocked / 1000);
+    checkpoint_write_->add(labels).set(write / 1000);
+  }
   v1::HeartbeatResponse response;
   response.set_stop(job->data.job.state() != v1::JOB_STATE_RUNNING || w.state == "stopping");
   return response;

@@ -58,6 +58,10 @@ void Coordinator::register_metrics() {
                                        "Checkpoint commit reports recorded (ReportShard), by job and phase");
   checkpoint_saves_ = &r.add_counter("dtrn_checkpoint_saves_total",
                                      "Checkpoint saves through the coordinator, by job and outcome");
+  checkpoint_blocked_ = &r.add_gauge("dtrn_checkpoint_blocked_seconds",
+                                     "How long the newest committed checkpoint held training up, by job and rank");
+  checkpoint_write_ = &r.add_gauge("dtrn_checkpoint_write_seconds",
+                                   "How long the newest committed checkpoint took to write in the background, by job and rank");
   for (const char* reason : {"unauthenticated", "permission_denied", "invalid_argument"}) rejected(reason);
 }
 

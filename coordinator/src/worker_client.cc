@@ -129,10 +129,10 @@ void WorkerClient::on_step(const train::StepStats& stats) {
   cv_.notify_all();
 }
 
-void WorkerClient::on_checkpoint(int64_t step) {
+void WorkerClient::on_checkpoint(const train::CheckpointStats& checkpoint) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    checkpoint_step_ = step;
+    checkpoint_ = checkpoint;
     heartbeat_due_ = true;
   }
   cv_.notify_all();
@@ -145,7 +145,9 @@ bool WorkerClient::send_heartbeat() {
     std::lock_guard<std::mutex> lock(mu_);
     request.set_step(step_);
     request.set_phase(phase_);
-    request.set_checkpoint_step(checkpoint_step_);
+    request.set_checkpoint_step(checkpoint_.step);
+    request.set_checkpoint_blocked_ms(checkpoint_.blocked_ms);
+    request.set_checkpoint_write_ms(checkpoint_.write_ms);
   }
   v1::HeartbeatResponse response;
   grpc::ClientContext context;

@@ -173,6 +173,20 @@ TEST_F(CheckpointCommitTest, ADpTwoJobCommitsEveryCheckpointThroughTheCoordinato
   EXPECT_EQ(counter("dtrn_checkpoint_reports_total", id, "phase=\"shard\""), 4);
   EXPECT_EQ(counter("dtrn_checkpoint_reports_total", id, "phase=\"commit\""), 2);
   EXPECT_EQ(get(id).checkpoint_step(), 10);
+  // What the newest save cost reaches the coordinator's metrics from rank 0's heartbeat: the figures of
+  // its metrics.jsonl line, in seconds.
+  double blocked_ms = -1, write_ms = -1;
+  for (const auto& l : read_metrics(run)) {
+    if (l["kind"] == "checkpoint" && l["step"] == 10) {
+      blocked_ms = l["blocked_ms"];
+      write_ms = l["write_ms"];
+    }
+  }
+  ASSERT_GE(blocked_ms, 0);
+  ASSERT_GT(write_ms, 0);
+  const std::string series = "{job=\"" + id + "\",rank=\"0\"}";
+  EXPECT_NEAR(metric("dtrn_checkpoint_blocked_seconds" + series), blocked_ms / 1000, 1e-6 + 1e-5 * blocked_ms / 1000);
+  EXPECT_NEAR(metric("dtrn_checkpoint_write_seconds" + series), write_ms / 1000, 1e-6 + 1e-5 * write_ms / 1000);
   EXPECT_THAT(job_log(id),
               HasSubstr("checkpoint of step 5 committed (the reports of its 2 ranks agreed)"));
   EXPECT_THAT(job_log(id),
@@ -246,6 +260,17 @@ TEST_F(CheckpointCommitTest, ForgedReportsAreRefusedAndChangeNothing) {
   const grpc::Status too_long =
       report_as(refs_[1], v1::COMMIT_PHASE_SHARD, "s1", std::string(17 << 10, 'x'), &resp);
   EXPECT_EQ(too_long.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // A heartbeat whose save figures are not a duration is refused, naming the fields.
+  v1::HeartbeatRequest h;
+  *h.mutable_worker() = refs_[1];
+  h.set_checkpoint_step(5);
+  h.set_checkpoint_blocked_ms(std::nan(""));
+  v1::HeartbeatResponse hr;
+  grpc::ClientContext hc;
+  prepare_context(&hc, client_, 5);
+  const grpc::Status bad_heartbeat = workers()->Heartbeat(&hc, h, &hr);
+  EXPECT_EQ(bad_heartbeat.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(bad_heartbeat.error_message(), HasSubstr("checkpoint_blocked_ms"));
 
   // None of them voted: rank 0's own vote still waits for rank 1's (PENDING after the coordinator's
   // wait).

@@ -37,15 +37,21 @@ inline bool eventually(const std::function<bool()>& done, double timeout_s) {
   return done();
 }
 
+// Every metrics.jsonl line of a run.
+inline std::vector<nlohmann::json> read_metrics(const std::string& run_dir) {
+  std::ifstream in(run_dir + "/metrics.jsonl");
+  std::vector<nlohmann::json> out;
+  std::string line;
+  while (std::getline(in, line)) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
 // The metrics.jsonl lines of a run without the timing fields (the only ones allowed to differ) and
 // without the checkpoint lines, which a background save writes when it is joined, so their place among
 // the step lines depends on timing too.
 inline std::vector<nlohmann::json> metrics_without_timing(const std::string& run_dir) {
-  std::ifstream in(run_dir + "/metrics.jsonl");
   std::vector<nlohmann::json> out;
-  std::string line;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line);
+  for (auto j : read_metrics(run_dir)) {
     if (j.value("kind", "") == "checkpoint") continue;
     j.erase("tokens_per_s");
     j.erase("step_ms");

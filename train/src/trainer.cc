@@ -235,7 +235,7 @@ Status Trainer::State::report_save(std::optional<AsyncCheckpointWriter::Done> do
           << "\n";
   metrics.flush();
   log->line("checkpoint " + *done->dir);
-  if (options.telemetry) options.telemetry->on_checkpoint(done->step);
+  if (options.telemetry) options.telemetry->on_checkpoint({done->step, blocked_ms, done->write_ms});
   return Status::Ok();
 }
 

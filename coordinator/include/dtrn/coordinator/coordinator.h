@@ -214,6 +214,8 @@ class Coordinator {
   Family<Counter>* stats_received_;
   Family<Counter>* checkpoint_reports_;
   Family<Counter>* checkpoint_saves_;
+  Family<Gauge>* checkpoint_blocked_;
+  Family<Gauge>* checkpoint_write_;
 };
 
 // "pending", "running", ... (the lower-case state name used in metrics, logs and `dtrn top`).

@@ -50,7 +50,7 @@ class WorkerClient final : public train::TelemetrySink {
 
   void on_phase(const std::string& phase, int64_t step) override;
   void on_step(const train::StepStats& stats) override;
-  void on_checkpoint(int64_t step) override;
+  void on_checkpoint(const train::CheckpointStats& checkpoint) override;
   bool stop_requested() override { return stop_.load(); }
 
  private:
@@ -69,7 +69,8 @@ class WorkerClient final : public train::TelemetrySink {
   std::condition_variable cv_;
   bool closing_ = false;
   bool heartbeat_due_ = false;
-  int64_t step_ = 0, checkpoint_step_ = 0;
+  int64_t step_ = 0;
+  train::CheckpointStats checkpoint_;  // the newest committed checkpoint (step 0: none)
   std::string phase_ = "start";
   std::deque<v1::StepStats> queue_;
   std::thread heartbeat_thread_, stats_thread_;

@@ -37,6 +37,13 @@ struct StepStats {
   int64_t ranks = 1;  // how many ranks' figures these are: a data-parallel job's rank 0 reports the job's
 };
 
+// A committed checkpoint and what saving it cost (the same figures as its metrics.jsonl line).
+struct CheckpointStats {
+  int64_t step = 0;
+  double blocked_ms = 0;  // how long training waited: the snapshot, and any save still in flight
+  double write_ms = 0;    // the background write, commit and retention
+};
+
 class TelemetrySink {
  public:
   virtual ~TelemetrySink() = default;
@@ -45,8 +52,8 @@ class TelemetrySink {
   virtual void on_phase(const std::string& phase, int64_t step) = 0;
   // Rank 0 only, in a job of several ranks: its figures are the job's (reduced over the ranks).
   virtual void on_step(const StepStats& stats) = 0;
-  // A checkpoint of `step` is committed (its manifest written): a restart may resume from it.
-  virtual void on_checkpoint(int64_t step) = 0;
+  // A checkpoint is committed (its manifest written): a restart may resume from it.
+  virtual void on_checkpoint(const CheckpointStats& checkpoint) = 0;
   // Polled once per step: true ends the run cleanly after the step in progress.
   virtual bool stop_requested() = 0;
 };
