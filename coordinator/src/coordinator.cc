@@ -532,10 +532,18 @@ void Coordinator::tick() {
   }
   std::map<std::string, int> worker_counts = {{"starting", 0}, {"running", 0}, {"stopping", 0},
                                               {"stopped", 0}, {"exited", 0}, {"failed", 0}};
+  // A rank whose agent has been silent for half the timeout too (it polls every fraction of a second)
+  // has most likely gone down with its host: the agent's own timeout, at most half a timeout later,
+  // fails it and names the cause, instead of a missed heartbeat that hides it.
+  const auto agent_silent = [&](const std::string& agent_id) {
+    const auto a = agents_.find(agent_id);
+    return a != agents_.end() && seconds_since(a->second.last_poll) > options_.heartbeat_timeout_s / 2;
+  };
   for (auto& [id, job] : jobs_) {
     for (auto& w : job.workers) {
       const double silent = seconds_since(w.last_heartbeat);
-      if ((w.state == "starting" || w.state == "running") && silent > options_.heartbeat_timeout_s) {
+      if ((w.state == "starting" || w.state == "running") && silent > options_.heartbeat_timeout_s &&
+          !agent_silent(w.agent_id)) {
         char buf[64];
         std::snprintf(buf, sizeof buf, "missed heartbeats for %.1f s", silent);
         fail_rank(job, w, buf);
