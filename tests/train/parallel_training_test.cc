@@ -134,8 +134,12 @@ TEST_F(ParallelTrainingTest, ZeroOneEqualsPlainDataParallelism) {
   auto zsets = sets;
   zsets.push_back("parallel.zero=1");
   ASSERT_EQ(mpirun(2, job(zsets), zero, &err), 0) << err;
-  // The same update up to the order of the norm's sum: 1e-5 on losses near 10.
-  expect_same_curve(plain, zero, 1e-5);
+  // The same update up to the order of the norm's sum: 1e-5 on losses near 10. Gradient norms within
+  // 1e-4 of their size: at an ill-conditioned step the parameters' reduction-order differences (1e-8
+  // the step before) grow to 1.2e-5 of the norm (step 17 of this run, 2026-11-29; the one-process run
+  // differs from plain DP there too, by 5e-7), and the update that follows is unaffected, since clipping
+  // and Adam take out the gradient's scale: losses stay equal to 1e-6 on every step.
+  expect_same_curve(plain, zero, 1e-5, 20, 0, 1e-4);
   // A ZeRO-1 checkpoint holds the full optimizer state: one process resumes it and trains on.
   auto more = job({"train.steps=22", "train.micro_batch=2", "train.global_batch=4", "parallel.bucket_mb=0.05"});
   TrainRunOptions o;
