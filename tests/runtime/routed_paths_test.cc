@@ -97,6 +97,9 @@ TEST(CombinePaths, RefusesAnIncompletePartitionAndAWrongScaleType) {
               testing::throws_error_naming("combine_paths", "p must be f32"));
   EXPECT_THAT([&] { combine_paths(o, v, p, routed, full_bypass, 3); },
               testing::throws_error_naming("combine_paths", "3 heads"));
+  Tensor overlapping = Tensor::from_ints({0, 3, 4}, {3}, DType::kI32);
+  EXPECT_THAT([&] { combine_paths(o, v, p, routed, overlapping, 2); },
+              testing::throws_error_naming("combine_paths", "token 3 is both routed and bypassed"));
 }
 
 TEST(GatherRows, SelectsRowsAndScattersTheGradientIntoZeros) {

@@ -1,5 +1,7 @@
 // CPU kernels of combine_paths (ops.h): the reference for the CUDA ones. A row's dot product for dp is
 // accumulated in double.
+#include <vector>
+
 #include "cpu/cpu_backend.h"
 #include "cpu/dispatch.h"
 
@@ -21,10 +23,14 @@ struct Heads {
   int64_t kv_column(int64_t c) const { return (c / d / group) * d + c % d; }
 };
 
+// Every token exactly once: otherwise rows of y would be left unwritten.
 void check_partition(const PathRows& rows, int64_t n) {
+  std::vector<bool> seen(n, false);
   for (int64_t j = 0; j < n; ++j) {
     const int64_t t = rows.token(j);
     DTRN_CHECK(t >= 0 && t < n, "combine_paths: token ", t, " at work row ", j, " out of range [0, ", n, ")");
+    DTRN_CHECK(!seen[t], "combine_paths: token ", t, " is both routed and bypassed, or listed twice");
+    seen[t] = true;
   }
 }
 
