@@ -23,8 +23,10 @@ struct Heads {
   int64_t kv_column(int64_t c) const { return (c / d / group) * d + c % d; }
 };
 
-// Every token exactly once: otherwise rows of y would be left unwritten.
-void check_partition(const PathRows& rows, int64_t n) {
+// The work rows of routed [R] and bypass [N - R], checked to hold every token of 0..n-1 exactly once
+// (otherwise rows of y would be left unwritten).
+PathRows partition_rows(const Tensor& routed, const Tensor& bypass, int64_t n) {
+  const PathRows rows{routed.data<int32_t>(), bypass.data<int32_t>(), routed.numel()};
   std::vector<bool> seen(n, false);
   for (int64_t j = 0; j < n; ++j) {
     const int64_t t = rows.token(j);
@@ -32,6 +34,7 @@ void check_partition(const PathRows& rows, int64_t n) {
     DTRN_CHECK(!seen[t], "combine_paths: token ", t, " is both routed and bypassed, or listed twice");
     seen[t] = true;
   }
+  return rows;
 }
 
 }  // namespace
@@ -39,8 +42,7 @@ void check_partition(const PathRows& rows, int64_t n) {
 void CpuBackend::combine_paths(const Tensor& o, const Tensor& v, const Tensor& p, const Tensor& routed,
                                const Tensor& bypass, int64_t heads, const Tensor& y) {
   const int64_t n = v.size(0);
-  const PathRows rows{routed.data<int32_t>(), bypass.data<int32_t>(), routed.numel()};
-  check_partition(rows, n);
+  const PathRows rows = partition_rows(routed, bypass, n);
   const Heads g(heads, y.size(1), v.size(1));
   dispatch_floating(v.dtype(), "combine_paths", [&](auto tag) {
     using T = decltype(tag);
@@ -64,8 +66,7 @@ void CpuBackend::combine_paths_backward(const Tensor& o, const Tensor& v, const 
                                         const Tensor& bypass, int64_t heads, const Tensor& dy, const Tensor& d_o,
                                         const Tensor& dv, const Tensor& dp) {
   const int64_t n = v.size(0);
-  const PathRows rows{routed.data<int32_t>(), bypass.data<int32_t>(), routed.numel()};
-  check_partition(rows, n);
+  const PathRows rows = partition_rows(routed, bypass, n);
   const Heads g(heads, dy.size(1), v.size(1));
   dispatch_floating(v.dtype(), "combine_paths_backward", [&](auto tag) {
     using T = decltype(tag);
