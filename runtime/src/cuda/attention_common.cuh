@@ -4,6 +4,7 @@
 // that attention_forward.cu and attention_backward.cu dispatch to.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "cuda/attention.h"
@@ -104,10 +105,13 @@ void generic_attention_backward(ElemType type, const AttentionShape& shape, cons
 void tensor_core_attention_forward(const AttentionShape& shape, const void* q, const void* k,
                                    const void* v, const int32_t* cu_seqlens, void* out, float* lse,
                                    cudaStream_t stream);
+// fused_workspace: null for the split kernels, else tensor_core_fused_workspace_bytes of scratch for
+// the fused one.
 void tensor_core_attention_backward(const AttentionShape& shape, const void* q, const void* k,
                                     const void* v, const int32_t* cu_seqlens, const float* lse,
                                     const void* dout, const float* delta, void* dq, void* dk,
-                                    void* dv, cudaStream_t stream);
+                                    void* dv, void* fused_workspace, cudaStream_t stream);
+size_t tensor_core_fused_workspace_bytes(const AttentionShape& shape);
 
 // Sets the dynamic shared memory limit of `kernel` (above the 48 KiB default) and checks the call.
 void allow_shared_memory(const void* kernel, int bytes);

@@ -1,6 +1,7 @@
-// The bf16 tensor-core attention backward (attention.h): the dk/dv kernel and the dq kernel, both
-// deterministic (each output element is accumulated by one lane in a fixed order; no atomics). delta
-// comes from attention_backward.cu's preprocess, lse from the forward. Probabilities are rebuilt as
+// The bf16 tensor-core attention backward (attention.h): the dk/dv kernel and the dq kernel of the split
+// backward, and the fused backward, the dk/dv kernel adding dq itself; all deterministic (each output
+// element is accumulated in a fixed order; no float atomics). delta comes from attention_backward.cu's
+// preprocess, lse from the forward. Probabilities are rebuilt as
 // P = exp2(s * scale * log2 e - lse * log2 e), which is exp(scale s - lse).
 //
 // Both kernels give each warp kM m tiles of 16 rows (2 at D = 64, 1 at D = 128, whose accumulators
@@ -19,6 +20,34 @@
 // per warp, the tiles past its last query; masking only where a tile reaches past its first query):
 // S = Q K^T, dP = dO V^T, dS = P (dP - delta), dQ += dS K, scaled at the end. Q and dO fragments are
 // re-read from shared memory per tile rather than held, which keeps the accumulators in registers.
+//
+// Fused: the dk/dv kernel also writes each step's dS^T (bf16, the values its dK product used) to shared
+// memory and multiplies dS K for the step's kQ queries, every warp a 16 x 32 piece; the pieces of one
+// query tile from the KV tiles of its sequence are summed in f32 in global memory in KV-tile order
+// (Note [Deterministic dq of the fused backward]). 5 matrix products per (query tile, KV tile) where the
+// split kernels do 7.
+//
+// Note [Deterministic dq of the fused backward]
+// Query tile i (kQ rows of one query head) receives a piece from every KV tile j of its sequence and KV
+// head with j * 128 <= its last row, that is from j = 0, 1, ..., last(i), and they are added in the
+// order last(i), last(i) - 1, ..., 0. One i32 counter per query tile (indexed by the tile's first
+// packed row and its head, in a workspace zeroed before the launch) holds how many have been added. The
+// fused block of KV tile j walks its query tiles from the sequence end down to the diagonal; at its step
+// for tile i it computes its piece first, then thread 0 spins (ld.acquire.gpu) until the counter equals
+// last(i) - j, the count of KV tiles after j that reach i (all of j + 1 .. last(i) do). Each lane then
+// adds its own elements to the tile's f32 sums with L2 loads and stores (the first, j = last(i), stores
+// without loading, so the sums need no zeroing; the last, j = 0, writes scale * sum as bf16 dq
+// instead), every thread fences, the block synchronises, and thread 0 stores the count + 1
+// (st.release.gpu). The order of every addition is fixed: bit-identical runs.
+// Why this order: block j + 1 reaches query tile i (from the end) one step before block j does, so each
+// block trails the next by about one step, whereas adding in the order 0, 1, ... from the diagonal up
+// would make block j trail block j - 1 by the 128 / kQ steps to j's diagonal, and most of a long
+// sequence's blocks would spin rather than compute.
+// Deadlock freedom: a block waits only for blocks of the same (sequence, KV head) with a higher KV
+// tile. Blocks take their work by a ticket (an atomic counter in the workspace) in the order sequence,
+// then KV tile from the last down, then KV head, so every block waited for holds a lower ticket, and a
+// lower ticket was taken by a block that is already running or done: the lowest waiting block always
+// waits for a finished one, whatever order the hardware dispatches blocks in.
 #include "cuda/attention_tc.cuh"
 #include "cuda/cuda_check.h"
 
@@ -37,14 +66,132 @@ struct BackwardTiling {
   static constexpr int kDkdvQ = 32;
   static constexpr int kDqKv = D == 64 ? 32 : 64;
   static constexpr int kMinBlocks = D == 64 ? 2 : 1;
+  // The fused kernel's dS^T tile in shared memory: [128 keys][kDkdvQ queries], rows padded by 8 so that
+  // the 80-byte rows of an ldmatrix fall on distinct 16-byte bank groups.
+  static constexpr int kDsStride = kDkdvQ + 8;
+  static constexpr int kDkdvSmem = (2 * kTcBlockRows + 4 * kDkdvQ) * TcGeometry<D>::kStride * 2 +
+                                   4 * kDkdvQ * 4;
+  static constexpr int kFusedSmem = kDkdvSmem + kTcBlockRows * kDsStride * 2;
 };
 
-template <int D>
+// What the fused kernel adds to the dk/dv kernel's arguments (Note [Deterministic dq of the fused
+// backward]); the split dk/dv kernel gets it empty.
+struct FusedDq {
+  float* sums = nullptr;         // [N, H, D]: the pieces of dS K added so far
+  int32_t* counters = nullptr;   // [H, N]: per query tile, at its first row, the KV tiles added so far
+  int32_t* ticket = nullptr;     // the next block's work index
+  Bf16* dq = nullptr;
+};
+
+__device__ __forceinline__ int32_t load_acquire(const int32_t* p) {
+  int32_t v;
+  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+__device__ __forceinline__ void store_release(int32_t* p, int32_t v) {
+  asm volatile("st.release.gpu.global.b32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
+}
+
+// The fused block's work: (key tile index, KV head) from a ticket taken in the order blocks start, the
+// KV head fastest (Note [Deterministic dq of the fused backward]).
+__device__ inline uint2 take_ticket(int32_t* ticket) {
+  __shared__ int32_t s_ticket;
+  if (threadIdx.x == 0) s_ticket = atomicAdd(ticket, 1);
+  __syncthreads();
+  const unsigned t = static_cast<unsigned>(s_ticket);
+  return make_uint2(t / gridDim.y, t % gridDim.y);
+}
+
+// Stores a warp's dS^T C fragments (kM m tiles of 16 keys from key row `row0`, kQ queries) as bf16 into
+// the shared [key][query] tile s_ds.
+template <int kM, int kQ, int kStride>
+__device__ __forceinline__ void store_ds_transposed(Bf16* s_ds, int row0, const float (&ds)[kM][kQ / 8][4]) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int mi = 0; mi < kM; ++mi) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      Bf16* row = s_ds + (row0 + mi * 16 + lane / 4 + half * 8) * kStride + (lane % 4) * 2;
+#pragma unroll
+      for (int nt = 0; nt < kQ / 8; ++nt) {
+        *reinterpret_cast<uint32_t*>(row + nt * 8) =
+            pack_bf16(ds[mi][nt][2 * half], ds[mi][nt][2 * half + 1]);
+      }
+    }
+  }
+}
+
+// One fused step's dq: the piece dS K (kQ queries of query head `head` from packed row `first_row`, the
+// block's 128 keys in s_k and dS^T in s_ds) added to the query tile's sums as the Note says, as addition
+// number `order` (0: the first; `last`: the final one, which writes dq). Every thread of the block calls
+// it.
+template <int D, int kQ, int kWarps>
+__device__ __forceinline__ void add_dq_piece(const Bf16* s_ds, const Bf16* s_k, const FusedDq& fused,
+                                             const AttentionShape& shape, int head, int64_t first_row,
+                                             int q_rows, int order, bool last) {
+  constexpr int kMTiles = kQ / 16, kCols = 32;  // a warp's piece: 16 queries by 32 columns
+  static_assert(kWarps == kMTiles * (D / kCols), "the warps tile the kQ x D piece exactly");
+  constexpr int kStride = BackwardTiling<D>::kDsStride;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int m0 = (warp % kMTiles) * 16, c0 = (warp / kMTiles) * kCols;
+  float acc[kCols / 8][4] = {};
+#pragma unroll
+  for (int ks = 0; ks < kTcBlockRows / 16; ++ks) {
+    uint32_t a[4];
+    load_a_from_cols<kStride>(a, s_ds, m0, ks * 16);
+#pragma unroll
+    for (int cp = 0; cp < kCols / 16; ++cp) {
+      uint32_t b[4];
+      load_b_from_cols<D>(b, s_k, ks * 16, c0 + cp * 16);
+      mma_bf16(acc[2 * cp], a, b[0], b[1]);
+      mma_bf16(acc[2 * cp + 1], a, b[2], b[3]);
+    }
+  }
+
+  int32_t* counter = fused.counters + head * shape.n + first_row;
+  if (threadIdx.x == 0) {
+    // A wait of 2^26 polls (seconds; a real one lasts at most a kernel's length) means the Note's
+    // ordering broke: fail the launch rather than hang.
+    for (int polls = 0; load_acquire(counter) != order; ++polls) {
+      if (polls == 1 << 26) __trap();
+    }
+  }
+  __syncthreads();
+  const float scale = static_cast<float>(shape.scale);
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int row = m0 + lane / 4 + half * 8;
+    if (row >= q_rows) continue;
+    const int64_t base = ((first_row + row) * shape.h + head) * D + c0 + (lane % 4) * 2;
+#pragma unroll
+    for (int nt = 0; nt < kCols / 8; ++nt) {
+      float2 sum = make_float2(acc[nt][2 * half], acc[nt][2 * half + 1]);
+      float2* slot = reinterpret_cast<float2*>(fused.sums + base + nt * 8);
+      if (order > 0) {
+        const float2 before = __ldcg(slot);  // from L2: another SM wrote it
+        sum = make_float2(before.x + sum.x, before.y + sum.y);
+      }
+      if (last) {
+        *reinterpret_cast<uint32_t*>(fused.dq + base + nt * 8) = pack_bf16(sum.x * scale, sum.y * scale);
+      } else {
+        __stcg(slot, sum);
+      }
+    }
+  }
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) store_release(counter, order + 1);
+}
+
+// kFusedDq: the fused backward's kernel, which also adds the dq pieces (FusedDq).
+template <int D, bool kFusedDq>
 __global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>::kMinBlocks)
     tc_dkdv_kernel(const Bf16* __restrict__ q, const Bf16* __restrict__ k,
                    const Bf16* __restrict__ v, const int32_t* __restrict__ cu, AttentionShape shape,
                    const float* __restrict__ lse, const Bf16* __restrict__ dout,
-                   const float* __restrict__ delta, Bf16* __restrict__ dk, Bf16* __restrict__ dv) {
+                   const float* __restrict__ delta, Bf16* __restrict__ dk, Bf16* __restrict__ dv,
+                   FusedDq fused) {
   using G = TcGeometry<D>;
   using B = BackwardTiling<D>;
   constexpr int kM = B::kM, kThreads = B::kThreads;
@@ -59,11 +206,15 @@ __global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>
   Bf16* s_g = s_q + 2 * kQTile;    // two buffers of dout
   float* s_lse = reinterpret_cast<float*>(s_g + 2 * kQTile);  // two buffers of kQ
   float* s_delta = s_lse + 2 * kQ;                             // two buffers of kQ
+  Bf16* s_ds = reinterpret_cast<Bf16*>(s_delta + 2 * kQ);      // fused: dS^T [kRows][kDsStride]
 
+  uint2 work = make_uint2(blockIdx.x, blockIdx.y);
+  if constexpr (kFusedDq) work = take_ticket(fused.ticket);
+  // Fused: a sequence's last key tile first, since a block waits for the key tiles after its own.
   const SeqTile tile =
-      locate_tile<kThreads>(cu, shape.num_seqs, shape.n, kRows, blockIdx.x, /*reverse=*/false);
+      locate_tile<kThreads>(cu, shape.num_seqs, shape.n, kRows, work.x, /*reverse=*/kFusedDq);
   if (!tile.found) return;
-  const int kv = blockIdx.y, group = shape.h / shape.g;
+  const int kv = static_cast<int>(work.y), group = shape.h / shape.g;
   const int k_lo = tile.tile * kRows, k_rows = min(kRows, tile.len - k_lo);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int64_t kv_stride = int64_t{shape.g} * D, q_stride = int64_t{shape.h} * D;
@@ -73,13 +224,18 @@ __global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>
   tc_stage<D, kRows, kThreads>(s_k, k + kv_offset, kv_stride, k_rows);
   tc_stage<D, kRows, kThreads>(s_v, v + kv_offset, kv_stride, k_rows);
 
-  // Steps: (query head, query tile) pairs, heads outermost; query tiles start at the one holding k_lo.
+  // Steps: (query head, query tile) pairs, heads outermost; the query tiles run from the one holding
+  // k_lo to the sequence end, or the other way in the fused kernel (the Note says why).
   const int q_first = k_lo / kQ;
   const int q_tiles = (tile.len + kQ - 1) / kQ - q_first;
   const int steps = group * q_tiles;
+  const auto step_q_lo = [&](int step) {
+    const int i = step % q_tiles;
+    return (q_first + (kFusedDq ? q_tiles - 1 - i : i)) * kQ;
+  };
   const auto stage_step = [&](int step, int buf) {
     const int head = kv * group + step / q_tiles;
-    const int q_lo = (q_first + step % q_tiles) * kQ, q_rows = min(kQ, tile.len - q_lo);
+    const int q_lo = step_q_lo(step), q_rows = min(kQ, tile.len - q_lo);
     const int64_t q_offset = ((tile.start + q_lo) * shape.h + head) * D;
     tc_stage<D, kQ, kThreads>(s_q + buf * kQTile, q + q_offset, q_stride, q_rows);
     tc_stage<D, kQ, kThreads>(s_g + buf * kQTile, dout + q_offset, q_stride, q_rows);
@@ -107,14 +263,14 @@ __global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>
       cp_async_wait<0>();
     }
     __syncthreads();
-    const int q_lo = (q_first + step % q_tiles) * kQ, q_rows = min(kQ, tile.len - q_lo);
-    // A step whose queries all come before the warp's first key adds nothing.
+    const int q_lo = step_q_lo(step), q_rows = min(kQ, tile.len - q_lo);
+    float p[kM][kQ / 8][4] = {}, ds[kM][kQ / 8][4] = {};
+    // A step whose queries all come before the warp's first key adds nothing (dS^T stays 0).
     if (q_lo + kQ - 1 >= warp_k_first) {
       const Bf16* sq = s_q + buf * kQTile;
       const Bf16* sg = s_g + buf * kQTile;
       const float* sl = s_lse + buf * kQ;
       const float* sd = s_delta + buf * kQ;
-      float p[kM][kQ / 8][4] = {}, ds[kM][kQ / 8][4] = {};
       mma_rows_by_rows_m<D, kM, kQ>(p, s_k, warp * B::kWarpRows, sq);   // S^T
       mma_rows_by_rows_m<D, kM, kQ>(ds, s_v, warp * B::kWarpRows, sg);  // dP^T
       // Only a step that reaches below the warp's last key or past the sequence end needs the mask,
@@ -149,7 +305,15 @@ __global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>
       mma_regs_by_tile_m<D, kM, kQ>(dv_acc, p, sg);
       mma_regs_by_tile_m<D, kM, kQ>(dk_acc, ds, sq);
     }
-    __syncthreads();  // this buffer is refilled by the next iteration's prefetch
+    if constexpr (kFusedDq) {
+      store_ds_transposed<kM, kQ, B::kDsStride>(s_ds, warp * B::kWarpRows, ds);
+      __syncthreads();
+      // The tile's pieces come from KV tiles last(i) (holding its last row) down to 0.
+      const int order = (q_lo + q_rows - 1) / kRows - tile.tile;
+      add_dq_piece<D, kQ, B::kWarps>(s_ds, s_k, fused, shape, kv * group + step / q_tiles,
+                                     tile.start + q_lo, q_rows, order, /*last=*/tile.tile == 0);
+    }
+    __syncthreads();  // this buffer (and s_ds) is refilled by the next iteration
   }
 
   const float scale = static_cast<float>(shape.scale);
@@ -294,19 +458,37 @@ __global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>
   }
 }
 
+// The fused kernel's view of its workspace: the f32 sums, then the counters and the ticket.
+FusedDq fused_layout(const AttentionShape& shape, void* workspace, Bf16* dq) {
+  FusedDq fused;
+  fused.sums = static_cast<float*>(workspace);
+  fused.counters = reinterpret_cast<int32_t*>(fused.sums + shape.n * shape.h * shape.d);
+  fused.ticket = fused.counters + shape.n * shape.h;
+  fused.dq = dq;
+  return fused;
+}
+
 template <int D>
 void launch_tc_backward(const AttentionShape& shape, const Bf16* q, const Bf16* k, const Bf16* v,
                         const int32_t* cu, const float* lse, const Bf16* dout, const float* delta,
-                        Bf16* dq, Bf16* dk, Bf16* dv, cudaStream_t stream) {
+                        Bf16* dq, Bf16* dk, Bf16* dv, void* fused_workspace, cudaStream_t stream) {
   using B = BackwardTiling<D>;
-  constexpr int kStride = TcGeometry<D>::kStride;
-  constexpr int kDkdvSmem = (2 * kTcBlockRows + 4 * B::kDkdvQ) * kStride * sizeof(Bf16) +
-                            4 * B::kDkdvQ * sizeof(float);
-  allow_shared_memory(reinterpret_cast<const void*>(&tc_dkdv_kernel<D>), kDkdvSmem);
-  tc_dkdv_kernel<D><<<dim3(attention_tile_blocks(shape, kTcBlockRows), shape.g), B::kThreads,
-                      kDkdvSmem, stream>>>(q, k, v, cu, shape, lse, dout, delta, dk, dv);
+  const dim3 key_grid(attention_tile_blocks(shape, kTcBlockRows), shape.g);
+  if (fused_workspace != nullptr) {
+    const FusedDq fused = fused_layout(shape, fused_workspace, dq);
+    // The counters and the ticket start at 0; the sums need no zeroing (the Note).
+    CUDA_CHECK(cudaMemsetAsync(fused.counters, 0, (shape.n * shape.h + 1) * sizeof(int32_t), stream));
+    allow_shared_memory(reinterpret_cast<const void*>(&tc_dkdv_kernel<D, true>), B::kFusedSmem);
+    tc_dkdv_kernel<D, true><<<key_grid, B::kThreads, B::kFusedSmem, stream>>>(
+        q, k, v, cu, shape, lse, dout, delta, dk, dv, fused);
+    CUDA_CHECK_LAUNCH();
+    return;
+  }
+  allow_shared_memory(reinterpret_cast<const void*>(&tc_dkdv_kernel<D, false>), B::kDkdvSmem);
+  tc_dkdv_kernel<D, false><<<key_grid, B::kThreads, B::kDkdvSmem, stream>>>(
+      q, k, v, cu, shape, lse, dout, delta, dk, dv, FusedDq{});
   CUDA_CHECK_LAUNCH();
-  constexpr int kDqSmem = (2 * kTcBlockRows + 4 * B::kDqKv) * kStride * sizeof(Bf16);
+  constexpr int kDqSmem = (2 * kTcBlockRows + 4 * B::kDqKv) * TcGeometry<D>::kStride * sizeof(Bf16);
   allow_shared_memory(reinterpret_cast<const void*>(&tc_dq_kernel<D>), kDqSmem);
   tc_dq_kernel<D><<<dim3(attention_tile_blocks(shape, kTcBlockRows), shape.h), B::kThreads,
                     kDqSmem, stream>>>(q, k, v, cu, shape, lse, dout, delta, dq);
@@ -315,10 +497,15 @@ void launch_tc_backward(const AttentionShape& shape, const Bf16* q, const Bf16* 
 
 }  // namespace
 
+size_t tensor_core_fused_workspace_bytes(const AttentionShape& shape) {
+  return static_cast<size_t>(shape.n) * shape.h * shape.d * sizeof(float) +
+         (static_cast<size_t>(shape.n) * shape.h + 1) * sizeof(int32_t);
+}
+
 void tensor_core_attention_backward(const AttentionShape& shape, const void* q, const void* k,
                                     const void* v, const int32_t* cu_seqlens, const float* lse,
                                     const void* dout, const float* delta, void* dq, void* dk,
-                                    void* dv, cudaStream_t stream) {
+                                    void* dv, void* fused_workspace, cudaStream_t stream) {
   const auto* qb = static_cast<const Bf16*>(q);
   const auto* kb = static_cast<const Bf16*>(k);
   const auto* vb = static_cast<const Bf16*>(v);
@@ -327,9 +514,11 @@ void tensor_core_attention_backward(const AttentionShape& shape, const void* q, 
   auto* dkb = static_cast<Bf16*>(dk);
   auto* dvb = static_cast<Bf16*>(dv);
   if (shape.d == 64) {
-    launch_tc_backward<64>(shape, qb, kb, vb, cu_seqlens, lse, gb, delta, dqb, dkb, dvb, stream);
+    launch_tc_backward<64>(shape, qb, kb, vb, cu_seqlens, lse, gb, delta, dqb, dkb, dvb,
+                           fused_workspace, stream);
   } else {
-    launch_tc_backward<128>(shape, qb, kb, vb, cu_seqlens, lse, gb, delta, dqb, dkb, dvb, stream);
+    launch_tc_backward<128>(shape, qb, kb, vb, cu_seqlens, lse, gb, delta, dqb, dkb, dvb,
+                            fused_workspace, stream);
   }
 }
 
