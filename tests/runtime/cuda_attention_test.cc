@@ -373,13 +373,14 @@ TEST(CudaAttention, FusedBackwardIsBitReproducible) {
   }
 }
 
-// The split and the fused backward compute the same bf16-rounded P and dS and multiply them in f32;
-// they differ in the order of the f32 additions (dq: one accumulator over all keys against 128-key
-// pieces summed from the last; dk, dv: query tiles ascending against descending), ~1e-6 relative, which
-// moves a bf16 output by at most one unit in its last place, 2^-7 of the element at most: 1e-2 of the
-// tensor's scale elementwise. Few elements sit that close to a rounding boundary, so in norm the
-// difference is far below one unit; 2e-3 leaves margin while a wrong piece or order of magnitude would
-// not fit. A different path really runs: on the large case some dq bits differ.
+// The split and the fused backward compute the same products of the same bf16-rounded P and dS in f32
+// and differ in the order of the f32 additions (dq: one accumulator over all keys against 128-key
+// pieces summed in global memory; dk, dv: heads outermost and query tiles ascending against heads
+// innermost and query tiles descending). That is ~1e-6 relative and moves a bf16 output by at most one
+// unit in its last place, at most 2^-7 of the element: below 1e-2 of the tensor's scale elementwise.
+// Few elements sit that close to a rounding boundary, so in norm the difference is far below one unit;
+// 2e-3 leaves margin while a wrong piece or a piece added twice would not fit. A different path really
+// runs: on the large case some dq bits differ.
 TEST(CudaAttention, FusedBackwardAgreesWithSplit) {
   REQUIRE_GPU();
   constexpr Tolerance kPaths{1e-2, 2e-3};

@@ -29,25 +29,26 @@
 //
 // Note [Deterministic dq of the fused backward]
 // Query tile i (kQ rows of one query head) receives a piece from every KV tile j of its sequence and KV
-// head with j * 128 <= its last row, that is from j = 0, 1, ..., last(i), and they are added in the
-// order last(i), last(i) - 1, ..., 0. One i32 counter per query tile (indexed by the tile's first
-// packed row and its head, in a workspace zeroed before the launch) holds how many have been added. The
-// fused block of KV tile j walks its query tiles from the sequence end down to the diagonal; at its step
-// for tile i it computes its piece first, then thread 0 spins (ld.acquire.gpu) until the counter equals
-// last(i) - j, the count of KV tiles after j that reach i (all of j + 1 .. last(i) do). Each lane then
-// adds its own elements to the tile's f32 sums with L2 loads and stores (the first, j = last(i), stores
-// without loading, so the sums need no zeroing; the last, j = 0, writes scale * sum as bf16 dq
-// instead), every thread fences, the block synchronises, and thread 0 stores the count + 1
-// (st.release.gpu). The order of every addition is fixed: bit-identical runs.
-// Why this order: block j + 1 reaches query tile i (from the end) one step before block j does, so each
-// block trails the next by about one step, whereas adding in the order 0, 1, ... from the diagonal up
-// would make block j trail block j - 1 by the 128 / kQ steps to j's diagonal, and most of a long
-// sequence's blocks would spin rather than compute.
-// Deadlock freedom: a block waits only for blocks of the same (sequence, KV head) with a higher KV
+// head with j * 128 <= its last row, that is from j = 0, 1, ..., last(i), and they are added in that
+// order. One i32 counter per query tile (indexed by the tile's first packed row and its head, in a
+// workspace zeroed before the launch) holds how many have been added. At its step for tile i the
+// block of KV tile j computes its piece first, then thread 0 spins (ld.acquire.gpu) until the counter
+// equals j (every KV tile before j reaches i too, its keys being earlier). Each lane then adds its own
+// elements to the tile's f32 sums with L2 loads and stores (j = 0 stores without loading, so the sums
+// need no zeroing; j = last(i) writes scale * sum as bf16 dq instead), every thread fences, the block
+// synchronises, and thread 0 stores j + 1 (st.release.gpu). The order of every addition is fixed:
+// bit-identical runs.
+// Step order: every fused block walks its query tiles from the sequence end down to its diagonal, the
+// query heads of its group innermost. Blocks j - 1 and j then meet the same (tile, head) at the same
+// step index, so each trails the one before by about one step; walking up from the diagonal instead,
+// block j would trail block j - 1 by the 128 / kQ tiles between their diagonals, and most blocks of a
+// long sequence would spin rather than compute.
+// Deadlock freedom: a block waits only for blocks of the same (sequence, KV head) with a lower KV
 // tile. Blocks take their work by a ticket (an atomic counter in the workspace) in the order sequence,
-// then KV tile from the last down, then KV head, so every block waited for holds a lower ticket, and a
-// lower ticket was taken by a block that is already running or done: the lowest waiting block always
-// waits for a finished one, whatever order the hardware dispatches blocks in.
+// then KV tile ascending (the heaviest first, as in the split kernel), then KV head, so every block
+// waited for holds a lower ticket, and a lower ticket was taken by a block that is already running or
+// done: the lowest waiting block always waits for a finished one, whatever order the hardware
+// dispatches blocks in.
 #include "cuda/attention_tc.cuh"
 #include "cuda/cuda_check.h"
 
@@ -93,8 +94,8 @@ __device__ __forceinline__ void store_release(int32_t* p, int32_t v) {
   asm volatile("st.release.gpu.global.b32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
 }
 
-// The fused block's work: (key tile index, KV head) from a ticket taken in the order blocks start, the
-// KV head fastest (Note [Deterministic dq of the fused backward]).
+// The fused block's work: (key tile index in locate_tile's order, KV head) from a ticket taken in the
+// order blocks start, the KV head fastest (Note [Deterministic dq of the fused backward]).
 __device__ inline uint2 take_ticket(int32_t* ticket) {
   __shared__ int32_t s_ticket;
   if (threadIdx.x == 0) s_ticket = atomicAdd(ticket, 1);
@@ -210,9 +211,8 @@ __global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>
 
   uint2 work = make_uint2(blockIdx.x, blockIdx.y);
   if constexpr (kFusedDq) work = take_ticket(fused.ticket);
-  // Fused: a sequence's last key tile first, since a block waits for the key tiles after its own.
   const SeqTile tile =
-      locate_tile<kThreads>(cu, shape.num_seqs, shape.n, kRows, work.x, /*reverse=*/kFusedDq);
+      locate_tile<kThreads>(cu, shape.num_seqs, shape.n, kRows, work.x, /*reverse=*/false);
   if (!tile.found) return;
   const int kv = static_cast<int>(work.y), group = shape.h / shape.g;
   const int k_lo = tile.tile * kRows, k_rows = min(kRows, tile.len - k_lo);
@@ -224,17 +224,20 @@ __global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>
   tc_stage<D, kRows, kThreads>(s_k, k + kv_offset, kv_stride, k_rows);
   tc_stage<D, kRows, kThreads>(s_v, v + kv_offset, kv_stride, k_rows);
 
-  // Steps: (query head, query tile) pairs, heads outermost; the query tiles run from the one holding
-  // k_lo to the sequence end, or the other way in the fused kernel (the Note says why).
+  // Steps: (query head, query tile) pairs over the query tiles from the one holding k_lo to the
+  // sequence end: heads outermost and tiles ascending, or in the fused kernel tiles descending and heads
+  // innermost (the Note says why).
   const int q_first = k_lo / kQ;
   const int q_tiles = (tile.len + kQ - 1) / kQ - q_first;
   const int steps = group * q_tiles;
+  const auto step_head = [&](int step) {
+    return kv * group + (kFusedDq ? step % group : step / q_tiles);
+  };
   const auto step_q_lo = [&](int step) {
-    const int i = step % q_tiles;
-    return (q_first + (kFusedDq ? q_tiles - 1 - i : i)) * kQ;
+    return (q_first + (kFusedDq ? q_tiles - 1 - step / group : step % q_tiles)) * kQ;
   };
   const auto stage_step = [&](int step, int buf) {
-    const int head = kv * group + step / q_tiles;
+    const int head = step_head(step);
     const int q_lo = step_q_lo(step), q_rows = min(kQ, tile.len - q_lo);
     const int64_t q_offset = ((tile.start + q_lo) * shape.h + head) * D;
     tc_stage<D, kQ, kThreads>(s_q + buf * kQTile, q + q_offset, q_stride, q_rows);
@@ -308,10 +311,10 @@ __global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>
     if constexpr (kFusedDq) {
       store_ds_transposed<kM, kQ, B::kDsStride>(s_ds, warp * B::kWarpRows, ds);
       __syncthreads();
-      // The tile's pieces come from KV tiles last(i) (holding its last row) down to 0.
-      const int order = (q_lo + q_rows - 1) / kRows - tile.tile;
-      add_dq_piece<D, kQ, B::kWarps>(s_ds, s_k, fused, shape, kv * group + step / q_tiles,
-                                     tile.start + q_lo, q_rows, order, /*last=*/tile.tile == 0);
+      // The tile's last piece comes from the KV tile holding its last row.
+      const bool last = tile.tile == (q_lo + q_rows - 1) / kRows;
+      add_dq_piece<D, kQ, B::kWarps>(s_ds, s_k, fused, shape, step_head(step), tile.start + q_lo,
+                                     q_rows, tile.tile, last);
     }
     __syncthreads();  // this buffer (and s_ds) is refilled by the next iteration
   }
