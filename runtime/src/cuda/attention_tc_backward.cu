@@ -44,11 +44,12 @@
 // block j would trail block j - 1 by the 128 / kQ tiles between their diagonals, and most blocks of a
 // long sequence would spin rather than compute.
 // Deadlock freedom: a block waits only for blocks of the same (sequence, KV head) with a lower KV
-// tile. Blocks take their work by a ticket (an atomic counter in the workspace) in the order sequence,
-// then KV tile ascending (the heaviest first, as in the split kernel), then KV head, so every block
-// waited for holds a lower ticket, and a lower ticket was taken by a block that is already running or
-// done: the lowest waiting block always waits for a finished one, whatever order the hardware
-// dispatches blocks in.
+// tile. Blocks take their work by a ticket (an atomic counter in the workspace) in the order KV tile
+// index, then sequence, then KV head (locate_tile_tile_major), so every block waited for holds a lower
+// ticket, and a lower ticket was taken by a block that is already running or done: the lowest waiting
+// block always waits for a finished one, whatever order the hardware dispatches blocks in. The order
+// also starts the heaviest blocks (the first key tiles of all sequences) first: the split kernel's
+// sequence-major order would leave the last sequence's heavy blocks to the end of the grid.
 #include "cuda/attention_tc.cuh"
 #include "cuda/cuda_check.h"
 
@@ -94,8 +95,8 @@ __device__ __forceinline__ void store_release(int32_t* p, int32_t v) {
   asm volatile("st.release.gpu.global.b32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
 }
 
-// The fused block's work: (key tile index in locate_tile's order, KV head) from a ticket taken in the
-// order blocks start, the KV head fastest (Note [Deterministic dq of the fused backward]).
+// The fused block's work: (key tile index in locate_tile_tile_major's order, KV head) from a ticket
+// taken in the order blocks start, the KV head fastest (Note [Deterministic dq of the fused backward]).
 __device__ inline uint2 take_ticket(int32_t* ticket) {
   __shared__ int32_t s_ticket;
   if (threadIdx.x == 0) s_ticket = atomicAdd(ticket, 1);
@@ -211,8 +212,13 @@ __global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>
 
   uint2 work = make_uint2(blockIdx.x, blockIdx.y);
   if constexpr (kFusedDq) work = take_ticket(fused.ticket);
-  const SeqTile tile =
-      locate_tile<kThreads>(cu, shape.num_seqs, shape.n, kRows, work.x, /*reverse=*/false);
+  const SeqTile tile = [&] {
+    if constexpr (kFusedDq) {
+      return locate_tile_tile_major<kThreads>(cu, shape.num_seqs, shape.n, kRows, work.x);
+    } else {
+      return locate_tile<kThreads>(cu, shape.num_seqs, shape.n, kRows, work.x, /*reverse=*/false);
+    }
+  }();
   if (!tile.found) return;
   const int kv = static_cast<int>(work.y), group = shape.h / shape.g;
   const int k_lo = tile.tile * kRows, k_rows = min(kRows, tile.len - k_lo);
