@@ -32,12 +32,17 @@
 // head with j * 128 <= its last row, that is from j = 0, 1, ..., last(i), and they are added in that
 // order. One i32 counter per query tile (indexed by the tile's first packed row and its head, in a
 // workspace zeroed before the launch) holds how many have been added. At its step for tile i the
-// block of KV tile j computes its piece first, then thread 0 spins (ld.acquire.gpu) until the counter
-// equals j (every KV tile before j reaches i too, its keys being earlier). Each lane then adds its own
-// elements to the tile's f32 sums with L2 loads and stores (j = 0 stores without loading, so the sums
-// need no zeroing; j = last(i) writes scale * sum as bf16 dq instead), every thread fences, the block
-// synchronises, and thread 0 stores j + 1 (st.release.gpu). The order of every addition is fixed:
-// bit-identical runs.
+// block of KV tile j computes dS first; then thread 0 waits until the counter equals j (every KV tile
+// before j reaches i too, its keys being earlier) and the block synchronises. Each lane adds its own
+// elements of the piece dS K to the tile's f32 sums with L2 loads and stores (j = 0 stores without
+// loading, so the sums need no zeroing; j = last(i) writes scale * sum as bf16 dq instead), the block
+// synchronises, and thread 0 stores j + 1 (st.release.gpu); the release is cumulative over the block's
+// stores ordered before it by the barrier, and the waiter's acquire with its barrier hands them to its
+// block, the pattern of CUDA's cooperative grid sync. The order of every addition is fixed:
+// bit-identical runs. Latency: thread 0 reads the counter (relaxed) when the step starts and, finding j
+// there after the products, only fences (relaxed read + fence.acq_rel = acquire) instead of polling;
+// and it sends j + 1 one step late, after the next step's products, when the block's stores have long
+// completed, so that the release's fence does not wait either.
 // Step order: every fused block walks its query tiles from the sequence end down to its diagonal, the
 // query heads of its group innermost. Blocks j - 1 and j then meet the same (tile, head) at the same
 // step index, so each trails the one before by about one step; walking up from the diagonal instead,
@@ -46,8 +51,10 @@
 // Deadlock freedom: a block waits only for blocks of the same (sequence, KV head) with a lower KV
 // tile. Blocks take their work by a ticket (an atomic counter in the workspace) in the order KV tile
 // index, then sequence, then KV head (locate_tile_tile_major), so every block waited for holds a lower
-// ticket, and a lower ticket was taken by a block that is already running or done: the lowest waiting
-// block always waits for a finished one, whatever order the hardware dispatches blocks in. The order
+// ticket, and a lower ticket was taken by a block that is already running or done, whatever order the
+// hardware dispatches blocks in. Hence no block waits forever: the lowest-ticket one that did would wait
+// for a running block that does not, and that block sends every count it owes (each before its own
+// next wait, or at its end). The order
 // also starts the heaviest blocks (the first key tiles of all sequences) first: the split kernel's
 // sequence-major order would leave the last sequence's heavy blocks to the end of the grid.
 #include "cuda/attention_tc.cuh"
@@ -85,6 +92,12 @@ struct FusedDq {
   Bf16* dq = nullptr;
 };
 
+__device__ __forceinline__ int32_t load_relaxed(const int32_t* p) {
+  int32_t v;
+  asm volatile("ld.relaxed.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
 __device__ __forceinline__ int32_t load_acquire(const int32_t* p) {
   int32_t v;
   asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
@@ -94,6 +107,43 @@ __device__ __forceinline__ int32_t load_acquire(const int32_t* p) {
 __device__ __forceinline__ void store_release(int32_t* p, int32_t v) {
   asm volatile("st.release.gpu.global.b32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
 }
+
+// Thread 0's side of the counters (Note [Deterministic dq of the fused backward]). It reads a step's
+// counter when the step starts and looks at the value after the step's products, so that a
+// predecessor long done costs no wait; and it sends a step's count one step late, when the block's
+// additions have long completed, so that the release costs no wait either. The other threads carry
+// the struct but never use it.
+struct DqCounter {
+  int32_t seen = -1;             // the step's counter as read at its start
+  int32_t* pending = nullptr;    // the previous step's counter, to be set to pending_value
+  int32_t pending_value = 0;
+
+  __device__ void peek(const int32_t* counter) {
+    if (threadIdx.x == 0) seen = load_relaxed(counter);
+  }
+
+  // The release orders before it every addition of the block to the pending tile: they precede the
+  // barrier that ended their step, and the barrier precedes this.
+  __device__ void send_pending() {
+    if (threadIdx.x == 0 && pending != nullptr) store_release(pending, pending_value);
+    pending = nullptr;
+  }
+
+  // Returns once `order` additions to the counter's tile are visible to thread 0; the caller's next
+  // barrier makes them visible to the block.
+  __device__ void wait(const int32_t* counter, int32_t order) {
+    if (threadIdx.x != 0) return;
+    if (seen == order) {
+      asm volatile("fence.acq_rel.gpu;\n" ::: "memory");  // with the relaxed read: an acquire
+      return;
+    }
+    // A wait of 2^26 polls (seconds; a real one lasts at most a kernel's length) means the Note's
+    // ordering broke: fail the launch rather than hang.
+    for (int polls = 0; load_acquire(counter) != order; ++polls) {
+      if (polls == 1 << 26) __trap();
+    }
+  }
+};
 
 // The fused block's work: (key tile index in locate_tile_tile_major's order, KV head) from a ticket
 // taken in the order blocks start, the KV head fastest (Note [Deterministic dq of the fused backward]).
@@ -125,9 +175,9 @@ __device__ __forceinline__ void store_ds_transposed(Bf16* s_ds, int row0, const 
 }
 
 // One fused step's dq: the piece dS K (kQ queries of query head `head` from packed row `first_row`, the
-// block's 128 keys in s_k and dS^T in s_ds) added to the query tile's sums as the Note says, as addition
-// number `order` (0: the first; `last`: the final one, which writes dq). Every thread of the block calls
-// it.
+// block's 128 keys in s_k and dS^T in s_ds) added to the query tile's sums as addition number `order`
+// (0: the first, which stores; `last`: the final one, which writes scale * sum to dq). The caller has
+// waited for the `order` additions before it. Every thread of the block calls it.
 template <int D, int kQ, int kWarps>
 __device__ __forceinline__ void add_dq_piece(const Bf16* s_ds, const Bf16* s_k, const FusedDq& fused,
                                              const AttentionShape& shape, int head, int64_t first_row,
@@ -137,6 +187,27 @@ __device__ __forceinline__ void add_dq_piece(const Bf16* s_ds, const Bf16* s_k, 
   constexpr int kStride = BackwardTiling<D>::kDsStride;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int m0 = (warp % kMTiles) * 16, c0 = (warp / kMTiles) * kCols;
+  // This lane's elements: rows m0 + lane / 4 + 8 half, columns c0 + 8 nt + 2 (lane % 4) and the next.
+  float* slots[2];
+  bool valid[2];
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int row = m0 + lane / 4 + half * 8;
+    valid[half] = row < q_rows;
+    slots[half] = fused.sums + ((first_row + row) * shape.h + head) * D + c0 + (lane % 4) * 2;
+  }
+  // The sums so far, loaded before the product so that the L2 latency overlaps it.
+  float2 sum[2][kCols / 8] = {};
+  if (order > 0) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      if (!valid[half]) continue;
+#pragma unroll
+      for (int nt = 0; nt < kCols / 8; ++nt) {
+        sum[half][nt] = __ldcg(reinterpret_cast<const float2*>(slots[half] + nt * 8));
+      }
+    }
+  }
   float acc[kCols / 8][4] = {};
 #pragma unroll
   for (int ks = 0; ks < kTcBlockRows / 16; ++ks) {
@@ -150,40 +221,21 @@ __device__ __forceinline__ void add_dq_piece(const Bf16* s_ds, const Bf16* s_k, 
       mma_bf16(acc[2 * cp + 1], a, b[2], b[3]);
     }
   }
-
-  int32_t* counter = fused.counters + head * shape.n + first_row;
-  if (threadIdx.x == 0) {
-    // A wait of 2^26 polls (seconds; a real one lasts at most a kernel's length) means the Note's
-    // ordering broke: fail the launch rather than hang.
-    for (int polls = 0; load_acquire(counter) != order; ++polls) {
-      if (polls == 1 << 26) __trap();
-    }
-  }
-  __syncthreads();
   const float scale = static_cast<float>(shape.scale);
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
-    const int row = m0 + lane / 4 + half * 8;
-    if (row >= q_rows) continue;
-    const int64_t base = ((first_row + row) * shape.h + head) * D + c0 + (lane % 4) * 2;
+    if (!valid[half]) continue;
 #pragma unroll
     for (int nt = 0; nt < kCols / 8; ++nt) {
-      float2 sum = make_float2(acc[nt][2 * half], acc[nt][2 * half + 1]);
-      float2* slot = reinterpret_cast<float2*>(fused.sums + base + nt * 8);
-      if (order > 0) {
-        const float2 before = __ldcg(slot);  // from L2: another SM wrote it
-        sum = make_float2(before.x + sum.x, before.y + sum.y);
-      }
+      const float x = sum[half][nt].x + acc[nt][2 * half], y = sum[half][nt].y + acc[nt][2 * half + 1];
       if (last) {
-        *reinterpret_cast<uint32_t*>(fused.dq + base + nt * 8) = pack_bf16(sum.x * scale, sum.y * scale);
+        const int64_t offset = slots[half] + nt * 8 - fused.sums;  // dq has the sums' layout
+        *reinterpret_cast<uint32_t*>(fused.dq + offset) = pack_bf16(x * scale, y * scale);
       } else {
-        __stcg(slot, sum);
+        __stcg(reinterpret_cast<float2*>(slots[half] + nt * 8), make_float2(x, y));
       }
     }
   }
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) store_release(counter, order + 1);
 }
 
 // kFusedDq: the fused backward's kernel, which also adds the dq pieces (FusedDq).
@@ -262,6 +314,7 @@ __global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>
   const int warp_k_first = k_lo + warp * B::kWarpRows;  // the warp's first key
   const int key0 = warp_k_first + lane / 4;  // this lane's keys: key0 + 16 mi and 8 below each
   float dk_acc[kM][G::kDTiles][4] = {}, dv_acc[kM][G::kDTiles][4] = {};
+  DqCounter dq_counter;
   for (int step = 0; step < steps; ++step) {
     const int buf = step % 2;
     if (step + 1 < steps) {
@@ -273,6 +326,11 @@ __global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>
     }
     __syncthreads();
     const int q_lo = step_q_lo(step), q_rows = min(kQ, tile.len - q_lo);
+    int32_t* counter = nullptr;  // fused: the query tile's counter
+    if constexpr (kFusedDq) {
+      counter = fused.counters + step_head(step) * shape.n + tile.start + q_lo;
+      dq_counter.peek(counter);
+    }
     float p[kM][kQ / 8][4] = {}, ds[kM][kQ / 8][4] = {};
     // A step whose queries all come before the warp's first key adds nothing (dS^T stays 0).
     if (q_lo + kQ - 1 >= warp_k_first) {
@@ -316,14 +374,19 @@ __global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>
     }
     if constexpr (kFusedDq) {
       store_ds_transposed<kM, kQ, B::kDsStride>(s_ds, warp * B::kWarpRows, ds);
-      __syncthreads();
-      // The tile's last piece comes from the KV tile holding its last row.
-      const bool last = tile.tile == (q_lo + q_rows - 1) / kRows;
+      dq_counter.send_pending();
+      // This block is addition number tile.tile to the query tile; the last comes from the KV tile
+      // holding the query tile's last row.
+      dq_counter.wait(counter, tile.tile);
+      __syncthreads();  // s_ds is complete, and the additions before this one are visible
       add_dq_piece<D, kQ, B::kWarps>(s_ds, s_k, fused, shape, step_head(step), tile.start + q_lo,
-                                     q_rows, tile.tile, last);
+                                     q_rows, tile.tile, tile.tile == (q_lo + q_rows - 1) / kRows);
+      dq_counter.pending = counter;
+      dq_counter.pending_value = tile.tile + 1;
     }
     __syncthreads();  // this buffer (and s_ds) is refilled by the next iteration
   }
+  if constexpr (kFusedDq) dq_counter.send_pending();
 
   const float scale = static_cast<float>(shape.scale);
   const float dk_factor[2] = {scale, scale}, dv_factor[2] = {1.f, 1.f};
