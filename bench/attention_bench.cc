@@ -102,8 +102,8 @@ void run_case(const Case& c) {
   std::printf(
       "%4s %2ld x %5ld  H %2ld G %2ld D %3ld  %-7s %-5s | %8.3f %6.1f | %8.3f %6.1f | %8.3f %6.1f\n",
       dtrn::dtype_name(c.dtype).data(), static_cast<long>(c.b), static_cast<long>(c.t),
-      static_cast<long>(c.h), static_cast<long>(c.g), static_cast<long>(c.d), c.kernel, c.backward, fwd,
-      tflops(fwd_flop, fwd), bwd, tflops(2.5 * fwd_flop, bwd), both, tflops(3.5 * fwd_flop, both));
+      static_cast<long>(c.h), static_cast<long>(c.g), static_cast<long>(c.d), c.kernel, c.backward,
+      fwd, tflops(fwd_flop, fwd), bwd, tflops(2.5 * fwd_flop, bwd), both, tflops(3.5 * fwd_flop, both));
   unsetenv("DTRN_ATTENTION_KERNEL");
   unsetenv("DTRN_ATTENTION_BACKWARD");
 }

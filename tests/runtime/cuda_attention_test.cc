@@ -386,7 +386,8 @@ TEST(CudaAttention, FusedBackwardAgreesWithSplit) {
   constexpr Tolerance kPaths{1e-2, 2e-3};
   uint64_t seed = 120;
   for (int64_t d : {64, 128}) {
-    for (const Problem& p : {Problem{kMixed, 6, 2, d, DType::kBF16}, Problem{kLong, 3, 1, d, DType::kBF16}}) {
+    for (const Problem& p :
+         {Problem{kMixed, 6, 2, d, DType::kBF16}, Problem{kLong, 3, 1, d, DType::kBF16}}) {
       SCOPED_TRACE(describe(p));
       const Inputs in = make_inputs(p, seed++);
       expect_outputs_close(run_backward("fused", in), run_backward("split", in), kPaths);

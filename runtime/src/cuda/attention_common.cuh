@@ -111,9 +111,10 @@ __device__ inline SeqRank find_sequence(const int32_t* cu, int num_seqs, int64_t
 template <int kThreads = kAttentionThreads>
 __device__ inline SeqTile locate_tile(const int32_t* cu, int num_seqs, int64_t n, int tile_rows,
                                       int64_t block_tile, bool reverse) {
-  const SeqRank f = find_sequence<kThreads>(
-      cu, num_seqs, n, block_tile,
-      [&](const SeqRows& rows) { return static_cast<long long>(sequence_tiles(rows.len, tile_rows)); });
+  const SeqRank f =
+      find_sequence<kThreads>(cu, num_seqs, n, block_tile, [&](const SeqRows& rows) {
+        return static_cast<long long>(sequence_tiles(rows.len, tile_rows));
+      });
   if (!f.found) return SeqTile{0, 0, 0, false};
   const int local = static_cast<int>(f.rank);
   const int tile = reverse ? sequence_tiles(f.rows.len, tile_rows) - 1 - local : local;

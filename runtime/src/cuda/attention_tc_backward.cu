@@ -158,7 +158,8 @@ __device__ inline uint2 take_ticket(int32_t* ticket) {
 // Stores a warp's dS^T C fragments (kM m tiles of 16 keys from key row `row0`, kQ queries) as bf16 into
 // the shared [key][query] tile s_ds.
 template <int kM, int kQ, int kStride>
-__device__ __forceinline__ void store_ds_transposed(Bf16* s_ds, int row0, const float (&ds)[kM][kQ / 8][4]) {
+__device__ __forceinline__ void store_ds_transposed(Bf16* s_ds, int row0,
+                                                    const float (&ds)[kM][kQ / 8][4]) {
   const int lane = threadIdx.x % 32;
 #pragma unroll
   for (int mi = 0; mi < kM; ++mi) {
