@@ -330,6 +330,9 @@ TEST(CudaAttention, Bf16FusedBackwardMatchesCpuF64) {
     expect_matches_reference({kLong, 6, 2, d, DType::kBF16}, kBf16, seed++);
     expect_matches_reference({kLong, 2, 2, d, DType::kBF16}, kBf16, seed++);
   }
+  // Where the tensor cores do not apply (D = 16, f32) the choice leaves the generic kernels in charge.
+  expect_matches_reference({kMixed, 6, 2, 16, DType::kBF16}, kBf16, seed++);
+  expect_matches_reference({kMixed, 6, 2, 64, DType::kF32}, kF32, seed++);
 }
 
 // Many more blocks than fit on the GPU at once (so blocks wait for key tiles that are not resident
