@@ -67,7 +67,7 @@ def check_locate(rng):
                        for s in range(len(lens)) for j in range(tiles(lens[s], ROWS))),
                       key=lambda t: (t[2], t[0]))
         assert got == want + [None] * (bound - len(want)), lens
-        # locate_tile over the same find_sequence scan: sequence-major.
+        # locate_tile (attention_emulate.py's transcription; its scan is find_sequence's): sequence-major.
         seq_major = [locate_tile(cu, n, ROWS, x, False, threads) for x in range(len(want))]
         assert [tuple(int(v) for v in t) for t in seq_major] == sorted(want), lens
     print("locate_tile_tile_major: ok")
