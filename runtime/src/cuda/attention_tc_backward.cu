@@ -48,9 +48,9 @@ struct BackwardTiling {
   // The fused kernel's dS^T tile in shared memory: [128 keys][kDkdvQ queries], rows padded by 8 so that
   // the 80-byte rows of an ldmatrix fall on distinct 16-byte bank groups.
   static constexpr int kDsStride = kDkdvQ + 8;
-  static constexpr int kDkdvSmem = (2 * kTcBlockRows + 4 * kDkdvQ) * TcGeometry<D>::kStride * 2 +
-                                   4 * kDkdvQ * 4;
-  static constexpr int kFusedSmem = kDkdvSmem + kTcBlockRows * kDsStride * 2;
+  static constexpr int kDkdvSmem =
+      (2 * kTcBlockRows + 4 * kDkdvQ) * TcGeometry<D>::kStride * sizeof(Bf16) + 4 * kDkdvQ * sizeof(float);
+  static constexpr int kFusedSmem = kDkdvSmem + kTcBlockRows * kDsStride * sizeof(Bf16);
 };
 
 // kFusedDq: the fused backward's kernel, which also adds the dq pieces (FusedDq).
@@ -194,8 +194,9 @@ __global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>
       // holding the query tile's last row.
       dq_counter.wait(counter, tile.tile);
       __syncthreads();  // s_ds is complete, and the additions before this one are visible
-      add_dq_piece<D, kQ, B::kWarps, B::kDsStride>(s_ds, s_k, fused, shape, step_head(step), tile.start + q_lo,
-                                     q_rows, tile.tile, tile.tile == (q_lo + q_rows - 1) / kRows);
+      const bool last = tile.tile == (q_lo + q_rows - 1) / kRows;
+      add_dq_piece<D, kQ, B::kWarps, B::kDsStride>(s_ds, s_k, fused, shape, step_head(step),
+                                                   tile.start + q_lo, q_rows, tile.tile, last);
       dq_counter.pending = counter;
       dq_counter.pending_value = tile.tile + 1;
     }
@@ -364,7 +365,8 @@ void launch_tc_backward(const AttentionShape& shape, const Bf16* q, const Bf16* 
   if (fused_workspace != nullptr) {
     const FusedDq fused = fused_layout(shape, fused_workspace, dq);
     // The counters and the ticket start at 0; the sums need no zeroing (the Note).
-    CUDA_CHECK(cudaMemsetAsync(fused.counters, 0, (shape.n * shape.h + 1) * sizeof(int32_t), stream));
+    CUDA_CHECK(
+        cudaMemsetAsync(fused.counters, 0, (shape.n * shape.h + 1) * sizeof(int32_t), stream));
     allow_shared_memory(reinterpret_cast<const void*>(&tc_dkdv_kernel<D, true>), B::kFusedSmem);
     tc_dkdv_kernel<D, true><<<key_grid, B::kThreads, B::kFusedSmem, stream>>>(
         q, k, v, cu, shape, lse, dout, delta, dk, dv, fused);
