@@ -1,7 +1,7 @@
 // CudaBackend::attention and attention_backward (backend.h): tensor checks, the kernel choices of
 // DTRN_ATTENTION_KERNEL and DTRN_ATTENTION_BACKWARD, and the calls into the launchers of
-// cuda/attention.h. Kept apart from
-// cuda_backend.cc so that the attention kernels and the rest of the backend change independently.
+// cuda/attention.h. Kept apart from cuda_backend.cc so that the attention kernels and the rest of the
+// backend change independently.
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
