@@ -1,7 +1,8 @@
 // attention_bench: the throughput of dtrn's CUDA attention kernels (cuda/attention.h) on causal bf16
 // batches of the SmolLM-360M shape (15 query heads of 64 sharing 5 KV heads) and an MHA shape with
-// D = 128 (16 heads), at B x T = 8 x 2048 and 2 x 8192 packed rows; the bf16 generic kernels and the
-// f32 kernels at the first shape for comparison. bench/peer_attention.py times torch at the same shapes.
+// D = 128 (16 heads), at B x T = 8 x 2048 and 2 x 8192 packed rows, each with the split and the fused
+// tensor-core backward (DTRN_ATTENTION_BACKWARD); the bf16 generic kernels and the f32 kernels at the
+// first shape for comparison. bench/peer_attention.py times torch at the same shapes.
 //
 // The backend's kernels are called directly (white-box, so no autograd bookkeeping is timed), with CUDA
 // events on dtrn's stream around each call: median of 20 runs after 3 warm-ups. FLOPs count the matrix
@@ -9,7 +10,7 @@
 //   forward  = 2 products (Q K^T, P V) x 2 T^2 D / 2 per sequence and head = 4 N T H D / 2 (N = B T),
 //   backward = 2.5 x forward (5 products: S recomputed, dP, dV, dK, dQ; dtrn's split dk/dv and dq
 //              kernels each recompute S and dP, so they execute 7, the same 3.5 x forward any
-//              atomics-free FlashAttention-2 backward does).
+//              atomics-free FlashAttention-2 backward does; the fused backward executes the 5).
 // Exits 0 with a message where no GPU or no CUDA backend exists.
 #include <algorithm>
 #include <cmath>
@@ -40,7 +41,8 @@ constexpr int kWarmup = 3, kRuns = 20;
 struct Case {
   int64_t b, t, h, g, d;
   DType dtype;
-  const char* kernel;  // DTRN_ATTENTION_KERNEL
+  const char* kernel;    // DTRN_ATTENTION_KERNEL
+  const char* backward;  // DTRN_ATTENTION_BACKWARD
 };
 
 // Median milliseconds of fn() on dtrn's stream.
@@ -68,6 +70,7 @@ double median_ms(Fn&& fn) {
 
 void run_case(const Case& c) {
   setenv("DTRN_ATTENTION_KERNEL", c.kernel, 1);
+  setenv("DTRN_ATTENTION_BACKWARD", c.backward, 1);
   const dtrn::Device gpu = dtrn::Device::cuda(0);
   const int64_t n = c.b * c.t;
   const auto draw = [&](const dtrn::Shape& shape, uint64_t stream) {
@@ -96,12 +99,13 @@ void run_case(const Case& c) {
   });
   const double fwd_flop = 4.0 * n * c.t * c.h * c.d / 2;
   const auto tflops = [](double flop, double ms) { return flop / (ms * 1e-3) / 1e12; };
-  std::printf("%4s %2ld x %5ld  H %2ld G %2ld D %3ld  %-7s | %8.3f %6.1f | %8.3f %6.1f | %8.3f %6.1f\n",
-              dtrn::dtype_name(c.dtype).data(), static_cast<long>(c.b), static_cast<long>(c.t),
-              static_cast<long>(c.h), static_cast<long>(c.g), static_cast<long>(c.d), c.kernel, fwd,
-              tflops(fwd_flop, fwd), bwd, tflops(2.5 * fwd_flop, bwd), both,
-              tflops(3.5 * fwd_flop, both));
+  std::printf(
+      "%4s %2ld x %5ld  H %2ld G %2ld D %3ld  %-7s %-5s | %8.3f %6.1f | %8.3f %6.1f | %8.3f %6.1f\n",
+      dtrn::dtype_name(c.dtype).data(), static_cast<long>(c.b), static_cast<long>(c.t),
+      static_cast<long>(c.h), static_cast<long>(c.g), static_cast<long>(c.d), c.kernel, c.backward,
+      fwd, tflops(fwd_flop, fwd), bwd, tflops(2.5 * fwd_flop, bwd), both, tflops(3.5 * fwd_flop, both));
   unsetenv("DTRN_ATTENTION_KERNEL");
+  unsetenv("DTRN_ATTENTION_BACKWARD");
 }
 
 int run() {
@@ -110,13 +114,20 @@ int run() {
   std::printf("attention_bench on %s (%d SMs), causal, median of %d runs; TFLOP/s over the causal half "
               "(fwd 4NTHD/2, bwd 2.5x, fwd+bwd 3.5x)\n",
               prop.name, prop.multiProcessorCount, kRuns);
-  std::printf("%-45s | %15s | %15s | %15s\n", "case", "fwd ms  TFLOP/s", "bwd ms  TFLOP/s",
+  std::printf("%-51s | %15s | %15s | %15s\n", "case", "fwd ms  TFLOP/s", "bwd ms  TFLOP/s",
               "f+b ms  TFLOP/s");
-  const std::vector<Case> cases = {
-      {8, 2048, 15, 5, 64, DType::kBF16, "auto"},    {2, 8192, 15, 5, 64, DType::kBF16, "auto"},
-      {8, 2048, 16, 16, 128, DType::kBF16, "auto"},  {2, 8192, 16, 16, 128, DType::kBF16, "auto"},
-      {8, 2048, 15, 5, 64, DType::kBF16, "generic"}, {8, 2048, 15, 5, 64, DType::kF32, "auto"},
+  struct Dims {
+    int64_t b, t, h, g, d;
   };
+  std::vector<Case> cases;
+  for (const Dims& s : {Dims{8, 2048, 15, 5, 64}, Dims{2, 8192, 15, 5, 64}, Dims{8, 2048, 16, 16, 128},
+                        Dims{2, 8192, 16, 16, 128}}) {
+    for (const char* backward : {"split", "fused"}) {
+      cases.push_back({s.b, s.t, s.h, s.g, s.d, DType::kBF16, "auto", backward});
+    }
+  }
+  cases.push_back({8, 2048, 15, 5, 64, DType::kBF16, "generic", "split"});
+  cases.push_back({8, 2048, 15, 5, 64, DType::kF32, "auto", "split"});
   for (const Case& c : cases) run_case(c);
   return 0;
 }

@@ -8,7 +8,8 @@
 // Coverage: packed batches with empty and one-row sequences and lengths that are not multiples of any
 // tile size (generic tiles of 16 and 32 rows, tensor-core tiles of 32 and 64), S = 1 and S = 8, MHA
 // (H = G) and grouped heads (H = 3G), D in {4, 16, 64, 128} (and 256 and f64 for the generic kernels),
-// f32 and bf16 on both bf16 paths, bit-reproducibility of the backward.
+// f32 and bf16 on both bf16 paths, the split and the fused tensor-core backward
+// (DTRN_ATTENTION_BACKWARD), bit-reproducibility of the backward.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -34,13 +35,27 @@ namespace {
 
 const Device kGpu = Device::cuda(0);
 
-// DTRN_ATTENTION_KERNEL for the guard's lifetime (the backend reads it on every call).
-class KernelChoice {
+// An environment variable set for the guard's lifetime (the backend reads DTRN_ATTENTION_KERNEL and
+// DTRN_ATTENTION_BACKWARD on every call).
+class ScopedEnv {
  public:
-  explicit KernelChoice(const char* value) { setenv("DTRN_ATTENTION_KERNEL", value, 1); }
-  ~KernelChoice() { unsetenv("DTRN_ATTENTION_KERNEL"); }
-  KernelChoice(const KernelChoice&) = delete;
-  KernelChoice& operator=(const KernelChoice&) = delete;
+  ScopedEnv(const char* name, const char* value) : name_(name) { setenv(name, value, 1); }
+  ~ScopedEnv() { unsetenv(name_); }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+};
+
+class KernelChoice : public ScopedEnv {
+ public:
+  explicit KernelChoice(const char* value) : ScopedEnv("DTRN_ATTENTION_KERNEL", value) {}
+};
+
+class BackwardChoice : public ScopedEnv {
+ public:
+  explicit BackwardChoice(const char* value) : ScopedEnv("DTRN_ATTENTION_BACKWARD", value) {}
 };
 
 struct Problem {
@@ -295,6 +310,105 @@ TEST(CudaAttention, ResultsAreBitReproducible) {
       }
     }
   }
+}
+
+// The fused backward (one kernel per key tile, dq added per query tile in key-tile order through f32
+// sums and counters) against the reference, on the tensor-core cases above plus lengths of up to 6 key
+// tiles of 128, so that query tiles collect pieces from several key tiles.
+const std::vector<int64_t> kLong = {700, 1, 0, 333, 129, 128, 31};
+
+TEST(CudaAttention, Bf16FusedBackwardMatchesCpuF64) {
+  REQUIRE_GPU();
+  const BackwardChoice fused("fused");
+  uint64_t seed = 100;
+  for (int64_t d : {64, 128}) {
+    for (const Heads& heads : kHeadLayouts) {
+      expect_matches_reference({kMixed, heads.h, heads.g, d, DType::kBF16}, kBf16, seed++);
+    }
+    expect_matches_reference({kSingle, 3, 1, d, DType::kBF16}, kBf16, seed++);
+    expect_matches_reference({random_lengths(10), 6, 2, d, DType::kBF16}, kBf16, seed++);
+    expect_matches_reference({kLong, 6, 2, d, DType::kBF16}, kBf16, seed++);
+    expect_matches_reference({kLong, 2, 2, d, DType::kBF16}, kBf16, seed++);
+  }
+  // Where the tensor cores do not apply (D = 16, f32) the choice leaves the generic kernels in charge.
+  expect_matches_reference({kMixed, 6, 2, 16, DType::kBF16}, kBf16, seed++);
+  expect_matches_reference({kMixed, 6, 2, 64, DType::kF32}, kF32, seed++);
+}
+
+// Many more blocks than fit on the GPU at once (so blocks wait for key tiles that are not resident
+// yet), long sequences (64 key tiles, query tiles collecting up to 64 pieces) and the 360m preset's
+// heads: the fused backward finishes (its waits are deadlock-free) and gives the same bits twice.
+struct LargeCase {
+  std::vector<int64_t> lens;
+  int64_t h, g, d;
+};
+const LargeCase kLargeCases[] = {{{8192, 8192}, 15, 5, 64}, {{8192, 4000, 1, 77}, 8, 8, 128}};
+
+Inputs large_inputs(const LargeCase& c, uint64_t seed) {
+  return make_inputs({c.lens, c.h, c.g, c.d, DType::kBF16}, seed);
+}
+
+// The bf16 kernels with DTRN_ATTENTION_BACKWARD = `backward`.
+Outputs run_backward(const char* backward, const Inputs& in) {
+  BackwardChoice choice(backward);
+  return run_kernels(in, kGpu, DType::kBF16);
+}
+
+void expect_same_gradients(const Outputs& a, const Outputs& b, const std::string& what) {
+  EXPECT_TRUE(same_bits(a.dq, b.dq)) << what;
+  EXPECT_TRUE(same_bits(a.dk, b.dk)) << what;
+  EXPECT_TRUE(same_bits(a.dv, b.dv)) << what;
+}
+
+TEST(CudaAttention, FusedBackwardIsBitReproducible) {
+  REQUIRE_GPU();
+  for (int64_t d : {64, 128}) {
+    for (const std::vector<int64_t>& lens : {random_lengths(9), kLong}) {
+      const Inputs in = make_inputs({lens, 6, 2, d, DType::kBF16}, 110);
+      expect_same_gradients(run_backward("fused", in), run_backward("fused", in),
+                            "D " + std::to_string(d));
+    }
+  }
+  for (const LargeCase& c : kLargeCases) {
+    const Inputs in = large_inputs(c, 111);
+    expect_same_gradients(run_backward("fused", in), run_backward("fused", in),
+                          "large D " + std::to_string(c.d));
+  }
+}
+
+// The split and the fused backward compute the same products of the same bf16-rounded P and dS in f32
+// and differ in the order of the f32 additions (dq: one accumulator over all keys against 128-key
+// pieces summed in global memory; dk, dv: heads outermost and query tiles ascending against heads
+// innermost and query tiles descending). That is ~1e-6 relative and moves a bf16 output by at most one
+// unit in its last place, at most 2^-7 of the element: below 1e-2 of the tensor's scale elementwise.
+// Few elements sit that close to a rounding boundary, so in norm the difference is far below one unit;
+// 2e-3 leaves margin while a wrong piece or a piece added twice would not fit. A different path really
+// runs: on the large case some dq bits differ.
+TEST(CudaAttention, FusedBackwardAgreesWithSplit) {
+  REQUIRE_GPU();
+  constexpr Tolerance kPaths{1e-2, 2e-3};
+  uint64_t seed = 120;
+  for (int64_t d : {64, 128}) {
+    for (const Problem& p :
+         {Problem{kMixed, 6, 2, d, DType::kBF16}, Problem{kLong, 3, 1, d, DType::kBF16}}) {
+      SCOPED_TRACE(describe(p));
+      const Inputs in = make_inputs(p, seed++);
+      expect_outputs_close(run_backward("fused", in), run_backward("split", in), kPaths);
+    }
+  }
+  const Inputs in = large_inputs(kLargeCases[0], 121);
+  const Outputs split = run_backward("split", in), fused = run_backward("fused", in);
+  expect_close(fused.dq, split.dq, kPaths, "large dq");
+  expect_close(fused.dk, split.dk, kPaths, "large dk");
+  expect_close(fused.dv, split.dv, kPaths, "large dv");
+  EXPECT_FALSE(same_bits(fused.dq, split.dq));
+}
+
+TEST(CudaAttention, BackwardSwitchRejectsUnknownValues) {
+  REQUIRE_GPU();
+  const Inputs in = make_inputs({kMixed, 6, 2, 64, DType::kBF16}, 130);
+  EXPECT_THAT([&] { run_backward("fastest", in); },
+              ::testing::ThrowsMessage<Error>(::testing::HasSubstr("DTRN_ATTENTION_BACKWARD")));
 }
 
 // Through the public ops and autograd, with the offsets on the GPU: the same values as the CPU ops.

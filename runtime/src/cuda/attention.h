@@ -19,20 +19,25 @@
 //                attention_backward.cu). The f32 training path and the correctness anchor.
 //   tensor core  bf16 with D = 64 or 128, 16-byte aligned pointers: FlashAttention-2 on mma.sync m16n8k16
 //                bf16 -> f32 with ldmatrix and cp.async double buffering (attention_tc_*.cu).
-// The backward of both is deterministic (no atomics; every sum in a fixed order): a preprocess
+// The backward of both is deterministic (no float atomics; every sum in a fixed order): a preprocess
 // delta = rowsum(dout * out), then one kernel per (KV head, key tile) writing dk and dv, summing over
 // the H/G query heads of its group in order and, within each, over the query tiles in order, and one
-// per (query head, query tile) writing dq. Both reuse the forward's lse; neither recomputes it.
+// per (query head, query tile) writing dq. Both reuse the forward's lse; neither recomputes it. The
+// tensor cores also have a fused backward: the dk/dv kernel adds each query tile's dq in KV-tile order
+// through f32 sums and per-tile counters in a workspace (attention_tc_backward.cu), 5 matrix products
+// per tile pair instead of 7.
 //
 // Environment: DTRN_ATTENTION_KERNEL=generic forces the generic kernels for bf16 too (A/B checks);
-// unset, empty or "auto" picks the tensor cores where they apply. cuda_backend_attention.cc reads it on
-// every call and passes the choice in.
+// unset, empty or "auto" picks the tensor cores where they apply. DTRN_ATTENTION_BACKWARD=fused runs the
+// fused tensor-core backward; unset, empty or "split" the two kernels. cuda_backend_attention.cc reads
+// both on every call and passes the choices in.
 //
 // C++17 and free of dtrn's Tensor, like elementwise.h.
 #pragma once
 
 #include <cuda_runtime_api.h>
 
+#include <cstddef>
 #include <cstdint>
 
 #include "cuda/elementwise.h"
@@ -40,6 +45,7 @@
 namespace dtrn::cuda {
 
 enum class AttentionKernel : uint8_t { kAuto, kGeneric };
+enum class AttentionBackward : uint8_t { kSplit, kFused };
 
 constexpr int kAttentionMaxHeadDim = 256;
 
@@ -56,11 +62,18 @@ void launch_attention_forward(ElemType type, const AttentionShape& shape, Attent
                               const void* q, const void* k, const void* v, const int32_t* cu_seqlens,
                               void* out, void* lse, cudaStream_t stream);
 
+// Bytes of the workspace launch_attention_backward needs: the fused backward's (N * H * (4 D + 4) + 4)
+// where it may run (`backward` fused, bf16, D = 64 or 128, `kernel` not generic), else 0.
+size_t attention_backward_workspace_bytes(ElemType type, const AttentionShape& shape,
+                                          AttentionKernel kernel, AttentionBackward backward);
+
 // dq, dk, dv from the forward's out and lse and the output gradient dout. `delta` is scratch of H * N
-// statistics-type elements, overwritten.
+// statistics-type elements and `workspace` of attention_backward_workspace_bytes (null when 0), both
+// overwritten.
 void launch_attention_backward(ElemType type, const AttentionShape& shape, AttentionKernel kernel,
-                               const void* q, const void* k, const void* v, const int32_t* cu_seqlens,
-                               const void* out, const void* lse, const void* dout, void* delta,
+                               AttentionBackward backward, const void* q, const void* k,
+                               const void* v, const int32_t* cu_seqlens, const void* out,
+                               const void* lse, const void* dout, void* delta, void* workspace,
                                void* dq, void* dk, void* dv, cudaStream_t stream);
 
 }  // namespace dtrn::cuda

@@ -250,9 +250,18 @@ void generic_attention_backward(ElemType type, const AttentionShape& shape, cons
   });
 }
 
+size_t attention_backward_workspace_bytes(ElemType type, const AttentionShape& shape,
+                                          AttentionKernel kernel, AttentionBackward backward) {
+  // Without the pointers this is an upper bound: misaligned operands take the generic kernels later.
+  const bool fused = backward == AttentionBackward::kFused &&
+                     attention_uses_tensor_cores(type, shape, kernel, nullptr, 0);
+  return fused ? tensor_core_fused_workspace_bytes(shape) : 0;
+}
+
 void launch_attention_backward(ElemType type, const AttentionShape& shape, AttentionKernel kernel,
-                               const void* q, const void* k, const void* v, const int32_t* cu_seqlens,
-                               const void* out, const void* lse, const void* dout, void* delta,
+                               AttentionBackward backward, const void* q, const void* k,
+                               const void* v, const int32_t* cu_seqlens, const void* out,
+                               const void* lse, const void* dout, void* delta, void* workspace,
                                void* dq, void* dk, void* dv, cudaStream_t stream) {
   if (shape.n == 0 || shape.num_seqs == 0) return;
   dispatch_floating_elem(type, [&](auto tag) {
@@ -263,8 +272,10 @@ void launch_attention_backward(ElemType type, const AttentionShape& shape, Atten
   });
   const void* pointers[] = {q, k, v, dout, dq, dk, dv};
   if (attention_uses_tensor_cores(type, shape, kernel, pointers, 7)) {
+    void* fused_workspace = backward == AttentionBackward::kFused ? workspace : nullptr;
     tensor_core_attention_backward(shape, q, k, v, cu_seqlens, static_cast<const float*>(lse), dout,
-                                   static_cast<const float*>(delta), dq, dk, dv, stream);
+                                   static_cast<const float*>(delta), dq, dk, dv, fused_workspace,
+                                   stream);
   } else {
     generic_attention_backward(type, shape, q, k, v, cu_seqlens, lse, dout, delta, dq, dk, dv,
                                stream);

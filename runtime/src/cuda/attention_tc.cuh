@@ -52,6 +52,15 @@ __device__ __forceinline__ void load_a(uint32_t (&a)[4], const Bf16* s, int row0
   ldmatrix_x4(a, s + (row0 + lane % 16) * TcGeometry<D>::kStride + col0 + (lane / 16) * 8);
 }
 
+// The A fragment of the 16x16 tile A[m][k] = X[k][m] at (m0, k0) for a row-major shared X of kStride
+// elements per row: ldmatrix.trans of the four 8x8 matrices a[0..3] = (m lo, k lo), (m hi, k lo),
+// (m lo, k hi), (m hi, k hi), whose rows in X are k and columns m.
+template <int kStride>
+__device__ __forceinline__ void load_a_from_cols(uint32_t (&a)[4], const Bf16* s, int m0, int k0) {
+  const int lane = threadIdx.x % 32;
+  ldmatrix_x4_trans(a, s + (k0 + lane % 8 + (lane / 16) * 8) * kStride + m0 + ((lane / 8) % 2) * 8);
+}
+
 // B fragments with B[k][n] = X[n][k] for the n tiles n0 and n0 + 8 (b[0..1], b[2..3]) and k0..k0+15.
 template <int D>
 __device__ __forceinline__ void load_b_from_rows(uint32_t (&b)[4], const Bf16* s, int n0, int k0) {

@@ -1,6 +1,7 @@
-// The bf16 tensor-core attention backward (attention.h): the dk/dv kernel and the dq kernel, both
-// deterministic (each output element is accumulated by one lane in a fixed order; no atomics). delta
-// comes from attention_backward.cu's preprocess, lse from the forward. Probabilities are rebuilt as
+// The bf16 tensor-core attention backward (attention.h): the dk/dv kernel and the dq kernel of the split
+// backward, and the fused backward, the dk/dv kernel adding dq itself; all deterministic (each output
+// element is accumulated in a fixed order; no float atomics). delta comes from attention_backward.cu's
+// preprocess, lse from the forward. Probabilities are rebuilt as
 // P = exp2(s * scale * log2 e - lse * log2 e), which is exp(scale s - lse).
 //
 // Both kernels give each warp kM m tiles of 16 rows (2 at D = 64, 1 at D = 128, whose accumulators
@@ -19,7 +20,14 @@
 // per warp, the tiles past its last query; masking only where a tile reaches past its first query):
 // S = Q K^T, dP = dO V^T, dS = P (dP - delta), dQ += dS K, scaled at the end. Q and dO fragments are
 // re-read from shared memory per tile rather than held, which keeps the accumulators in registers.
+//
+// Fused: the dk/dv kernel also writes each step's dS^T (bf16, the values its dK product used) to shared
+// memory and multiplies dS K for the step's kQ queries, every warp a 16 x 32 piece; the pieces of one
+// query tile from the KV tiles of its sequence are summed in f32 in global memory in KV-tile order
+// (Note [Deterministic dq of the fused backward], attention_tc_fused_dq.cuh). 5 matrix products per
+// (query tile, KV tile) where the split kernels do 7.
 #include "cuda/attention_tc.cuh"
+#include "cuda/attention_tc_fused_dq.cuh"
 #include "cuda/cuda_check.h"
 
 namespace dtrn::cuda {
@@ -37,14 +45,22 @@ struct BackwardTiling {
   static constexpr int kDkdvQ = 32;
   static constexpr int kDqKv = D == 64 ? 32 : 64;
   static constexpr int kMinBlocks = D == 64 ? 2 : 1;
+  // The fused kernel's dS^T tile in shared memory: [128 keys][kDkdvQ queries], rows padded by 8 so that
+  // the 80-byte rows of an ldmatrix fall on distinct 16-byte bank groups.
+  static constexpr int kDsStride = kDkdvQ + 8;
+  static constexpr int kDkdvSmem =
+      (2 * kTcBlockRows + 4 * kDkdvQ) * TcGeometry<D>::kStride * sizeof(Bf16) + 4 * kDkdvQ * sizeof(float);
+  static constexpr int kFusedSmem = kDkdvSmem + kTcBlockRows * kDsStride * sizeof(Bf16);
 };
 
-template <int D>
+// kFusedDq: the fused backward's kernel, which also adds the dq pieces (FusedDq).
+template <int D, bool kFusedDq>
 __global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>::kMinBlocks)
     tc_dkdv_kernel(const Bf16* __restrict__ q, const Bf16* __restrict__ k,
                    const Bf16* __restrict__ v, const int32_t* __restrict__ cu, AttentionShape shape,
                    const float* __restrict__ lse, const Bf16* __restrict__ dout,
-                   const float* __restrict__ delta, Bf16* __restrict__ dk, Bf16* __restrict__ dv) {
+                   const float* __restrict__ delta, Bf16* __restrict__ dk, Bf16* __restrict__ dv,
+                   FusedDq fused) {
   using G = TcGeometry<D>;
   using B = BackwardTiling<D>;
   constexpr int kM = B::kM, kThreads = B::kThreads;
@@ -59,11 +75,19 @@ __global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>
   Bf16* s_g = s_q + 2 * kQTile;    // two buffers of dout
   float* s_lse = reinterpret_cast<float*>(s_g + 2 * kQTile);  // two buffers of kQ
   float* s_delta = s_lse + 2 * kQ;                             // two buffers of kQ
+  Bf16* s_ds = reinterpret_cast<Bf16*>(s_delta + 2 * kQ);      // fused: dS^T [kRows][kDsStride]
 
-  const SeqTile tile =
-      locate_tile<kThreads>(cu, shape.num_seqs, shape.n, kRows, blockIdx.x, /*reverse=*/false);
+  uint2 work = make_uint2(blockIdx.x, blockIdx.y);
+  if constexpr (kFusedDq) work = take_ticket(fused.ticket);
+  const SeqTile tile = [&] {
+    if constexpr (kFusedDq) {
+      return locate_tile_tile_major<kThreads>(cu, shape.num_seqs, shape.n, kRows, work.x);
+    } else {
+      return locate_tile<kThreads>(cu, shape.num_seqs, shape.n, kRows, work.x, /*reverse=*/false);
+    }
+  }();
   if (!tile.found) return;
-  const int kv = blockIdx.y, group = shape.h / shape.g;
+  const int kv = static_cast<int>(work.y), group = shape.h / shape.g;
   const int k_lo = tile.tile * kRows, k_rows = min(kRows, tile.len - k_lo);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int64_t kv_stride = int64_t{shape.g} * D, q_stride = int64_t{shape.h} * D;
@@ -73,13 +97,21 @@ __global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>
   tc_stage<D, kRows, kThreads>(s_k, k + kv_offset, kv_stride, k_rows);
   tc_stage<D, kRows, kThreads>(s_v, v + kv_offset, kv_stride, k_rows);
 
-  // Steps: (query head, query tile) pairs, heads outermost; query tiles start at the one holding k_lo.
+  // Steps: (query head, query tile) pairs over the query tiles from the one holding k_lo to the
+  // sequence end: heads outermost and tiles ascending, or in the fused kernel tiles descending and heads
+  // innermost (the Note says why).
   const int q_first = k_lo / kQ;
   const int q_tiles = (tile.len + kQ - 1) / kQ - q_first;
   const int steps = group * q_tiles;
+  const auto step_head = [&](int step) {
+    return kv * group + (kFusedDq ? step % group : step / q_tiles);
+  };
+  const auto step_q_lo = [&](int step) {
+    return (q_first + (kFusedDq ? q_tiles - 1 - step / group : step % q_tiles)) * kQ;
+  };
   const auto stage_step = [&](int step, int buf) {
-    const int head = kv * group + step / q_tiles;
-    const int q_lo = (q_first + step % q_tiles) * kQ, q_rows = min(kQ, tile.len - q_lo);
+    const int head = step_head(step);
+    const int q_lo = step_q_lo(step), q_rows = min(kQ, tile.len - q_lo);
     const int64_t q_offset = ((tile.start + q_lo) * shape.h + head) * D;
     tc_stage<D, kQ, kThreads>(s_q + buf * kQTile, q + q_offset, q_stride, q_rows);
     tc_stage<D, kQ, kThreads>(s_g + buf * kQTile, dout + q_offset, q_stride, q_rows);
@@ -97,6 +129,7 @@ __global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>
   const int warp_k_first = k_lo + warp * B::kWarpRows;  // the warp's first key
   const int key0 = warp_k_first + lane / 4;  // this lane's keys: key0 + 16 mi and 8 below each
   float dk_acc[kM][G::kDTiles][4] = {}, dv_acc[kM][G::kDTiles][4] = {};
+  DqCounter dq_counter;
   for (int step = 0; step < steps; ++step) {
     const int buf = step % 2;
     if (step + 1 < steps) {
@@ -107,14 +140,19 @@ __global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>
       cp_async_wait<0>();
     }
     __syncthreads();
-    const int q_lo = (q_first + step % q_tiles) * kQ, q_rows = min(kQ, tile.len - q_lo);
-    // A step whose queries all come before the warp's first key adds nothing.
+    const int q_lo = step_q_lo(step), q_rows = min(kQ, tile.len - q_lo);
+    int32_t* counter = nullptr;  // fused: the query tile's counter
+    if constexpr (kFusedDq) {
+      counter = fused.counters + step_head(step) * shape.n + tile.start + q_lo;
+      dq_counter.peek(counter);
+    }
+    float p[kM][kQ / 8][4] = {}, ds[kM][kQ / 8][4] = {};
+    // A step whose queries all come before the warp's first key adds nothing (dS^T stays 0).
     if (q_lo + kQ - 1 >= warp_k_first) {
       const Bf16* sq = s_q + buf * kQTile;
       const Bf16* sg = s_g + buf * kQTile;
       const float* sl = s_lse + buf * kQ;
       const float* sd = s_delta + buf * kQ;
-      float p[kM][kQ / 8][4] = {}, ds[kM][kQ / 8][4] = {};
       mma_rows_by_rows_m<D, kM, kQ>(p, s_k, warp * B::kWarpRows, sq);   // S^T
       mma_rows_by_rows_m<D, kM, kQ>(ds, s_v, warp * B::kWarpRows, sg);  // dP^T
       // Only a step that reaches below the warp's last key or past the sequence end needs the mask,
@@ -149,8 +187,22 @@ __global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>
       mma_regs_by_tile_m<D, kM, kQ>(dv_acc, p, sg);
       mma_regs_by_tile_m<D, kM, kQ>(dk_acc, ds, sq);
     }
-    __syncthreads();  // this buffer is refilled by the next iteration's prefetch
+    if constexpr (kFusedDq) {
+      store_ds_transposed<kM, kQ, B::kDsStride>(s_ds, warp * B::kWarpRows, ds);
+      dq_counter.send_pending();
+      // This block is addition number tile.tile to the query tile; the last comes from the KV tile
+      // holding the query tile's last row.
+      dq_counter.wait(counter, tile.tile);
+      __syncthreads();  // s_ds is complete, and the additions before this one are visible
+      const bool last = tile.tile == (q_lo + q_rows - 1) / kRows;
+      add_dq_piece<D, kQ, B::kWarps, B::kDsStride>(s_ds, s_k, fused, shape, step_head(step),
+                                                   tile.start + q_lo, q_rows, tile.tile, last);
+      dq_counter.pending = counter;
+      dq_counter.pending_value = tile.tile + 1;
+    }
+    __syncthreads();  // this buffer (and s_ds) is refilled by the next iteration
   }
+  if constexpr (kFusedDq) dq_counter.send_pending();
 
   const float scale = static_cast<float>(shape.scale);
   const float dk_factor[2] = {scale, scale}, dv_factor[2] = {1.f, 1.f};
@@ -294,19 +346,38 @@ __global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>
   }
 }
 
+// The fused kernel's view of its workspace: the f32 sums, then the counters and the ticket.
+FusedDq fused_layout(const AttentionShape& shape, void* workspace, Bf16* dq) {
+  FusedDq fused;
+  fused.sums = static_cast<float*>(workspace);
+  fused.counters = reinterpret_cast<int32_t*>(fused.sums + shape.n * shape.h * shape.d);
+  fused.ticket = fused.counters + shape.n * shape.h;
+  fused.dq = dq;
+  return fused;
+}
+
 template <int D>
 void launch_tc_backward(const AttentionShape& shape, const Bf16* q, const Bf16* k, const Bf16* v,
                         const int32_t* cu, const float* lse, const Bf16* dout, const float* delta,
-                        Bf16* dq, Bf16* dk, Bf16* dv, cudaStream_t stream) {
+                        Bf16* dq, Bf16* dk, Bf16* dv, void* fused_workspace, cudaStream_t stream) {
   using B = BackwardTiling<D>;
-  constexpr int kStride = TcGeometry<D>::kStride;
-  constexpr int kDkdvSmem = (2 * kTcBlockRows + 4 * B::kDkdvQ) * kStride * sizeof(Bf16) +
-                            4 * B::kDkdvQ * sizeof(float);
-  allow_shared_memory(reinterpret_cast<const void*>(&tc_dkdv_kernel<D>), kDkdvSmem);
-  tc_dkdv_kernel<D><<<dim3(attention_tile_blocks(shape, kTcBlockRows), shape.g), B::kThreads,
-                      kDkdvSmem, stream>>>(q, k, v, cu, shape, lse, dout, delta, dk, dv);
+  const dim3 key_grid(attention_tile_blocks(shape, kTcBlockRows), shape.g);
+  if (fused_workspace != nullptr) {
+    const FusedDq fused = fused_layout(shape, fused_workspace, dq);
+    // The counters and the ticket start at 0; the sums need no zeroing (the Note).
+    CUDA_CHECK(
+        cudaMemsetAsync(fused.counters, 0, (shape.n * shape.h + 1) * sizeof(int32_t), stream));
+    allow_shared_memory(reinterpret_cast<const void*>(&tc_dkdv_kernel<D, true>), B::kFusedSmem);
+    tc_dkdv_kernel<D, true><<<key_grid, B::kThreads, B::kFusedSmem, stream>>>(
+        q, k, v, cu, shape, lse, dout, delta, dk, dv, fused);
+    CUDA_CHECK_LAUNCH();
+    return;
+  }
+  allow_shared_memory(reinterpret_cast<const void*>(&tc_dkdv_kernel<D, false>), B::kDkdvSmem);
+  tc_dkdv_kernel<D, false><<<key_grid, B::kThreads, B::kDkdvSmem, stream>>>(
+      q, k, v, cu, shape, lse, dout, delta, dk, dv, FusedDq{});
   CUDA_CHECK_LAUNCH();
-  constexpr int kDqSmem = (2 * kTcBlockRows + 4 * B::kDqKv) * kStride * sizeof(Bf16);
+  constexpr int kDqSmem = (2 * kTcBlockRows + 4 * B::kDqKv) * TcGeometry<D>::kStride * sizeof(Bf16);
   allow_shared_memory(reinterpret_cast<const void*>(&tc_dq_kernel<D>), kDqSmem);
   tc_dq_kernel<D><<<dim3(attention_tile_blocks(shape, kTcBlockRows), shape.h), B::kThreads,
                     kDqSmem, stream>>>(q, k, v, cu, shape, lse, dout, delta, dq);
@@ -315,10 +386,15 @@ void launch_tc_backward(const AttentionShape& shape, const Bf16* q, const Bf16* 
 
 }  // namespace
 
+size_t tensor_core_fused_workspace_bytes(const AttentionShape& shape) {
+  return static_cast<size_t>(shape.n) * shape.h * shape.d * sizeof(float) +
+         (static_cast<size_t>(shape.n) * shape.h + 1) * sizeof(int32_t);
+}
+
 void tensor_core_attention_backward(const AttentionShape& shape, const void* q, const void* k,
                                     const void* v, const int32_t* cu_seqlens, const float* lse,
                                     const void* dout, const float* delta, void* dq, void* dk,
-                                    void* dv, cudaStream_t stream) {
+                                    void* dv, void* fused_workspace, cudaStream_t stream) {
   const auto* qb = static_cast<const Bf16*>(q);
   const auto* kb = static_cast<const Bf16*>(k);
   const auto* vb = static_cast<const Bf16*>(v);
@@ -327,9 +403,11 @@ void tensor_core_attention_backward(const AttentionShape& shape, const void* q, 
   auto* dkb = static_cast<Bf16*>(dk);
   auto* dvb = static_cast<Bf16*>(dv);
   if (shape.d == 64) {
-    launch_tc_backward<64>(shape, qb, kb, vb, cu_seqlens, lse, gb, delta, dqb, dkb, dvb, stream);
+    launch_tc_backward<64>(shape, qb, kb, vb, cu_seqlens, lse, gb, delta, dqb, dkb, dvb,
+                           fused_workspace, stream);
   } else {
-    launch_tc_backward<128>(shape, qb, kb, vb, cu_seqlens, lse, gb, delta, dqb, dkb, dvb, stream);
+    launch_tc_backward<128>(shape, qb, kb, vb, cu_seqlens, lse, gb, delta, dqb, dkb, dvb,
+                            fused_workspace, stream);
   }
 }
 

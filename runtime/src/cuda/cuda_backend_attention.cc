@@ -1,6 +1,7 @@
-// CudaBackend::attention and attention_backward (backend.h): tensor checks, the kernel choice of
-// DTRN_ATTENTION_KERNEL, and the calls into the launchers of cuda/attention.h. Kept apart from
-// cuda_backend.cc so that the attention kernels and the rest of the backend change independently.
+// CudaBackend::attention and attention_backward (backend.h): tensor checks, the kernel choices of
+// DTRN_ATTENTION_KERNEL and DTRN_ATTENTION_BACKWARD, and the calls into the launchers of
+// cuda/attention.h. Kept apart from cuda_backend.cc so that the attention kernels and the rest of the
+// backend change independently.
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
@@ -23,6 +24,16 @@ cuda::AttentionKernel attention_kernel_choice() {
   DTRN_CHECK(std::strcmp(value, "generic") == 0,
              "DTRN_ATTENTION_KERNEL must be auto or generic, got '", value, "'");
   return cuda::AttentionKernel::kGeneric;
+}
+
+cuda::AttentionBackward attention_backward_choice() {
+  const char* value = std::getenv("DTRN_ATTENTION_BACKWARD");
+  if (value == nullptr || *value == '\0' || std::strcmp(value, "split") == 0) {
+    return cuda::AttentionBackward::kSplit;
+  }
+  DTRN_CHECK(std::strcmp(value, "fused") == 0,
+             "DTRN_ATTENTION_BACKWARD must be split or fused, got '", value, "'");
+  return cuda::AttentionBackward::kFused;
 }
 
 // The one CUDA device of all the tensors, which must be contiguous.
@@ -99,12 +110,22 @@ void CudaBackend::attention_backward(const Tensor& q, const Tensor& k, const Ten
   const int device =
       attention_device({&q, &k, &v, &cu_seqlens, &out, &lse, &dout, &dq, &dk, &dv});
   cuda::DeviceGuard guard(device);
-  // Scratch for delta = rowsum(dout * out); freed at once, which the one stream makes safe (Note [One
-  // stream per device]).
+  const cuda::AttentionKernel kernel = attention_kernel_choice();
+  const cuda::AttentionBackward backward = attention_backward_choice();
+  // Scratch for delta = rowsum(dout * out) and the fused backward's workspace (f32 words); freed at
+  // once, which the one stream makes safe (Note [One stream per device]).
   Tensor delta = Tensor::empty({q.size(1), q.size(0)}, lse.dtype(), q.device());
-  cuda::launch_attention_backward(elem_type(t), shape, attention_kernel_choice(), q.raw_data(),
-                                  k.raw_data(), v.raw_data(), cu_seqlens.data<int32_t>(),
-                                  out.raw_data(), lse.raw_data(), dout.raw_data(), delta.raw_data(),
+  const size_t workspace_bytes =
+      cuda::attention_backward_workspace_bytes(elem_type(t), shape, kernel, backward);
+  Tensor workspace;
+  if (workspace_bytes > 0) {
+    const auto words = static_cast<int64_t>((workspace_bytes + sizeof(float) - 1) / sizeof(float));
+    workspace = Tensor::empty({words}, DType::kF32, q.device());
+  }
+  cuda::launch_attention_backward(elem_type(t), shape, kernel, backward, q.raw_data(), k.raw_data(),
+                                  v.raw_data(), cu_seqlens.data<int32_t>(), out.raw_data(),
+                                  lse.raw_data(), dout.raw_data(), delta.raw_data(),
+                                  workspace_bytes > 0 ? workspace.raw_data() : nullptr,
                                   dq.raw_data(), dk.raw_data(), dv.raw_data(),
                                   cuda::stream_for(device));
 }
