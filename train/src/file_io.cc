@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <utility>
 
+#include "dtrn/runtime/check.h"
+
 namespace dtrn::train {
 
 namespace fs = std::filesystem;
@@ -19,15 +21,15 @@ Status error_code_status(const std::string& path, const std::error_code& ec) {
                                                     : Status::IoError(message);
 }
 
-StatusOr<HashingWriter> HashingWriter::create(Env* env, const std::string& path) {
+StatusOr<HashingWriter> HashingWriter::create(Env* env, const std::string& path, bool hash) {
   auto file = env->new_writable_file(path);
   if (!file.ok()) return file.status();
-  return HashingWriter(std::move(*file));
+  return HashingWriter(std::move(*file), hash);
 }
 
 Status HashingWriter::append(const void* data, size_t size) {
   DTRN_RETURN_IF_ERROR(file_->append(data, size));
-  sha_.update(data, size);
+  if (hash_) sha_.update(data, size);
   bytes_ += size;
   return Status::Ok();
 }
@@ -37,10 +39,20 @@ Status HashingWriter::finish() {
   return file_->close();
 }
 
-StatusOr<std::unique_ptr<ReadableFile>> ReadableFile::open(const std::string& path) {
+std::string HashingWriter::sha256_hex() {
+  DTRN_CHECK(hash_, "HashingWriter: no digest of ", "a writer made with hash = false");
+  return sha_.hex_digest();
+}
+
+StatusOr<std::unique_ptr<ReadableFile>> ReadableFile::open(const std::string& path, bool hash) {
   auto file = open_regular_file(path);
   if (!file.ok()) return file.status();
-  return std::unique_ptr<ReadableFile>(new ReadableFile(path, file->fd, file->size));
+  return std::unique_ptr<ReadableFile>(new ReadableFile(path, file->fd, file->size, hash));
+}
+
+std::string ReadableFile::sha256_hex() {
+  DTRN_CHECK(hash_, path_, ": no digest of a file opened with hash = false");
+  return sha_.hex_digest();
 }
 
 ReadableFile::~ReadableFile() { ::close(fd_); }
@@ -50,7 +62,7 @@ Status ReadableFile::read(void* out, size_t size) {
   if (!n.ok()) return n.status();
   if (*n < size)
     return Status::DataLoss(path_ + ": the file ended early (it changed while being read)");
-  sha_.update(out, size);
+  if (hash_) sha_.update(out, size);
   return Status::Ok();
 }
 

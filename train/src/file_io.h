@@ -23,27 +23,29 @@ namespace dtrn::train {
 // "<path>: <ec.message()>": NotFound for no_such_file_or_directory, IoError otherwise.
 Status error_code_status(const std::string& path, const std::error_code& ec);
 
-// Appends to a file of an Env and hashes the bytes (sha256) on their way. finish() syncs and closes.
+// Appends to a file of an Env and hashes the bytes (sha256) on their way, unless made with hash = false
+// (a checkpoint shard hashes each tensor instead). finish() syncs and closes.
 class HashingWriter {
  public:
-  static StatusOr<HashingWriter> create(Env* env, const std::string& path);
+  static StatusOr<HashingWriter> create(Env* env, const std::string& path, bool hash = true);
   Status append(const void* data, size_t size);
   Status append(std::string_view s) { return append(s.data(), s.size()); }
   Status finish();  // fsync, then close
-  std::string sha256_hex() { return sha_.hex_digest(); }  // of everything appended; call once
+  std::string sha256_hex();  // of everything appended; call once, on a hashing writer
   uint64_t bytes() const { return bytes_; }
 
  private:
-  explicit HashingWriter(std::unique_ptr<WritableFile> file) : file_(std::move(file)) {}
+  HashingWriter(std::unique_ptr<WritableFile> file, bool hash) : file_(std::move(file)), hash_(hash) {}
   std::unique_ptr<WritableFile> file_;
+  bool hash_;
   Sha256 sha_;
   uint64_t bytes_ = 0;
 };
 
-// A regular file opened for sequential reading.
+// A regular file opened for sequential reading; the bytes read are hashed unless hash = false.
 class ReadableFile {
  public:
-  static StatusOr<std::unique_ptr<ReadableFile>> open(const std::string& path);
+  static StatusOr<std::unique_ptr<ReadableFile>> open(const std::string& path, bool hash = true);
   ~ReadableFile();
   ReadableFile(const ReadableFile&) = delete;
   ReadableFile& operator=(const ReadableFile&) = delete;
@@ -53,15 +55,16 @@ class ReadableFile {
   Status read(void* out, size_t size);
   // Moves past `size` bytes without reading them (the digest then covers only what was read).
   Status skip(uint64_t size);
-  std::string sha256_hex() { return sha_.hex_digest(); }  // of everything read; call once
+  std::string sha256_hex();  // of everything read; call once, on a hashing file
   const std::string& path() const { return path_; }
 
  private:
-  ReadableFile(std::string path, int fd, uint64_t size)
-      : path_(std::move(path)), fd_(fd), size_(size) {}
+  ReadableFile(std::string path, int fd, uint64_t size, bool hash)
+      : path_(std::move(path)), fd_(fd), size_(size), hash_(hash) {}
   std::string path_;
   int fd_;
   uint64_t size_;
+  bool hash_;
   Sha256 sha_;
 };
 

@@ -192,7 +192,7 @@ Status write_safetensors(const std::string& path,
 StatusOr<SafetensorsContents> read_safetensors(const std::string& path, std::string* sha256_hex,
                                                const TensorFilter& wanted) {
   DTRN_CHECK(!(sha256_hex && wanted), "read_safetensors: a whole-file digest needs every tensor read");
-  auto opened = ReadableFile::open(path);
+  auto opened = ReadableFile::open(path, /*hash=*/sha256_hex != nullptr);
   if (!opened.ok()) return opened.status();
   ReadableFile& file = **opened;
   const uint64_t size = file.size();
