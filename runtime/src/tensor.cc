@@ -193,6 +193,18 @@ Tensor make_view(const Tensor& base, Shape shape, Shape strides, int64_t offset)
 void Tensor::copy_(const Tensor& src) const {
   DTRN_CHECK(src.shape() == shape(), "copy_: source ", src.describe(), " into ", describe());
   if (numel() == 0) return;
+  if (src.device() != device() && src.dtype() == dtype() && is_contiguous() &&
+      (src.device().is_cpu() || device().is_cpu())) {
+    // Between the host and a device, straight into this tensor's memory: no staging copy, and from a
+    // device into page-locked memory at DMA speed (a checkpoint snapshot is gigabytes of these).
+    const Tensor from = src.detach().contiguous();
+    if (device().is_cpu()) {
+      backend_for(from.device()).copy_to_host(raw_data(), from.raw_data(), nbytes());
+    } else {
+      backend_for(device()).copy_from_host(raw_data(), from.raw_data(), nbytes());
+    }
+    return;
+  }
   Tensor from = src.device() == device() ? src.detach() : src.detach().to(device());
   backend_for(device()).copy(from, *this);
 }

@@ -343,6 +343,27 @@ TEST(CudaMemory, TransposedAndNarrowedViewsCopyExactly) {
   EXPECT_EQ(bits_of(dst_gpu), bits_of(dst_cpu));
 }
 
+// copy_ across the host and the device: straight into the destination where both sides agree in dtype
+// and the destination is contiguous (views of the source are made contiguous first), through a staging
+// copy otherwise. Every case lands the same bits as the same copy on the CPU.
+TEST(CudaMemory, CopiesBetweenHostAndDeviceLandExactly) {
+  REQUIRE_GPU();
+  const Tensor x = random_cpu({5, 8, 6}, 131);
+  const Tensor g = x.to(kGpu);
+  auto expect_copy = [](const Tensor& dst, const Tensor& src, const Tensor& want, const char* what) {
+    dst.copy_(src);
+    EXPECT_EQ(bits_of(dst.to(Device::cpu()).contiguous()), bits_of(want.contiguous())) << what;
+  };
+  expect_copy(Tensor::zeros({5, 8, 6}), g, x, "device into host");
+  expect_copy(Tensor::zeros({5, 8, 6}, DType::kF32, kGpu), x, x, "host into device");
+  expect_copy(Tensor::zeros({6, 8, 5}), g.transpose(0, 2), x.transpose(0, 2), "device view into host");
+  expect_copy(Tensor::zeros({5, 3, 6}, DType::kF32, kGpu), x.narrow(1, 2, 3), x.narrow(1, 2, 3),
+              "host view into device");
+  Tensor host_view = Tensor::zeros({6, 8, 5});
+  expect_copy(host_view.transpose(0, 2), g, x, "device into a host view");
+  expect_copy(Tensor::zeros({5, 8, 6}, DType::kBF16), g, x.to(DType::kBF16), "device f32 into host bf16");
+}
+
 TEST(CudaMemory, DtypeConversionsMatchTheCpuBitForBit) {
   REQUIRE_GPU();
   const double inf = std::numeric_limits<double>::infinity();
