@@ -106,6 +106,7 @@ TEST(CudaReduce, SumsOverEveryDimensionAndShapeClass) {
       {{3, 2000}, 1},                                                   // long rows, one chunk
       {{2, 40000}, 1},                                                  // long rows, three chunks
       {{1000, 33}, 0},                                                  // columns, eight chunks
+      {{2, 1500, 45}, 1},  // columns, twelve chunks (more than the finish's 8 warps), 45 = 32 + 13 wide
       {{2, 300, 5}, 1},   {{1, 1}, 0},          {{100003}, -1000},   {{3, 0, 4}, 1},
       {{0, 5}, 1},        {{4, 5}, -1000}};
   for (DType dtype : kFloatTypes) {
@@ -213,13 +214,24 @@ TEST(CudaNorm, RmsNormForwardAndBackward) {
   const TensorFn f = [](const std::vector<Tensor>& in) { return rmsnorm(in[0], in[1], 1e-5); };
   for (DType dtype : kFloatTypes) {
     const Tol tol = for_dtype(dtype, kExactish);
-    // [300, 50]: the weight gradient sums three row chunks; [2, 3, 7]: a 3-d input.
-    for (const Shape& shape : {Shape{1, 1}, Shape{7, 33}, Shape{33, 768}, Shape{300, 50},
+    // [300, 50] and [300, 64]: the weight gradient sums ten row chunks, one element and 16 bytes at a
+    // time; [33, 768] takes 16-byte chunks (and [7, 33] single elements) in every kernel; [2, 3, 7]: a
+    // 3-d input.
+    for (const Shape& shape : {Shape{1, 1}, Shape{7, 33}, Shape{33, 768}, Shape{300, 50}, Shape{300, 64},
                                Shape{2, 3, 7}, Shape{0, 8}}) {
       Tensor x = random_cpu(shape, 70, DType::kF64);
       Tensor w = random_cpu({shape.back()}, 71, DType::kF64, 0.5, 1.5);
       expect_op_matches(f, {x, w}, dtype, tol, tol, "rmsnorm " + shape_str(shape));
     }
+    // Rows one element past a 16-byte boundary (a view at offset 1 of a padded buffer): the kernels
+    // that would take 16-byte chunks of a 768-wide row must read it one element at a time.
+    const TensorFn shifted = [](const std::vector<Tensor>& in) {
+      const Tensor& x = in[0];
+      const Tensor padded = concat({Tensor::zeros({1}, x.dtype(), x.device()), x.reshape({-1})}, 0);
+      return rmsnorm(padded.narrow(0, 1, x.numel()).reshape(x.shape()), in[1], 1e-5);
+    };
+    expect_op_matches(shifted, {random_cpu({33, 768}, 72, DType::kF64), random_cpu({768}, 73, DType::kF64, 0.5, 1.5)},
+                      dtype, tol, tol, "rmsnorm of misaligned rows");
   }
 }
 
@@ -446,7 +458,7 @@ TEST(CudaKernels, PointwiseAndReductionsWriteEveryElement) {
 TEST(CudaKernels, NormRopeAndSoftmaxWriteEveryElement) {
   REQUIRE_GPU();
   Backend& cpu = backend_for(Device::cpu());
-  // 300 rows: the weight gradient sums three chunks of rows.
+  // 300 rows: the weight gradient sums ten chunks of rows.
   Tensor x = random_cpu({300, 33}, 330), w = random_cpu({33}, 331, DType::kF32, 0.5, 1.5);
   Tensor y = Tensor::zeros({300, 33}), rstd = Tensor::zeros({300});
   cpu.rmsnorm(x, w, 1e-5, y, rstd);

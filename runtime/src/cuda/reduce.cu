@@ -5,7 +5,7 @@
 //   - everything else: a thread per (o, chunk of kColumnChunk rows, i), summing its chunk in row
 //     order, adjacent threads on adjacent i (coalesced).
 // When a row needs more than one chunk the chunk sums go to scratch and finish_column_sums_kernel adds
-// them in chunk order. All sums are in double, like the CPU's, so results match it up to the final
+// them in an order fixed by the shape. All sums are in double, like the CPU's, so results match it up to the final
 // rounding.
 #include "cuda/block_reduce.cuh"
 #include "cuda/cuda_check.h"
@@ -97,8 +97,7 @@ void sum_dim_typed(const T* x, int64_t outer, int64_t n, int64_t inner, T* out, 
   }
   CUDA_CHECK_LAUNCH();
   if (plan.splits > 1) {
-    finish_column_sums_kernel<<<elementwise_blocks(outer * inner), kElementwiseThreads, 0, stream>>>(
-        scratch, outer, plan.splits, inner, out);
+    launch_finish_column_sums(scratch, outer, plan.splits, inner, out, stream);
     CUDA_CHECK_LAUNCH();
   }
 }
