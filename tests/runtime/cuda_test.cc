@@ -297,9 +297,17 @@ TEST(CudaElementwise, BroadcastingAddSubMulMatchTheCpuBitForBit) {
     expect_binary_matches(add, a, b);
     expect_binary_matches(sub, a, b);
     expect_binary_matches(mul, a, b);
+    // 740 elements: whole 16-byte chunks and a tail.
     Tensor c = random_cpu({4, 5, 37}, 102, dtype);
     expect_binary_matches(add, c, c);
     expect_binary_matches(mul, c, random_cpu({37}, 103, dtype));
+    // Contiguous operands one element past a 16-byte boundary take the one-element-per-access kernel.
+    Tensor big = random_cpu({741}, 104, dtype);
+    Tensor shifted_gpu = big.to(kGpu).narrow(0, 1, 740), c_gpu = c.reshape({740}).to(kGpu);
+    Tensor want = dtype == DType::kBF16
+                      ? add(big.narrow(0, 1, 740).to(DType::kF32), c.reshape({740}).to(DType::kF32)).to(dtype)
+                      : add(big.narrow(0, 1, 740), c.reshape({740}));
+    EXPECT_EQ(bits_of(add(shifted_gpu, c_gpu)), bits_of(want)) << dtype_name(dtype);
   }
 }
 
