@@ -149,6 +149,18 @@ TEST_F(ShardedResumeTest, Dp2Tp2ResumesAtItsLayoutAndAtDp1Dp2AndDp4) {
   EXPECT_EQ(m->layout.tp, 2);
   EXPECT_EQ(m->layout.zero, 1);
   ASSERT_TRUE(verify_checkpoint(step_dir(whole, 4)).ok());
+  // Export assembles every parameter whole from the TP slices; a one-process load of the same checkpoint
+  // (the resharding read, through each rank's requests) holds the same values bit for bit.
+  auto weights = read_checkpoint_weights(step_dir(whole, 4));
+  ASSERT_TRUE(weights.ok()) << weights.status().message();
+  model::DtrnModel loaded(job({}).model, job({}).routing, Device::cpu(), DType::kF32);
+  ASSERT_TRUE(load_checkpoint(step_dir(whole, 4), &loaded, nullptr, nullptr).ok());
+  const auto params = loaded.parameters();
+  ASSERT_EQ(weights->tensors.size(), params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    EXPECT_EQ(weights->tensors[i].first, params[i].name);
+    EXPECT_EQ(weights->tensors[i].second.to_vector(), params[i].tensor.to_vector()) << params[i].name;
+  }
 
   const std::string same = at_step_4(whole, "dp2tp2-to-dp2tp2");
   train(4, grid(2, 2, 1), same, true);
