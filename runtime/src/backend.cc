@@ -144,6 +144,7 @@ void synchronize(Device) {}
 void* device_stream(Device) { return nullptr; }
 DeviceMemoryStats device_memory_stats(Device) { return {}; }
 void reset_peak_device_memory(Device) {}
+void reserve_device_memory_headroom(Device) {}
 #endif
 
 }  // namespace dtrn

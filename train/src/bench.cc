@@ -121,6 +121,7 @@ StatusOr<BenchResult> run_bench(const JobConfig& config, const BenchOptions& opt
   std::chrono::steady_clock::time_point start;
   Tensor last_loss;
   for (int64_t step = 0; step < options.warmup + options.steps; ++step) {
+    if (step == 1) reserve_device_memory_headroom(device);  // as the Trainer does after its first step
     if (step == options.warmup) {
       synchronize(device);
       mallocs_before = device_memory_stats(device).device_mallocs;

@@ -205,6 +205,7 @@ struct Trainer::State {
   int64_t global_accum = 1;  // on all ranks together
   int64_t tokens_per_step = 0;
   StarvationMonitor monitor;
+  bool headroom_reserved = false;  // device memory headroom, once this process's first step is done
   std::unique_ptr<RunReport> report;
   // Every rank writes its shard of a save in the background (async_checkpoint.h), committed across the
   // ranks through options.commit_barrier when set (the coordinator's), else through `ranks`, whose
@@ -523,6 +524,10 @@ StatusOr<StepStats> Trainer::train_step() {
   model::RouterState next = used;
   model::update_router_state(config.routing, measured, nullptr, &next);
   s.model->set_router_state(next);
+  if (!s.headroom_reserved) {
+    reserve_device_memory_headroom(s.placement.device);  // the first step's peak is known now
+    s.headroom_reserved = true;
+  }
   s.progress.step = step + 1;
   s.progress.tokens += s.tokens_per_step;
   s.progress.samples += config.train.global_batch;

@@ -103,6 +103,25 @@ void CudaCachingAllocator::deallocate(void* ptr, size_t /*nbytes: the block know
   CUDA_CHECK(cudaFreeAsync(ptr, stream_for(block.device)));
 }
 
+void CudaCachingAllocator::reserve_headroom(int device, size_t bytes) {
+  if (bytes == 0) return;
+  std::lock_guard<std::mutex> lock(mutex_);
+  DevicePool& p = pool(device);
+  DeviceGuard guard(device);
+  cudaStream_t stream = stream_for(device);
+  const size_t before = reserved(p);
+  void* ptr = nullptr;
+  const cudaError_t err =
+      cudaMallocFromPoolAsync(&ptr, round_size(bytes), static_cast<cudaMemPool_t>(p.pool), stream);
+  if (err == cudaErrorMemoryAllocation) {
+    cudaGetLastError();  // not there: training goes on without headroom
+    return;
+  }
+  CUDA_CHECK(err);
+  CUDA_CHECK(cudaFreeAsync(ptr, stream));
+  if (reserved(p) > before) ++p.stats.device_mallocs;
+}
+
 AllocatorStats CudaCachingAllocator::stats(int device) const {
   std::lock_guard<std::mutex> lock(mutex_);
   AllocatorStats sum;

@@ -7,11 +7,16 @@
 // block's tensors change size with the routed count every micro-batch: blocks of old sizes pile up while
 // new sizes still miss, and the cache grows and calls cudaMalloc every step. The driver's pool
 // suballocates and coalesces freed memory for any size, with no synchronisation, and keeps what it has
-// reserved (release threshold: unlimited), so a training step reserves nothing new once warm.
+// reserved (release threshold: unlimited), so a training step reserves nothing new once warm and given
+// headroom (below).
 //
 // - Requests are rounded up to 512 bytes (round_size).
 // - Reuse is safe without events because all dtrn work on a device runs on its one stream (Note [One
 //   stream per device] in cuda_context.h) and frees are ordered on that stream.
+// - Note [Headroom]: the pool grows by exactly what a request lacks, so a working set that is a few MB
+//   larger in a later step (a D block routing more tokens than ever before) would reserve again then.
+//   reserve_headroom, called once after the first step (reserve_device_memory_headroom in device.h),
+//   leaves a free piece that such growth comes out of.
 // - Out of memory: the pool's unused reservations are returned to the driver (after a synchronisation)
 //   and the request retried once; then dtrn::Error with the bytes requested, in use and cached.
 //
@@ -50,6 +55,10 @@ class CudaCachingAllocator final : public Allocator {
   void reset_peak();
   // Returns every device's unused reservations to the driver (after synchronising each device).
   void empty_cache();
+  // Makes the device's pool hold at least `bytes` unused in one piece: a block of that size allocated
+  // and freed at once (the pool keeps what it reserved). Counts as a device malloc when the pool grew;
+  // does nothing when the device has not that much free (Note [Headroom]).
+  void reserve_headroom(int device, size_t bytes);
 
   // The size class a request of `nbytes` is served from.
   static size_t round_size(size_t nbytes);

@@ -1,5 +1,6 @@
 #include "cuda/cuda_context.h"
 
+#include <algorithm>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -114,6 +115,13 @@ DeviceMemoryStats device_memory_stats(Device device) {
 
 void reset_peak_device_memory(Device device) {
   if (device.is_cuda()) cuda::caching_allocator().reset_peak();
+}
+
+void reserve_device_memory_headroom(Device device) {
+  if (!device.is_cuda()) return;
+  constexpr size_t kFloor = size_t{256} << 20;
+  const size_t peak = cuda::caching_allocator().stats(device.index).peak_allocated_bytes;
+  cuda::caching_allocator().reserve_headroom(device.index, std::max(kFloor, peak / 50));
 }
 
 }  // namespace dtrn
