@@ -8,12 +8,8 @@
 // each staged by cp.async into one of two shared buffers while the previous one is computed on; a warp
 // skips the tiles whose keys all come after its last query. Per key tile and warp: S = Q K^T (f32 C
 // fragments); only a tile that reaches past the warp's first query masks keys after the query
-// (s = -inf); the running row maximum m of the unscaled scores and the denominator l are updated (the
-// rescale exp2((m_old - m_new) c), c = scale * log2 e, is applied to l and to the output accumulator
-// once per tile); P = exp(scale (s - m)) = exp2(s c - m c), one fused multiply-add and one exp2 per
-// score, is rounded to bf16 and multiplied into V straight from registers. A row's max is reduced over
-// the 4 lanes that hold it; l stays a per-lane partial sum until the end. Then out = o / l and
-// lse = m scale + ln l (natural log, as the CPU reference stores it).
+// (s = -inf); one step of the online softmax (attention_softmax.cuh) turns S into P, which is rounded to
+// bf16 and multiplied into V straight from registers. Then out = o / l and lse = m scale + ln l.
 #include "cuda/attention_softmax.cuh"
 #include "cuda/cuda_check.h"
 

@@ -14,8 +14,9 @@
 //   O += P V: P rounded to bf16 in registers is the A operand (Note [wgmma m64nNk16 fragments]), V the
 //     B operand MN-major (its rows are keys, K of this product, and its D columns N contiguous), so the
 //     transpose flag is set: kKv / 16 RS wgmmas m64nDk16.
-// Each product is issued, committed and waited for before its accumulators are read; the two warpgroups
-// overlap each other's softmax with their MMAs. Ordering against the cp.async writes: every thread
+// Each product is issued, committed and waited for before its accumulators are read (one warpgroup's
+// softmax can run while the other's MMAs do; overlapping them within a warpgroup, as FlashAttention-3
+// does, is the next step once this is measured). Ordering against the cp.async writes: every thread
 // fences its completed copies into the async proxy (fence.proxy.async) before the barrier that precedes
 // the wgmmas reading them; a buffer is refilled only after the barrier that ends the tile, when both
 // warpgroups have waited for their wgmmas on it.
