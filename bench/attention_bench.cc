@@ -1,8 +1,10 @@
 // attention_bench: the throughput of dtrn's CUDA attention kernels (cuda/attention.h) on causal bf16
 // batches of the SmolLM-360M shape (15 query heads of 64 sharing 5 KV heads) and an MHA shape with
 // D = 128 (16 heads), at B x T = 8 x 2048 and 2 x 8192 packed rows, each with the split and the fused
-// tensor-core backward (DTRN_ATTENTION_BACKWARD); the bf16 generic kernels and the f32 kernels at the
-// first shape for comparison. bench/peer_attention.py times torch at the same shapes.
+// tensor-core backward (DTRN_ATTENTION_BACKWARD) and, where the GPU runs it, the Hopper wgmma forward
+// (DTRN_ATTENTION_KERNEL=wgmma, kernel column "wgmma"; its backward is the split tensor-core one); the
+// bf16 generic kernels and the f32 kernels at the first shape for comparison. bench/peer_attention.py
+// times torch at the same shapes.
 //
 // The backend's kernels are called directly (white-box, so no autograd bookkeeping is timed), with CUDA
 // events on dtrn's stream around each call: median of 20 runs after 3 warm-ups. FLOPs count the matrix
@@ -28,6 +30,7 @@
 // White-box: the stream dtrn queues its work on, so the events bracket exactly the kernels.
 #include "../runtime/src/cuda/cuda_check.h"
 #include "../runtime/src/cuda/cuda_context.h"
+#include "../runtime/src/cuda/wgmma_support.h"
 #endif
 
 namespace {
@@ -119,12 +122,15 @@ int run() {
   struct Dims {
     int64_t b, t, h, g, d;
   };
+  const std::string no_wgmma = dtrn::cuda::wgmma_unavailable_reason(0);
+  if (!no_wgmma.empty()) std::printf("no wgmma rows: %s\n", no_wgmma.c_str());
   std::vector<Case> cases;
   for (const Dims& s : {Dims{8, 2048, 15, 5, 64}, Dims{2, 8192, 15, 5, 64}, Dims{8, 2048, 16, 16, 128},
                         Dims{2, 8192, 16, 16, 128}}) {
     for (const char* backward : {"split", "fused"}) {
       cases.push_back({s.b, s.t, s.h, s.g, s.d, DType::kBF16, "auto", backward});
     }
+    if (no_wgmma.empty()) cases.push_back({s.b, s.t, s.h, s.g, s.d, DType::kBF16, "wgmma", "split"});
   }
   cases.push_back({8, 2048, 15, 5, 64, DType::kBF16, "generic", "split"});
   cases.push_back({8, 2048, 15, 5, 64, DType::kF32, "auto", "split"});

@@ -9,7 +9,8 @@
 // tile size (generic tiles of 16 and 32 rows, tensor-core tiles of 32 and 64), S = 1 and S = 8, MHA
 // (H = G) and grouped heads (H = 3G), D in {4, 16, 64, 128} (and 256 and f64 for the generic kernels),
 // f32 and bf16 on both bf16 paths, the split and the fused tensor-core backward
-// (DTRN_ATTENTION_BACKWARD), bit-reproducibility of the backward.
+// (DTRN_ATTENTION_BACKWARD), bit-reproducibility of the backward, and the Hopper wgmma forward
+// (DTRN_ATTENTION_KERNEL=wgmma; those tests skip unless the GPU runs its sm_90a code).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -20,12 +21,17 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../../runtime/src/backend.h"
 #include "dtrn/runtime/autograd.h"
 #include "dtrn/runtime/ops.h"
 #include "dtrn/runtime/tensor.h"
+
+#ifdef DTRN_WITH_CUDA
+#include "../../runtime/src/cuda/wgmma_support.h"
+#endif
 
 namespace dtrn {
 namespace {
@@ -34,6 +40,19 @@ namespace {
   if (!cuda_available()) GTEST_SKIP() << "no GPU"
 
 const Device kGpu = Device::cuda(0);
+
+// Why the wgmma forward does not run here (empty where it does).
+std::string wgmma_skip_reason() {
+#ifdef DTRN_WITH_CUDA
+  return cuda::wgmma_unavailable_reason(0);
+#else
+  return "no CUDA backend";
+#endif
+}
+
+#define REQUIRE_WGMMA()                                                                  \
+  REQUIRE_GPU();                                                                         \
+  if (const std::string why = wgmma_skip_reason(); !why.empty()) GTEST_SKIP() << why
 
 // An environment variable set for the guard's lifetime (the backend reads DTRN_ATTENTION_KERNEL and
 // DTRN_ATTENTION_BACKWARD on every call).
@@ -448,6 +467,113 @@ TEST(CudaAttention, EmptyBatchOnTheGpu) {
   out.backward(Tensor::empty({0, 2, 64}, DType::kBF16, kGpu));
   EXPECT_EQ(q.grad().shape(), q.shape());
   EXPECT_EQ(k.grad().shape(), k.shape());
+}
+
+}  // namespace
+}  // namespace dtrn
+
+namespace dtrn {
+namespace {
+
+// The wgmma forward (out, lse) and the tensor-core backward that reads its lse, against the CPU f64
+// reference: the tensor-core cases above, plus key tiles of 128 filled exactly (128), by one row (129)
+// and several times over (700, 333), so that the online softmax rescales across tiles and the diagonal
+// tile is masked at every offset. Tolerances and their reasons: kBf16.
+TEST(CudaAttention, WgmmaForwardMatchesCpuF64) {
+  REQUIRE_WGMMA();
+  const KernelChoice wgmma("wgmma");
+  uint64_t seed = 140;
+  for (int64_t d : {64, 128}) {
+    for (const Heads& heads : kHeadLayouts) {
+      expect_matches_reference({kMixed, heads.h, heads.g, d, DType::kBF16}, kBf16, seed++);
+      expect_matches_reference({kLong, heads.h, heads.g, d, DType::kBF16}, kBf16, seed++);
+    }
+    expect_matches_reference({kSingle, 3, 1, d, DType::kBF16}, kBf16, seed++);
+    expect_matches_reference({random_lengths(11), 6, 2, d, DType::kBF16}, kBf16, seed++);
+  }
+}
+
+// Two runs give the same bits (no atomics; every sum in a fixed order), on small and on large problems
+// (the 360m preset's heads at 2 x 8192: 64 key tiles per query tile, 1920 blocks).
+TEST(CudaAttention, WgmmaForwardIsBitReproducible) {
+  REQUIRE_WGMMA();
+  const KernelChoice wgmma("wgmma");
+  for (int64_t d : {64, 128}) {
+    const Inputs in = make_inputs({random_lengths(12), 6, 2, d, DType::kBF16}, 150);
+    const Outputs a = run_kernels(in, kGpu, DType::kBF16), b = run_kernels(in, kGpu, DType::kBF16);
+    EXPECT_TRUE(same_bits(a.out, b.out)) << "D " << d;
+    EXPECT_TRUE(same_bits(a.lse, b.lse)) << "D " << d;
+  }
+  for (const LargeCase& c : kLargeCases) {
+    const Inputs in = large_inputs(c, 151);
+    const Outputs a = run_kernels(in, kGpu, DType::kBF16), b = run_kernels(in, kGpu, DType::kBF16);
+    EXPECT_TRUE(same_bits(a.out, b.out)) << "large D " << c.d;
+    EXPECT_TRUE(same_bits(a.lse, b.lse)) << "large D " << c.d;
+  }
+}
+
+// At sizes the CPU reference cannot check in a unit test, the wgmma forward against the mma.sync one.
+// Both compute the same f32 products of the same bf16 operands and round P to bf16; they differ in
+// where the online softmax rescales (key tiles of 128 against 64: P is rounded relative to a different
+// running maximum) and in the order of the f32 sums. That moves a bf16 output by at most about one unit
+// in its last place (at most 2^-7 of the element, below 1e-2 of the tensor's scale), and few elements
+// at all, so 2e-3 in norm; lse (~10) only by the f32 rounding of l, a sum of up to 8192 terms: ~1e-6,
+// and 1e-5 of max |lse| bounds it with margin. What this catches is a block, a tile or a head at a
+// wrong offset or a mis-masked diagonal tile, which move whole rows by far more (one dropped key of a
+// long row may hide below the lse bound: the CPU-reference test above catches that on short rows).
+// The paths really differ: some output bits do.
+TEST(CudaAttention, WgmmaForwardAgreesWithTensorCoresAtScale) {
+  REQUIRE_WGMMA();
+  constexpr Tolerance kOut{1e-2, 2e-3}, kLse{1e-5, 1e-5};
+  for (const LargeCase& c : kLargeCases) {
+    SCOPED_TRACE("large D " + std::to_string(c.d));
+    const Inputs in = large_inputs(c, 160);
+    const Outputs tensor_cores = run_kernels(in, kGpu, DType::kBF16);
+    Outputs wgmma;
+    {
+      const KernelChoice choice("wgmma");
+      wgmma = run_kernels(in, kGpu, DType::kBF16);
+    }
+    expect_close(wgmma.out, tensor_cores.out, kOut, "out");
+    expect_close(wgmma.lse, tensor_cores.lse, kLse, "lse");
+    EXPECT_FALSE(same_bits(wgmma.out, tensor_cores.out));
+  }
+}
+
+// Through the public ops and autograd with DTRN_ATTENTION_KERNEL=wgmma: the wgmma forward's out and lse
+// feed the tensor-core backward, and the gradients match the CPU's in f64.
+TEST(CudaAttention, WgmmaOpsAndAutogradMatchTheCpu) {
+  REQUIRE_WGMMA();
+  const KernelChoice wgmma("wgmma");
+  const Problem p{kLong, 6, 2, 64, DType::kBF16};
+  SCOPED_TRACE(describe(p));
+  const Inputs in = make_inputs(p, 170);
+  std::vector<std::vector<Tensor>> results;
+  const std::pair<Device, DType> sides[] = {{Device::cpu(), DType::kF64}, {kGpu, DType::kBF16}};
+  for (const auto& [device, dtype] : sides) {
+    Tensor q = in.q.to(dtype).to(device), k = in.k.to(dtype).to(device), v = in.v.to(dtype).to(device);
+    for (Tensor* t : {&q, &k, &v}) t->set_requires_grad(true);
+    Tensor out = attention(q, k, v, in.cu_seqlens.to(device));
+    out.backward(in.dout.to(dtype).to(device));
+    results.push_back({out, q.grad(), k.grad(), v.grad()});
+  }
+  const char* names[] = {"out", "dq", "dk", "dv"};
+  for (size_t i = 0; i < results[0].size(); ++i) {
+    expect_close(results[1][i], results[0][i], kBf16, names[i]);
+  }
+}
+
+// Where the device or the build cannot run the wgmma kernel, the choice falls back to the mma.sync
+// forward: the same bits as the default.
+TEST(CudaAttention, WgmmaChoiceFallsBackWhereUnavailable) {
+  REQUIRE_GPU();
+  if (wgmma_skip_reason().empty()) GTEST_SKIP() << "this GPU runs the wgmma forward";
+  const Inputs in = make_inputs({kMixed, 6, 2, 64, DType::kBF16}, 180);
+  const Outputs tensor_cores = run_kernels(in, kGpu, DType::kBF16);
+  const KernelChoice wgmma("wgmma");
+  const Outputs fallback = run_kernels(in, kGpu, DType::kBF16);
+  EXPECT_TRUE(same_bits(fallback.out, tensor_cores.out));
+  EXPECT_TRUE(same_bits(fallback.lse, tensor_cores.lse));
 }
 
 }  // namespace

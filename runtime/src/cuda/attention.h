@@ -19,6 +19,9 @@
 //                attention_backward.cu). The f32 training path and the correctness anchor.
 //   tensor core  bf16 with D = 64 or 128, 16-byte aligned pointers: FlashAttention-2 on mma.sync m16n8k16
 //                bf16 -> f32 with ldmatrix and cp.async double buffering (attention_tc_*.cu).
+//   wgmma        the forward only, where the tensor cores apply and the device runs sm_90a code
+//                (wgmma_support.h): the same algorithm on Hopper's warpgroup MMA, operands in swizzled
+//                shared memory (attention_wgmma_forward.cu); its lse feeds the tensor-core backward.
 // The backward of both is deterministic (no float atomics; every sum in a fixed order): a preprocess
 // delta = rowsum(dout * out), then one kernel per (KV head, key tile) writing dk and dv, summing over
 // the H/G query heads of its group in order and, within each, over the query tiles in order, and one
@@ -28,7 +31,8 @@
 // per tile pair instead of 7.
 //
 // Environment: DTRN_ATTENTION_KERNEL=generic forces the generic kernels for bf16 too (A/B checks);
-// unset, empty or "auto" picks the tensor cores where they apply. DTRN_ATTENTION_BACKWARD=fused runs the
+// "wgmma" runs the forward on the wgmma kernel where it applies (the tensor cores elsewhere, and for
+// the backward); unset, empty or "auto" picks the tensor cores where they apply. DTRN_ATTENTION_BACKWARD=fused runs the
 // fused tensor-core backward; unset, empty or "split" the two kernels. cuda_backend_attention.cc reads
 // both on every call and passes the choices in.
 //
@@ -44,7 +48,7 @@
 
 namespace dtrn::cuda {
 
-enum class AttentionKernel : uint8_t { kAuto, kGeneric };
+enum class AttentionKernel : uint8_t { kAuto, kGeneric, kWgmma };
 enum class AttentionBackward : uint8_t { kSplit, kFused };
 
 constexpr int kAttentionMaxHeadDim = 256;

@@ -171,6 +171,10 @@ void generic_attention_backward(ElemType type, const AttentionShape& shape, cons
 void tensor_core_attention_forward(const AttentionShape& shape, const void* q, const void* k,
                                    const void* v, const int32_t* cu_seqlens, void* out, float* lse,
                                    cudaStream_t stream);
+// Runs only where wgmma_available (wgmma_support.h); bf16, D = 64 or 128, 16-byte aligned pointers.
+void wgmma_attention_forward(const AttentionShape& shape, const void* q, const void* k,
+                             const void* v, const int32_t* cu_seqlens, void* out, float* lse,
+                             cudaStream_t stream);
 // fused_workspace: null for the split kernels, else tensor_core_fused_workspace_bytes of scratch for
 // the fused one.
 void tensor_core_attention_backward(const AttentionShape& shape, const void* q, const void* k,

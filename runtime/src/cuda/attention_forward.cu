@@ -1,5 +1,5 @@
 // The attention forward (attention.h): the generic kernel and the dispatch between it and the bf16
-// tensor-core kernel (attention_tc_forward.cu).
+// tensor-core kernels (attention_tc_forward.cu, attention_wgmma_forward.cu).
 //
 // Generic forward, per block of kRows query rows of one head (Note [Generic attention layout]): the
 // causal keys 0 .. last row of the tile are staged kChunk at a time; each row keeps a running maximum m
@@ -8,6 +8,8 @@
 // p_j v_j to the output. At the end out = o / l and lse = m + log l, as the CPU reference defines them.
 #include "cuda/attention_generic.cuh"
 #include "cuda/cuda_check.h"
+#include "cuda/cuda_context.h"
+#include "cuda/wgmma_support.h"
 
 namespace dtrn::cuda {
 namespace {
@@ -142,7 +144,11 @@ void launch_attention_forward(ElemType type, const AttentionShape& shape, Attent
   if (shape.n == 0 || shape.num_seqs == 0) return;
   const void* pointers[] = {q, k, v, out};
   if (attention_uses_tensor_cores(type, shape, kernel, pointers, 4)) {
-    tensor_core_attention_forward(shape, q, k, v, cu_seqlens, out, static_cast<float*>(lse), stream);
+    if (kernel == AttentionKernel::kWgmma && wgmma_available(current_device())) {
+      wgmma_attention_forward(shape, q, k, v, cu_seqlens, out, static_cast<float*>(lse), stream);
+    } else {
+      tensor_core_attention_forward(shape, q, k, v, cu_seqlens, out, static_cast<float*>(lse), stream);
+    }
   } else {
     generic_attention_forward(type, shape, q, k, v, cu_seqlens, out, lse, stream);
   }

@@ -8,13 +8,9 @@
 // each staged by cp.async into one of two shared buffers while the previous one is computed on; a warp
 // skips the tiles whose keys all come after its last query. Per key tile and warp: S = Q K^T (f32 C
 // fragments); only a tile that reaches past the warp's first query masks keys after the query
-// (s = -inf); the running row maximum m of the unscaled scores and the denominator l are updated (the
-// rescale exp2((m_old - m_new) c), c = scale * log2 e, is applied to l and to the output accumulator
-// once per tile); P = exp(scale (s - m)) = exp2(s c - m c), one fused multiply-add and one exp2 per
-// score, is rounded to bf16 and multiplied into V straight from registers. A row's max is reduced over
-// the 4 lanes that hold it; l stays a per-lane partial sum until the end. Then out = o / l and
-// lse = m scale + ln l (natural log, as the CPU reference stores it).
-#include "cuda/attention_tc.cuh"
+// (s = -inf); one step of the online softmax (attention_softmax.cuh) turns S into P, which is rounded to
+// bf16 and multiplied into V straight from registers. Then out = o / l and lse = m scale + ln l.
+#include "cuda/attention_softmax.cuh"
 #include "cuda/cuda_check.h"
 
 namespace dtrn::cuda {
@@ -125,55 +121,13 @@ __global__ void __launch_bounds__(ForwardTiling<D>::kThreads, D == 64 ? 2 : 1)
       // them): the integer pipe, not the tensor cores, limited this kernel when it ran on every tile.
       if (diagonal) {
 #pragma unroll
-        for (int mi = 0; mi < kM; ++mi) {
-#pragma unroll
-          for (int nt = 0; nt < kKv / 8; ++nt) {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const int key = kv_lo + nt * 8 + (lane % 4) * 2 + (e & 1);
-              if (key > q_lo + row0 + mi * 16 + (e / 2) * 8) s[mi][nt][e] = kNegInf;
-            }
-          }
-        }
+        for (int mi = 0; mi < kM; ++mi) mask_causal(s[mi], kv_lo, q_lo + row0 + mi * 16);
       }
 #pragma unroll
       for (int mi = 0; mi < kM; ++mi) {
-        float tile_max[2] = {kNegInf, kNegInf};
-#pragma unroll
-        for (int nt = 0; nt < kKv / 8; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) tile_max[e / 2] = fmaxf(tile_max[e / 2], s[mi][nt][e]);
-        }
-        float m_scaled[2], correction[2];  // m_new c, and the rescale of what came before
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          float mx = tile_max[half];
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-          const float m_new = fmaxf(m[mi][half], mx);
-          // Key 0 is unmasked for every row in the first tile, so m_new is finite; the guard keeps a
-          // fully masked row (none occur) from computing inf - inf.
-          m_scaled[half] = m_new == kNegInf ? 0.f : m_new * scale_log2;
-          correction[half] = fast_exp2(m[mi][half] * scale_log2 - m_scaled[half]);
-          m[mi][half] = m_new;
-          l[mi][half] *= correction[half];
-        }
-#pragma unroll
-        for (int nt = 0; nt < kKv / 8; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const float p = fast_exp2(fmaf(s[mi][nt][e], scale_log2, -m_scaled[e / 2]));
-            s[mi][nt][e] = p;
-            l[mi][e / 2] += p;
-          }
-        }
-#pragma unroll
-        for (int dt = 0; dt < G::kDTiles; ++dt) {
-          o[mi][dt][0] *= correction[0];
-          o[mi][dt][1] *= correction[0];
-          o[mi][dt][2] *= correction[1];
-          o[mi][dt][3] *= correction[1];
-        }
+        float correction[2];
+        online_softmax_tile(s[mi], m[mi], l[mi], scale_log2, correction);
+        rescale_rows(o[mi], correction);
       }
       mma_regs_by_tile_m<D, kM, kKv>(o, s, sv);  // o += P V
     }
@@ -182,23 +136,8 @@ __global__ void __launch_bounds__(ForwardTiling<D>::kThreads, D == 64 ? 2 : 1)
 
 #pragma unroll
   for (int mi = 0; mi < kM; ++mi) {
-    float inv_l[2];
-    Bf16* dst[2];
-    bool valid[2];
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      l[mi][half] += __shfl_xor_sync(0xffffffffu, l[mi][half], 1);
-      l[mi][half] += __shfl_xor_sync(0xffffffffu, l[mi][half], 2);
-      inv_l[half] = 1.f / l[mi][half];
-      const int row = row0 + mi * 16 + half * 8;
-      const int64_t packed = tile.start + q_lo + row;
-      valid[half] = row < q_rows;
-      dst[half] = out + (packed * shape.h + head) * D;
-      if (valid[half] && lane % 4 == 0) {
-        lse[head * shape.n + packed] = m[mi][half] * scale + logf(l[mi][half]);
-      }
-    }
-    store_rows<D>(o[mi], inv_l, dst, valid);
+    finish_rows<D>(o[mi], m[mi], l[mi], row0 + mi * 16, q_rows, tile.start + q_lo, head, shape, out,
+                   lse);
   }
 }
 

@@ -21,8 +21,9 @@ cuda::AttentionKernel attention_kernel_choice() {
   if (value == nullptr || *value == '\0' || std::strcmp(value, "auto") == 0) {
     return cuda::AttentionKernel::kAuto;
   }
+  if (std::strcmp(value, "wgmma") == 0) return cuda::AttentionKernel::kWgmma;
   DTRN_CHECK(std::strcmp(value, "generic") == 0,
-             "DTRN_ATTENTION_KERNEL must be auto or generic, got '", value, "'");
+             "DTRN_ATTENTION_KERNEL must be auto, generic or wgmma, got '", value, "'");
   return cuda::AttentionKernel::kGeneric;
 }
 
