@@ -59,6 +59,7 @@ void* CudaCachingAllocator::allocate(size_t nbytes) {
   live_blocks_.emplace(ptr, Block{device, size});
   p.stats.allocated_bytes += size;
   p.stats.peak_allocated_bytes = std::max(p.stats.peak_allocated_bytes, p.stats.allocated_bytes);
+  p.stats.largest_block = std::max(p.stats.largest_block, size);
   ++p.stats.allocations;
   return ptr;
 }
@@ -139,6 +140,7 @@ AllocatorStats CudaCachingAllocator::stats(int device) const {
     sum.allocations += s.allocations;
     sum.cache_hits += s.cache_hits;
     sum.device_mallocs += s.device_mallocs;
+    sum.largest_block = std::max(sum.largest_block, s.largest_block);
   }
   return sum;
 }

@@ -14,7 +14,8 @@
 // - Reuse is safe without events because all dtrn work on a device runs on its one stream (Note [One
 //   stream per device] in cuda_context.h) and frees are ordered on that stream.
 // - Note [Headroom]: the pool grows by exactly what a request lacks, so a working set that is a few MB
-//   larger in a later step (a D block routing more tokens than ever before) would reserve again then.
+//   larger in a later step (a D block routing more tokens than ever before), or a large block (the
+//   logits) that finds the free memory cut into smaller pieces than before, would reserve again then.
 //   reserve_headroom, called once after the first step (reserve_device_memory_headroom in device.h),
 //   leaves a free piece that such growth comes out of.
 // - Out of memory: the pool's unused reservations are returned to the driver (after a synchronisation)
@@ -43,6 +44,7 @@ struct AllocatorStats {
   uint64_t allocations = 0;         // allocate() calls that returned memory
   uint64_t cache_hits = 0;          // of those, served from memory the pool had reserved
   uint64_t device_mallocs = 0;      // of those, the ones that made the pool reserve more from the driver
+  size_t largest_block = 0;         // the largest block handed out so far
 };
 
 class CudaCachingAllocator final : public Allocator {

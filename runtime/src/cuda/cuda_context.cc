@@ -120,8 +120,9 @@ void reset_peak_device_memory(Device device) {
 void reserve_device_memory_headroom(Device device) {
   if (!device.is_cuda()) return;
   constexpr size_t kFloor = size_t{256} << 20;
-  const size_t peak = cuda::caching_allocator().stats(device.index).peak_allocated_bytes;
-  cuda::caching_allocator().reserve_headroom(device.index, std::max(kFloor, peak / 50));
+  const cuda::AllocatorStats s = cuda::caching_allocator().stats(device.index);
+  cuda::caching_allocator().reserve_headroom(device.index,
+                                             std::max({kFloor, s.peak_allocated_bytes / 50, s.largest_block}));
 }
 
 }  // namespace dtrn
