@@ -161,7 +161,10 @@ __global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>
         for (int mi = 0; mi < kM; ++mi) mask_queries_before_keys(p[mi], key0 + mi * 16, q_lo, q_rows);
       }
 #pragma unroll
-      for (int mi = 0; mi < kM; ++mi) score_gradients_by_column(p[mi], ds[mi], scale_log2, sl, sd);
+      for (int mi = 0; mi < kM; ++mi) {
+        probabilities_by_column(p[mi], scale_log2, sl);
+        score_gradients_by_column(p[mi], ds[mi], sd);
+      }
       mma_regs_by_tile_m<D, kM, kQ>(dv_acc, p, sg);
       mma_regs_by_tile_m<D, kM, kQ>(dk_acc, ds, sq);
     }
@@ -284,7 +287,8 @@ __global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>
       }
 #pragma unroll
       for (int mi = 0; mi < kM; ++mi) {
-        score_gradients_by_row(p[mi], ds[mi], scale_log2, lse_log2[mi], row_delta[mi]);
+        probabilities_by_row(p[mi], scale_log2, lse_log2[mi]);
+        score_gradients_by_row(p[mi], ds[mi], row_delta[mi]);
       }
       mma_regs_by_tile_m<D, kM, kKv>(dq_acc, ds, sk);
     }

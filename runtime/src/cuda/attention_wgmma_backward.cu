@@ -141,35 +141,40 @@ __global__ void __launch_bounds__(kThreads, 1)
       wgmma_ss<kQ, WgmmaMajor::kK>(p, k_major_descriptor(k_tile, kRows, 64 * wg, 16 * kk),
                                    k_major_descriptor(q_tile, kQ, 0, 16 * kk), kk > 0);
     }
+    wgmma_commit();
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       wgmma_ss<kQ, WgmmaMajor::kK>(ds, k_major_descriptor(v_tile, kRows, 64 * wg, 16 * kk),
                                    k_major_descriptor(g_tile, kQ, 0, 16 * kk), kk > 0);
     }
     wgmma_commit();
-    wgmma_wait<0>();
+    wgmma_wait<1>();  // S^T landed; dP^T may still run
     wgmma_fence_operands(p);
-    wgmma_fence_operands(ds);
 
     // Only a step with a query before the warpgroup's last key or past the sequence end needs the mask.
     if (q_lo < wg_k_first + 63 || q_rows < kQ) mask_queries_before_keys(p, key0, q_lo, q_rows);
-    score_gradients_by_column(p, ds, scale_log2, s_lse + buf * kQ, s_delta + buf * kQ);
-    uint32_t p_a[kQ / 16][4], ds_a[kQ / 16][4];
+    probabilities_by_column(p, scale_log2, s_lse + buf * kQ);
+    uint32_t p_a[kQ / 16][4];
 #pragma unroll
-    for (int ks = 0; ks < kQ / 16; ++ks) {
-      c_pair_to_a(p[2 * ks], p[2 * ks + 1], p_a[ks]);
-      c_pair_to_a(ds[2 * ks], ds[2 * ks + 1], ds_a[ks]);
-    }
-
+    for (int ks = 0; ks < kQ / 16; ++ks) c_pair_to_a(p[2 * ks], p[2 * ks + 1], p_a[ks]);
     wgmma_fence_operands(dv_acc);
-    wgmma_fence_operands(dk_acc);
     wgmma_fence_operands(p_a);
-    wgmma_fence_operands(ds_a);
     wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < kQ / 16; ++ks) {
       wgmma_rs<D, WgmmaMajor::kMn>(dv_acc, p_a[ks], mn_major_descriptor(g_tile, kQ, 16 * ks), true);
     }
+    wgmma_commit();
+    wgmma_wait<1>();  // dP^T landed; dV may still run
+    wgmma_fence_operands(ds);
+
+    score_gradients_by_column(p, ds, s_delta + buf * kQ);
+    uint32_t ds_a[kQ / 16][4];
+#pragma unroll
+    for (int ks = 0; ks < kQ / 16; ++ks) c_pair_to_a(ds[2 * ks], ds[2 * ks + 1], ds_a[ks]);
+    wgmma_fence_operands(dk_acc);
+    wgmma_fence_operands(ds_a);
+    wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < kQ / 16; ++ks) {
       wgmma_rs<D, WgmmaMajor::kMn>(dk_acc, ds_a[ks], mn_major_descriptor(q_tile, kQ, 16 * ks), true);
@@ -278,19 +283,22 @@ __global__ void __launch_bounds__(kThreads, 1)
       wgmma_ss<kKv, WgmmaMajor::kK>(p, k_major_descriptor(q_tile, kRows, 64 * wg, 16 * kk),
                                     k_major_descriptor(k_tile, kKv, 0, 16 * kk), kk > 0);
     }
+    wgmma_commit();
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       wgmma_ss<kKv, WgmmaMajor::kK>(ds, k_major_descriptor(g_tile, kRows, 64 * wg, 16 * kk),
                                     k_major_descriptor(v_tile, kKv, 0, 16 * kk), kk > 0);
     }
     wgmma_commit();
-    wgmma_wait<0>();
+    wgmma_wait<1>();  // S landed; dP may still run
     wgmma_fence_operands(p);
-    wgmma_fence_operands(ds);
 
     // Only a tile whose last key comes after the warpgroup's first query needs the mask.
     if (kv_lo + kKv - 1 > wg_q_first) mask_causal(p, kv_lo, q_lo + row0);
-    score_gradients_by_row(p, ds, scale_log2, lse_log2, row_delta);
+    probabilities_by_row(p, scale_log2, lse_log2);
+    wgmma_wait<0>();
+    wgmma_fence_operands(ds);
+    score_gradients_by_row(p, ds, row_delta);
     uint32_t ds_a[kKv / 16][4];
 #pragma unroll
     for (int ks = 0; ks < kKv / 16; ++ks) c_pair_to_a(ds[2 * ks], ds[2 * ks + 1], ds_a[ks]);
