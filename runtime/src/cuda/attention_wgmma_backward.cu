@@ -8,8 +8,10 @@
 // swizzled layout of Note [wgmma operand layout: 128-byte swizzle], staged by all 256 threads with
 // cp.async into two buffers (the next step's tiles load while this one's are computed on). Each tile
 // serves as a K-major operand in one product and as an MN-major B in another, so nothing is staged
-// twice. Per step and warpgroup, the two independent products are issued together, committed once and
-// waited for before their accumulators are read; the two warpgroups overlap each other's waits.
+// twice. Per step and warpgroup the products are issued in commit groups in the order their results
+// are needed, and each wait lets the latest group run on: P is computed while the product giving dP
+// runs, and (dk/dv) dS while dV's runs. Accumulators are read only after the wait for their group; the
+// two warpgroups also overlap each other's waits.
 //
 // dk/dv: a block owns 128 keys of one KV head, K and V staged once. It walks the query heads of the
 // group in order and, for each, the query tiles of kDkdvQ = 64 from the one holding the block's first
@@ -22,12 +24,14 @@
 //     of this product, its D columns N).
 // A warpgroup computes every step of its block, also the first, whose queries all precede the second
 // warpgroup's keys (masked to P = 0): skipping it would put the wgmmas under a branch that ptxas
-// serialises, for one step in a few dozen. dk is scaled once at the end.
+// serialises, to save one step per query head and block. dk is scaled once at the end.
 //
 // dq: a block owns 128 query rows of one head (Q and dO staged once) and walks the causal key tiles of
 // DqTiling::kKv keys in order: S = Q K^T and dP = dO V^T (SS, Q and dO K-major A, K and V K-major B),
-// dS = P (dP - delta) masked only on tiles that reach past the warpgroup's first query, then
-// dQ += dS K (RS, dS in registers, B the K tile MN-major). scaled at the end.
+// P masked only on tiles that reach past the warpgroup's first query, dS = P (dP - delta), then
+// dQ += dS K (RS, dS in registers, B the K tile MN-major). dq is scaled once at the end. With tiles of
+// 64 keys (D = 128) the last one lies wholly after the first warpgroup's queries; that warpgroup
+// computes it masked to P = 0 for the same reason.
 #include "cuda/attention_backward_steps.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/wgmma.cuh"
