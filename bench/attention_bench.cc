@@ -1,10 +1,11 @@
 // attention_bench: the throughput of dtrn's CUDA attention kernels (cuda/attention.h) on causal bf16
 // batches of the SmolLM-360M shape (15 query heads of 64 sharing 5 KV heads) and an MHA shape with
 // D = 128 (16 heads), at B x T = 8 x 2048 and 2 x 8192 packed rows, each with the split and the fused
-// tensor-core backward (DTRN_ATTENTION_BACKWARD) and, where the GPU runs them, the Hopper wgmma kernels
-// (DTRN_ATTENTION_KERNEL=wgmma, kernel column "wgmma": the wgmma forward with the split mma.sync
-// backward, then with the wgmma backward, backward column "wgmma"); the bf16 generic kernels and the
-// f32 kernels at the first shape for comparison. bench/peer_attention.py times torch at the same shapes.
+// tensor-core backward (DTRN_ATTENTION_BACKWARD) and, where the GPU runs them, the Hopper wgmma
+// kernels (DTRN_ATTENTION_KERNEL=wgmma, kernel column "wgmma": the wgmma forward with the split
+// mma.sync backward, then with the wgmma backward, backward column "wgmma"); the bf16 generic kernels
+// and the f32 kernels at the first shape for comparison. bench/peer_attention.py times torch at the
+// same shapes.
 //
 // The backend's kernels are called directly (white-box, so no autograd bookkeeping is timed), with CUDA
 // events on dtrn's stream around each call: median of 20 runs after 3 warm-ups. FLOPs count the matrix

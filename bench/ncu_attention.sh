@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Nsight Compute on the tensor-core attention kernels at 8 x 2048, H 15 / G 5, D 64 (attention_bench's
-# first case; the wgmma backward's kernels in their first case, the same shape): speed of light, pipe utilisation, warp stalls, shared memory. Needs a built build-gpu.
+# first case, and the wgmma backward's first case, the same shape): speed of light, pipe utilisation,
+# warp stalls, shared memory. Needs a built build-gpu.
 # Usage on the GPU machine: bash bench/ncu_attention.sh   (writes $OUT/ncu_attention.txt)
 set -uo pipefail
 export PATH="/opt/torch/.venv/bin:/usr/local/cuda/bin:$PATH"

@@ -32,7 +32,8 @@
 // per tile pair instead of 7.
 //
 // Environment: DTRN_ATTENTION_KERNEL=generic forces the generic kernels for bf16 too (A/B checks);
-// "wgmma" runs the forward on the wgmma kernel where it applies (the tensor cores elsewhere); unset, empty or "auto" picks the tensor cores where they apply.
+// "wgmma" runs the forward on the wgmma kernel where it applies (the tensor cores elsewhere); unset,
+// empty or "auto" picks the tensor cores where they apply.
 // DTRN_ATTENTION_BACKWARD=fused runs the fused tensor-core backward, "wgmma" the split backward on the
 // wgmma kernels where they run (the mma.sync split kernels elsewhere); unset, empty or "split" the two
 // mma.sync kernels. cuda_backend_attention.cc reads both on every call and passes the choices in.
