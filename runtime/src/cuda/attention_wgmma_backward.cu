@@ -6,7 +6,8 @@
 //
 // Both kernels run two warpgroups of 64 rows each (128 keys or 128 queries per block), operands in the
 // swizzled layout of Note [wgmma operand layout: 128-byte swizzle], staged by all 256 threads with
-// cp.async into two buffers (the next step's tiles load while this one's are computed on). Each tile
+// cp.async into kStages buffers: the tiles of the next kStages - 1 steps load while this one's are
+// computed on (shared memory is not what limits these blocks to one per SM; registers are). Each tile
 // serves as a K-major operand in one product and as an MN-major B in another, so nothing is staged
 // twice. Per step and warpgroup the products are issued in commit groups in the order their results
 // are needed, and each wait lets the latest group run on: P is computed while the product giving dP
@@ -44,13 +45,14 @@ constexpr int kThreads = 128 * kWarpgroups;
 constexpr int kRows = kTcBlockRows;  // keys (dk/dv) or queries (dq) per block, 64 per warpgroup
 static_assert(kRows == 64 * kWarpgroups, "a warpgroup computes 64 rows");
 constexpr int kDkdvQ = 64;  // queries per dk/dv step: S^T and dP^T are m64n64 (32 registers each)
+constexpr int kStages = 3;  // buffers of the tiles that change per step (Q, dO for dk/dv; K, V for dq)
 
 template <int D>
 struct DkdvSmem {
   static constexpr int kKeys = kRows * D * 2;    // bytes of the K or the V tile
   static constexpr int kQTile = kDkdvQ * D * 2;  // bytes of one Q or dO buffer
   static constexpr int kStats = kDkdvQ * 4;      // bytes of one lse or delta buffer
-  static constexpr int kBytes = 2 * kKeys + 4 * kQTile + 4 * kStats + kSwizzleAtomBytes;
+  static constexpr int kBytes = 2 * kKeys + 2 * kStages * (kQTile + kStats) + kSwizzleAtomBytes;
 };
 
 // The dq kernel's key tiles: S and dP are m64nKv, next to dQ's D / 2 registers per thread; 128 keys
@@ -60,7 +62,7 @@ struct DqTiling {
   static constexpr int kKv = D == 64 ? 128 : 64;
   static constexpr int kQBytes = kRows * D * 2;  // bytes of the Q or the dO tile
   static constexpr int kTile = kKv * D * 2;      // bytes of one K or V buffer
-  static constexpr int kBytes = 2 * kQBytes + 4 * kTile + kSwizzleAtomBytes;
+  static constexpr int kBytes = 2 * kQBytes + 2 * kStages * kTile + kSwizzleAtomBytes;
 };
 
 template <int D>
@@ -76,10 +78,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   extern __shared__ unsigned char smem_raw[];
   unsigned char* s_k = align_to_swizzle_atom(smem_raw);
   unsigned char* s_v = s_k + S::kKeys;
-  unsigned char* s_q = s_v + S::kKeys;       // two buffers
-  unsigned char* s_g = s_q + 2 * S::kQTile;  // two buffers of dout
-  float* s_lse = reinterpret_cast<float*>(s_g + 2 * S::kQTile);  // two buffers of kQ
-  float* s_delta = s_lse + 2 * kQ;                               // two buffers of kQ
+  unsigned char* s_q = s_v + S::kKeys;             // kStages buffers
+  unsigned char* s_g = s_q + kStages * S::kQTile;  // kStages buffers of dout
+  float* s_lse = reinterpret_cast<float*>(s_g + kStages * S::kQTile);  // kStages buffers of kQ
+  float* s_delta = s_lse + kStages * kQ;                               // kStages buffers of kQ
 
   const SeqTile tile =
       locate_tile<kThreads>(cu, shape.num_seqs, shape.n, kRows, blockIdx.x, /*reverse=*/false);
@@ -113,22 +115,22 @@ __global__ void __launch_bounds__(kThreads, 1)
       cp_async_4(s_delta + buf * kQ + t, delta + stat + (t < q_rows ? t : 0), t < q_rows);
     }
   };
-  stage_step(0, 0);
-  cp_async_commit();
+  // One commit group per step, empty past the last, so that waiting for all but the newest
+  // kStages - 1 groups always means this step's tiles (the first group also holds K and V).
+  for (int step = 0; step < kStages - 1; ++step) {
+    if (step < steps) stage_step(step, step);
+    cp_async_commit();
+  }
 
   const int wg_k_first = k_lo + 64 * wg;               // the warpgroup's first key
   const int key0 = wg_k_first + 16 * warp + lane / 4;  // this lane's keys: key0 and key0 + 8
   const uint32_t k_tile = shared_address(s_k), v_tile = shared_address(s_v);
   float dk_acc[D / 8][4] = {}, dv_acc[D / 8][4] = {};
   for (int step = 0; step < steps; ++step) {
-    const int buf = step % 2;
-    if (step + 1 < steps) {
-      stage_step(step + 1, 1 - buf);
-      cp_async_commit();
-      cp_async_wait<1>();  // this step's tiles (and K, V) landed; the next may still be in flight
-    } else {
-      cp_async_wait<0>();
-    }
+    const int buf = step % kStages, ahead = step + kStages - 1;
+    if (ahead < steps) stage_step(ahead, ahead % kStages);  // into the buffer of step - 1
+    cp_async_commit();
+    cp_async_wait<kStages - 1>();
     fence_proxy_async();
     __syncthreads();
     const int q_lo = step_q_lo(step), q_rows = min(kQ, tile.len - q_lo);
@@ -223,8 +225,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   extern __shared__ unsigned char smem_raw[];
   unsigned char* s_q = align_to_swizzle_atom(smem_raw);
   unsigned char* s_g = s_q + T::kQBytes;  // dout
-  unsigned char* s_k = s_g + T::kQBytes;  // two buffers
-  unsigned char* s_v = s_k + 2 * T::kTile;  // two buffers
+  unsigned char* s_k = s_g + T::kQBytes;          // kStages buffers
+  unsigned char* s_v = s_k + kStages * T::kTile;  // kStages buffers
 
   const SeqTile tile =
       locate_tile<kThreads>(cu, shape.num_seqs, shape.n, kRows, blockIdx.x, /*reverse=*/true);
@@ -239,11 +241,20 @@ __global__ void __launch_bounds__(kThreads, 1)
   const float scale_log2 = static_cast<float>(shape.scale) * kLog2e;
 
   const int64_t q_offset = ((tile.start + q_lo) * shape.h + head) * D;
+  const auto stage_tile = [&](int t, int buf) {
+    const int kv_lo = t * kKv;
+    stage_swizzled<D, kKv, kThreads>(s_k + buf * T::kTile, k_seq + kv_lo * kv_stride, kv_stride,
+                                     min(kKv, kv_end - kv_lo), tid);
+    stage_swizzled<D, kKv, kThreads>(s_v + buf * T::kTile, v_seq + kv_lo * kv_stride, kv_stride,
+                                     min(kKv, kv_end - kv_lo), tid);
+  };
   stage_swizzled<D, kRows, kThreads>(s_q, q + q_offset, q_stride, q_rows, tid);
   stage_swizzled<D, kRows, kThreads>(s_g, dout + q_offset, q_stride, q_rows, tid);
-  stage_swizzled<D, kKv, kThreads>(s_k, k_seq, kv_stride, min(kKv, kv_end), tid);
-  stage_swizzled<D, kKv, kThreads>(s_v, v_seq, kv_stride, min(kKv, kv_end), tid);
-  cp_async_commit();
+  // One commit group per key tile, empty past the last (as in the dk/dv kernel); Q and dO in the first.
+  for (int t = 0; t < kStages - 1; ++t) {
+    if (t < num_kv_tiles) stage_tile(t, t);
+    cp_async_commit();
+  }
 
   const int wg_q_first = q_lo + 64 * wg;            // the warpgroup's first query
   const int row0 = 64 * wg + 16 * warp + lane / 4;  // this lane's rows: row0 and row0 + 8
@@ -260,18 +271,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint32_t q_tile = shared_address(s_q), g_tile = shared_address(s_g);
   float dq_acc[D / 8][4] = {};
   for (int t = 0; t < num_kv_tiles; ++t) {
-    const int buf = t % 2;
-    if (t + 1 < num_kv_tiles) {
-      const int next_lo = (t + 1) * kKv;
-      stage_swizzled<D, kKv, kThreads>(s_k + (1 - buf) * T::kTile, k_seq + next_lo * kv_stride,
-                                       kv_stride, min(kKv, kv_end - next_lo), tid);
-      stage_swizzled<D, kKv, kThreads>(s_v + (1 - buf) * T::kTile, v_seq + next_lo * kv_stride,
-                                       kv_stride, min(kKv, kv_end - next_lo), tid);
-      cp_async_commit();
-      cp_async_wait<1>();  // tile t (and Q, dO) landed; tile t + 1 may still be in flight
-    } else {
-      cp_async_wait<0>();
-    }
+    const int buf = t % kStages, ahead = t + kStages - 1;
+    if (ahead < num_kv_tiles) stage_tile(ahead, ahead % kStages);  // into the buffer of tile t - 1
+    cp_async_commit();
+    cp_async_wait<kStages - 1>();
     fence_proxy_async();
     __syncthreads();
     const int kv_lo = t * kKv;
