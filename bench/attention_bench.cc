@@ -1,18 +1,20 @@
 // attention_bench: the throughput of dtrn's CUDA attention kernels (cuda/attention.h) on causal bf16
 // batches of the SmolLM-360M shape (15 query heads of 64 sharing 5 KV heads) and an MHA shape with
 // D = 128 (16 heads), at B x T = 8 x 2048 and 2 x 8192 packed rows, each with the split and the fused
-// tensor-core backward (DTRN_ATTENTION_BACKWARD) and, where the GPU runs it, the Hopper wgmma forward
-// (DTRN_ATTENTION_KERNEL=wgmma, kernel column "wgmma"; its backward is the split tensor-core one); the
-// bf16 generic kernels and the f32 kernels at the first shape for comparison. bench/peer_attention.py
-// times torch at the same shapes.
+// tensor-core backward (DTRN_ATTENTION_BACKWARD) and, where the GPU runs them, the Hopper wgmma
+// kernels (DTRN_ATTENTION_KERNEL=wgmma, kernel column "wgmma": the wgmma forward with the split
+// mma.sync backward, then with the wgmma backward, backward column "wgmma"); the bf16 generic kernels
+// and the f32 kernels at the first shape for comparison. bench/peer_attention.py times torch at the
+// same shapes.
 //
 // The backend's kernels are called directly (white-box, so no autograd bookkeeping is timed), with CUDA
 // events on dtrn's stream around each call: median of 20 runs after 3 warm-ups. FLOPs count the matrix
 // products over the unmasked (causal) half only, the FlashAttention convention:
 //   forward  = 2 products (Q K^T, P V) x 2 T^2 D / 2 per sequence and head = 4 N T H D / 2 (N = B T),
 //   backward = 2.5 x forward (5 products: S recomputed, dP, dV, dK, dQ; dtrn's split dk/dv and dq
-//              kernels each recompute S and dP, so they execute 7, the same 3.5 x forward any
-//              atomics-free FlashAttention-2 backward does; the fused backward executes the 5).
+//              kernels, on mma.sync or wgmma, each recompute S and dP, so they execute 7, the same
+//              3.5 x forward any atomics-free FlashAttention-2 backward does; the fused backward
+//              executes the 5).
 // Exits 0 with a message where no GPU or no CUDA backend exists.
 #include <algorithm>
 #include <cmath>
@@ -130,7 +132,11 @@ int run() {
     for (const char* backward : {"split", "fused"}) {
       cases.push_back({s.b, s.t, s.h, s.g, s.d, DType::kBF16, "auto", backward});
     }
-    if (no_wgmma.empty()) cases.push_back({s.b, s.t, s.h, s.g, s.d, DType::kBF16, "wgmma", "split"});
+    if (no_wgmma.empty()) {
+      for (const char* backward : {"split", "wgmma"}) {
+        cases.push_back({s.b, s.t, s.h, s.g, s.d, DType::kBF16, "wgmma", backward});
+      }
+    }
   }
   cases.push_back({8, 2048, 15, 5, 64, DType::kBF16, "generic", "split"});
   cases.push_back({8, 2048, 15, 5, 64, DType::kF32, "auto", "split"});

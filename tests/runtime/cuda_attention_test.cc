@@ -9,8 +9,9 @@
 // tile size (generic tiles of 16 and 32 rows, tensor-core tiles of 32 and 64), S = 1 and S = 8, MHA
 // (H = G) and grouped heads (H = 3G), D in {4, 16, 64, 128} (and 256 and f64 for the generic kernels),
 // f32 and bf16 on both bf16 paths, the split and the fused tensor-core backward
-// (DTRN_ATTENTION_BACKWARD), bit-reproducibility of the backward, and the Hopper wgmma forward
-// (DTRN_ATTENTION_KERNEL=wgmma; those tests skip unless the GPU runs its sm_90a code).
+// (DTRN_ATTENTION_BACKWARD), bit-reproducibility of the backward, and the Hopper wgmma forward and
+// backward (DTRN_ATTENTION_KERNEL=wgmma, DTRN_ATTENTION_BACKWARD=wgmma; those tests skip unless the GPU
+// runs their sm_90a code).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -540,14 +541,10 @@ TEST(CudaAttention, WgmmaForwardAgreesWithTensorCoresAtScale) {
   }
 }
 
-// Through the public ops and autograd with DTRN_ATTENTION_KERNEL=wgmma: the wgmma forward's out and lse
-// feed the tensor-core backward, and the gradients match the CPU's in f64.
-TEST(CudaAttention, WgmmaOpsAndAutogradMatchTheCpu) {
-  REQUIRE_WGMMA();
-  const KernelChoice wgmma("wgmma");
-  const Problem p{kLong, 6, 2, 64, DType::kBF16};
+// Through the public ops and autograd, bf16 on the GPU against f64 on the CPU: out and every gradient.
+void expect_autograd_matches_cpu(const Problem& p, uint64_t seed) {
   SCOPED_TRACE(describe(p));
-  const Inputs in = make_inputs(p, 170);
+  const Inputs in = make_inputs(p, seed);
   std::vector<std::vector<Tensor>> results;
   const std::pair<Device, DType> sides[] = {{Device::cpu(), DType::kF64}, {kGpu, DType::kBF16}};
   for (const auto& [device, dtype] : sides) {
@@ -563,6 +560,13 @@ TEST(CudaAttention, WgmmaOpsAndAutogradMatchTheCpu) {
   }
 }
 
+// With DTRN_ATTENTION_KERNEL=wgmma: the wgmma forward's out and lse feed the tensor-core backward.
+TEST(CudaAttention, WgmmaOpsAndAutogradMatchTheCpu) {
+  REQUIRE_WGMMA();
+  const KernelChoice wgmma("wgmma");
+  expect_autograd_matches_cpu({kLong, 6, 2, 64, DType::kBF16}, 170);
+}
+
 // Where the device or the build cannot run the wgmma kernel, the choice falls back to the mma.sync
 // forward: the same bits as the default.
 TEST(CudaAttention, WgmmaChoiceFallsBackWhereUnavailable) {
@@ -571,9 +575,91 @@ TEST(CudaAttention, WgmmaChoiceFallsBackWhereUnavailable) {
   const Inputs in = make_inputs({kMixed, 6, 2, 64, DType::kBF16}, 180);
   const Outputs tensor_cores = run_kernels(in, kGpu, DType::kBF16);
   const KernelChoice wgmma("wgmma");
+  const BackwardChoice wgmma_backward("wgmma");
   const Outputs fallback = run_kernels(in, kGpu, DType::kBF16);
   EXPECT_TRUE(same_bits(fallback.out, tensor_cores.out));
   EXPECT_TRUE(same_bits(fallback.lse, tensor_cores.lse));
+  expect_same_gradients(fallback, tensor_cores, "backward fallback");
+}
+
+// The wgmma backward (DTRN_ATTENTION_BACKWARD=wgmma) against the CPU f64 reference: dk/dv blocks of
+// 128 keys in two warpgroups of 64 walking query steps of 64, dq blocks of 128 queries walking key
+// tiles of 128 (D = 64) or 64 (D = 128). kWgmmaEdges has sequences shorter than, equal to and one past
+// a warpgroup's 64 rows (63, 64, 65), one past a block (129), many blocks (700), one row and none;
+// with the tensor-core forward's lse and with the wgmma forward's. Tolerances and their reasons: kBf16
+// (the wgmma kernels round P and dS to bf16 before their products, as the mma.sync ones do).
+const std::vector<int64_t> kWgmmaEdges = {63, 0, 64, 1, 65, 129, 700};
+
+TEST(CudaAttention, WgmmaBackwardMatchesCpuF64) {
+  REQUIRE_WGMMA();
+  const BackwardChoice wgmma("wgmma");
+  uint64_t seed = 200;
+  for (int64_t d : {64, 128}) {
+    for (const Heads& heads : kHeadLayouts) {
+      expect_matches_reference({kWgmmaEdges, heads.h, heads.g, d, DType::kBF16}, kBf16, seed++);
+      expect_matches_reference({kMixed, heads.h, heads.g, d, DType::kBF16}, kBf16, seed++);
+    }
+    expect_matches_reference({kSingle, 3, 1, d, DType::kBF16}, kBf16, seed++);
+    expect_matches_reference({kLong, 6, 2, d, DType::kBF16}, kBf16, seed++);
+    for (uint32_t draw : {13u, 14u}) {
+      expect_matches_reference({random_lengths(draw), 6, 2, d, DType::kBF16}, kBf16, seed++);
+    }
+    const KernelChoice wgmma_forward("wgmma");
+    expect_matches_reference({kWgmmaEdges, 6, 2, d, DType::kBF16}, kBf16, seed++);
+    expect_matches_reference({kWgmmaEdges, 3, 3, d, DType::kBF16}, kBf16, seed++);
+  }
+}
+
+// Two runs give the same bits (no atomics; every sum in a fixed order), on small problems and on the
+// large ones (2 x 8192 with the 360m preset's heads: 128 query steps of 64 per head for the first key
+// blocks, 64 key tiles for the last query blocks).
+TEST(CudaAttention, WgmmaBackwardIsBitReproducible) {
+  REQUIRE_WGMMA();
+  for (int64_t d : {64, 128}) {
+    for (const std::vector<int64_t>& lens : {random_lengths(15), kWgmmaEdges}) {
+      const Inputs in = make_inputs({lens, 6, 2, d, DType::kBF16}, 220);
+      expect_same_gradients(run_backward("wgmma", in), run_backward("wgmma", in),
+                            "D " + std::to_string(d));
+    }
+  }
+  for (const LargeCase& c : kLargeCases) {
+    const Inputs in = large_inputs(c, 221);
+    expect_same_gradients(run_backward("wgmma", in), run_backward("wgmma", in),
+                          "large D " + std::to_string(c.d));
+  }
+}
+
+// At sizes the CPU reference cannot check in a unit test, the wgmma backward against the mma.sync split
+// one. Both rebuild P and dS in f32 from the same bf16 operands and lse and round them to bf16 before
+// the same three products; they differ in the order of the f32 sums (the tensor cores' internal order
+// for S and dP, where a rare last-bit difference flips one bf16 rounding of P or dS by one unit, 2^-8
+// of that term; and the tiling of dq, dk, dv: key tiles of 128 or 64 against 32 or 64, query steps of
+// 64 against 32). As for the fused backward (FusedBackwardAgreesWithSplit) that moves a bf16 gradient
+// by at most about one unit in its last place, below 1e-2 of the tensor's scale, and few elements at
+// all: 2e-3 in norm. A block, tile or head at a wrong offset, a mis-masked diagonal or a dropped step
+// moves whole rows by far more. A different path really runs: some dq bits differ.
+TEST(CudaAttention, WgmmaBackwardAgreesWithSplitAtScale) {
+  REQUIRE_WGMMA();
+  constexpr Tolerance kPaths{1e-2, 2e-3};
+  for (const LargeCase& c : kLargeCases) {
+    SCOPED_TRACE("large D " + std::to_string(c.d));
+    const Inputs in = large_inputs(c, 230);
+    const Outputs split = run_backward("split", in), wgmma = run_backward("wgmma", in);
+    expect_close(wgmma.dq, split.dq, kPaths, "dq");
+    expect_close(wgmma.dk, split.dk, kPaths, "dk");
+    expect_close(wgmma.dv, split.dv, kPaths, "dv");
+    EXPECT_FALSE(same_bits(wgmma.dq, split.dq));
+  }
+}
+
+// Through the public ops and autograd with both choices wgmma: the wgmma forward feeds the wgmma
+// backward, at both head dims.
+TEST(CudaAttention, WgmmaForwardAndBackwardOpsMatchTheCpu) {
+  REQUIRE_WGMMA();
+  const KernelChoice wgmma("wgmma");
+  const BackwardChoice wgmma_backward("wgmma");
+  expect_autograd_matches_cpu({kLong, 6, 2, 64, DType::kBF16}, 240);
+  expect_autograd_matches_cpu({kWgmmaEdges, 4, 4, 128, DType::kBF16}, 241);
 }
 
 }  // namespace

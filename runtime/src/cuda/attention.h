@@ -13,16 +13,17 @@
 // outside the tensors (the op layer validates offsets that live on the host; on the device it cannot
 // without a synchronisation, and rows outside the clamped sequences are then left unwritten).
 //
-// Two implementations sit behind the same launchers:
+// Three implementations sit behind the same launchers:
 //   generic      tiled flash attention with FMA arithmetic (f32 accumulation, f64 for f64), any D <= 256,
 //                every element type (attention_generic.cuh, in attention_forward.cu and
 //                attention_backward.cu). The f32 training path and the correctness anchor.
 //   tensor core  bf16 with D = 64 or 128, 16-byte aligned pointers: FlashAttention-2 on mma.sync m16n8k16
 //                bf16 -> f32 with ldmatrix and cp.async double buffering (attention_tc_*.cu).
-//   wgmma        the forward only, where the tensor cores apply and the device runs sm_90a code
-//                (wgmma_support.h): the same algorithm on Hopper's warpgroup MMA, operands in swizzled
-//                shared memory (attention_wgmma_forward.cu); its lse feeds the tensor-core backward.
-// The backward of both is deterministic (no float atomics; every sum in a fixed order): a preprocess
+//   wgmma        where the tensor cores apply and the device runs sm_90a code (wgmma_support.h): the
+//                same algorithms on Hopper's warpgroup MMA, operands in swizzled shared memory
+//                (attention_wgmma_forward.cu, and the split backward in attention_wgmma_backward.cu),
+//                each chosen on its own; every forward's lse feeds every backward.
+// The backward of all is deterministic (no float atomics; every sum in a fixed order): a preprocess
 // delta = rowsum(dout * out), then one kernel per (KV head, key tile) writing dk and dv, summing over
 // the H/G query heads of its group in order and, within each, over the query tiles in order, and one
 // per (query head, query tile) writing dq. Both reuse the forward's lse; neither recomputes it. The
@@ -31,10 +32,11 @@
 // per tile pair instead of 7.
 //
 // Environment: DTRN_ATTENTION_KERNEL=generic forces the generic kernels for bf16 too (A/B checks);
-// "wgmma" runs the forward on the wgmma kernel where it applies (the tensor cores elsewhere, and for
-// the backward); unset, empty or "auto" picks the tensor cores where they apply. DTRN_ATTENTION_BACKWARD=fused runs the
-// fused tensor-core backward; unset, empty or "split" the two kernels. cuda_backend_attention.cc reads
-// both on every call and passes the choices in.
+// "wgmma" runs the forward on the wgmma kernel where it applies (the tensor cores elsewhere); unset,
+// empty or "auto" picks the tensor cores where they apply.
+// DTRN_ATTENTION_BACKWARD=fused runs the fused tensor-core backward, "wgmma" the split backward on the
+// wgmma kernels where they run (the mma.sync split kernels elsewhere); unset, empty or "split" the two
+// mma.sync kernels. cuda_backend_attention.cc reads both on every call and passes the choices in.
 //
 // C++17 and free of dtrn's Tensor, like elementwise.h.
 #pragma once
@@ -49,7 +51,7 @@
 namespace dtrn::cuda {
 
 enum class AttentionKernel : uint8_t { kAuto, kGeneric, kWgmma };
-enum class AttentionBackward : uint8_t { kSplit, kFused };
+enum class AttentionBackward : uint8_t { kSplit, kFused, kWgmma };
 
 constexpr int kAttentionMaxHeadDim = 256;
 

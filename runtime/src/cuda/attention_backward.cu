@@ -1,6 +1,6 @@
-// The attention backward (attention.h): the delta preprocess both implementations share, the two
-// generic kernels, and the dispatch between them and the bf16 tensor-core kernels
-// (attention_tc_backward.cu).
+// The attention backward (attention.h): the delta preprocess all implementations share, the two
+// generic kernels, and the dispatch between them and the bf16 kernels on the tensor cores
+// (attention_tc_backward.cu on mma.sync, attention_wgmma_backward.cu on wgmma).
 //
 // With P_ij = exp(scale q_i . k_j - lse_i), delta_i = dO_i . O_i = sum_j P_ij (dO_i . v_j):
 //   dS_ij = P_ij (dO_i . v_j - delta_i),  dq_i = scale sum_j dS_ij k_j,
@@ -15,6 +15,8 @@
 
 #include "cuda/attention_generic.cuh"
 #include "cuda/cuda_check.h"
+#include "cuda/cuda_context.h"
+#include "cuda/wgmma_support.h"
 
 namespace dtrn::cuda {
 namespace {
@@ -272,6 +274,11 @@ void launch_attention_backward(ElemType type, const AttentionShape& shape, Atten
   });
   const void* pointers[] = {q, k, v, dout, dq, dk, dv};
   if (attention_uses_tensor_cores(type, shape, kernel, pointers, 7)) {
+    if (backward == AttentionBackward::kWgmma && wgmma_available(current_device())) {
+      wgmma_attention_backward(shape, q, k, v, cu_seqlens, static_cast<const float*>(lse), dout,
+                               static_cast<const float*>(delta), dq, dk, dv, stream);
+      return;
+    }
     void* fused_workspace = backward == AttentionBackward::kFused ? workspace : nullptr;
     tensor_core_attention_backward(shape, q, k, v, cu_seqlens, static_cast<const float*>(lse), dout,
                                    static_cast<const float*>(delta), dq, dk, dv, fused_workspace,

@@ -175,6 +175,11 @@ void tensor_core_attention_forward(const AttentionShape& shape, const void* q, c
 void wgmma_attention_forward(const AttentionShape& shape, const void* q, const void* k,
                              const void* v, const int32_t* cu_seqlens, void* out, float* lse,
                              cudaStream_t stream);
+// The split backward on wgmma; runs only where wgmma_available, like wgmma_attention_forward.
+void wgmma_attention_backward(const AttentionShape& shape, const void* q, const void* k,
+                              const void* v, const int32_t* cu_seqlens, const float* lse,
+                              const void* dout, const float* delta, void* dq, void* dk, void* dv,
+                              cudaStream_t stream);
 // fused_workspace: null for the split kernels, else tensor_core_fused_workspace_bytes of scratch for
 // the fused one.
 void tensor_core_attention_backward(const AttentionShape& shape, const void* q, const void* k,

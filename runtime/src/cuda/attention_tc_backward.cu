@@ -1,8 +1,7 @@
 // The bf16 tensor-core attention backward (attention.h): the dk/dv kernel and the dq kernel of the split
 // backward, and the fused backward, the dk/dv kernel adding dq itself; all deterministic (each output
 // element is accumulated in a fixed order; no float atomics). delta comes from attention_backward.cu's
-// preprocess, lse from the forward. Probabilities are rebuilt as
-// P = exp2(s * scale * log2 e - lse * log2 e), which is exp(scale s - lse).
+// preprocess, lse from the forward; P and dS are rebuilt per tile by attention_backward_steps.cuh.
 //
 // Both kernels give each warp kM m tiles of 16 rows (2 at D = 64, 1 at D = 128, whose accumulators
 // would not fit twice in the registers), so that every B fragment loaded from shared memory feeds kM
@@ -26,6 +25,7 @@
 // query tile from the KV tiles of its sequence are summed in f32 in global memory in KV-tile order
 // (Note [Deterministic dq of the fused backward], attention_tc_fused_dq.cuh). 5 matrix products per
 // (query tile, KV tile) where the split kernels do 7.
+#include "cuda/attention_backward_steps.cuh"
 #include "cuda/attention_tc.cuh"
 #include "cuda/attention_tc_fused_dq.cuh"
 #include "cuda/cuda_check.h"
@@ -66,7 +66,6 @@ __global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>
   constexpr int kM = B::kM, kThreads = B::kThreads;
   constexpr int kRows = kTcBlockRows, kQ = B::kDkdvQ;
   constexpr int kKeyTile = kRows * G::kStride, kQTile = kQ * G::kStride;
-  constexpr float kInf = __builtin_huge_valf();
   static_assert(2 * kQ <= kThreads, "one thread stages each lse and delta");
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   Bf16* s_k = reinterpret_cast<Bf16*>(smem_bytes);
@@ -159,30 +158,12 @@ __global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>
       // applied in its own pass (as in the forward) as S = -inf, hence P = 0.
       if (q_lo < warp_k_first + B::kWarpRows - 1 || q_rows < kQ) {
 #pragma unroll
-        for (int mi = 0; mi < kM; ++mi) {
-#pragma unroll
-          for (int nt = 0; nt < kQ / 8; ++nt) {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const int col = nt * 8 + (lane % 4) * 2 + (e & 1);  // query q_lo + col
-              // Keys past the sequence end are after every live query, so `key <= query` masks them.
-              if (col >= q_rows || key0 + mi * 16 + (e / 2) * 8 > q_lo + col) p[mi][nt][e] = -kInf;
-            }
-          }
-        }
+        for (int mi = 0; mi < kM; ++mi) mask_queries_before_keys(p[mi], key0 + mi * 16, q_lo, q_rows);
       }
 #pragma unroll
       for (int mi = 0; mi < kM; ++mi) {
-#pragma unroll
-        for (int nt = 0; nt < kQ / 8; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int col = nt * 8 + (lane % 4) * 2 + (e & 1);
-            const float pe = fast_exp2(fmaf(p[mi][nt][e], scale_log2, -sl[col] * kLog2e));
-            p[mi][nt][e] = pe;
-            ds[mi][nt][e] = pe * (ds[mi][nt][e] - sd[col]);
-          }
-        }
+        probabilities_by_column(p[mi], scale_log2, sl);
+        score_gradients_by_column(p[mi], ds[mi], sd);
       }
       mma_regs_by_tile_m<D, kM, kQ>(dv_acc, p, sg);
       mma_regs_by_tile_m<D, kM, kQ>(dk_acc, ds, sq);
@@ -300,30 +281,14 @@ __global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>
       mma_rows_by_rows_m<D, kM, kKv>(p, s_q, warp * B::kWarpRows, sk);   // S
       mma_rows_by_rows_m<D, kM, kKv>(ds, s_g, warp * B::kWarpRows, sv);  // dP
       // Only a tile whose last key comes after the warp's first query needs the mask.
-      // (A separate pass, as in the forward: masked scores become -inf, so exp2 gives P = 0.)
       if (kv_lo + kKv - 1 > warp_q_first) {
 #pragma unroll
-        for (int mi = 0; mi < kM; ++mi) {
-#pragma unroll
-          for (int nt = 0; nt < kKv / 8; ++nt) {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const int key = kv_lo + nt * 8 + (lane % 4) * 2 + (e & 1);
-              if (key > q_lo + row0 + mi * 16 + (e / 2) * 8) p[mi][nt][e] = -kInf;
-            }
-          }
-        }
+        for (int mi = 0; mi < kM; ++mi) mask_causal(p[mi], kv_lo, q_lo + row0 + mi * 16);
       }
 #pragma unroll
       for (int mi = 0; mi < kM; ++mi) {
-#pragma unroll
-        for (int nt = 0; nt < kKv / 8; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const float pe = fast_exp2(fmaf(p[mi][nt][e], scale_log2, -lse_log2[mi][e / 2]));
-            ds[mi][nt][e] = pe * (ds[mi][nt][e] - row_delta[mi][e / 2]);
-          }
-        }
+        probabilities_by_row(p[mi], scale_log2, lse_log2[mi]);
+        score_gradients_by_row(p[mi], ds[mi], row_delta[mi]);
       }
       mma_regs_by_tile_m<D, kM, kKv>(dq_acc, ds, sk);
     }

@@ -32,8 +32,9 @@ cuda::AttentionBackward attention_backward_choice() {
   if (value == nullptr || *value == '\0' || std::strcmp(value, "split") == 0) {
     return cuda::AttentionBackward::kSplit;
   }
+  if (std::strcmp(value, "wgmma") == 0) return cuda::AttentionBackward::kWgmma;
   DTRN_CHECK(std::strcmp(value, "fused") == 0,
-             "DTRN_ATTENTION_BACKWARD must be split or fused, got '", value, "'");
+             "DTRN_ATTENTION_BACKWARD must be split, fused or wgmma, got '", value, "'");
   return cuda::AttentionBackward::kFused;
 }
 
