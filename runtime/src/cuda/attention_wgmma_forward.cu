@@ -2,17 +2,18 @@
 // same computation as the mma.sync forward (attention_tc_forward.cu) with the same outputs: out and the
 // f32 lse that the tensor-core backward reads unchanged.
 //
-// A block owns a tile of kWgmmaRows = 128 query rows of one head and walks its causal key tiles of
-// kWgmmaKv = 128 keys in order. Its warpgroups specialise (FlashAttention-3): a producer warpgroup
-// copies Q and the K/V tiles into a ring of shared stages (attention_wgmma_loads.cuh, Note [wgmma
-// forward load ring]); two consumer warpgroups of 64 query rows compute, never issuing a load or
-// waiting for each other at a block-wide barrier. Per key tile t a consumer warpgroup runs
+// A work item is a tile of kWgmmaRows = 128 query rows of one head, whose causal key tiles of kWgmmaKv =
+// 128 keys are walked in order; a persistent block computes a list of items (Note [wgmma forward
+// schedule]). Its warpgroups specialise (FlashAttention-3): a producer warpgroup copies Q and the K/V
+// tiles into Q slots and a ring of shared stages (attention_wgmma_loads.cuh, Note [wgmma forward load
+// ring]); two consumer warpgroups of 64 query rows compute, never issuing a load or waiting for each
+// other at a block-wide barrier. Per key tile t a consumer warpgroup runs
 //   S(t) = Q K(t)^T: D / 16 SS wgmmas m64n128k16, Q and K both K-major, into 64 f32 accumulators;
 //   the online softmax of S(t) (attention_softmax.cuh: their layout per warp is mma.sync's), the causal
 //     mask only on the tile that reaches past the warpgroup's first query (the last one);
 //   O += P(t) V(t): P rounded to bf16 in registers is the A operand (Note [wgmma m64nNk16 fragments]),
 //     V the B operand MN-major (transpose flag): kWgmmaKv / 16 RS wgmmas m64nDk16.
-// Note [wgmma forward overlap] says how the steps of the two warpgroups overlap.
+// and at the end of the item writes out = o / l and lse while the producer already loads the next.
 //
 // Note [wgmma forward overlap]
 // At D = 64 a key tile costs a warpgroup as long on the special-function unit (one exp2 per score) as
@@ -24,16 +25,19 @@
 //   * between warpgroups, named barriers hand the tensor cores back and forth: warpgroup w issues its
 //     MMAs only after the other warpgroup has issued its previous ones, so the MMAs of one warpgroup
 //     are queued while the other computes its softmax instead of both contending at once. Warpgroup 1
-//     lets warpgroup 0 go first; each warpgroup issues num_tiles + 1 times (S(0), then S(t + 1) with
-//     P(t) V(t), then the last P V), and warpgroup 1 skips its last hand-over, which nobody awaits, so
-//     every barrier's arrivals are matched when the block exits.
-// Determinism is unchanged: every sum runs in a fixed order, whatever the timing.
+//     lets warpgroup 0 go first and each hands over after every issue (an item has num_tiles + 1: S(0),
+//     then S(t + 1) with P(t) V(t), then the last P V); at the end warpgroup 0 takes one more turn,
+//     which warpgroup 1's last hand-over completes, so every barrier's arrivals are matched when the
+//     block exits.
+// Determinism is unchanged: every sum runs in a fixed order, whatever the timing or the block.
 //
 // Registers: ptxas gives every warpgroup of the 384-thread block the same count at launch, at most
 // 65536 / 384 -> 168, and the consumers' live accumulators alone are 128 (D = 64) or 160 (D = 128)
 // of them, so at 168 the D = 128 kernel spilled heavily and ptxas serialised its wgmmas. The producer
-// needs few (addresses and a loop counter), so it releases all but kProducerRegisters and the
+// needs few (addresses and loop counters), so it releases all but kProducerRegisters and the
 // consumers claim kConsumerRegisters (setmaxnreg, warp_specialization.cuh).
+#include <algorithm>
+
 #include "cuda/attention_softmax.cuh"
 #include "cuda/attention_wgmma_loads.cuh"
 #include "cuda/cuda_check.h"
@@ -46,13 +50,13 @@ constexpr int kKv = kWgmmaKv;
 constexpr int kConsumerWarps = kWgmmaConsumerThreads / 32;
 constexpr int kThreads = kWgmmaConsumerThreads + kWgmmaProducerThreads;
 constexpr int kLaunchRegisters = 65536 / kThreads / 8 * 8;  // what ptxas allots at launch: 168
-constexpr int kProducerRegisters = 40;
-constexpr int kConsumerRegisters = 232;
+constexpr int kProducerRegisters = 56;
+constexpr int kConsumerRegisters = 224;
 static_assert(kWgmmaProducerThreads * kProducerRegisters + kWgmmaConsumerThreads * kConsumerRegisters <=
                   kThreads * kLaunchRegisters,
               "the consumers claim only what the producer released");
 static_assert(kRows == 64 * (kWgmmaConsumerThreads / 128), "a consumer warpgroup computes 64 query rows");
-// Key tiles as long as query tiles: the last (diagonal) key tile starts at the block's first query, so
+// Key tiles as long as query tiles: the last (diagonal) key tile starts at the item's first query, so
 // every key tile has a key at or before every query of both warpgroups and none is skipped (no branch
 // around the wgmmas, which ptxas would serialise), and the running maximum is finite from tile 0 on.
 static_assert(kKv == kRows, "no key tile lies wholly after a warpgroup's queries");
@@ -101,13 +105,13 @@ struct ConsumerState {
   }
 };
 
-// The consumer warpgroup `wg`'s loop over the key tiles (Note [wgmma forward overlap]); leaves its
-// rows' o, m and l in `st`. query0 is the position of the lane's first row in the sequence.
+// One work item's key tiles for consumer warpgroup `wg` (Note [wgmma forward overlap]), from tile g0 of
+// the ring on, with Q in slot `q_tile`; leaves its rows' o, m and l in `st`. query0 is the position of
+// the lane's first row in the sequence.
 template <int D>
-__device__ __forceinline__ void consume_kv_tiles(const WgmmaForwardRing<D>& ring, int num_tiles, int wg,
-                                                 int wg_q_first, int query0, float scale_log2,
-                                                 ConsumerState<D>& st) {
-  const uint32_t q_tile = shared_address(ring.q);
+__device__ __forceinline__ void consume_item(const WgmmaForwardRing<D>& ring, int g0, int num_tiles,
+                                             uint32_t q_tile, int wg, int wg_q_first, int query0,
+                                             float scale_log2, ConsumerState<D>& st) {
   const auto turn = [&] { named_barrier_sync(kTurnBarrier + wg, kWgmmaConsumerThreads); };
   const auto hand_over = [&] { named_barrier_arrive(kTurnBarrier + 1 - wg, kWgmmaConsumerThreads); };
   // Turns S(t) into probabilities, returning the rescale for what O holds before tile t.
@@ -121,11 +125,10 @@ __device__ __forceinline__ void consume_kv_tiles(const WgmmaForwardRing<D>& ring
     for (int ks = 0; ks < kKv / 16; ++ks) c_pair_to_a(st.s[2 * ks], st.s[2 * ks + 1], st.p[ks]);
   };
 
-  if (wg == 1) hand_over();  // warpgroup 0 goes first
-  mbarrier_wait(ring.full_of(0), ring.phase_of(0));
+  mbarrier_wait(ring.full_of(g0), ring.phase_of(g0));
   st.fence_for_issue();
   turn();
-  issue_scores<D>(st.s, q_tile, wg, shared_address(ring.k(0)));
+  issue_scores<D>(st.s, q_tile, wg, shared_address(ring.k(g0)));
   hand_over();
   wgmma_wait<0>();
   wgmma_fence_operands(st.s);
@@ -134,11 +137,12 @@ __device__ __forceinline__ void consume_kv_tiles(const WgmmaForwardRing<D>& ring
   round_p();
 
   for (int t = 1; t < num_tiles; ++t) {
-    mbarrier_wait(ring.full_of(t), ring.phase_of(t));
+    const int g = g0 + t;
+    mbarrier_wait(ring.full_of(g), ring.phase_of(g));
     st.fence_for_issue();
     turn();
-    issue_scores<D>(st.s, q_tile, wg, shared_address(ring.k(t)));
-    issue_pv<D>(st.o, st.p, shared_address(ring.v(t - 1)));
+    issue_scores<D>(st.s, q_tile, wg, shared_address(ring.k(g)));
+    issue_pv<D>(st.o, st.p, shared_address(ring.v(g - 1)));
     hand_over();
     wgmma_wait<1>();  // S(t) done; P(t - 1) V(t - 1) may still run
     wgmma_fence_operands(st.s);
@@ -146,34 +150,53 @@ __device__ __forceinline__ void consume_kv_tiles(const WgmmaForwardRing<D>& ring
     wgmma_wait<0>();
     wgmma_fence_operands(st.o);
     wgmma_fence_operands(st.p);
-    mbarrier_arrive(ring.empty_of(t - 1));
+    mbarrier_arrive(ring.empty_of(g - 1));
     rescale_rows(st.o, correction);
     round_p();
   }
 
+  const int g_last = g0 + num_tiles - 1;
   st.fence_for_issue();
   turn();
-  issue_pv<D>(st.o, st.p, shared_address(ring.v(num_tiles - 1)));
-  if (wg == 0) hand_over();  // warpgroup 1's last hand-over would have no taker
+  issue_pv<D>(st.o, st.p, shared_address(ring.v(g_last)));
+  hand_over();
   wgmma_wait<0>();
   wgmma_fence_operands(st.o);
+  mbarrier_arrive(ring.empty_of(g_last));
+}
+
+// Consumer warpgroup `wg`'s loop over the items the producer hands over (Note [wgmma forward load
+// ring]): each item's tiles, then its rows of out and lse.
+template <int D>
+__device__ __forceinline__ void consume_work(const WgmmaForwardRing<D>& ring, const AttentionShape& shape,
+                                             int wg, Bf16* out, float* lse) {
+  const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+  const int row0 = 64 * wg + 16 * warp + lane / 4;  // this lane's first row within the query tile
+  const float scale_log2 = static_cast<float>(shape.scale) * kLog2e;
+  if (wg == 1) named_barrier_arrive(kTurnBarrier, kWgmmaConsumerThreads);  // warpgroup 0 goes first
+  int g0 = 0;  // the ring's key tile of the item's first
+  for (int i = 0;; ++i) {
+    mbarrier_wait(ring.item_full_of(i), ring.item_phase_of(i));
+    const WgmmaWorkItem item = *ring.item(i);
+    if (item.head < 0) break;
+    const int q_lo = item.tile * kRows, q_rows = min(kRows, item.len - q_lo);
+    const int num_tiles = (q_lo + q_rows + kKv - 1) / kKv;
+    ConsumerState<D> st;
+    consume_item<D>(ring, g0, num_tiles, shared_address(ring.q(i)), wg, q_lo + 64 * wg, q_lo + row0,
+                    scale_log2, st);
+    mbarrier_arrive(ring.q_empty_of(i));
+    finish_rows<D>(st.o, st.m, st.l, row0, q_rows, item.start + q_lo, item.head, shape, out, lse);
+    g0 += num_tiles;
+  }
+  if (wg == 0) named_barrier_sync(kTurnBarrier, kWgmmaConsumerThreads);  // warpgroup 1's last hand-over
 }
 
 template <int D>
 __global__ void __launch_bounds__(kThreads, 1)
-    wgmma_forward_kernel(const Bf16* __restrict__ q, const Bf16* __restrict__ k,
-                         const Bf16* __restrict__ v, const int32_t* __restrict__ cu,
-                         AttentionShape shape, Bf16* __restrict__ out, float* __restrict__ lse) {
+    wgmma_forward_kernel(WgmmaForwardOperands in, Bf16* __restrict__ out, float* __restrict__ lse) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ unsigned char smem_raw[];
   const WgmmaForwardRing<D> ring(smem_raw);
-
-  const SeqTile tile =
-      locate_tile<kThreads>(cu, shape.num_seqs, shape.n, kRows, blockIdx.x, /*reverse=*/true);
-  if (!tile.found) return;
-  const int head = blockIdx.y, kv = head / (shape.h / shape.g);
-  const int q_lo = tile.tile * kRows, q_rows = min(kRows, tile.len - q_lo);
-  const int kv_end = q_lo + q_rows, num_tiles = (kv_end + kKv - 1) / kKv;
   // The warp index through a shuffle from lane 0: ptxas then sees the role branch as warp-uniform
   // and does not serialise the wgmmas behind it.
   const int warp = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x / 32), 0);
@@ -182,25 +205,11 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (warp >= kConsumerWarps) {
     release_registers<kProducerRegisters>();
-    const int64_t kv_stride = int64_t{shape.g} * D;
-    const WgmmaForwardSources src{q + ((tile.start + q_lo) * shape.h + head) * D,
-                                  int64_t{shape.h} * D,
-                                  q_rows,
-                                  k + (tile.start * shape.g + kv) * D,
-                                  v + (tile.start * shape.g + kv) * D,
-                                  kv_stride,
-                                  kv_end};
-    produce_kv_tiles<D>(ring, src, num_tiles, threadIdx.x - kWgmmaConsumerThreads);
+    produce_work<D>(ring, in, threadIdx.x - kWgmmaConsumerThreads);
     return;
   }
   claim_registers<kConsumerRegisters>();
-
-  const int wg = warp / 4, lane = threadIdx.x % 32;
-  const int row0 = 64 * wg + 16 * (warp % 4) + lane / 4;  // this lane's first row within the tile
-  ConsumerState<D> st;
-  consume_kv_tiles<D>(ring, num_tiles, wg, q_lo + 64 * wg, q_lo + row0,
-                      static_cast<float>(shape.scale) * kLog2e, st);
-  finish_rows<D>(st.o, st.m, st.l, row0, q_rows, tile.start + q_lo, head, shape, out, lse);
+  consume_work<D>(ring, in.shape, warp / 4, out, lse);
 #endif
 }
 
@@ -209,8 +218,14 @@ void launch_wgmma_forward(const AttentionShape& shape, const Bf16* q, const Bf16
                           const int32_t* cu, Bf16* out, float* lse, cudaStream_t stream) {
   constexpr int kSmem = WgmmaForwardSmem<D>::kBytes;
   allow_shared_memory(reinterpret_cast<const void*>(&wgmma_forward_kernel<D>), kSmem);
-  const dim3 grid(attention_tile_blocks(shape, kRows), shape.h);
-  wgmma_forward_kernel<D><<<grid, kThreads, kSmem, stream>>>(q, k, v, cu, shape, out, lse);
+  const WgmmaForwardOperands in{q, k, v, cu, shape, attention_tile_blocks(shape, kRows)};
+  int device = 0, sms = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  // One block per SM (Note [wgmma forward schedule]), fewer when there are fewer items.
+  const long long items = static_cast<long long>(in.tile_blocks) * shape.h;
+  const unsigned blocks = static_cast<unsigned>(std::min<long long>(items, sms));
+  wgmma_forward_kernel<D><<<blocks, kThreads, kSmem, stream>>>(in, out, lse);
   CUDA_CHECK_LAUNCH();
 }
 
