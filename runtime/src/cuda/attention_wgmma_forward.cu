@@ -106,13 +106,14 @@ struct ConsumerState {
   }
 };
 
-// One work item's key tiles for consumer warpgroup `wg` (Note [wgmma forward overlap]), from tile g0 of
-// the ring on, with Q in slot `q_tile`; leaves its rows' o, m and l in `st`. query0 is the position of
-// the lane's first row in the sequence.
+// Work item i's key tiles for consumer warpgroup `wg` (Note [wgmma forward overlap]), from tile g0 of
+// the ring on; leaves its rows' o, m and l in `st`. query0 is the position of the lane's first row in
+// the sequence. The item's Q slot is released as soon as its last S is done.
 template <int D>
-__device__ __forceinline__ void consume_item(const WgmmaForwardRing<D>& ring, int g0, int num_tiles,
-                                             uint32_t q_tile, int wg, int wg_q_first, int query0,
+__device__ __forceinline__ void consume_item(const WgmmaForwardRing<D>& ring, int i, int g0,
+                                             int num_tiles, int wg, int wg_q_first, int query0,
                                              float scale_log2, ConsumerState<D>& st) {
+  const uint32_t q_tile = shared_address(ring.q(i));
   const auto turn = [&] { named_barrier_sync(kTurnBarrier + wg, kWgmmaConsumerThreads); };
   const auto hand_over = [&] { named_barrier_arrive(kTurnBarrier + 1 - wg, kWgmmaConsumerThreads); };
   // Turns S(t) into probabilities, returning the rescale for what O holds before tile t.
@@ -120,6 +121,9 @@ __device__ __forceinline__ void consume_item(const WgmmaForwardRing<D>& ring, in
     const int kv_lo = t * kKv;
     if (kv_lo + kKv - 1 > wg_q_first) mask_causal(st.s, kv_lo, query0);
     online_softmax_tile(st.s, st.m, st.l, scale_log2, correction);
+  };
+  const auto scores_done = [&](int t) {
+    if (t == num_tiles - 1) mbarrier_arrive(ring.q_empty_of(i));
   };
   const auto round_p = [&] {
 #pragma unroll
@@ -133,6 +137,7 @@ __device__ __forceinline__ void consume_item(const WgmmaForwardRing<D>& ring, in
   hand_over();
   wgmma_wait<0>();
   wgmma_fence_operands(st.s);
+  scores_done(0);
   float correction[2];
   softmax(0, correction);  // o is still 0: nothing to rescale
   round_p();
@@ -147,6 +152,7 @@ __device__ __forceinline__ void consume_item(const WgmmaForwardRing<D>& ring, in
     hand_over();
     wgmma_wait<1>();  // S(t) done; P(t - 1) V(t - 1) may still run
     wgmma_fence_operands(st.s);
+    scores_done(t);
     softmax(t, correction);
     wgmma_wait<0>();
     wgmma_fence_operands(st.o);
@@ -183,9 +189,7 @@ __device__ __forceinline__ void consume_work(const WgmmaForwardRing<D>& ring, co
     const int q_lo = item.tile * kRows, q_rows = min(kRows, item.len - q_lo);
     const int num_tiles = (q_lo + q_rows + kKv - 1) / kKv;
     ConsumerState<D> st;
-    consume_item<D>(ring, g0, num_tiles, shared_address(ring.q(i)), wg, q_lo + 64 * wg, q_lo + row0,
-                    scale_log2, st);
-    mbarrier_arrive(ring.q_empty_of(i));
+    consume_item<D>(ring, i, g0, num_tiles, wg, q_lo + 64 * wg, q_lo + row0, scale_log2, st);
     finish_rows<D>(st.o, st.m, st.l, row0, q_rows, item.start + q_lo, item.head, shape, out, lse);
     g0 += num_tiles;
   }

@@ -19,7 +19,8 @@
 // tile g - 2 full, already arrived, so with three stages the two waits never wait on each other.
 // Item i (counted over the block) owns Q slot i % kQSlots: before it the producer arrives on every full
 // barrier it owes (so nothing it waits for can wait on it), waits on q_empty's phase i / kQSlots - 1
-// (both consumer warpgroups done with item i - kQSlots), writes the item into the slot and arrives on
+// (both consumer warpgroups have read item i - kQSlots and their last S of it is done: each of their
+// threads arrives on q_empty then, count 256), writes the item into the slot and arrives on
 // item_full (count 128); Q is copied in the commit group of the item's first key tile, so that tile's
 // full barrier covers it. After the last item comes one whose head is -1: the consumers stop there.
 // No waiter falls two phases behind: the producer refills a stage or slot only after both consumer
@@ -53,7 +54,7 @@ template <int D>
 struct WgmmaForwardSmem {
   // Two Q slots let the producer load the next item's Q while the consumers still use this one's; at
   // D = 128 the second would not fit beside the ring (227 KiB), so the producer loads it once the
-  // consumers are done with the previous item's.
+  // consumers' last S of the previous item is done, during that item's last softmax and P V.
   static constexpr int kQSlots = D == 64 ? 2 : 1;
   static constexpr int kQ = kWgmmaRows * D * 2;  // bytes of one Q tile
   static constexpr int kTile = kWgmmaKv * D * 2;  // bytes of one K or V tile
