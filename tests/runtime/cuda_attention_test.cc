@@ -493,12 +493,13 @@ TEST(CudaAttention, WgmmaForwardMatchesCpuF64) {
   }
 }
 
-// The wgmma forward's load ring (Note [wgmma forward load ring]: three stages, each with a full and an
-// empty mbarrier whose phase parity the waiters name) through more than two full rounds: 1000 rows are
-// 8 key tiles for the last query tile, so tiles 6 and 7 reuse stages 0 and 1 in their third phase, when
-// the parity a waiter names repeats (a parity off by a phase deadlocks or reads a stale tile there);
-// 385 ends one row into its fourth tile (the ring's first refill). Against the CPU f64 reference,
-// tolerances as kBf16 says. A hang here means a barrier's arrivals and waits disagree.
+// The wgmma forward's load ring (Note [wgmma forward load ring]: three stages, each with a full and
+// an empty mbarrier whose phase parity the waiters name) through more than two full rounds: 1000
+// rows are 8 key tiles for the last query tile, so tiles 6 and 7 reuse stages 0 and 1 in their
+// third phase, when the parity a waiter names repeats (a parity off by a phase deadlocks or reads a
+// stale tile there); 385 ends one row into its fourth tile (the ring's first refill). Against the
+// CPU f64 reference, tolerances as kBf16 says. A hang here means a barrier's arrivals and waits
+// disagree.
 TEST(CudaAttention, WgmmaForwardCyclesItsLoadRing) {
   REQUIRE_WGMMA();
   const KernelChoice wgmma("wgmma");
@@ -510,9 +511,10 @@ TEST(CudaAttention, WgmmaForwardCyclesItsLoadRing) {
 
 // The wgmma forward's persistent blocks (Note [wgmma forward schedule]) each through several work
 // items: 64 sequences of 0 .. 300 rows (with empty, one-row, 128- and 129-row ones among them) are
-// about 140 query tiles of the schedule, times 4 heads, several items for each of an H200's 132 blocks,
-// so the Q slots are reused, an item's first key tile follows the last one of the item before in the
-// ring, and the item order of the snake comes into play. Against the CPU f64 reference (kBf16).
+// about 140 query tiles of the schedule, times 4 heads, several items for each of an H200's 132
+// blocks, so the Q slots are reused, an item's first key tile follows the last one of the item
+// before in the ring, and the item order of the snake comes into play. Against the CPU f64
+// reference (kBf16).
 TEST(CudaAttention, WgmmaForwardBlocksTakeManyItems) {
   REQUIRE_WGMMA();
   const KernelChoice wgmma("wgmma");
@@ -525,7 +527,8 @@ TEST(CudaAttention, WgmmaForwardBlocksTakeManyItems) {
   lens[20] = 128;
   lens[30] = 129;
   uint64_t seed = 200;
-  for (int64_t d : {64, 128}) expect_matches_reference({lens, 4, 2, d, DType::kBF16}, kBf16, seed++);
+  for (int64_t d : {64, 128})
+    expect_matches_reference({lens, 4, 2, d, DType::kBF16}, kBf16, seed++);
 }
 
 // Two runs give the same bits (no atomics; every sum in a fixed order), on small and on large problems

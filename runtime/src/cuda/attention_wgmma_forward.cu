@@ -1,42 +1,48 @@
-// The bf16 attention forward on Hopper's warpgroup MMA (wgmma.cuh; sm_90a only, wgmma_support.h), the
-// same computation as the mma.sync forward (attention_tc_forward.cu) with the same outputs: out and the
-// f32 lse that the tensor-core backward reads unchanged.
+// The bf16 attention forward on Hopper's warpgroup MMA (wgmma.cuh; sm_90a only, wgmma_support.h),
+// the same computation as the mma.sync forward (attention_tc_forward.cu) with the same outputs: out
+// and the f32 lse that the tensor-core backward reads unchanged.
 //
-// A work item is a tile of kWgmmaRows = 128 query rows of one head, whose causal key tiles of kWgmmaKv =
-// 128 keys are walked in order; a persistent block computes a list of items (Note [wgmma forward
-// schedule]). Its warpgroups specialise (FlashAttention-3): a producer warpgroup copies Q and the K/V
-// tiles into Q slots and a ring of shared stages (attention_wgmma_loads.cuh, Note [wgmma forward load
-// ring]); two consumer warpgroups of 64 query rows compute, never issuing a load or waiting for each
-// other at a block-wide barrier. Per key tile t a consumer warpgroup runs
+// A work item is a tile of kWgmmaRows = 128 query rows of one head, whose causal key tiles of
+// kWgmmaKv = 128 keys are walked in order; a persistent block computes a list of items (Note [wgmma
+// forward schedule]). Its warpgroups specialise (FlashAttention-3): a producer warpgroup copies Q
+// and the K/V tiles into Q slots and a ring of shared stages (attention_wgmma_loads.cuh, Note
+// [wgmma forward load ring]); two consumer warpgroups of 64 query rows compute, never issuing a
+// load or waiting for each other at a block-wide barrier. Per key tile t a consumer warpgroup runs
 //   S(t) = Q K(t)^T: D / 16 SS wgmmas m64n128k16, Q and K both K-major, into 64 f32 accumulators;
-//   the online softmax of S(t) (attention_softmax.cuh: their layout per warp is mma.sync's), the causal
+//   the online softmax of S(t) (attention_softmax.cuh: their layout per warp is mma.sync's), the
+//   causal
 //     mask only on the tile that reaches past the warpgroup's first query (the last one);
-//   O += P(t) V(t): P rounded to bf16 in registers is the A operand (Note [wgmma m64nNk16 fragments]),
+//   O += P(t) V(t): P rounded to bf16 in registers is the A operand (Note [wgmma m64nNk16
+//   fragments]),
 //     V the B operand MN-major (transpose flag): kWgmmaKv / 16 RS wgmmas m64nDk16.
 // and at the end of the item writes out = o / l and lse while the producer already loads the next.
 //
 // Note [wgmma forward overlap]
-// At D = 64 a key tile costs a warpgroup as long on the special-function unit (one exp2 per score) as
-// on the tensor cores, so the kernel is fast only where the softmax runs while MMAs do. Two overlaps:
+// At D = 64 a key tile costs a warpgroup as long on the special-function unit (one exp2 per score)
+// as on the tensor cores, so the kernel is fast only where the softmax runs while MMAs do. Two
+// overlaps:
 //   * within a warpgroup, S(t + 1) and P(t) V(t) are issued together (two commit groups, S first);
 //     wgmma_wait<1> returns when S(t + 1) is done and the softmax of S(t + 1) runs while P(t) V(t)
-//     still does; only the rescale of O by the new maximum waits for it (wgmma_wait<0>). The registers
-//     of S(t + 1), P(t) and O are all live across the softmax: 64 + 32 + D / 2 per thread.
-//   * between warpgroups, named barriers hand the tensor cores back and forth: warpgroup w issues its
-//     MMAs only after the other warpgroup has issued its previous ones, so the MMAs of one warpgroup
-//     are queued while the other computes its softmax instead of both contending at once. Warpgroup 1
-//     lets warpgroup 0 go first and each hands over after every issue (an item has num_tiles + 1: S(0),
-//     then S(t + 1) with P(t) V(t), then the last P V); at the end warpgroup 0 takes one more turn,
-//     which warpgroup 1's last hand-over completes, so every barrier's arrivals are matched when the
-//     block exits.
+//     still does; only the rescale of O by the new maximum waits for it (wgmma_wait<0>). The
+//     registers of S(t + 1), P(t) and O are all live across the softmax: 64 + 32 + D / 2 per
+//     thread.
+//   * between warpgroups, named barriers hand the tensor cores back and forth: warpgroup w issues
+//   its
+//     MMAs only after the other warpgroup has issued its previous ones, so the MMAs of one
+//     warpgroup are queued while the other computes its softmax instead of both contending at once.
+//     Warpgroup 1 lets warpgroup 0 go first and each hands over after every issue (an item has
+//     num_tiles + 1: S(0), then S(t + 1) with P(t) V(t), then the last P V); at the end warpgroup 0
+//     takes one more turn, which warpgroup 1's last hand-over completes, so every barrier's
+//     arrivals are matched when the block exits.
 // Determinism is unchanged: every sum runs in a fixed order, whatever the timing or the block.
 //
 // Registers: ptxas gives every warpgroup of the 384-thread block the same count at launch, at most
 // 65536 / 384 -> 168, and the consumers' live accumulators alone are 128 (D = 64) or 160 (D = 128)
-// of them, so at 168 the D = 128 kernel spilled heavily and ptxas serialised its wgmmas. The producer
-// needs few (addresses, loop counters, the schedule), so it releases all but kProducerRegisters and
-// the consumers claim kConsumerRegisters (setmaxnreg, warp_specialization.cuh). ptxas -v reports no
-// spills with 56 / 224; the producer spilled at 40 and 48.
+// of them, so at 168 the D = 128 kernel spilled heavily and ptxas serialised its wgmmas. The
+// producer needs few (addresses, loop counters, the schedule), so it releases all but
+// kProducerRegisters and the consumers claim kConsumerRegisters (setmaxnreg,
+// warp_specialization.cuh). ptxas -v reports no spills with 56 / 224; the producer spilled at 40
+// and 48.
 #include <algorithm>
 
 #include "cuda/attention_softmax.cuh"
@@ -53,13 +59,16 @@ constexpr int kThreads = kWgmmaConsumerThreads + kWgmmaProducerThreads;
 constexpr int kLaunchRegisters = 65536 / kThreads / 8 * 8;  // what ptxas allots at launch: 168
 constexpr int kProducerRegisters = 56;
 constexpr int kConsumerRegisters = 224;
-static_assert(kWgmmaProducerThreads * kProducerRegisters + kWgmmaConsumerThreads * kConsumerRegisters <=
+static_assert(kWgmmaProducerThreads * kProducerRegisters +
+                      kWgmmaConsumerThreads * kConsumerRegisters <=
                   kThreads * kLaunchRegisters,
               "the consumers claim only what the producer released");
-static_assert(kRows == 64 * (kWgmmaConsumerThreads / 128), "a consumer warpgroup computes 64 query rows");
-// Key tiles as long as query tiles: the last (diagonal) key tile starts at the item's first query, so
-// every key tile has a key at or before every query of both warpgroups and none is skipped (no branch
-// around the wgmmas, which ptxas would serialise), and the running maximum is finite from tile 0 on.
+static_assert(kRows == 64 * (kWgmmaConsumerThreads / 128),
+              "a consumer warpgroup computes 64 query rows");
+// Key tiles as long as query tiles: the last (diagonal) key tile starts at the item's first query,
+// so every key tile has a key at or before every query of both warpgroups and none is skipped (no
+// branch around the wgmmas, which ptxas would serialise), and the running maximum is finite from
+// tile 0 on.
 static_assert(kKv == kRows, "no key tile lies wholly after a warpgroup's queries");
 
 // The named barriers of Note [wgmma forward overlap]: warpgroup w waits on kTurnBarrier + w.
@@ -106,18 +115,20 @@ struct ConsumerState {
   }
 };
 
-// Work item i's key tiles for consumer warpgroup `wg` (Note [wgmma forward overlap]), from tile g0 of
-// the ring on; leaves its rows' o, m and l in `st`. query0 is the position of the lane's first row in
-// the sequence. The item's Q slot is released as soon as its last S is done.
+// Work item i's key tiles for consumer warpgroup `wg` (Note [wgmma forward overlap]), from tile g0
+// of the ring on; leaves its rows' o, m and l in `st`. query0 is the position of the lane's first
+// row in the sequence. The item's Q slot is released as soon as its last S is done.
 template <int D>
 __device__ __forceinline__ void consume_item(const WgmmaForwardRing<D>& ring, int i, int g0,
                                              int num_tiles, int wg, int wg_q_first, int query0,
                                              float scale_log2, ConsumerState<D>& st) {
   const uint32_t q_tile = shared_address(ring.q(i));
   const auto turn = [&] { named_barrier_sync(kTurnBarrier + wg, kWgmmaConsumerThreads); };
-  const auto hand_over = [&] { named_barrier_arrive(kTurnBarrier + 1 - wg, kWgmmaConsumerThreads); };
+  const auto hand_over = [&] {
+    named_barrier_arrive(kTurnBarrier + 1 - wg, kWgmmaConsumerThreads);
+  };
   // Turns S(t) into probabilities, returning the rescale for what O holds before tile t.
-  const auto softmax = [&](int t, float (&correction)[2]) {
+  const auto softmax = [&](int t, float(&correction)[2]) {
     const int kv_lo = t * kKv;
     if (kv_lo + kKv - 1 > wg_q_first) mask_causal(st.s, kv_lo, query0);
     online_softmax_tile(st.s, st.m, st.l, scale_log2, correction);
@@ -175,8 +186,9 @@ __device__ __forceinline__ void consume_item(const WgmmaForwardRing<D>& ring, in
 // Consumer warpgroup `wg`'s loop over the items the producer hands over (Note [wgmma forward load
 // ring]): each item's tiles, then its rows of out and lse.
 template <int D>
-__device__ __forceinline__ void consume_work(const WgmmaForwardRing<D>& ring, const AttentionShape& shape,
-                                             int wg, Bf16* out, float* lse) {
+__device__ __forceinline__ void consume_work(const WgmmaForwardRing<D>& ring,
+                                             const AttentionShape& shape, int wg, Bf16* out,
+                                             float* lse) {
   const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
   const int row0 = 64 * wg + 16 * warp + lane / 4;  // this lane's first row within the query tile
   const float scale_log2 = static_cast<float>(shape.scale) * kLog2e;
@@ -193,7 +205,8 @@ __device__ __forceinline__ void consume_work(const WgmmaForwardRing<D>& ring, co
     finish_rows<D>(st.o, st.m, st.l, row0, q_rows, item.start + q_lo, item.head, shape, out, lse);
     g0 += num_tiles;
   }
-  if (wg == 0) named_barrier_sync(kTurnBarrier, kWgmmaConsumerThreads);  // warpgroup 1's last hand-over
+  if (wg == 0)
+    named_barrier_sync(kTurnBarrier, kWgmmaConsumerThreads);  // warpgroup 1's last hand-over
 }
 
 template <int D>
