@@ -494,6 +494,44 @@ TEST(CudaAttention, WgmmaForwardMatchesCpuF64) {
   }
 }
 
+// The wgmma forward's load ring (Note [wgmma forward load ring]: three stages, each with a full and
+// an empty mbarrier whose phase parity the waiters name) through more than two full rounds: 1000
+// rows are 8 key tiles for the last query tile, so tiles 6 and 7 reuse stages 0 and 1 in their
+// third phase, when the parity a waiter names repeats (a parity off by a phase deadlocks or reads a
+// stale tile there); 385 ends one row into its fourth tile (the ring's first refill). Against the
+// CPU f64 reference, tolerances as kBf16 says. A hang here means a barrier's arrivals and waits
+// disagree.
+TEST(CudaAttention, WgmmaForwardCyclesItsLoadRing) {
+  REQUIRE_WGMMA();
+  const KernelChoice wgmma("wgmma");
+  uint64_t seed = 190;
+  for (int64_t d : {64, 128}) {
+    expect_matches_reference({{1000, 385}, 3, 1, d, DType::kBF16}, kBf16, seed++);
+  }
+}
+
+// The wgmma forward's persistent blocks (Note [wgmma forward schedule]) each through several work
+// items: 64 sequences of 0 .. 300 rows (with empty, one-row, 128- and 129-row ones among them) are
+// about 140 query tiles of the schedule, times 4 heads, several items for each of an H200's 132
+// blocks, so the Q slots are reused, an item's first key tile follows the last one of the item
+// before in the ring, and the item order of the snake comes into play. Against the CPU f64
+// reference (kBf16).
+TEST(CudaAttention, WgmmaForwardBlocksTakeManyItems) {
+  REQUIRE_WGMMA();
+  const KernelChoice wgmma("wgmma");
+  std::mt19937 rng(31);
+  std::uniform_int_distribution<int64_t> len(0, 300);
+  std::vector<int64_t> lens(64);
+  for (int64_t& l : lens) l = len(rng);
+  lens[3] = 0;
+  lens[10] = 1;
+  lens[20] = 128;
+  lens[30] = 129;
+  uint64_t seed = 200;
+  for (int64_t d : {64, 128})
+    expect_matches_reference({lens, 4, 2, d, DType::kBF16}, kBf16, seed++);
+}
+
 // Two runs give the same bits (no atomics; every sum in a fixed order), on small and on large problems
 // (the 360m preset's heads at 2 x 8192: 64 key tiles per query tile, 1920 blocks).
 TEST(CudaAttention, WgmmaForwardIsBitReproducible) {
