@@ -88,6 +88,30 @@ TEST_F(JobLifecycleTest, SilentWorkerFailsByHeartbeatTimeoutNamingItsStepAndPhas
   ::kill(pid, SIGCONT);
 }
 
+// A rank that stays silent across a coordinator restart is failed, after two heartbeat timeouts from
+// the restart (Note [Reconnecting ranks] in coordinator.cc): one would fail healthy ranks whose channels
+// are still backing off.
+TEST_F(JobLifecycleTest, ARankSilentAcrossACoordinatorRestartFailsAfterTwoTimeouts) {
+  const int port = start_coordinator();
+  start_agent();
+  const std::string id = submit(20, dir("run"), /*max_restarts=*/0);
+  ASSERT_TRUE(eventually([&] { return get(id).step() >= 3; }, 120));
+  const int pid = get(id).workers(0).pid();
+  ::kill(pid, SIGSTOP);
+  coordinator_->kill(SIGKILL);
+  start_coordinator({}, port);
+  const auto restarted_at = std::chrono::steady_clock::now();
+  ASSERT_TRUE(wait_state(id, v1::JOB_STATE_FAILED, 20)) << get(id).DebugString();
+  const double detected_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - restarted_at).count();
+  EXPECT_NE(get(id).message().find("rank 0 on test-host missed heartbeats"), std::string::npos)
+      << get(id).message();
+  // Two timeouts of 3 s from the recovery (just before start_coordinator returned), checked every 0.2 s,
+  // with 1 s for a busy machine.
+  EXPECT_GE(detected_s, 6.0 - 0.5);
+  EXPECT_LT(detected_s, 6.2 + 1.0);
+  ::kill(pid, SIGCONT);
+}
+
 TEST_F(JobLifecycleTest, CoordinatorKilledAndRestartedOnItsStateDirKeepsTheJob) {
   const int port = start_coordinator();
   start_agent();

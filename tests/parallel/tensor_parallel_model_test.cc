@@ -204,7 +204,9 @@ TEST_F(TensorParallelModel, ModelMatchesTheWholeModel) {
   }
   for (const char* split : {"q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "embed_tokens"}) {
     for (const auto& p : pm) {
-      if (p.name.find(split) != std::string::npos) EXPECT_EQ(p.tp.dim, 0) << p.name;
+      if (p.name.find(split) != std::string::npos) {
+        EXPECT_EQ(p.tp.dim, 0) << p.name;
+      }
     }
   }
   for (const auto& p : pm) {
@@ -212,8 +214,12 @@ TEST_F(TensorParallelModel, ModelMatchesTheWholeModel) {
         p.name.find("o_proj") != std::string::npos || p.name.find("down_proj") != std::string::npos;
     const bool replicated =
         p.name.find("norm") != std::string::npos || p.name.find("router") != std::string::npos;
-    if (row_parallel) EXPECT_EQ(p.tp.dim, 1) << p.name;
-    if (replicated) EXPECT_EQ(p.tp.dim, -1) << p.name;
+    if (row_parallel) {
+      EXPECT_EQ(p.tp.dim, 1) << p.name;
+    }
+    if (replicated) {
+      EXPECT_EQ(p.tp.dim, -1) << p.name;
+    }
   }
 
   // Two rows of 12 tokens, with ids in every rank's part of the vocabulary and some ignored

@@ -15,7 +15,7 @@ TEST(AdamW, FirstTwoStepsMatchTheFormulaWorkedByHand) {
   p.set_requires_grad(true);
   Tensor q = Tensor::from_vector({0.5}, {1}, DType::kF64);
   q.set_requires_grad(true);
-  AdamW opt({{"p", p, true}, {"q", q, false}}, {0.9, 0.999, 1e-8, 0.1});
+  AdamW opt({{"p", p, true, Tensor(), false}, {"q", q, false, Tensor(), false}}, {0.9, 0.999, 1e-8, 0.1});
 
   // Step 1, g = (0.5, -1): m = 0.1 g, v = 0.001 g^2, m^ = g, v^ = g^2, update = g / (|g| + eps).
   p.set_grad(Tensor::from_vector({0.5, -1.0}, {2}, DType::kF64));
@@ -52,7 +52,7 @@ TEST(AdamW, TheShardedNormIsSummedOverTheGroupAndTheReplicatedCountedOnce) {
   sharded.set_grad(Tensor::from_vector({3.0, 4.0}, {2}, DType::kF64));
   replicated.set_grad(Tensor::from_vector({2.0}, {1}, DType::kF64));
   EXPECT_EQ(grad_sum_squares({sharded, replicated}, Device::cpu()).item(), 29.0);
-  AdamW opt({{"s", sharded, false, Tensor(), true}, {"r", replicated, false}}, {0.9, 0.999, 1e-8, 0.0});
+  AdamW opt({{"s", sharded, false, Tensor(), true}, {"r", replicated, false, Tensor(), false}}, {0.9, 0.999, 1e-8, 0.0});
   int calls = 0;
   opt.set_shard_norm_sum([&calls](const Tensor& sq) {
     ++calls;
@@ -71,7 +71,7 @@ TEST(AdamW, F32ClippedStepMatchesTheF64Formula) {
   const Tensor g = Tensor::uniform({n}, -2, 2, 2, 1, 0, DType::kF32);
   p.set_grad(g);
   const std::vector<double> p0 = p.to_vector(), gv = g.to_vector();
-  AdamW opt({{"p", p, true}}, {0.9, 0.95, 1e-8, 0.1});
+  AdamW opt({{"p", p, true, Tensor(), false}}, {0.9, 0.95, 1e-8, 0.1});
   const double norm = std::sqrt(opt.clip_and_step(0.01, 1.0).item());
   double ss = 0;
   for (double x : gv) ss += x * x;

@@ -38,7 +38,7 @@ class CommitTest : public ::testing::Test {
     model_ = std::make_unique<model::DtrnModel>(tiny(), model::RoutingConfig{}, Device::cpu(), DType::kF32);
     model_->init(1);
     std::vector<ParamGroupEntry> entries;
-    for (const auto& p : model_->parameters()) entries.push_back({p.name, p.tensor, p.decay});
+    for (const auto& p : model_->parameters()) entries.push_back({p.name, p.tensor, p.decay, Tensor(), false});
     opt_ = std::make_unique<AdamW>(entries, AdamWOptions{});
   }
   void TearDown() override { fs::remove_all(run_); }
@@ -138,7 +138,9 @@ TEST_P(CrashTest, KillDuringASaveLeavesACommittedCheckpoint) {
   }
   // Every step folder left is a committed, valid checkpoint; the next save works.
   for (const std::string& name : entries(run_ + "/checkpoints")) {
-    if (name != "latest") EXPECT_TRUE(verify_checkpoint(run_ + "/checkpoints/" + name).ok()) << name;
+    if (name != "latest") {
+      EXPECT_TRUE(verify_checkpoint(run_ + "/checkpoints/" + name).ok()) << name;
+    }
   }
   ASSERT_TRUE(save(2).ok());
   EXPECT_EQ(entries(run_ + "/checkpoints/step-00000002").size(), 2u);
@@ -297,7 +299,7 @@ TEST_F(CommitTest, FourRanksCommitOneCheckpointThatLoadsIntoOneProcess) {
   auto fresh = std::make_unique<model::DtrnModel>(tiny(), model::RoutingConfig{}, Device::cpu(), DType::kF32);
   fresh->init(77);
   std::vector<ParamGroupEntry> entries;
-  for (const auto& p : fresh->parameters()) entries.push_back({p.name, p.tensor, p.decay});
+  for (const auto& p : fresh->parameters()) entries.push_back({p.name, p.tensor, p.decay, Tensor(), false});
   AdamW fresh_opt(entries, AdamWOptions{});
   ASSERT_TRUE(load_checkpoint(dir, fresh.get(), &fresh_opt, nullptr).ok());
   for (size_t i = 0; i < fresh_opt.params().size(); ++i) {

@@ -41,7 +41,7 @@ std::unique_ptr<model::DtrnModel> make_model(uint64_t seed, const model::ModelCo
 
 std::unique_ptr<AdamW> make_adamw(const model::DtrnModel& m) {
   std::vector<ParamGroupEntry> entries;
-  for (const auto& p : m.parameters()) entries.push_back({p.name, p.tensor, p.decay});
+  for (const auto& p : m.parameters()) entries.push_back({p.name, p.tensor, p.decay, Tensor(), false});
   return std::make_unique<AdamW>(entries, AdamWOptions{});
 }
 

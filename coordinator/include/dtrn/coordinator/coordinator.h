@@ -110,6 +110,8 @@ class Coordinator {
     bool launched = false;  // handed to its agent (ranks > 0 of a multi-rank job wait for rank 0's port)
     Clock::time_point last_heartbeat;
     double last_heartbeat_unix = 0;
+    // A rank recovered by a restarted coordinator is not timed out before this (Note [Reconnecting ranks]).
+    Clock::time_point reconnect_grace_until{};
   };
   struct PendingStep {
     std::vector<v1::StepStats> ranks;

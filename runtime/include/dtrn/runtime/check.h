@@ -30,7 +30,7 @@ class Error : public std::runtime_error {
 template <typename... Args>
 std::string str_cat(Args&&... args) {
   std::ostringstream os;
-  (os << ... << std::forward<Args>(args));
+  if constexpr (sizeof...(Args) > 0) (os << ... << std::forward<Args>(args));
   return os.str();
 }
 
