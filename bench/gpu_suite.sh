@@ -140,12 +140,14 @@ try:
     print(f"{r['device']}, {r['params_M']:.1f}M parameters, {r['batch']} x {r['seq']} tokens per step; "
           f"median step {c['quiet_step_ms']:.1f} ms over {c['quiet_steps']} quiet steps, "
           f"{c['writing_step_ms']:.1f} ms over {c['writing_steps']} with a write in flight\n")
-    print("| step | blocked ms | blocked / step | write ms | MB | write MB/s | / disk |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| step | blocked ms | blocked / step | write ms | MB | write MB/s | / disk | appends ms | fsyncs ms | "
+          "other file calls ms | hashing, encoding ms |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     step_ms = c["quiet_step_ms"] or c["writing_step_ms"]  # no quiet step when every write outlasts the gap
     for s in c["saves"]:
         print(f"| {s['step']} | {s['blocked_ms']:.1f} | {s['blocked_ms'] / step_ms:.2f} | "
-              f"{s['write_ms']:.0f} | {s['bytes'] / 1e6:.0f} | {s['write_MB_s']:.0f} | {s['write_MB_s'] / c['disk_MB_s']:.2f} |")
+              f"{s['write_ms']:.0f} | {s['bytes'] / 1e6:.0f} | {s['write_MB_s']:.0f} | {s['write_MB_s'] / c['disk_MB_s']:.2f} | "
+              f"{s['append_ms']:.0f} | {s['fsync_ms']:.0f} | {s['fs_other_ms']:.0f} | {s['compute_ms']:.0f} |")
     print(f"\ndisk: {c['disk_MB_s']:.0f} MB/s sequential write + fsync of {c['disk_bytes'] / 1e6:.0f} MB")
 except Exception as e:
     print(f"ckpt: no result ({e})")

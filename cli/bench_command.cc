@@ -38,7 +38,8 @@ constexpr char kHelp[] =
     "With --checkpoint-every every timed step is timed alone (the device synchronised at its end; the mean\n"
     "step time then includes the saves). For each save: the wall time of its step, the time training was\n"
     "blocked (waiting for the previous save, then the snapshot into host memory), the background write\n"
-    "time (write, fsync, commit, retention), the checkpoint's bytes and write throughput (MB = 1e6 bytes);\n"
+    "time (write, fsync, commit, retention) and where it went (appends, fsyncs, other file calls, the work\n"
+    "between them: hashing and encoding), the checkpoint's bytes and write throughput (MB = 1e6 bytes);\n"
     "the median step time of the steps without a save, apart for those with a write in flight; and the\n"
     "disk's sequential write bandwidth (the largest checkpoint's size written into DIR in 64 MiB appends,\n"
     "one fsync) for comparison.\n\n"
@@ -50,7 +51,9 @@ nlohmann::json checkpoints_json(const train::BenchCheckpoints& c) {
   nlohmann::json saves = nlohmann::json::array();
   for (const auto& s : c.saves) {
     saves.push_back({{"step", s.step}, {"step_ms", s.step_ms}, {"blocked_ms", s.blocked_ms},
-                     {"write_ms", s.write_ms}, {"bytes", s.bytes}, {"write_MB_s", s.write_mb_s}});
+                     {"write_ms", s.write_ms}, {"bytes", s.bytes}, {"write_MB_s", s.write_mb_s},
+                     {"append_ms", s.append_ms}, {"fsync_ms", s.fsync_ms}, {"fs_other_ms", s.fs_other_ms},
+                     {"compute_ms", s.compute_ms}});
   }
   return {{"dir", c.run_dir},
           {"every", c.every},
@@ -70,6 +73,9 @@ void print_checkpoints(const train::BenchCheckpoints& c, bool temporary) {
     std::printf("  step %-7lld blocked %.1f ms of a %.1f ms step, write %.1f ms, %.1f MB at %.1f MB/s\n",
                 static_cast<long long>(s.step), s.blocked_ms, s.step_ms, s.write_ms, s.bytes / 1e6,
                 s.write_mb_s);
+    std::printf("                the write: appends %.1f ms, fsyncs %.1f ms, other file calls %.1f ms, "
+                "hashing and encoding %.1f ms\n",
+                s.append_ms, s.fsync_ms, s.fs_other_ms, s.compute_ms);
   }
   std::printf("steps         median %.2f ms over %lld quiet steps, %.2f ms over %lld with a write in flight\n",
               c.quiet_step_ms, static_cast<long long>(c.quiet_steps), c.writing_step_ms,

@@ -99,6 +99,13 @@ TEST(BenchCheckpointTest, SavesAreCheckpointsTheLoaderAcceptsAndTheAccountAddsUp
     EXPECT_LE(s.blocked_ms, s.step_ms);
     EXPECT_GT(s.write_ms, 0);
     EXPECT_DOUBLE_EQ(s.write_mb_s, static_cast<double>(s.bytes) / 1e6 / (s.write_ms / 1e3));
+    // Where the write went: every save appends its shard and manifest and fsyncs them and the folder;
+    // the parts add up to the whole (the work between the calls is what remains, never negative).
+    EXPECT_GT(s.append_ms, 0);
+    EXPECT_GT(s.fsync_ms, 0);
+    EXPECT_GT(s.fs_other_ms, 0);
+    EXPECT_GE(s.compute_ms, 0);
+    EXPECT_NEAR(s.append_ms + s.fsync_ms + s.fs_other_ms + s.compute_ms, s.write_ms, 1e-6 * s.write_ms + 1e-9);
     largest = std::max(largest, s.bytes);
   }
   // Every timed step is classed once. The step after a save always starts with its write in flight (a

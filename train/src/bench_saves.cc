@@ -42,7 +42,7 @@ BenchSaves::BenchSaves(const JobConfig& config, std::string run_dir, bool tempor
     : config_(config), config_yaml_(to_yaml(config)), temporary_(temporary) {
   result_.run_dir = std::move(run_dir);
   writer_ = std::make_unique<AsyncCheckpointWriter>(
-      result_.run_dir, SaveOptions{config.checkpoint.keep, config.checkpoint.keep_every, nullptr, nullptr});
+      result_.run_dir, SaveOptions{config.checkpoint.keep, config.checkpoint.keep_every, &env_, nullptr});
 }
 
 StatusOr<std::unique_ptr<BenchSaves>> BenchSaves::Open(const JobConfig& config, const BenchOptions& options) {
@@ -108,6 +108,11 @@ Status BenchSaves::record(std::optional<AsyncCheckpointWriter::Done> done) {
   save.write_ms = done->write_ms;
   save.bytes = *bytes;
   save.write_mb_s = static_cast<double>(save.bytes) / 1e6 / (save.write_ms / 1e3);
+  const FileTimes t = env_.take();  // the only save in flight was this one
+  save.append_ms = t.append_ms;
+  save.fsync_ms = t.fsync_ms;
+  save.fs_other_ms = t.other_ms;
+  save.compute_ms = std::max(0.0, save.write_ms - t.append_ms - t.fsync_ms - t.other_ms);
   return Status::Ok();
 }
 

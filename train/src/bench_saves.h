@@ -16,6 +16,7 @@
 #include "dtrn/runtime/optim.h"
 #include "dtrn/train/bench.h"
 #include "dtrn/train/job_config.h"
+#include "timing_env.h"
 
 namespace dtrn::train {
 
@@ -45,6 +46,7 @@ class BenchSaves {
 
   JobConfig config_;
   std::string config_yaml_;
+  TimingEnv env_{Env::posix()};  // the saves' file system, timed (declared before the writer that uses it)
   bool temporary_;
   BenchCheckpoints result_;
   std::vector<double> quiet_ms_, writing_ms_;

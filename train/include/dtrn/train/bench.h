@@ -52,6 +52,9 @@ struct BenchSave {
   double write_ms = 0;     // in the background: write, fsync, commit and retention
   uint64_t bytes = 0;      // of the files in its checkpoint folder
   double write_mb_s = 0;   // bytes / write_ms
+  // Where write_ms went: appends (into the page cache), fsyncs of files and folders, other file-system
+  // calls (creations, renames, removals), and the rest, between the calls (hashing, encoding).
+  double append_ms = 0, fsync_ms = 0, fs_other_ms = 0, compute_ms = 0;
 };
 
 struct BenchCheckpoints {
