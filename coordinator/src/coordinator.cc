@@ -101,10 +101,11 @@ StatusOr<std::unique_ptr<Coordinator>> Coordinator::Open(const CoordinatorOption
     job.monitor = std::make_unique<train::StarvationMonitor>(job.config.routing.starvation_threshold,
                                                              job.config.routing.starvation_window);
     // Note [Reconnecting ranks]
-    // Live ranks get two heartbeat timeouts from now to show up again (RESTARTING goes on at once). One is
-    // not enough: a rank's gRPC channel finds the old coordinator gone only at its next call and then
-    // reconnects with back-off (1 s, growing 1.6x), so on a loaded host its first heartbeat to the new
-    // coordinator can come more than a timeout after the restart, and a healthy job would be restarted.
+    // Live ranks get two heartbeat timeouts from now to show up again (RESTARTING goes on at once).
+    // One is not enough: a rank's gRPC channel finds the old coordinator gone only at its next call
+    // and then reconnects with back-off (1 s, growing 1.6x), so on a loaded host its first
+    // heartbeat to the new coordinator can come more than a timeout after the restart, and a
+    // healthy job would be restarted.
     for (const auto& w : data.workers) {
       WorkerSlot slot;
       slot.rank = w.rank;
@@ -114,8 +115,9 @@ StatusOr<std::unique_ptr<Coordinator>> Coordinator::Open(const CoordinatorOption
       slot.state = w.state == "stopping" ? "stopped" : w.state;
       slot.launched = true;
       slot.last_heartbeat = Clock::now();
-      slot.reconnect_grace_until = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                                       std::chrono::duration<double>(2 * options.heartbeat_timeout_s));
+      slot.reconnect_grace_until =
+          Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                             std::chrono::duration<double>(2 * options.heartbeat_timeout_s));
       job.workers.push_back(slot);
     }
     job.step = data.job.step();
@@ -548,8 +550,8 @@ void Coordinator::tick() {
   for (auto& [id, job] : jobs_) {
     for (auto& w : job.workers) {
       const double silent = seconds_since(w.last_heartbeat);
-      if ((w.state == "starting" || w.state == "running") && silent > options_.heartbeat_timeout_s &&
-          Clock::now() > w.reconnect_grace_until &&
+      if ((w.state == "starting" || w.state == "running") &&
+          silent > options_.heartbeat_timeout_s && Clock::now() > w.reconnect_grace_until &&
           !agent_silent(w.agent_id)) {
         char buf[64];
         std::snprintf(buf, sizeof buf, "missed heartbeats for %.1f s", silent);

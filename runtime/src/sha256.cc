@@ -33,7 +33,8 @@ void compress_block(uint32_t* state, const uint8_t* block) {
     uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
     w[i] = w[i - 16] + s0 + w[i - 7] + s1;
   }
-  uint32_t a = state[0], b = state[1], c = state[2], d = state[3], e = state[4], f = state[5], g = state[6], h = state[7];
+  uint32_t a = state[0], b = state[1], c = state[2], d = state[3], e = state[4], f = state[5],
+           g = state[6], h = state[7];
   for (int i = 0; i < 64; ++i) {
     uint32_t t1 = h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) +
                   kRoundConstants[i] + w[i];
@@ -73,8 +74,9 @@ bool Sha256::accelerated_available() {
 Sha256::Sha256(bool allow_accelerated)
     : h_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
          0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19},
-      compress_(allow_accelerated && accelerated_available() ? sha256_detail::compress_sha_extensions
-                                                             : sha256_detail::compress_portable) {}
+      compress_(allow_accelerated && accelerated_available()
+                    ? sha256_detail::compress_sha_extensions
+                    : sha256_detail::compress_portable) {}
 
 void Sha256::update(const void* data, size_t size) {
   const auto* p = static_cast<const uint8_t*>(data);

@@ -1,7 +1,7 @@
 // SHA-256 blocks with the x86 SHA extensions. Intel's instructions keep the state as two vectors,
-// ABEF and CDGH; each sha256rnds2 does two rounds, and sha256msg1/msg2 extend the message schedule four
-// words at a time. The functions carry their own target attribute, so the file builds with the default
-// flags and the caller checks the CPU first.
+// ABEF and CDGH; each sha256rnds2 does two rounds, and sha256msg1/msg2 extend the message schedule
+// four words at a time. The functions carry their own target attribute, so the file builds with the
+// default flags and the caller checks the CPU first.
 #include "sha256_blocks.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -19,10 +19,11 @@ bool cpu_has_sha_extensions() {
   return ssse3 && sse41 && sha;
 }
 
-__attribute__((target("sha,ssse3,sse4.1"))) void compress_sha_extensions(uint32_t h[8], const uint8_t* blocks,
-                                                                            size_t count) {
-  // h[0..3] = A B C D and h[4..7] = E F G H, lane 0 first; the instructions want ABEF and CDGH, with A
-  // in the highest lane.
+__attribute__((target("sha,ssse3,sse4.1"))) void compress_sha_extensions(uint32_t h[8],
+                                                                         const uint8_t* blocks,
+                                                                         size_t count) {
+  // h[0..3] = A B C D and h[4..7] = E F G H, lane 0 first; the instructions want ABEF and CDGH,
+  // with A in the highest lane.
   __m128i dcba = _mm_loadu_si128(reinterpret_cast<const __m128i*>(h));
   __m128i hgfe = _mm_loadu_si128(reinterpret_cast<const __m128i*>(h + 4));
   const __m128i cdab = _mm_shuffle_epi32(dcba, 0xB1);
@@ -37,7 +38,8 @@ __attribute__((target("sha,ssse3,sse4.1"))) void compress_sha_extensions(uint32_
     for (int g = 0; g < 16; ++g) {
       __m128i m;
       if (g < 4) {
-        m = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks + 16 * g)), byte_swap);
+        m = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks + 16 * g)),
+                             byte_swap);
       } else {
         // W[i] = W[i-16] + s0(W[i-15]) + W[i-7] + s1(W[i-2]) for i = 4g .. 4g+3.
         m = _mm_sha256msg1_epu32(w[(g - 4) & 3], w[(g - 3) & 3]);
@@ -45,8 +47,10 @@ __attribute__((target("sha,ssse3,sse4.1"))) void compress_sha_extensions(uint32_
         m = _mm_sha256msg2_epu32(m, w[(g - 1) & 3]);
       }
       w[g & 3] = m;
-      const __m128i k = _mm_add_epi32(m, _mm_loadu_si128(reinterpret_cast<const __m128i*>(kRoundConstants + 4 * g)));
-      cdgh = _mm_sha256rnds2_epu32(cdgh, abef, k);  // now the new ABEF; the old ABEF is the new CDGH
+      const __m128i k = _mm_add_epi32(
+          m, _mm_loadu_si128(reinterpret_cast<const __m128i*>(kRoundConstants + 4 * g)));
+      cdgh =
+          _mm_sha256rnds2_epu32(cdgh, abef, k);  // now the new ABEF; the old ABEF is the new CDGH
       abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(k, 0x0E));
     }
     abef = _mm_add_epi32(abef, abef_in);

@@ -195,8 +195,8 @@ void Tensor::copy_(const Tensor& src) const {
   if (numel() == 0) return;
   if (src.device() != device() && src.dtype() == dtype() && is_contiguous() &&
       (src.device().is_cpu() || device().is_cpu())) {
-    // Between the host and a device, straight into this tensor's memory: no staging copy, and from a
-    // device into page-locked memory at DMA speed (a checkpoint snapshot is gigabytes of these).
+    // Between the host and a device, straight into this tensor's memory: no staging copy, and from
+    // a device into page-locked memory at DMA speed (a checkpoint snapshot is gigabytes of these).
     const Tensor from = src.detach().contiguous();
     if (device().is_cpu()) {
       backend_for(from.device()).copy_to_host(raw_data(), from.raw_data(), nbytes());

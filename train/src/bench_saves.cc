@@ -42,7 +42,8 @@ BenchSaves::BenchSaves(const JobConfig& config, std::string run_dir, bool tempor
     : config_(config), config_yaml_(to_yaml(config)), temporary_(temporary) {
   result_.run_dir = std::move(run_dir);
   writer_ = std::make_unique<AsyncCheckpointWriter>(
-      result_.run_dir, SaveOptions{config.checkpoint.keep, config.checkpoint.keep_every, &env_, nullptr});
+      result_.run_dir,
+      SaveOptions{config.checkpoint.keep, config.checkpoint.keep_every, &env_, nullptr});
 }
 
 StatusOr<std::unique_ptr<BenchSaves>> BenchSaves::Open(const JobConfig& config, const BenchOptions& options) {

@@ -27,14 +27,17 @@ std::string sha256_of(const void* data, size_t size) {
 }
 
 // The digest of each tensor's bytes, on up to four threads: a 360m model's state is 4.4 GB, about
-// two seconds a core with the SHA extensions, and the save or the verification waits for every digest.
+// two seconds a core with the SHA extensions, and the save or the verification waits for every
+// digest.
 std::vector<std::string> sha256_of_each(const std::vector<Tensor>& tensors) {
   std::vector<std::string> out(tensors.size());
   std::atomic<size_t> next{0};
   auto work = [&] {
-    for (size_t i = next++; i < tensors.size(); i = next++) out[i] = sha256_of(tensors[i].raw_data(), tensors[i].nbytes());
+    for (size_t i = next++; i < tensors.size(); i = next++)
+      out[i] = sha256_of(tensors[i].raw_data(), tensors[i].nbytes());
   };
-  const size_t threads = std::min<size_t>({4, tensors.size(), std::max(1u, std::thread::hardware_concurrency())});
+  const size_t threads =
+      std::min<size_t>({4, tensors.size(), std::max(1u, std::thread::hardware_concurrency())});
   std::vector<std::thread> pool;
   for (size_t t = 1; t < threads; ++t) pool.emplace_back(work);
   work();
@@ -232,7 +235,8 @@ StatusOr<ShardEntry> write_shard(Env* env, const std::string& path, int64_t rank
     const TensorSlice& s = slices[i];
     const int64_t nth = seen[s.name]++;
     const std::string key = nth == 0 ? s.name : s.name + "#" + std::to_string(nth);
-    described[key] = {{"global_shape", s.global_shape}, {"offsets", s.offsets}, {"sha256", digests[i]}};
+    described[key] = {
+        {"global_shape", s.global_shape}, {"offsets", s.offsets}, {"sha256", digests[i]}};
     if (nth > 0) described[key]["tensor"] = s.name;
     tensors.emplace_back(key, hosts[i]);
   }

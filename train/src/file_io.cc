@@ -40,7 +40,7 @@ Status HashingWriter::finish() {
 }
 
 std::string HashingWriter::sha256_hex() {
-  DTRN_CHECK(hash_, "HashingWriter: no digest of ", "a writer made with hash = false");
+  DTRN_CHECK(hash_, "HashingWriter: no digest of a writer made with hash = false");
   return sha_.hex_digest();
 }
 

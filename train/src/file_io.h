@@ -23,8 +23,8 @@ namespace dtrn::train {
 // "<path>: <ec.message()>": NotFound for no_such_file_or_directory, IoError otherwise.
 Status error_code_status(const std::string& path, const std::error_code& ec);
 
-// Appends to a file of an Env and hashes the bytes (sha256) on their way, unless made with hash = false
-// (a checkpoint shard hashes each tensor instead). finish() syncs and closes.
+// Appends to a file of an Env and hashes the bytes (sha256) on their way, unless made with hash =
+// false (a checkpoint shard hashes each tensor instead). finish() syncs and closes.
 class HashingWriter {
  public:
   static StatusOr<HashingWriter> create(Env* env, const std::string& path, bool hash = true);
@@ -35,7 +35,8 @@ class HashingWriter {
   uint64_t bytes() const { return bytes_; }
 
  private:
-  HashingWriter(std::unique_ptr<WritableFile> file, bool hash) : file_(std::move(file)), hash_(hash) {}
+  HashingWriter(std::unique_ptr<WritableFile> file, bool hash)
+      : file_(std::move(file)), hash_(hash) {}
   std::unique_ptr<WritableFile> file_;
   bool hash_;
   Sha256 sha_;

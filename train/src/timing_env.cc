@@ -11,7 +11,9 @@ template <typename F>
 auto timed(std::atomic<int64_t>& total, F&& f) {
   const auto t0 = std::chrono::steady_clock::now();
   auto result = f();
-  total += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+  total +=
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
   return result;
 }
 
@@ -21,7 +23,8 @@ double ms(int64_t ns) { return static_cast<double>(ns) / 1e6; }
 
 class TimedFile final : public WritableFile {
  public:
-  TimedFile(std::unique_ptr<WritableFile> base, TimingEnv* env) : base_(std::move(base)), env_(env) {}
+  TimedFile(std::unique_ptr<WritableFile> base, TimingEnv* env)
+      : base_(std::move(base)), env_(env) {}
   Status append(const void* data, size_t size) override {
     return timed(env_->append_ns_, [&] { return base_->append(data, size); });
   }

@@ -1,7 +1,8 @@
-// An Env that forwards to another and adds up the wall time spent in each kind of file-system call, for
-// `dtrn bench --checkpoint-every`: where a save's background write goes (appends into the page cache,
-// fsyncs of files and folders, renames and removals), the rest of the write being the work between the
-// calls (hashing, encoding). Thread-safe: the asynchronous saver writes from its own thread.
+// An Env that forwards to another and adds up the wall time spent in each kind of file-system call,
+// for `dtrn bench --checkpoint-every`: where a save's background write goes (appends into the page
+// cache, fsyncs of files and folders, renames and removals), the rest of the write being the work
+// between the calls (hashing, encoding). Thread-safe: the asynchronous saver writes from its own
+// thread.
 #pragma once
 
 #include <atomic>

@@ -1,7 +1,7 @@
 // Binary elementwise ops (add, sub, mul) over broadcast strided views into a contiguous output.
 // bf16 operands compute in f32 and round once, matching the CPU reference of f32 math then .to(bf16).
-#include "cuda/cuda_check.h"
 #include "cuda/compute.cuh"
+#include "cuda/cuda_check.h"
 #include "cuda/device_types.cuh"
 
 namespace dtrn::cuda {
@@ -30,12 +30,14 @@ __device__ __forceinline__ T combine(T x, T y) {
   return Converter<T, M>::run(apply<Op, M>(Converter<M, T>::run(x), Converter<M, T>::run(y)));
 }
 
-// Contiguous operands, W elements per access (W = 16 / sizeof(T) when all three pointers are 16-byte
-// aligned: a bf16 add then moves 16 bytes per load instead of 2), the tail one element at a time.
+// Contiguous operands, W elements per access (W = 16 / sizeof(T) when all three pointers are
+// 16-byte aligned: a bf16 add then moves 16 bytes per load instead of 2), the tail one element at a
+// time.
 template <ElemOp Op, typename T, int W>
 __global__ void binary_dense_kernel(const T* a, const T* b, T* out, int64_t n) {
   const int64_t chunks = n / W;
-  const int64_t first = blockIdx.x * int64_t{blockDim.x} + threadIdx.x, step = int64_t{gridDim.x} * blockDim.x;
+  const int64_t first = blockIdx.x * int64_t{blockDim.x} + threadIdx.x,
+                step = int64_t{gridDim.x} * blockDim.x;
   for (int64_t c = first; c < chunks; c += step) {
     const Chunk<T, W> x = reinterpret_cast<const Chunk<T, W>*>(a)[c];
     const Chunk<T, W> y = reinterpret_cast<const Chunk<T, W>*>(b)[c];
@@ -62,11 +64,14 @@ void launch_typed(const T* a, const T* b, T* out, int64_t n, const StridedIter<2
                   cudaStream_t stream) {
   if (iter.contiguous(0) && iter.contiguous(1)) {
     constexpr int W = kChunkElems<T>;
-    const bool aligned = rows_aligned16(a, 0, 1) && rows_aligned16(b, 0, 1) && rows_aligned16(out, 0, 1);
+    const bool aligned =
+        rows_aligned16(a, 0, 1) && rows_aligned16(b, 0, 1) && rows_aligned16(out, 0, 1);
     if (aligned && n >= W) {
-      binary_dense_kernel<Op, T, W><<<elementwise_blocks(n / W), kElementwiseThreads, 0, stream>>>(a, b, out, n);
+      binary_dense_kernel<Op, T, W>
+          <<<elementwise_blocks(n / W), kElementwiseThreads, 0, stream>>>(a, b, out, n);
     } else {
-      binary_dense_kernel<Op, T, 1><<<elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(a, b, out, n);
+      binary_dense_kernel<Op, T, 1>
+          <<<elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(a, b, out, n);
     }
   } else {
     binary_strided_kernel<Op, T><<<elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(a, b, out,

@@ -1,12 +1,12 @@
 // Deterministic reductions inside a thread block, and the second pass of two-pass column sums.
 //
 // Note [Deterministic reductions]
-// Training must be bitwise reproducible (the gradient norm decides clipping, hence the whole run), so
-// no reduction here uses atomics or depends on scheduling: a warp combines its lanes in a fixed
-// butterfly, a block combines its warps in warp order, and a reduction too long for one block writes
-// per-chunk partial sums (chunks fixed by the shape alone) that a second kernel adds in an order fixed
-// by the shape too.
-// The same shape on the same GPU model therefore always gives the same bits.
+// Training must be bitwise reproducible (the gradient norm decides clipping, hence the whole run),
+// so no reduction here uses atomics or depends on scheduling: a warp combines its lanes in a fixed
+// butterfly, a block combines its warps in warp order, and a reduction too long for one block
+// writes per-chunk partial sums (chunks fixed by the shape alone) that a second kernel adds in an
+// order fixed by the shape too. The same shape on the same GPU model therefore always gives the
+// same bits.
 #pragma once
 
 #include <cstdint>
@@ -52,10 +52,10 @@ __device__ T block_reduce(T v, Op op, T identity) {
 
 __device__ __forceinline__ double block_sum(double v) { return block_reduce(v, Plus{}, 0.0); }
 
-// The second pass of a two-pass column sum: out[o, i] = sum over s < splits of partial[o, s, i], rounded
-// once to Out. A block per 32 columns of one o: warp k sums the splits s = k, k + 8, ... in order, then
-// the 8 warp sums are added in warp order (an order fixed by the shape). One thread per column would
-// leave most of the GPU idle: a 960-column sum is 4 blocks.
+// The second pass of a two-pass column sum: out[o, i] = sum over s < splits of partial[o, s, i],
+// rounded once to Out. A block per 32 columns of one o: warp k sums the splits s = k, k + 8, ... in
+// order, then the 8 warp sums are added in warp order (an order fixed by the shape). One thread per
+// column would leave most of the GPU idle: a 960-column sum is 4 blocks.
 constexpr int kFinishWarps = 8;
 
 template <typename Out>
@@ -80,12 +80,12 @@ __global__ void __launch_bounds__(32 * kFinishWarps)
 }
 
 template <typename Out>
-void launch_finish_column_sums(const double* partial, int64_t outer, int64_t splits, int64_t inner, Out* out,
-                               cudaStream_t stream) {
+void launch_finish_column_sums(const double* partial, int64_t outer, int64_t splits, int64_t inner,
+                               Out* out, cudaStream_t stream) {
   const int64_t blocks = outer * ((inner + 31) / 32);
   if (blocks == 0) return;
-  finish_column_sums_kernel<<<static_cast<unsigned>(blocks), 32 * kFinishWarps, 0, stream>>>(partial, splits,
-                                                                                           inner, out);
+  finish_column_sums_kernel<<<static_cast<unsigned>(blocks), 32 * kFinishWarps, 0, stream>>>(
+      partial, splits, inner, out);
 }
 
 }  // namespace dtrn::cuda

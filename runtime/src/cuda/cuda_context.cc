@@ -121,8 +121,8 @@ void reserve_device_memory_headroom(Device device) {
   if (!device.is_cuda()) return;
   constexpr size_t kFloor = size_t{256} << 20;
   const cuda::AllocatorStats s = cuda::caching_allocator().stats(device.index);
-  cuda::caching_allocator().reserve_headroom(device.index,
-                                             std::max({kFloor, s.peak_allocated_bytes / 50, s.largest_block}));
+  cuda::caching_allocator().reserve_headroom(
+      device.index, std::max({kFloor, s.peak_allocated_bytes / 50, s.largest_block}));
 }
 
 }  // namespace dtrn

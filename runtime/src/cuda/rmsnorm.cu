@@ -1,12 +1,13 @@
 // RMSNorm forward and backward (norm.h). A warp per row: the row's sum of squares (forward) or of
-// dy * w * x (backward) is accumulated in double by each lane over its 16-byte chunks of the row and
-// combined by a warp butterfly (no shared memory, no block barrier: a 360m row is 960 elements, too few
-// to keep a 256-thread block busy between its two barriers); then each lane writes its chunks. Rows
-// whose pointers are not 16-byte aligned take the same kernels one element per access. The weight
-// gradient dw_i = sum over rows of dy_i x_i rstd is a column sum: a thread per (chunk of kRowChunk rows,
-// 16-byte group of columns) writes its chunk's sums to scratch and finish_column_sums_kernel adds the
-// chunks. Per-element arithmetic is the CPU's expression in double, rounded once; every sum has
-// an order fixed by the shape (Note [Deterministic reductions]).
+// dy * w * x (backward) is accumulated in double by each lane over its 16-byte chunks of the row
+// and combined by a warp butterfly (no shared memory, no block barrier: a 360m row is 960 elements,
+// too few to keep a 256-thread block busy between its two barriers); then each lane writes its
+// chunks. Rows whose pointers are not 16-byte aligned take the same kernels one element per access.
+// The weight gradient dw_i = sum over rows of dy_i x_i rstd is a column sum: a thread per (chunk of
+// kRowChunk rows, 16-byte group of columns) writes its chunk's sums to scratch and
+// finish_column_sums_kernel adds the chunks. Per-element arithmetic is the CPU's expression in
+// double, rounded once; every sum has an order fixed by the shape (Note [Deterministic
+// reductions]).
 #include <initializer_list>
 #include <type_traits>
 
@@ -25,12 +26,12 @@ constexpr int64_t kRowChunk = 32;
 template <typename T>
 using Stat = Compute<T>;
 
-// Calls f(a[i], b[i], c[i]) for lane `lane`'s share of three rows of `count` elements: chunks of W with
-// lane l taking chunks l, l + 32, ..., then the tail one element at a time. W > 1 needs 16-byte-aligned
-// rows.
+// Calls f(a[i], b[i], c[i]) for lane `lane`'s share of three rows of `count` elements: chunks of W
+// with lane l taking chunks l, l + 32, ..., then the tail one element at a time. W > 1 needs
+// 16-byte-aligned rows.
 template <int W, typename T, typename F>
-__device__ __forceinline__ void visit_warp_rows(const T* a, const T* b, const T* c, int64_t count, int lane,
-                                                F&& f) {
+__device__ __forceinline__ void visit_warp_rows(const T* a, const T* b, const T* c, int64_t count,
+                                                int lane, F&& f) {
   const int64_t chunks = W > 1 ? count / W : 0;
   for (int64_t k = lane; k < chunks; k += 32) {
     const Chunk<T, W> va = reinterpret_cast<const Chunk<T, W>*>(a)[k];
@@ -44,8 +45,8 @@ __device__ __forceinline__ void visit_warp_rows(const T* a, const T* b, const T*
 
 // out[i] = g(a[i], b[i], c[i]) over lane `lane`'s share of the row, in the same chunks.
 template <int W, typename T, typename G>
-__device__ __forceinline__ void map_warp_row(const T* a, const T* b, const T* c, int64_t count, int lane,
-                                             T* out, G&& g) {
+__device__ __forceinline__ void map_warp_row(const T* a, const T* b, const T* c, int64_t count,
+                                             int lane, T* out, G&& g) {
   const int64_t chunks = W > 1 ? count / W : 0;
   for (int64_t k = lane; k < chunks; k += 32) {
     const Chunk<T, W> va = reinterpret_cast<const Chunk<T, W>*>(a)[k];
@@ -80,17 +81,16 @@ __global__ void rmsnorm_kernel(const T* x, const T* w, double eps, int64_t rows,
 
 // dx_j = r w_j dy_j - (r^3 / C) x_j sum_i(dy_i w_i x_i), as in cpu/norm.cc.
 template <typename T, int W>
-__global__ void rmsnorm_dx_kernel(const T* x, const T* w, const Stat<T>* rstd, const T* dy, int64_t rows,
-                                  int64_t cols, T* dx) {
+__global__ void rmsnorm_dx_kernel(const T* x, const T* w, const Stat<T>* rstd, const T* dy,
+                                  int64_t rows, int64_t cols, T* dx) {
   const int lane = threadIdx.x & 31;
   const int64_t row = blockIdx.x * int64_t{kRowsPerBlock} + (threadIdx.x >> 5);
   if (row >= rows) return;
   const T* xr = x + row * cols;
   const T* gr = dy + row * cols;
   double dot = 0;
-  visit_warp_rows<W>(gr, w, xr, cols, lane, [&](T g, T wv, T xv) {
-    dot += to_double(g) * to_double(wv) * to_double(xv);
-  });
+  visit_warp_rows<W>(gr, w, xr, cols, lane,
+                     [&](T g, T wv, T xv) { dot += to_double(g) * to_double(wv) * to_double(xv); });
   dot = warp_reduce(dot, Plus{});
   const double r = static_cast<double>(rstd[row]);
   const double k = r * r * r * dot / static_cast<double>(cols);
@@ -99,8 +99,8 @@ __global__ void rmsnorm_dx_kernel(const T* x, const T* w, const Stat<T>* rstd, c
   });
 }
 
-// out[s * cols + i] = sum over rows of chunk s of dy[row, i] x[row, i] rstd[row], a thread per chunk of
-// rows and W adjacent columns.
+// out[s * cols + i] = sum over rows of chunk s of dy[row, i] x[row, i] rstd[row], a thread per
+// chunk of rows and W adjacent columns.
 template <typename T, int W, typename Out>
 __global__ void rmsnorm_dw_chunks_kernel(const T* x, const Stat<T>* rstd, const T* dy, int64_t rows,
                                          int64_t cols, int64_t splits, Out* out) {
@@ -125,9 +125,12 @@ __global__ void rmsnorm_dw_chunks_kernel(const T* x, const Stat<T>* rstd, const 
 
 int64_t dw_splits(int64_t rows) { return (rows + kRowChunk - 1) / kRowChunk; }
 
-unsigned row_blocks(int64_t rows) { return static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock); }
+unsigned row_blocks(int64_t rows) {
+  return static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
+}
 
-// Calls f(std::integral_constant<int, W>) with W = 16-byte chunks when every row pointer allows them.
+// Calls f(std::integral_constant<int, W>) with W = 16-byte chunks when every row pointer allows
+// them.
 template <typename T, typename F>
 void with_chunk_width(int64_t cols, std::initializer_list<const void*> rows, F&& f) {
   bool aligned = true;
@@ -172,17 +175,17 @@ void launch_rmsnorm_backward(ElemType type, const void* x, const void* w, const 
     const T* gt = static_cast<const T*>(dy);
     with_chunk_width<T>(cols, {x, w, dy, dx}, [&](auto width) {
       constexpr int W = width.value;
-      rmsnorm_dx_kernel<T, W><<<row_blocks(rows), kThreads, 0, stream>>>(xt, static_cast<const T*>(w), rt, gt,
-                                                                        rows, cols, static_cast<T*>(dx));
+      rmsnorm_dx_kernel<T, W><<<row_blocks(rows), kThreads, 0, stream>>>(
+          xt, static_cast<const T*>(w), rt, gt, rows, cols, static_cast<T*>(dx));
       CUDA_CHECK_LAUNCH();
       const unsigned blocks = elementwise_blocks(splits * (cols / W));
       if (splits == 1) {
-        rmsnorm_dw_chunks_kernel<T, W><<<blocks, kElementwiseThreads, 0, stream>>>(xt, rt, gt, rows, cols, 1,
-                                                                                 static_cast<T*>(dw));
+        rmsnorm_dw_chunks_kernel<T, W><<<blocks, kElementwiseThreads, 0, stream>>>(
+            xt, rt, gt, rows, cols, 1, static_cast<T*>(dw));
       } else {
         double* partial = static_cast<double*>(scratch);
-        rmsnorm_dw_chunks_kernel<T, W><<<blocks, kElementwiseThreads, 0, stream>>>(xt, rt, gt, rows, cols,
-                                                                                 splits, partial);
+        rmsnorm_dw_chunks_kernel<T, W>
+            <<<blocks, kElementwiseThreads, 0, stream>>>(xt, rt, gt, rows, cols, splits, partial);
         CUDA_CHECK_LAUNCH();
         launch_finish_column_sums(partial, 1, splits, cols, static_cast<T*>(dw), stream);
       }

@@ -53,7 +53,8 @@ void reset_peak_device_memory(Device device);
 // Call once the first training step is done: the device's pool then keeps a free reservation of
 // max(256 MiB, peak / 50, the largest block so far) in one piece, so that the working set may grow later
 // by that much (a D block's routed count varies from step to step), and the largest block find room
-// however the rest is cut up, without the pool reserving more from the driver in the middle of a step. Best effort: nothing happens when the memory is not there. No-op on the CPU.
+// however the rest is cut up, without the pool reserving more from the driver in the middle of a step.
+// Best effort: nothing happens when the memory is not there. No-op on the CPU.
 void reserve_device_memory_headroom(Device device);
 
 }  // namespace dtrn

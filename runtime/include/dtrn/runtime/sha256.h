@@ -1,8 +1,9 @@
 // SHA-256 (FIPS 180-4): the content digests dtrn writes next to its files (token shards and
 // documents in a dataset's meta.json, the tokenizer's identity, every file of a checkpoint
 // manifest). Incremental: update() any number of times, then hex_digest() once; the object is spent
-// afterwards. One object belongs to one thread. Where the CPU has the x86 SHA extensions the blocks are
-// compressed with them (about 2 GB/s a core instead of 0.25), unless the object is made without.
+// afterwards. One object belongs to one thread. Where the CPU has the x86 SHA extensions the blocks
+// are compressed with them (about 2 GB/s a core instead of 0.25), unless the object is made
+// without.
 #pragma once
 
 #include <array>
