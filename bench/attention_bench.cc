@@ -130,13 +130,14 @@ int run() {
   for (const Dims& s : {Dims{8, 2048, 15, 5, 64}, Dims{2, 8192, 15, 5, 64}, Dims{8, 2048, 16, 16, 128},
                         Dims{2, 8192, 16, 16, 128}}) {
     for (const char* backward : {"split", "fused"}) {
-      cases.push_back({s.b, s.t, s.h, s.g, s.d, DType::kBF16, "auto", backward});
+      cases.push_back({s.b, s.t, s.h, s.g, s.d, DType::kBF16, "mma", backward});
     }
     if (no_wgmma.empty()) {
       for (const char* backward : {"split", "wgmma"}) {
         cases.push_back({s.b, s.t, s.h, s.g, s.d, DType::kBF16, "wgmma", backward});
       }
     }
+    cases.push_back({s.b, s.t, s.h, s.g, s.d, DType::kBF16, "auto", "auto"});  // what training runs
   }
   cases.push_back({8, 2048, 15, 5, 64, DType::kBF16, "generic", "split"});
   cases.push_back({8, 2048, 15, 5, 64, DType::kF32, "auto", "split"});

@@ -39,10 +39,15 @@ void Liveness::check(const std::string& what, std::chrono::steady_clock::time_po
       last_asked_ = now;
       const bool was_gone = !left_.empty();
       const TcpStore::Gone gone = store_->gone_ranks();
-      if (!gone.lost.empty()) exit_lost_rank(rank_, what, gone.lost, waited);
+      if (lost_.empty() && !gone.lost.empty()) lost_since_ = now;
+      lost_ = gone.lost;
       left_ = gone.left;
       if (!was_gone && !left_.empty()) left_since_ = now;
     }
+    // A rank may end just after its part of the collective this one still waits for (an NCCL kernel
+    // finishes microseconds apart on two GPUs, and the watchdog looks every 100 ms): a wait that goes on
+    // a second after the store reported the loss is lost.
+    if (!lost_.empty() && now - lost_since_ > std::chrono::seconds(1)) exit_lost_rank(rank_, what, lost_, waited);
     if (!left_.empty() && now - left_since_ > std::chrono::seconds(2)) exit_lost_rank(rank_, what, left_, waited);
   }
   if (waited > timeout_s_) exit_lost_rank(rank_, what, {}, waited);

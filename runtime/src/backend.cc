@@ -141,6 +141,9 @@ std::string device_name(Device device) {
   return "cpu";
 }
 void synchronize(Device) {}
+void use_device(Device device) {
+  DTRN_CHECK(device.is_cpu(), "device ", device.str(), " requested but this dtrn was built without CUDA");
+}
 void* device_stream(Device) { return nullptr; }
 DeviceMemoryStats device_memory_stats(Device) { return {}; }
 void reset_peak_device_memory(Device) {}

@@ -36,7 +36,7 @@ std::string training_gap(Device device, DType dtype) {
 
 }  // namespace
 
-StatusOr<Placement> resolve_placement(const TrainConfig& train, std::string* note) {
+StatusOr<Placement> resolve_placement(const TrainConfig& train, std::string* note, int gpu) {
   // The compute dtype on a device: bf16 on CUDA unless fp32 was asked for; fp32 on the CPU.
   auto dtype_on = [&](Device d) {
     return d.is_cuda() && train.precision != "fp32" ? DType::kBF16 : DType::kF32;
@@ -44,9 +44,10 @@ StatusOr<Placement> resolve_placement(const TrainConfig& train, std::string* not
   Device device = Device::cpu();
   if (train.device == "auto") {
     if (cuda_available()) {
-      const std::string gap = training_gap(Device::cuda(0), dtype_on(Device::cuda(0)));
+      use_device(Device::cuda(gpu));  // before the probe, so that it runs on this process's GPU alone
+      const std::string gap = training_gap(Device::cuda(gpu), dtype_on(Device::cuda(gpu)));
       if (gap.empty()) {
-        device = Device::cuda(0);
+        device = Device::cuda(gpu);
       } else {
         *note = "train.device auto: a GPU is present but the CUDA backend cannot train the model (" + gap +
                 "); training on the CPU";
@@ -58,7 +59,13 @@ StatusOr<Placement> resolve_placement(const TrainConfig& train, std::string* not
     } catch (const Error& e) {
       return Status::InvalidArgument(std::string("train.device: ") + e.what());
     }
+    if (device.is_cuda() && train.device.find(':') == std::string::npos) device = Device::cuda(gpu);
     if (device.is_cuda()) {
+      try {
+        use_device(device);
+      } catch (const Error& e) {
+        return Status::InvalidArgument("train.device " + train.device + ": " + e.what());
+      }
       const std::string gap = training_gap(device, dtype_on(device));
       if (!gap.empty()) return Status::InvalidArgument("train.device " + train.device + ": " + gap);
     }
@@ -70,12 +77,8 @@ StatusOr<Placement> resolve_placement(const TrainConfig& train, std::string* not
 }
 
 StatusOr<Placement> rank_placement(const TrainConfig& train, const parallel::LaunchEnv& launch, std::string* note) {
-  auto placement = resolve_placement(train, note);
-  if (!placement.ok()) return placement.status();
-  if (placement->device.is_cuda() && launch.world_size > 1 && train.device.find(':') == std::string::npos) {
-    placement->device = Device::cuda(launch.local_rank % cuda_device_count());
-  }
-  return placement;
+  const int gpus = cuda_device_count();
+  return resolve_placement(train, note, launch.world_size > 1 && gpus > 0 ? launch.local_rank % gpus : 0);
 }
 
 }  // namespace dtrn::train

@@ -24,10 +24,11 @@ struct Placement {
   std::string precision_name() const { return compute_dtype == DType::kBF16 ? "bf16" : "fp32"; }
 };
 
-// `note` receives a line to log when auto chose the CPU although a GPU is present.
-StatusOr<Placement> resolve_placement(const TrainConfig& train, std::string* note);
+// `note` receives a line to log when auto chose the CPU although a GPU is present. `gpu` is the GPU that
+// auto and a plain `cuda` mean. A CUDA placement becomes the calling thread's current device (use_device).
+StatusOr<Placement> resolve_placement(const TrainConfig& train, std::string* note, int gpu = 0);
 // train.device resolved for one rank of a job: a GPU rank of a multi-rank job takes the GPU of its local
-// rank unless train.device named one.
+// rank unless train.device named one; GPU 0 is not touched by the others (the probe runs on the rank's).
 StatusOr<Placement> rank_placement(const TrainConfig& train, const parallel::LaunchEnv& launch, std::string* note);
 
 }  // namespace dtrn::train

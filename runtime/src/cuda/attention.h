@@ -50,8 +50,16 @@
 
 namespace dtrn::cuda {
 
-enum class AttentionKernel : uint8_t { kAuto, kGeneric, kWgmma };
-enum class AttentionBackward : uint8_t { kSplit, kFused, kWgmma };
+// kAuto: the Hopper wgmma kernels where the GPU runs them and they measured faster (the backward always;
+// the forward for sequences of 4096 rows or more on average, kWgmmaForwardMinRows), else the mma.sync
+// tensor-core kernels (kMma); kGeneric: the generic kernels.
+enum class AttentionKernel : uint8_t { kAuto, kMma, kGeneric, kWgmma };
+enum class AttentionBackward : uint8_t { kAuto, kSplit, kFused, kWgmma };
+
+// On one H200 (2026-11-29, bench/RESULTS.md) the warp-specialized wgmma forward is 1.10-1.20x the
+// mma.sync one at 2 x 8192 and 0.86-0.94x at 8 x 2048 (its persistent blocks pay a schedule and a
+// pipeline fill that short sequences do not amortise): auto takes it from this mean length on.
+constexpr int64_t kWgmmaForwardMinRows = 4096;
 
 constexpr int kAttentionMaxHeadDim = 256;
 

@@ -274,7 +274,8 @@ void launch_attention_backward(ElemType type, const AttentionShape& shape, Atten
   });
   const void* pointers[] = {q, k, v, dout, dq, dk, dv};
   if (attention_uses_tensor_cores(type, shape, kernel, pointers, 7)) {
-    if (backward == AttentionBackward::kWgmma && wgmma_available(current_device())) {
+    const bool wgmma = backward == AttentionBackward::kWgmma || backward == AttentionBackward::kAuto;
+    if (wgmma && wgmma_available(current_device())) {
       wgmma_attention_backward(shape, q, k, v, cu_seqlens, static_cast<const float*>(lse), dout,
                                static_cast<const float*>(delta), dq, dk, dv, stream);
       return;

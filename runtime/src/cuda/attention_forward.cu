@@ -144,7 +144,9 @@ void launch_attention_forward(ElemType type, const AttentionShape& shape, Attent
   if (shape.n == 0 || shape.num_seqs == 0) return;
   const void* pointers[] = {q, k, v, out};
   if (attention_uses_tensor_cores(type, shape, kernel, pointers, 4)) {
-    if (kernel == AttentionKernel::kWgmma && wgmma_available(current_device())) {
+    const bool long_rows = shape.n >= kWgmmaForwardMinRows * shape.num_seqs;
+    const bool wgmma = kernel == AttentionKernel::kWgmma || (kernel == AttentionKernel::kAuto && long_rows);
+    if (wgmma && wgmma_available(current_device())) {
       wgmma_attention_forward(shape, q, k, v, cu_seqlens, out, static_cast<float*>(lse), stream);
     } else {
       tensor_core_attention_forward(shape, q, k, v, cu_seqlens, out, static_cast<float*>(lse), stream);

@@ -22,19 +22,21 @@ cuda::AttentionKernel attention_kernel_choice() {
     return cuda::AttentionKernel::kAuto;
   }
   if (std::strcmp(value, "wgmma") == 0) return cuda::AttentionKernel::kWgmma;
+  if (std::strcmp(value, "mma") == 0) return cuda::AttentionKernel::kMma;
   DTRN_CHECK(std::strcmp(value, "generic") == 0,
-             "DTRN_ATTENTION_KERNEL must be auto, generic or wgmma, got '", value, "'");
+             "DTRN_ATTENTION_KERNEL must be auto, mma, generic or wgmma, got '", value, "'");
   return cuda::AttentionKernel::kGeneric;
 }
 
 cuda::AttentionBackward attention_backward_choice() {
   const char* value = std::getenv("DTRN_ATTENTION_BACKWARD");
-  if (value == nullptr || *value == '\0' || std::strcmp(value, "split") == 0) {
-    return cuda::AttentionBackward::kSplit;
+  if (value == nullptr || *value == '\0' || std::strcmp(value, "auto") == 0) {
+    return cuda::AttentionBackward::kAuto;
   }
+  if (std::strcmp(value, "split") == 0) return cuda::AttentionBackward::kSplit;
   if (std::strcmp(value, "wgmma") == 0) return cuda::AttentionBackward::kWgmma;
   DTRN_CHECK(std::strcmp(value, "fused") == 0,
-             "DTRN_ATTENTION_BACKWARD must be split, fused or wgmma, got '", value, "'");
+             "DTRN_ATTENTION_BACKWARD must be auto, split, fused or wgmma, got '", value, "'");
   return cuda::AttentionBackward::kFused;
 }
 

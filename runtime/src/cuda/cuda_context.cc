@@ -101,6 +101,13 @@ void synchronize(Device device) {
   CUDA_CHECK(cudaStreamSynchronize(cuda::device_context(device.index).stream));
 }
 
+void use_device(Device device) {
+  if (device.is_cpu()) return;
+  DTRN_CHECK(device.index >= 0 && device.index < cuda::device_count(), "CUDA device ", device.index,
+             " does not exist (", cuda::device_count(), " GPU(s) visible)");
+  CUDA_CHECK(cudaSetDevice(device.index));
+}
+
 void* device_stream(Device device) {
   if (device.is_cpu()) return nullptr;
   return cuda::device_context(device.index).stream;

@@ -52,6 +52,8 @@ class Liveness {
   TcpStore* store_ = nullptr;
   std::mutex mu_;
   std::chrono::steady_clock::time_point last_asked_{};
+  std::vector<int> lost_;                               // ranks that ended without a goodbye, as last reported
+  std::chrono::steady_clock::time_point lost_since_{};  // when the store first reported one
   std::vector<int> left_;                               // ranks that ended on purpose, as last reported
   std::chrono::steady_clock::time_point left_since_{};  // when the store first reported one
 };

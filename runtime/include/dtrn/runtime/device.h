@@ -41,6 +41,12 @@ void synchronize(Device device);
 // (NCCL). Null for the CPU.
 void* device_stream(Device device);
 
+// Makes a CUDA device the calling thread's current one: where CUDA work that names no device goes (a
+// library's set-up, a stream or an event made outside the backend). A process that drives one GPU of
+// several, as each rank of a job does, calls it before anything else touches CUDA, so that it never
+// makes a context on GPU 0 too. No-op for the CPU.
+void use_device(Device device);
+
 // Memory the runtime's allocator holds on a device (zeros for the CPU, which uses plain malloc).
 struct DeviceMemoryStats {
   int64_t allocated_bytes = 0;       // in tensors now
