@@ -135,6 +135,8 @@ int run_bench(int argc, char** argv) {
                         {"tflops", res->tflops},         {"peak_tflops", res->peak_tflops},
                         {"mfu", res->mfu},               {"peak_mem_GiB", res->peak_memory_gib},
                         {"steady_mallocs", res->steady_device_mallocs},
+                        {"steady_growth_MiB", static_cast<double>(res->steady_growth_bytes) / (1 << 20)},
+                        {"steady_growth_steps", res->steady_growth_steps},
                         {"loss", res->final_loss},       {"layers", layers}};
     if (res->checkpoints) j["checkpoint"] = checkpoints_json(*res->checkpoints);
     std::cout << j.dump() << std::endl;
@@ -151,8 +153,9 @@ int run_bench(int argc, char** argv) {
   } else {
     std::printf("compute       %.3f TFLOP/s (no MFU: peak unknown for this device)\n", res->tflops);
   }
-  std::printf("memory        peak %.2f GiB, %lld cudaMalloc calls in timed steps\n", res->peak_memory_gib,
-              static_cast<long long>(res->steady_device_mallocs));
+  std::printf("memory        peak %.2f GiB, %lld cudaMalloc calls in timed steps (%.1f MiB)\n",
+              res->peak_memory_gib, static_cast<long long>(res->steady_device_mallocs),
+              static_cast<double>(res->steady_growth_bytes) / (1 << 20));
   if (!res->routed_fraction.empty()) {
     std::printf("routed        ");
     for (const auto& [layer, f] : res->routed_fraction) std::printf("L%lld %.3f  ", static_cast<long long>(layer), f);

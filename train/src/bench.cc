@@ -117,7 +117,7 @@ StatusOr<BenchResult> run_bench(const JobConfig& config, const BenchOptions& opt
   reset_peak_device_memory(device);
   BenchResult res;
   std::vector<double> f_sum;
-  int64_t mallocs_before = 0;
+  int64_t mallocs_before = 0, grown_before = 0;
   std::chrono::steady_clock::time_point start;
   Tensor last_loss;
   for (int64_t step = 0; step < options.warmup + options.steps; ++step) {
@@ -125,9 +125,11 @@ StatusOr<BenchResult> run_bench(const JobConfig& config, const BenchOptions& opt
     if (step == options.warmup) {
       synchronize(device);
       mallocs_before = device_memory_stats(device).device_mallocs;
+      grown_before = device_memory_stats(device).grown_bytes;
       start = std::chrono::steady_clock::now();
     }
     const auto step_start = std::chrono::steady_clock::now();
+    const int64_t step_mallocs = device_memory_stats(device).device_mallocs;
     model::ForwardOptions fo;
     fo.training = true;
     fo.seed = config.train.seed;
@@ -138,6 +140,9 @@ StatusOr<BenchResult> run_bench(const JobConfig& config, const BenchOptions& opt
     optimizer.zero_grad();
     last_loss = r.loss.detach();
     if (step >= options.warmup) {
+      if (device_memory_stats(device).device_mallocs > step_mallocs) {
+        res.steady_growth_steps.push_back(step + 1 - options.warmup);
+      }
       if (f_sum.empty()) f_sum.assign(r.layers.size(), 0.0);
       for (size_t i = 0; i < r.layers.size(); ++i) f_sum[i] += r.layers[i].f;
     }
@@ -181,6 +186,7 @@ StatusOr<BenchResult> run_bench(const JobConfig& config, const BenchOptions& opt
   tp.all_reduce(peak, parallel::ReduceOp::kMax);
   res.peak_memory_gib = peak.item() / static_cast<double>(1 << 30);
   res.steady_device_mallocs = mem.device_mallocs - mallocs_before;
+  res.steady_growth_bytes = mem.grown_bytes - grown_before;
   res.final_loss = last_loss.item();
   return res;
 }

@@ -51,8 +51,11 @@ void* CudaCachingAllocator::allocate(size_t nbytes) {
   DevicePool& p = pool(device);
   const size_t before = reserved(p);
   void* ptr = malloc_or_throw(device, size, nbytes);
-  if (reserved(p) > before) {
+  const size_t after = reserved(p);
+  if (after > before) {
     ++p.stats.device_mallocs;
+    p.stats.grown_bytes += after - before;
+    p.stats.largest_growing_request = std::max(p.stats.largest_growing_request, size);
   } else {
     ++p.stats.cache_hits;
   }
@@ -140,6 +143,8 @@ AllocatorStats CudaCachingAllocator::stats(int device) const {
     sum.allocations += s.allocations;
     sum.cache_hits += s.cache_hits;
     sum.device_mallocs += s.device_mallocs;
+    sum.grown_bytes += s.grown_bytes;
+    sum.largest_growing_request = std::max(sum.largest_growing_request, s.largest_growing_request);
     sum.largest_block = std::max(sum.largest_block, s.largest_block);
   }
   return sum;

@@ -44,6 +44,8 @@ struct AllocatorStats {
   uint64_t allocations = 0;         // allocate() calls that returned memory
   uint64_t cache_hits = 0;          // of those, served from memory the pool had reserved
   uint64_t device_mallocs = 0;      // of those, the ones that made the pool reserve more from the driver
+  size_t grown_bytes = 0;           // what those made the pool reserve, in all
+  size_t largest_growing_request = 0;  // the largest block whose allocation made the pool grow
   size_t largest_block = 0;         // the largest block handed out so far
 };
 

@@ -117,7 +117,8 @@ DeviceMemoryStats device_memory_stats(Device device) {
   if (device.is_cpu()) return {};
   const cuda::AllocatorStats s = cuda::caching_allocator().stats(device.index);
   return {static_cast<int64_t>(s.allocated_bytes), static_cast<int64_t>(s.peak_allocated_bytes),
-          static_cast<int64_t>(s.cached_bytes), static_cast<int64_t>(s.device_mallocs)};
+          static_cast<int64_t>(s.cached_bytes), static_cast<int64_t>(s.device_mallocs),
+          static_cast<int64_t>(s.grown_bytes), static_cast<int64_t>(s.largest_growing_request)};
 }
 
 void reset_peak_device_memory(Device device) {

@@ -53,6 +53,8 @@ struct DeviceMemoryStats {
   int64_t peak_allocated_bytes = 0;  // since start or reset_peak_device_memory
   int64_t cached_bytes = 0;          // freed blocks kept for reuse
   int64_t device_mallocs = 0;        // calls to the driver's allocator so far
+  int64_t grown_bytes = 0;           // what those reserved, in all
+  int64_t largest_growing_request = 0;  // the largest block whose allocation needed such a call
 };
 DeviceMemoryStats device_memory_stats(Device device);
 void reset_peak_device_memory(Device device);

@@ -85,6 +85,8 @@ struct BenchResult {
   double mfu = 0;
   double peak_memory_gib = 0;          // the allocator's peak over the whole run (the largest rank's)
   int64_t steady_device_mallocs = 0;   // cudaMalloc calls during the timed steps (0 expected)
+  int64_t steady_growth_bytes = 0;     // what those reserved
+  std::vector<int64_t> steady_growth_steps;  // the timed steps (from 1) in which they happened
   std::vector<std::pair<int64_t, double>> routed_fraction;  // per D layer, mean over the timed steps
   double final_loss = 0;
   std::optional<BenchCheckpoints> checkpoints;  // with BenchOptions::checkpoint_every > 0
