@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   parallel::ParallelOptions o;
   o.dp = launch->world_size;
   o.device = device_name == "cpu" ? Device::cpu() : Device::cuda(launch->local_rank % cuda_device_count());
+  use_device(o.device);  // before NCCL or anything else touches CUDA
   auto groups = parallel::ProcessGroups::Join(o);
   if (!groups.ok()) {
     std::fprintf(stderr, "allreduce_bench: %s\n", groups.status().message().c_str());

@@ -195,6 +195,9 @@ if has parallel; then
   step "parallel: all-reduce bus bandwidth on $ngpu GPUs"
   timeout 120 mpirun -np "$ngpu" -x NCCL_NVLS_ENABLE "$BUILD/bin/allreduce_bench" --device cuda --max-mb 1024 \
     2>&1 | tee "$OUT/allreduce_bench.log"
+  # The same sizes through torch.distributed's NCCL, in the same call: the reference busbw.
+  timeout 120 python3 -m torch.distributed.run --nproc_per_node "$ngpu" bench/peer_allreduce.py --max-mb 1024 \
+    2>&1 | grep -v "^W\|OMP_NUM_THREADS\|^\*" | tee -a "$OUT/allreduce_bench.log"
   step "parallel: DP weak scaling, 360m bilayer, seq 2048, micro_batch 8 per GPU"
   data=/tmp/dtrn-prep
   [[ -f $data/meta.json ]] || "$dtrn" prep --input .assets/corpus --out "$data" --tokenizer-dir .assets/tokenizer \
