@@ -13,6 +13,7 @@
 #     on a CPU: BUILD=build CKPT_CONFIG=deploy/configs/tiny.yaml CKPT_STEPS=12 CKPT_EVERY=4 STAGES=ckpt ...
 #   STAGES="build demo" bash bench/gpu_suite.sh         # `make demo`'s job as it runs on a GPU machine
 #   STAGES="build parallel" bash bench/gpu_suite.sh     # 2+ GPUs: NCCL tests, all-reduce busBW, DP and TP scaling
+#     (DP_BUCKETS="25 100" compares gradient bucket sizes)
 #   STAGES="build routing" bash bench/gpu_suite.sh      # the routing-control ablation (docs/routing-loss.md);
 #                                                       # repeat until its log says "all runs done"
 #
@@ -202,26 +203,33 @@ if has parallel; then
   data=/tmp/dtrn-prep
   [[ -f $data/meta.json ]] || "$dtrn" prep --input .assets/corpus --out "$data" --tokenizer-dir .assets/tokenizer \
     >"$OUT/dp_prep.log" 2>&1
+  # DP_BUCKETS: gradient bucket sizes (MiB) to compare; the job's default is 25.
+  buckets="${DP_BUCKETS:-25}"
+  for bucket in $buckets; do
   for zero in 0 1; do
     for np in 1 2 4; do
       (( np > ngpu )) && continue
-      run=/tmp/dp-scaling-$np-$zero
+      [[ $np == 1 && $bucket != "${buckets%% *}" ]] && continue  # one GPU has no buckets to compare
+      run=/tmp/dp-scaling-$np-$zero-$bucket
       rm -rf "$run"
       timeout 400 mpirun -np "$np" -x NCCL_NVLS_ENABLE "$dtrn" train --config deploy/configs/360m.yaml \
         --set "data.path=$data" --set train.steps=25 --set train.micro_batch=8 --set "train.global_batch=$((8 * np))" \
         --set train.warmup_steps=5 --set train.eval_every=0 --set checkpoint.every=0 --set "parallel.dp=$np" \
-        --set "parallel.zero=$zero" --run-dir "$run" --quiet >"$OUT/dp_scaling_${np}_${zero}.log" 2>&1
-      python3 - "$run/metrics.jsonl" "$np" "$zero" <<'PY' | tee -a "$OUT/dp_scaling.txt"
+        --set "parallel.zero=$zero" --set "parallel.bucket_mb=$bucket" --run-dir "$run" --quiet \
+        >"$OUT/dp_scaling_${np}_${zero}_${bucket}.log" 2>&1
+      python3 - "$run/metrics.jsonl" "$np" "$zero" "$bucket" <<'PY' | tee -a "$OUT/dp_scaling.txt"
 import json, statistics, sys
-path, np_, zero = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+path, np_, zero, bucket = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+label = f"dp={np_} zero={zero} bucket={bucket} MiB"
 try:
     steps = [json.loads(l) for l in open(path) if '"train"' in l][5:]
     tps = statistics.median(s["tokens_per_s"] for s in steps)
-    print(f"dp={np_} zero={zero}: {tps:,.0f} tokens/s, {tps / np_:,.0f} per GPU, step {statistics.median(s['step_ms'] for s in steps):.0f} ms")
+    print(f"{label}: {tps:,.0f} tokens/s, {tps / np_:,.0f} per GPU, step {statistics.median(s['step_ms'] for s in steps):.0f} ms")
 except Exception as e:
-    print(f"dp={np_} zero={zero}: no result ({e})")
+    print(f"{label}: no result ({e})")
 PY
     done
+  done
   done
   step "parallel: tensor parallelism, 1.3b bilayer, seq 2048, micro_batch 4, routed fraction 0.1: TP 1 -> 2 -> 4"
   for tp in 1 2 4; do
