@@ -1,7 +1,6 @@
 #include "dtrn/parallel/zero_optimizer.h"
 
 #include <algorithm>
-#include <cmath>
 #include <map>
 
 #include "dtrn/runtime/autograd.h"
@@ -42,6 +41,10 @@ ZeroAdamW::ZeroAdamW(const std::vector<ParamGroupEntry>& params, GradientBuckets
                       master, p.decay, Tensor(), p.sharded});
   }
   shard_optimizer_ = std::make_unique<AdamW>(std::move(pieces), options);
+  // Every gradient element lies in exactly one piece of one rank: the pieces' squared norms summed over
+  // the group are the global norm's (its TP-sharded part then summed over the TP group, if set).
+  Communicator& group = buckets_.group();
+  shard_optimizer_->set_piece_norm_sum([&group](const Tensor& parts) { group.all_reduce(parts, ReduceOp::kSum); });
 }
 
 Tensor ZeroAdamW::segment_view(const Tensor& full, const Segment& s) {
@@ -51,24 +54,9 @@ Tensor ZeroAdamW::segment_view(const Tensor& full, const Segment& s) {
 
 Tensor ZeroAdamW::clip_and_step(double lr, double max_norm) {
   NoGradGuard no_grad;
-  const Device device = params_.empty() ? Device::cpu() : params_[0].param.device();
-  // The global squared norm: each rank's pieces (every gradient element lies in exactly one piece of one
-  // rank), summed over the group; under tensor parallelism the sharded parameters' part is then summed
-  // over the TP group too (optim.h, ShardNormSum).
-  std::vector<Tensor> own, sharded;
-  for (const ParamGroupEntry& piece : shard_optimizer_->params()) {
-    (shard_norm_sum_ && piece.sharded ? sharded : own).push_back(piece.param);
-  }
-  Tensor parts = concat({grad_sum_squares(own, device), grad_sum_squares(sharded, device)}, 0);
-  buckets_.group().all_reduce(parts, ReduceOp::kSum);
-  if (shard_norm_sum_) shard_norm_sum_(parts.narrow(0, 1, 1));
-  const std::vector<double> sums = parts.to_vector();
-  Tensor norm_sq = Tensor::full({1}, sums[0] + sums[1], DType::kF64, device);
-  const double norm = std::sqrt(sums[0] + sums[1]);
-  if (max_norm > 0 && norm > max_norm) {
-    for (const auto& b : buckets_.buckets()) b.shard.copy_(scale(b.shard, max_norm / norm));
-  }
-  shard_optimizer_->step(lr);
+  // The global norm, the clipping and the pieces' update, on the device with no host synchronisation
+  // (the norm's parts summed by the hooks the constructor and set_shard_norm_sum set).
+  Tensor norm_sq = shard_optimizer_->clip_and_step(lr, max_norm);
   const auto& masters = shard_optimizer_->params();
   gather([&](size_t k) { return masters[k].param; }, [&](size_t p) { return params_[p].param; });
   for (const ParamGroupEntry& p : params_) {

@@ -48,15 +48,20 @@ Tensor AdamW::clip_and_step(double lr, double max_norm) {
     (shard_norm_sum_ && e.sharded ? sharded_grads : grads).push_back(entries.back().grad);
   }
   ++step_;
-  if (entries.empty()) return norm_sq;
   Backend& backend = backend_for(device);
-  if (!grads.empty()) backend.sum_squares_multi(grads, norm_sq);
-  if (shard_norm_sum_) {
-    Tensor sharded_sq = Tensor::zeros({1}, DType::kF64, device);
-    if (!sharded_grads.empty()) backend.sum_squares_multi(sharded_grads, sharded_sq);
-    shard_norm_sum_(sharded_sq);
-    norm_sq.copy_(add(norm_sq, sharded_sq));
+  if (piece_norm_sum_ || shard_norm_sum_) {
+    // The replicated and the sharded part, each summed over the ranks its hook names; every rank makes
+    // the same calls whatever it holds, since the hooks are collectives.
+    Tensor parts = Tensor::zeros({2}, DType::kF64, device);
+    if (!grads.empty()) backend.sum_squares_multi(grads, parts.narrow(0, 0, 1));
+    if (!sharded_grads.empty()) backend.sum_squares_multi(sharded_grads, parts.narrow(0, 1, 1));
+    if (piece_norm_sum_) piece_norm_sum_(parts);
+    if (shard_norm_sum_) shard_norm_sum_(parts.narrow(0, 1, 1));
+    norm_sq.copy_(add(parts.narrow(0, 0, 1), parts.narrow(0, 1, 1)));
+  } else if (!grads.empty()) {
+    backend.sum_squares_multi(grads, norm_sq);
   }
+  if (entries.empty()) return norm_sq;
   AdamWArgs args;
   args.lr = lr;
   args.beta1 = options_.beta1;

@@ -33,7 +33,7 @@ class ZeroAdamW {
   // Zeroes every gradient buffer for the next step's accumulation.
   void zero_grad();
   // Tensor parallelism: as AdamW::set_shard_norm_sum (optim.h), for the parameters marked sharded.
-  void set_shard_norm_sum(ShardNormSum sum) { shard_norm_sum_ = std::move(sum); }
+  void set_shard_norm_sum(ShardNormSum sum) { shard_optimizer_->set_shard_norm_sum(std::move(sum)); }
 
   // This rank's moments: piece k holds the flattened elements [begin, begin + length) of parameter
   // `param`. The tensors are the optimizer's own (writing into them sets the state).
@@ -65,7 +65,6 @@ class ZeroAdamW {
   std::vector<Segment> segments_;
   std::vector<size_t> slot_param_;     // the params_ index of each bucket slot
   std::unique_ptr<AdamW> shard_optimizer_;
-  ShardNormSum shard_norm_sum_;
 };
 
 }  // namespace dtrn::parallel

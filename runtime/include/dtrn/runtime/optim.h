@@ -55,6 +55,10 @@ class AdamW {
   // Tensor parallelism: the clipping norm of the sharded parameters is summed by `sum` (every TP rank
   // then calls it once per step). Unset: every gradient counts as this process's alone.
   void set_shard_norm_sum(ShardNormSum sum) { shard_norm_sum_ = std::move(sum); }
+  // ZeRO-1 (parallel/zero_optimizer.h): the parameters are this rank's pieces of the model, so the norm's
+  // parts, an f64 [2] tensor (replicated parameters, then sharded ones), are summed by `sum` over the
+  // ranks holding the other pieces, before the sharded part's ShardNormSum. Called once per step.
+  void set_piece_norm_sum(ShardNormSum sum) { piece_norm_sum_ = std::move(sum); }
 
   int64_t step_count() const { return step_; }
   void set_step_count(int64_t step) { step_ = step; }
@@ -69,7 +73,7 @@ class AdamW {
   AdamWOptions options_;
   std::vector<Tensor> m_, v_;
   int64_t step_ = 0;
-  ShardNormSum shard_norm_sum_;
+  ShardNormSum shard_norm_sum_, piece_norm_sum_;
 };
 
 // The L2 norm of all gradients together (computed in f64 on the host side of the reduction).
