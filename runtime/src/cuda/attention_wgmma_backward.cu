@@ -36,20 +36,24 @@
 // Note [wgmma backward overlap]
 // Per step a consumer warpgroup issues its products in commit groups in the order their results are
 // needed, and each wgmma_wait lets the newest group run on: P is computed while the product giving dP
-// runs, and (dk/dv) dS while dV's runs. The last product of a step (dK, or dQ) is not waited for in
-// that step: the next step's S and dP are issued behind it, and their first wait (all groups but dP's)
-// returns once it and S are done, so the tensor cores go from one step's last product to the next
-// step's first without the warpgroup draining them in between, and the wait for the next load's full
-// barrier runs while they work. That keeps the A operand of the last product (dS in bf16 registers)
-// live into the next step beside its S and dP: dk/dv at D = 64 also keeps P^T's (dV runs on too), D +
-// 96 accumulator and operand registers per thread; at D = 128 that would be 224 of the consumers'
-// 240, so there the step ends by waiting for dV (dK runs on): D + 80 = 208. dq: S, dP, dS in bf16 and
-// dQ, 192 (D = 64, tiles of 128 keys) or 144 (D = 128, tiles of 64). The forward also hands the
-// tensor cores back and forth between its warpgroups through named barriers (Note [wgmma forward
-// overlap]), because there its softmax costs as long as its MMAs (two products per exponential, D =
-// 64); a backward step has four products per exponential in dk/dv (three in dq) and no running
-// maximum, so the two warpgroups are left to interleave freely and the kernels use no named barrier.
-// Which warpgroup runs first changes no output bit.
+// runs, and (dk/dv at D = 64) dS while dV's runs. The last product of a step (dK, or dQ) is not
+// issued in that step but in the next one, in front of its S and dP, whose first wait (all groups but
+// dP's) returns once it and S are done: the tensor cores get three products at once, and the wait for
+// the next load's full barrier runs before them rather than between them. The consumer frees a
+// step's stage only then (that product reads its Q or K tile), so it holds two stages at once, which
+// the three-stage ring allows (Note [load ring protocol]). No wgmma of a warpgroup is in flight
+// across a step's end: with dK left running into the next step, ptxas serialised every wgmma of the
+// kernel (its warning C7515: registers of a wgmma in flight written by other instructions).
+// Registers per consumer thread, accumulators and bf16 A operands: dk/dv D + 64 (S^T, dP^T) + 16
+// (the carried dS^T) around the first wait and D + 80 while dS^T is computed, plus P^T's 16 where dV
+// still runs then (D = 64 only: at D = 128 the 224 left ptxas too few of the consumers' 240 for its
+// addresses, and it serialised the wgmmas instead of spilling); dq 192 (D = 64, tiles of 128 keys)
+// or 144 (D = 128, tiles of 64). The forward also hands the tensor cores back and forth between its
+// warpgroups through named barriers (Note [wgmma forward overlap]), because its softmax costs as
+// long as its MMAs (two products per exponential at D = 64); a backward step has four products per
+// exponential in dk/dv (three in dq) and no running maximum, so the two warpgroups are left to
+// interleave freely and the kernels use no named barrier. Which warpgroup runs first changes no
+// output bit.
 //
 // Registers: ptxas gives every warpgroup of the 384-thread block the same count at launch, at most
 // 65536 / 384 -> 168, under the accumulators above. The producer needs few (addresses, the step
@@ -245,8 +249,12 @@ __device__ __forceinline__ void consume_dkdv(const DkdvSmem<D>& sm, const Backwa
       wgmma_rs<D, WgmmaMajor::kMn>(dv_acc, p_a[ks], mn_major_descriptor(g_tile, kQ, 16 * ks), true);
     }
     wgmma_commit();
-    wgmma_wait<1>();  // dP^T landed; dV may still run
+    // dP^T landed; dV runs on through dS^T, except at D = 128, where P^T's bf16 registers beside dS^T's
+    // would leave too few for ptxas to keep the wgmmas asynchronous (Note [wgmma backward overlap]).
+    wgmma_wait<D == 128 ? 0 : 1>();
     wgmma_fence_operands(ds);
+    wgmma_fence_operands(dv_acc);
+    wgmma_fence_operands(p_a);
     score_gradients_by_column(p, ds, sm.delta(step));
 #pragma unroll
     for (int ks = 0; ks < kQ / 16; ++ks) c_pair_to_a(ds[2 * ks], ds[2 * ks + 1], ds_a[ks]);
