@@ -3,7 +3,8 @@
 load_ring.cuh: Note [load ring protocol], Note [wgmma backward overlap]), for checking it on a machine
 without a GPU: one block of each kernel, its four producer warps and two consumer warpgroups, the full
 and empty mbarriers (arrival counts in threads, waits by phase parity as the hardware does them), the
-producer's cp.async groups (landing whenever they like, at the latest when waited for) and the
+producer's cp.async groups (landing whenever they like, at the latest when waited for; the producer
+keeps kStages - 2 loads queued but not yet made visible) and the
 consumers' wgmma commit groups (reading their shared operands from issue until the wgmma_wait that
 retires them), interleaved at random. It reports
   * a deadlock (no agent can move),
@@ -13,11 +14,13 @@ retires them), interleaved at random. It reports
   * a wait whose barrier has gone two phases past the one it names (the parity would lie),
   * a step computed other than once per warpgroup.
 Blocks are independent (no persistent schedule), so one block per trial, with 1 .. 12 steps: one step,
-exactly kStages, and many times around the ring.
+exactly kStages, and many times around the ring; kStages 4 as the kernels have it, and 3 (the lag of
+one the forward's ring has).
 
 --broken NAME runs a deliberately broken variant, which must fail:
-  two-stages      the ring has two stages (deadlocks: the producer's wait needs a stage the consumers
-                  free only after a full barrier the producer arrives on later);
+  long-lag        the producer keeps kStages - 1 loads unarrived (deadlocks: its wait for a stage
+                  needs a load freed that the consumers reach only through a full barrier it
+                  arrives on later);
   early-release   a consumer frees a step's stage at the end of the step, as a kernel without the
                   overlap would, forgetting that the step's last product (dK, dQ) is issued and read
                   in the next one;
@@ -91,7 +94,8 @@ def run_block(kernel, steps, stages, broken, rnd):
         def arrive_full(g):
             full[g % stages].arrive(32)
 
-        pending = False
+        lag = stages - 1 if broken == "long-lag" else stages - 2  # LoadRingProducer::kLag
+        visible = 0  # loads whose full barrier this warp arrived on
         for g in range(steps):
             if g >= stages:
                 phase = g // stages if broken == "producer-parity" else g // stages - 1
@@ -108,15 +112,15 @@ def run_block(kernel, steps, stages, broken, rnd):
                 land(rnd.randint(0, len(groups)))  # copies land whenever they like
             if broken == "eager-full":
                 arrive_full(g)
-            else:
-                if pending:
-                    land(1)
-                    arrive_full(g - 1)
-                pending = True
+                visible += 1
+            elif g + 1 - visible > lag:
+                land(lag)
+                arrive_full(visible)
+                visible += 1
             yield
-        if pending:
-            land(0)
-            arrive_full(steps - 1)
+        land(0)  # flush
+        for g in range(visible, steps):
+            arrive_full(g)
 
     def consumer(wg):
         in_flight = []  # commit groups, oldest first: the buffers each reads
@@ -192,12 +196,12 @@ def run_block(kernel, steps, stages, broken, rnd):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("trials", nargs="?", type=int, default=400)
-    parser.add_argument("--broken", choices=["two-stages", "early-release", "eager-full",
+    parser.add_argument("--broken", choices=["long-lag", "early-release", "eager-full",
                                              "producer-parity"])
     args = parser.parse_args()
-    stages = 2 if args.broken == "two-stages" else 3  # kStages
     for trial in range(args.trials):
         rnd = random.Random(trial)
+        stages = rnd.choice([3, 4])  # kStages
         steps = rnd.choice([1, 2, stages, stages + 1, 7, 12])
         for kernel in (DKDV, DQ):
             done = run_block(kernel, steps, stages, args.broken, rnd)

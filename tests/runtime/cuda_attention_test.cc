@@ -652,22 +652,22 @@ TEST(CudaAttention, WgmmaBackwardMatchesCpuF64) {
   }
 }
 
-// The wgmma backward's load ring (Note [load ring protocol]: three stages, a full and an empty
-// mbarrier each, waiters naming a phase parity; Note [wgmma backward overlap]: a step frees the stage
-// of the step before) at every count of steps that behaves differently, against the CPU f64
-// reference (kBf16). dk/dv steps per block are (query tiles of 64 from the block's first key to the
-// sequence end) x (query heads per KV head): with one head per KV head, 64 rows are 1 step (nothing
-// to free before the last), 192 are 3 for the first block (the stages filled exactly once, none
-// reused), 256 are 4 and 2 (the first reuse, a stage freed by the step after it); with three heads
-// per KV head those counts triple and a head ends inside the ring; 1000 rows are 16 steps per head,
-// many times around the ring. dq key tiles per block are 1 (64 rows), 3 (384 rows at D =
-// 64, 192 at D = 128: the last block), 4 (385 rows at D = 64, 256 at D = 128) and 8 or 16 (1000). A
-// hang here means a barrier's arrivals and waits disagree; wrong rows in a block with more steps
-// than stages, a stage refilled before its last product read it.
+// The wgmma backward's load ring (Note [load ring protocol]: kStages = 4 stages, a full and an empty
+// mbarrier each, waiters naming a phase parity, the producer two loads ahead of its arrivals; Note
+// [wgmma backward overlap]: a step frees the stage of the step before) at every count of steps that
+// behaves differently, against the CPU f64 reference (kBf16). dk/dv steps per block are (query tiles
+// of 64 from the block's first key to the sequence end) x (query heads per KV head): with one head
+// per KV head, 64 rows are 1 step (nothing freed before the last), 256 are 4 for the first block
+// (every stage filled once, none reused) and 2 for the second, 320 are 5 (the first reuse), 3 and 1;
+// with three heads per KV head those counts triple and a head ends inside the ring; 1000 rows are 16
+// steps per head, many times around it. dq key tiles for the last block of a sequence: 1 (64 rows), 4
+// (512 rows at D = 64, 256 at D = 128), 5 (513 and 320) and 8 or 16 (1000). A hang here means a
+// barrier's arrivals and waits disagree; wrong values only in blocks with more steps than stages, a
+// stage refilled while a product still read it.
 TEST(CudaAttention, WgmmaBackwardCyclesItsLoadRing) {
   REQUIRE_WGMMA();
   const BackwardChoice wgmma("wgmma");
-  const std::vector<int64_t> lens = {64, 192, 256, 384, 385, 1000};
+  const std::vector<int64_t> lens = {64, 256, 320, 512, 513, 1000};
   uint64_t seed = 250;
   for (int64_t d : {64, 128}) {
     expect_matches_reference({lens, 2, 2, d, DType::kBF16}, kBf16, seed++);

@@ -41,7 +41,7 @@
 // dP's) returns once it and S are done: the tensor cores get three products at once, and the wait for
 // the next load's full barrier runs before them rather than between them. The consumer frees a
 // step's stage only then (that product reads its Q or K tile), so it holds two stages at once, which
-// the three-stage ring allows (Note [load ring protocol]). No wgmma of a warpgroup is in flight
+// the ring allows (Note [load ring protocol]). No wgmma of a warpgroup is in flight
 // across a step's end: with dK left running into the next step, ptxas serialised every wgmma of the
 // kernel (its warning C7515: registers of a wgmma in flight written by other instructions).
 // Registers per consumer thread, accumulators and bf16 A operands: dk/dv D + 64 (S^T, dP^T) + 16
@@ -76,7 +76,13 @@ constexpr int kRows = kTcBlockRows;  // keys (dk/dv) or queries (dq) per block, 
 static_assert(kRows == 64 * (kConsumerThreads / 128), "a consumer warpgroup computes 64 rows");
 constexpr int kDkdvQ = 64;  // queries per dk/dv step: S^T and dP^T are m64n64 (32 registers each)
 static_assert(2 * kDkdvQ == kProducerThreads, "a producer thread copies one lse or delta a step");
-constexpr int kStages = 3;  // stages of the tiles that change per step (Q, dO for dk/dv; K, V for dq)
+// Stages of the tiles that change per step (Q, dO, lse and delta for dk/dv; K and V for dq). Four, one
+// more than the forward's: a backward step is shorter than a forward key tile (a dk/dv step is 64
+// queries), so the producer keeps three loads in flight rather than two (Note [load ring protocol]:
+// the lag is kStages - 2), and shared memory allows it at both head dims (one block per SM either way,
+// for its registers).
+constexpr int kStages = 4;
+constexpr int kMaxBlockSharedBytes = 227 * 1024;  // an sm_90 block's opt-in limit
 constexpr int kLaunchRegisters = 65536 / kThreads / 8 * 8;  // what ptxas allots at launch: 168
 constexpr int kProducerRegisters = 24;
 constexpr int kConsumerRegisters = 240;
@@ -106,6 +112,7 @@ struct DkdvSmem {
   static constexpr int kBarriers = 2 * kStages * 8;
   static constexpr int kBytes =
       2 * kKeys + kStages * (2 * kQTile + 2 * kStats) + kBarriers + kSwizzleAtomBytes;
+  static_assert(kBytes <= kMaxBlockSharedBytes, "the dk/dv block's shared memory");
 
   unsigned char* tiles;
   uint64_t* full;   // kStages
@@ -340,6 +347,7 @@ struct DqSmem {
   static constexpr int kTile = DqTiling<D>::kKv * D * 2;      // bytes of one K or V tile
   static constexpr int kBarriers = 2 * kStages * 8;
   static constexpr int kBytes = 2 * kQBytes + 2 * kStages * kTile + kBarriers + kSwizzleAtomBytes;
+  static_assert(kBytes <= kMaxBlockSharedBytes, "the dq block's shared memory");
 
   unsigned char* tiles;
   uint64_t* full;   // kStages
