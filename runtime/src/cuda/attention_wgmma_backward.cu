@@ -150,6 +150,14 @@ struct DkdvWalk {
   __device__ int q_lo(int step) const { return (q_first + step % q_tiles) * kDkdvQ; }
 };
 
+// A producer thread's share of the copies of one tile (stage_swizzled over kProducerThreads, its loop
+// rolled: the producer runs on kProducerRegisters).
+template <int D, int kTileRows>
+__device__ __forceinline__ void produce_tile(unsigned char* tile, const Bf16* gmem, int64_t gstride,
+                                             int valid, int tid) {
+  stage_swizzled<D, kTileRows, kProducerThreads, /*kRolled=*/true>(tile, gmem, gstride, valid, tid);
+}
+
 // The dk/dv producer (thread `tid` of kProducerThreads): K and V with step 0's load, then every step's
 // Q, dO, lse and delta (Note [load ring protocol]).
 template <int D>
@@ -165,15 +173,14 @@ __device__ __forceinline__ void produce_dkdv(const DkdvSmem<D>& sm, const Backwa
     if (step == 0) {
       const int64_t kv_offset = ((tile.start + k_lo) * shape.g + kv) * D;
       const int k_rows = min(kRows, tile.len - k_lo);
-      stage_swizzled<D, kRows, kProducerThreads, true>(sm.k(), in.k + kv_offset, kv_stride, k_rows, tid);
-      stage_swizzled<D, kRows, kProducerThreads, true>(sm.v(), in.v + kv_offset, kv_stride, k_rows, tid);
+      produce_tile<D, kRows>(sm.k(), in.k + kv_offset, kv_stride, k_rows, tid);
+      produce_tile<D, kRows>(sm.v(), in.v + kv_offset, kv_stride, k_rows, tid);
     }
     const int head = walk.head(step), q_lo = walk.q_lo(step);
     const int q_rows = min(kDkdvQ, tile.len - q_lo);
     const int64_t q_offset = ((tile.start + q_lo) * shape.h + head) * D;
-    stage_swizzled<D, kDkdvQ, kProducerThreads, true>(sm.q(step), in.q + q_offset, q_stride, q_rows, tid);
-    stage_swizzled<D, kDkdvQ, kProducerThreads, true>(sm.dout(step), in.dout + q_offset, q_stride, q_rows,
-                                                tid);
+    produce_tile<D, kDkdvQ>(sm.q(step), in.q + q_offset, q_stride, q_rows, tid);
+    produce_tile<D, kDkdvQ>(sm.dout(step), in.dout + q_offset, q_stride, q_rows, tid);
     const int64_t stat = head * shape.n + tile.start + q_lo;
     const int t = tid % kDkdvQ;
     const bool lse_thread = tid < kDkdvQ;
@@ -381,15 +388,12 @@ __device__ __forceinline__ void produce_dq(const DqSmem<D>& sm, const BackwardOp
     if (t == 0) {
       const int64_t q_offset = ((tile.start + q_lo) * shape.h + head) * D;
       const int q_rows = kv_end - q_lo;
-      stage_swizzled<D, kRows, kProducerThreads, true>(sm.q(), in.q + q_offset, q_stride, q_rows, tid);
-      stage_swizzled<D, kRows, kProducerThreads, true>(sm.dout(), in.dout + q_offset, q_stride, q_rows,
-                                                 tid);
+      produce_tile<D, kRows>(sm.q(), in.q + q_offset, q_stride, q_rows, tid);
+      produce_tile<D, kRows>(sm.dout(), in.dout + q_offset, q_stride, q_rows, tid);
     }
     const int kv_lo = t * kKv, valid = min(kKv, kv_end - kv_lo);
-    stage_swizzled<D, kKv, kProducerThreads, true>(sm.k(t), k_seq + kv_lo * kv_stride, kv_stride, valid,
-                                             tid);
-    stage_swizzled<D, kKv, kProducerThreads, true>(sm.v(t), v_seq + kv_lo * kv_stride, kv_stride, valid,
-                                             tid);
+    produce_tile<D, kKv>(sm.k(t), k_seq + kv_lo * kv_stride, kv_stride, valid, tid);
+    produce_tile<D, kKv>(sm.v(t), v_seq + kv_lo * kv_stride, kv_stride, valid, tid);
     loads.commit();
   }
   loads.flush();

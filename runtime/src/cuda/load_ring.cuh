@@ -18,11 +18,11 @@
 // order). A consumer may hold two loads at once (it frees load g - 1 while it computes on load g):
 // the producer's wait for load g needs load g - kStages freed, which needs load g - kStages + 1
 // full, and the producer arrived on full up to load g - 1 - L = g - kStages + 1 before that wait,
-// so the two never wait on each other; a lag of one more, or (L = 0 aside) two stages, would
-// deadlock. No waiter falls two phases behind (the parity would lie): the producer refills a stage
-// only after every consumer freed it, and they free it only after its full phase completed. Before
-// the producer waits on anything else the consumers may hold back (or exits), it calls flush, which
-// arrives on every full barrier it owes.
+// so the two never wait on each other; a lag of one more would deadlock (two stages with the
+// forward's lag of one do). No waiter falls two phases behind (the parity would lie): the producer
+// refills a stage only after every consumer freed it, and they free it only after its full phase
+// completed. Before the producer waits on anything else the consumers may hold back (or exits), it
+// calls flush, which arrives on every full barrier it owes.
 #pragma once
 
 #include "cuda/warp_specialization.cuh"
@@ -35,10 +35,10 @@ template <int kStages>
 struct LoadRingProducer {
   static_assert(kStages >= 3, "Note [load ring protocol]: two stages leave no lag");
   static constexpr int kLag = kStages - 2;
-  uint64_t* full;    // kStages barriers of the producer's thread count
-  uint64_t* empty;   // kStages barriers of the consumers' thread count
-  int g = 0;         // loads queued so far: the next one is load g
-  int visible = 0;   // loads whose full barrier this thread has arrived on
+  uint64_t* full;   // kStages barriers of the producer's thread count
+  uint64_t* empty;  // kStages barriers of the consumers' thread count
+  int g = 0;        // loads queued so far: the next one is load g
+  int visible = 0;  // loads whose full barrier this thread has arrived on
 
   // Before the copies of load g: waits until its stage is free.
   __device__ __forceinline__ void acquire() const {
