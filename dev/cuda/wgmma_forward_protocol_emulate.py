@@ -21,26 +21,11 @@ import random
 import sys
 
 from attention_emulate import locate_tile
+from mbarrier_emulate import MBarrier
 
 ROWS = KV = 128  # kWgmmaRows, kWgmmaKv
 STAGES = 3       # kWgmmaStages
 PRODUCER_WARPS = 4
-
-
-class MBarrier:
-    def __init__(self, name, count):
-        self.name, self.count, self.pending, self.phase = name, count, count, 0
-
-    def arrive(self, threads):
-        self.pending -= threads
-        assert self.pending >= 0, f"{self.name}: more arrivals than its count"
-        if self.pending == 0:
-            self.phase, self.pending = self.phase + 1, self.count
-
-    def done(self, phase):
-        """mbarrier_wait(bar, phase) may return: the hardware compares parities only."""
-        assert self.phase <= phase + 1, f"{self.name}: at phase {self.phase}, two past {phase}"
-        return self.phase % 2 != phase % 2
 
 
 class NamedBarrier:

@@ -624,8 +624,9 @@ TEST(CudaAttention, WgmmaChoiceFallsBackWhereUnavailable) {
 }
 
 // The wgmma backward (DTRN_ATTENTION_BACKWARD=wgmma) against the CPU f64 reference: dk/dv blocks of
-// 128 keys in two warpgroups of 64 walking query steps of 64, dq blocks of 128 queries walking key
-// tiles of 128 (D = 64) or 64 (D = 128). kWgmmaEdges has sequences shorter than, equal to and one past
+// 128 keys in two consumer warpgroups of 64 walking query steps of 64, dq blocks of 128 queries
+// walking key tiles of 128 (D = 64) or 64 (D = 128), each step's tiles loaded by a producer
+// warpgroup. kWgmmaEdges has sequences shorter than, equal to and one past
 // a warpgroup's 64 rows (63, 64, 65), one past a block (129), many blocks (700), one row and none;
 // with the tensor-core forward's lse and with the wgmma forward's. Tolerances and their reasons: kBf16
 // (the wgmma kernels round P and dS to bf16 before their products, as the mma.sync ones do).
@@ -648,6 +649,29 @@ TEST(CudaAttention, WgmmaBackwardMatchesCpuF64) {
     const KernelChoice wgmma_forward("wgmma");
     expect_matches_reference({kWgmmaEdges, 6, 2, d, DType::kBF16}, kBf16, seed++);
     expect_matches_reference({kWgmmaEdges, 3, 3, d, DType::kBF16}, kBf16, seed++);
+  }
+}
+
+// The wgmma backward's load ring (Note [load ring protocol]: kStages = 4 stages, a full and an empty
+// mbarrier each, waiters naming a phase parity, the producer two loads ahead of its arrivals; Note
+// [wgmma backward overlap]: a step frees the stage of the step before) at every count of steps that
+// behaves differently, against the CPU f64 reference (kBf16). dk/dv steps per block are (query tiles
+// of 64 from the block's first key to the sequence end) x (query heads per KV head): with one head
+// per KV head, 64 rows are 1 step (nothing freed before the last), 256 are 4 for the first block
+// (every stage filled once, none reused) and 2 for the second, 320 are 5 (the first reuse), 3 and 1;
+// with three heads per KV head those counts triple and a head ends inside the ring; 1000 rows are 16
+// steps per head, many times around it. dq key tiles for the last block of a sequence: 1 (64 rows), 4
+// (512 rows at D = 64, 256 at D = 128), 5 (513 and 320) and 8 or 16 (1000). A hang here means a
+// barrier's arrivals and waits disagree; wrong values only in blocks with more steps than stages, a
+// stage refilled while a product still read it.
+TEST(CudaAttention, WgmmaBackwardCyclesItsLoadRing) {
+  REQUIRE_WGMMA();
+  const BackwardChoice wgmma("wgmma");
+  const std::vector<int64_t> lens = {64, 256, 320, 512, 513, 1000};
+  uint64_t seed = 250;
+  for (int64_t d : {64, 128}) {
+    expect_matches_reference({lens, 2, 2, d, DType::kBF16}, kBf16, seed++);
+    expect_matches_reference({lens, 3, 1, d, DType::kBF16}, kBf16, seed++);
   }
 }
 

@@ -20,7 +20,8 @@
 //   tensor core  bf16 with D = 64 or 128, 16-byte aligned pointers: FlashAttention-2 on mma.sync m16n8k16
 //                bf16 -> f32 with ldmatrix and cp.async double buffering (attention_tc_*.cu).
 //   wgmma        where the tensor cores apply and the device runs sm_90a code (wgmma_support.h): the
-//                same algorithms on Hopper's warpgroup MMA, operands in swizzled shared memory
+//                same algorithms on Hopper's warpgroup MMA, operands in swizzled shared memory,
+//                warp-specialized (a producer warpgroup loads, two consumer warpgroups compute)
 //                (attention_wgmma_forward.cu, and the split backward in attention_wgmma_backward.cu),
 //                each chosen on its own; every forward's lse feeds every backward.
 // The backward of all is deterministic (no float atomics; every sum in a fixed order): a preprocess

@@ -4,19 +4,18 @@
 // output element accumulated in registers in a fixed order; no atomics). Per-tile steps:
 // attention_backward_steps.cuh.
 //
-// Both kernels run two warpgroups of 64 rows each (128 keys or 128 queries per block), operands in the
-// swizzled layout of Note [wgmma operand layout: 128-byte swizzle], staged by all 256 threads with
-// cp.async into kStages buffers: the tiles of the next kStages - 1 steps load while this one's are
-// computed on (shared memory is not what limits these blocks to one per SM; registers are). Each tile
-// serves as a K-major operand in one product and as an MN-major B in another, so nothing is staged
-// twice. Per step and warpgroup the products are issued in commit groups in the order their results
-// are needed, and each wait lets the latest group run on: P is computed while the product giving dP
-// runs, and (dk/dv) dS while dV's runs. Accumulators are read only after the wait for their group; the
-// two warpgroups also overlap each other's waits.
+// Both kernels are warp-specialized as the forward is (FlashAttention-3; attention_wgmma_forward.cu):
+// a block of 384 threads is two consumer warpgroups of 64 rows each (128 keys or 128 queries per
+// block) and a producer warpgroup that copies the tiles into shared memory by cp.async, in the
+// swizzled layout of Note [wgmma operand layout: 128-byte swizzle]: the block's fixed tiles once,
+// with the first step's, and each step's tiles into a ring of kStages stages whose full and empty
+// mbarriers follow Note [load ring protocol] (load g = step g of the block). The consumers never
+// issue a load and never wait at a block-wide barrier. Each tile serves as a K-major operand in one
+// product and as an MN-major B in another, so nothing is staged twice.
 //
-// dk/dv: a block owns 128 keys of one KV head, K and V staged once. It walks the query heads of the
-// group in order and, for each, the query tiles of kDkdvQ = 64 from the one holding the block's first
-// key to the sequence end (Q, dO, lse and delta per step). Per step, in transposed form:
+// dk/dv: a block owns 128 keys of one KV head; K and V are loaded once. It walks the query heads of
+// the group in order and, for each, the query tiles of kDkdvQ = 64 from the one holding the block's
+// first key to the sequence end (a step's load: Q, dO, lse and delta). Per step, in transposed form:
 //   S^T = K Q^T and dP^T = V dO^T: SS m64n64k16, A the warpgroup's 64 rows of K or V, B the Q or dO
 //     tile K-major (its rows are queries, N here);
 //   P^T masked where a query precedes a key or lies past the sequence end, dS^T = P^T (dP^T - delta);
@@ -27,121 +26,211 @@
 // warpgroup's keys (masked to P = 0): skipping it would put the wgmmas under a branch that ptxas
 // serialises, to save one step per query head and block. dk is scaled once at the end.
 //
-// dq: a block owns 128 query rows of one head (Q and dO staged once) and walks the causal key tiles of
-// DqTiling::kKv keys in order: S = Q K^T and dP = dO V^T (SS, Q and dO K-major A, K and V K-major B),
-// P masked only on tiles that reach past the warpgroup's first query, dS = P (dP - delta), then
-// dQ += dS K (RS, dS in registers, B the K tile MN-major). dq is scaled once at the end. With tiles of
-// 64 keys (D = 128) the last one lies wholly after the first warpgroup's queries; that warpgroup
-// computes it masked to P = 0 for the same reason.
+// dq: a block owns 128 query rows of one head (Q and dO loaded once) and walks the causal key tiles of
+// DqTiling::kKv keys in order (a step's load: K and V): S = Q K^T and dP = dO V^T (SS, Q and dO
+// K-major A, K and V K-major B), P masked only on tiles that reach past the warpgroup's first query,
+// dS = P (dP - delta), then dQ += dS K (RS, dS in registers, B the K tile MN-major). dq is scaled once
+// at the end. With tiles of 64 keys (D = 128) the last one lies wholly after the first warpgroup's
+// queries; that warpgroup computes it masked to P = 0 for the same reason.
+//
+// Note [wgmma backward overlap]
+// Per step a consumer warpgroup issues its products in commit groups in the order their results are
+// needed, and each wgmma_wait lets the newest group run on: P is computed while the product giving dP
+// runs, and (dk/dv at D = 64) dS while dV's runs. The last product of a step (dK, or dQ) is not
+// issued in that step but in the next one, in front of its S and dP, whose first wait (all groups but
+// dP's) returns once it and S are done: the tensor cores get three products at once, and the wait for
+// the next load's full barrier runs before them rather than between them. The consumer frees a
+// step's stage only then (that product reads its Q or K tile), so it holds two stages at once, which
+// the ring allows (Note [load ring protocol]). No wgmma of a warpgroup is in flight
+// across a step's end: with dK left running into the next step, ptxas serialised every wgmma of the
+// kernel (its warning C7515: registers of a wgmma in flight written by other instructions).
+// Registers per consumer thread, accumulators and bf16 A operands: dk/dv D + 64 (S^T, dP^T) + 16
+// (the carried dS^T) around the first wait and D + 80 while dS^T is computed, plus P^T's 16 where dV
+// still runs then (D = 64 only: at D = 128 the 224 left ptxas too few of the consumers' 240 for its
+// addresses, and it serialised the wgmmas instead of spilling); dq 192 (D = 64, tiles of 128 keys)
+// or 144 (D = 128, tiles of 64). The forward also hands the tensor cores back and forth between its
+// warpgroups through named barriers (Note [wgmma forward overlap]), because its softmax costs as
+// long as its MMAs (two products per exponential at D = 64); a backward step has four products per
+// exponential in dk/dv (three in dq) and no running maximum, so the two warpgroups are left to
+// interleave freely and the kernels use no named barrier. Which warpgroup runs first changes no
+// output bit.
+//
+// Registers: ptxas gives every warpgroup of the 384-thread block the same count at launch, at most
+// 65536 / 384 -> 168, under the accumulators above. The producer needs few (addresses, the step
+// walk), so it releases all but kProducerRegisters and the consumers claim kConsumerRegisters
+// (setmaxnreg, warp_specialization.cuh).
+#include <type_traits>
+
 #include "cuda/attention_backward_steps.cuh"
 #include "cuda/cuda_check.h"
-#include "cuda/wgmma.cuh"
+#include "cuda/load_ring.cuh"
 
 namespace dtrn::cuda {
 namespace {
 
-constexpr int kWarpgroups = 2;
-constexpr int kThreads = 128 * kWarpgroups;
+constexpr int kConsumerThreads = 256;  // two warpgroups
+constexpr int kProducerThreads = 128;  // one warpgroup
+constexpr int kThreads = kConsumerThreads + kProducerThreads;
+constexpr int kConsumerWarps = kConsumerThreads / 32;
 constexpr int kRows = kTcBlockRows;  // keys (dk/dv) or queries (dq) per block, 64 per warpgroup
-static_assert(kRows == 64 * kWarpgroups, "a warpgroup computes 64 rows");
+static_assert(kRows == 64 * (kConsumerThreads / 128), "a consumer warpgroup computes 64 rows");
 constexpr int kDkdvQ = 64;  // queries per dk/dv step: S^T and dP^T are m64n64 (32 registers each)
-constexpr int kStages = 3;  // buffers of the tiles that change per step (Q, dO for dk/dv; K, V for dq)
+static_assert(2 * kDkdvQ == kProducerThreads, "a producer thread copies one lse or delta a step");
+// Stages of the tiles that change per step (Q, dO, lse and delta for dk/dv; K and V for dq). Four, one
+// more than the forward's: a backward step is shorter than a forward key tile (a dk/dv step is 64
+// queries), so the producer keeps three loads in flight rather than two (Note [load ring protocol]:
+// the lag is kStages - 2), and shared memory allows it at both head dims (one block per SM either way,
+// for its registers).
+constexpr int kStages = 4;
+constexpr int kMaxBlockSharedBytes = 227 * 1024;  // an sm_90 block's opt-in limit
+constexpr int kLaunchRegisters = 65536 / kThreads / 8 * 8;  // what ptxas allots at launch: 168
+constexpr int kProducerRegisters = 24;
+constexpr int kConsumerRegisters = 240;
+static_assert(kProducerThreads * kProducerRegisters + kConsumerThreads * kConsumerRegisters <=
+                  kThreads * kLaunchRegisters,
+              "the consumers claim only what the producer released");
 
+// The kernels' global operands (attention.h): q, dout [N, H, D], k, v [N, G, D], lse, delta [H, N].
+struct BackwardOperands {
+  const Bf16* q;
+  const Bf16* k;
+  const Bf16* v;
+  const int32_t* cu;
+  AttentionShape shape;
+  const float* lse;
+  const Bf16* dout;
+  const float* delta;
+};
+
+// The dk/dv block's shared memory: K, V, then the stages' Q tiles, dO tiles, lse and delta rows (tiles
+// first, multiples of the 1024-byte swizzle atom), then the full and empty barriers.
 template <int D>
 struct DkdvSmem {
   static constexpr int kKeys = kRows * D * 2;    // bytes of the K or the V tile
-  static constexpr int kQTile = kDkdvQ * D * 2;  // bytes of one Q or dO buffer
-  static constexpr int kStats = kDkdvQ * 4;      // bytes of one lse or delta buffer
-  static constexpr int kBytes = 2 * kKeys + 2 * kStages * (kQTile + kStats) + kSwizzleAtomBytes;
-};
+  static constexpr int kQTile = kDkdvQ * D * 2;  // bytes of one Q or dO tile
+  static constexpr int kStats = kDkdvQ * 4;      // bytes of one lse or delta row
+  static constexpr int kBarriers = 2 * kStages * 8;
+  static constexpr int kBytes =
+      2 * kKeys + kStages * (2 * kQTile + 2 * kStats) + kBarriers + kSwizzleAtomBytes;
+  static_assert(kBytes <= kMaxBlockSharedBytes, "the dk/dv block's shared memory");
 
-// The dq kernel's key tiles: S and dP are m64nKv, next to dQ's D / 2 registers per thread; 128 keys
-// at D = 64 (64 + 64 + 32 accumulator registers), 64 at D = 128 (32 + 32 + 64).
-template <int D>
-struct DqTiling {
-  static constexpr int kKv = D == 64 ? 128 : 64;
-  static constexpr int kQBytes = kRows * D * 2;  // bytes of the Q or the dO tile
-  static constexpr int kTile = kKv * D * 2;      // bytes of one K or V buffer
-  static constexpr int kBytes = 2 * kQBytes + 2 * kStages * kTile + kSwizzleAtomBytes;
-};
+  unsigned char* tiles;
+  uint64_t* full;   // kStages
+  uint64_t* empty;  // kStages
 
-template <int D>
-__global__ void __launch_bounds__(kThreads, 1)
-    wgmma_dkdv_kernel(const Bf16* __restrict__ q, const Bf16* __restrict__ k,
-                      const Bf16* __restrict__ v, const int32_t* __restrict__ cu, AttentionShape shape,
-                      const float* __restrict__ lse, const Bf16* __restrict__ dout,
-                      const float* __restrict__ delta, Bf16* __restrict__ dk, Bf16* __restrict__ dv) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using S = DkdvSmem<D>;
-  constexpr int kQ = kDkdvQ;
-  static_assert(2 * kQ <= kThreads, "one thread stages each lse and delta");
-  extern __shared__ unsigned char smem_raw[];
-  unsigned char* s_k = align_to_swizzle_atom(smem_raw);
-  unsigned char* s_v = s_k + S::kKeys;
-  unsigned char* s_q = s_v + S::kKeys;             // kStages buffers
-  unsigned char* s_g = s_q + kStages * S::kQTile;  // kStages buffers of dout
-  float* s_lse = reinterpret_cast<float*>(s_g + kStages * S::kQTile);  // kStages buffers of kQ
-  float* s_delta = s_lse + kStages * kQ;                               // kStages buffers of kQ
-
-  const SeqTile tile =
-      locate_tile<kThreads>(cu, shape.num_seqs, shape.n, kRows, blockIdx.x, /*reverse=*/false);
-  if (!tile.found) return;
-  const int kv = blockIdx.y, group = shape.h / shape.g;
-  const int k_lo = tile.tile * kRows, k_rows = min(kRows, tile.len - k_lo);
-  const int tid = threadIdx.x, wg = tid / 128, warp = (tid % 128) / 32, lane = tid % 32;
-  const int64_t kv_stride = int64_t{shape.g} * D, q_stride = int64_t{shape.h} * D;
-  const float scale_log2 = static_cast<float>(shape.scale) * kLog2e;
-
-  const int64_t kv_offset = ((tile.start + k_lo) * shape.g + kv) * D;
-  stage_swizzled<D, kRows, kThreads>(s_k, k + kv_offset, kv_stride, k_rows, tid);
-  stage_swizzled<D, kRows, kThreads>(s_v, v + kv_offset, kv_stride, k_rows, tid);
-
-  // Steps: (query head, query tile), heads outermost, tiles ascending from the one holding k_lo.
-  const int q_first = k_lo / kQ;
-  const int q_tiles = (tile.len + kQ - 1) / kQ - q_first;
-  const int steps = group * q_tiles;
-  const auto step_q_lo = [&](int step) { return (q_first + step % q_tiles) * kQ; };
-  const auto stage_step = [&](int step, int buf) {
-    const int head = kv * group + step / q_tiles;
-    const int q_lo = step_q_lo(step), q_rows = min(kQ, tile.len - q_lo);
-    const int64_t q_offset = ((tile.start + q_lo) * shape.h + head) * D;
-    stage_swizzled<D, kQ, kThreads>(s_q + buf * S::kQTile, q + q_offset, q_stride, q_rows, tid);
-    stage_swizzled<D, kQ, kThreads>(s_g + buf * S::kQTile, dout + q_offset, q_stride, q_rows, tid);
-    const int64_t stat = head * shape.n + tile.start + q_lo;
-    const int t = tid % kQ;
-    if (tid < kQ) {
-      cp_async_4(s_lse + buf * kQ + t, lse + stat + (t < q_rows ? t : 0), t < q_rows);
-    } else if (tid < 2 * kQ) {
-      cp_async_4(s_delta + buf * kQ + t, delta + stat + (t < q_rows ? t : 0), t < q_rows);
-    }
-  };
-  // One commit group per step, empty past the last, so that waiting for all but the newest
-  // kStages - 1 groups always means this step's tiles (the first group also holds K and V).
-  for (int step = 0; step < kStages - 1; ++step) {
-    if (step < steps) stage_step(step, step);
-    cp_async_commit();
+  __device__ explicit DkdvSmem(unsigned char* smem_raw)
+      : tiles(align_to_swizzle_atom(smem_raw)),
+        full(reinterpret_cast<uint64_t*>(tiles + 2 * kKeys + kStages * (2 * kQTile + 2 * kStats))),
+        empty(full + kStages) {}
+  __device__ unsigned char* k() const { return tiles; }
+  __device__ unsigned char* v() const { return tiles + kKeys; }
+  __device__ unsigned char* q(int step) const { return tiles + 2 * kKeys + step % kStages * kQTile; }
+  __device__ unsigned char* dout(int step) const { return q(step) + kStages * kQTile; }
+  __device__ float* lse(int step) const {
+    return reinterpret_cast<float*>(tiles + 2 * kKeys + 2 * kStages * kQTile) +
+           step % kStages * kDkdvQ;
   }
+  __device__ float* delta(int step) const { return lse(step) + kStages * kDkdvQ; }
+};
 
+// The dk/dv block's walk: steps (query head, query tile), heads outermost, tiles ascending from the
+// one holding the block's first key k_lo.
+struct DkdvWalk {
+  int q_first;  // the query tile holding k_lo
+  int q_tiles;  // query tiles per head
+  int steps;    // over the group's heads
+  int first_head;
+
+  __device__ DkdvWalk(const SeqTile& tile, int k_lo, int kv, int group)
+      : q_first(k_lo / kDkdvQ),
+        q_tiles((tile.len + kDkdvQ - 1) / kDkdvQ - k_lo / kDkdvQ),
+        steps(group * q_tiles),
+        first_head(kv * group) {}
+  __device__ int head(int step) const { return first_head + step / q_tiles; }
+  __device__ int q_lo(int step) const { return (q_first + step % q_tiles) * kDkdvQ; }
+};
+
+// A producer thread's share of the copies of one tile (stage_swizzled over kProducerThreads, its loop
+// rolled: the producer runs on kProducerRegisters).
+template <int D, int kTileRows>
+__device__ __forceinline__ void produce_tile(unsigned char* tile, const Bf16* gmem, int64_t gstride,
+                                             int valid, int tid) {
+  stage_swizzled<D, kTileRows, kProducerThreads, /*kRolled=*/true>(tile, gmem, gstride, valid, tid);
+}
+
+// The dk/dv producer (thread `tid` of kProducerThreads): K and V with step 0's load, then every step's
+// Q, dO, lse and delta (Note [load ring protocol]).
+template <int D>
+__device__ __forceinline__ void produce_dkdv(const DkdvSmem<D>& sm, const BackwardOperands& in,
+                                             const SeqTile& tile, int k_lo, const DkdvWalk& walk,
+                                             int tid) {
+  const AttentionShape& shape = in.shape;
+  const int kv = blockIdx.y;
+  const int64_t kv_stride = int64_t{shape.g} * D, q_stride = int64_t{shape.h} * D;
+  LoadRingProducer<kStages> loads{sm.full, sm.empty};
+  for (int step = 0; step < walk.steps; ++step) {
+    loads.acquire();
+    if (step == 0) {
+      const int64_t kv_offset = ((tile.start + k_lo) * shape.g + kv) * D;
+      const int k_rows = min(kRows, tile.len - k_lo);
+      produce_tile<D, kRows>(sm.k(), in.k + kv_offset, kv_stride, k_rows, tid);
+      produce_tile<D, kRows>(sm.v(), in.v + kv_offset, kv_stride, k_rows, tid);
+    }
+    const int head = walk.head(step), q_lo = walk.q_lo(step);
+    const int q_rows = min(kDkdvQ, tile.len - q_lo);
+    const int64_t q_offset = ((tile.start + q_lo) * shape.h + head) * D;
+    produce_tile<D, kDkdvQ>(sm.q(step), in.q + q_offset, q_stride, q_rows, tid);
+    produce_tile<D, kDkdvQ>(sm.dout(step), in.dout + q_offset, q_stride, q_rows, tid);
+    const int64_t stat = head * shape.n + tile.start + q_lo;
+    const int t = tid % kDkdvQ;
+    const bool lse_thread = tid < kDkdvQ;
+    cp_async_4((lse_thread ? sm.lse(step) : sm.delta(step)) + t,
+               (lse_thread ? in.lse : in.delta) + stat + (t < q_rows ? t : 0), t < q_rows);
+    loads.commit();
+  }
+  loads.flush();
+}
+
+// Consumer warpgroup `wg`'s dk/dv steps (Note [wgmma backward overlap]) and its 64 rows of dk and dv.
+template <int D>
+__device__ __forceinline__ void consume_dkdv(const DkdvSmem<D>& sm, const BackwardOperands& in,
+                                             const SeqTile& tile, int k_lo, const DkdvWalk& walk,
+                                             int wg, Bf16* dk, Bf16* dv) {
+  constexpr int kQ = kDkdvQ;
+  const AttentionShape& shape = in.shape;
+  const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
   const int wg_k_first = k_lo + 64 * wg;               // the warpgroup's first key
   const int key0 = wg_k_first + 16 * warp + lane / 4;  // this lane's keys: key0 and key0 + 8
-  const uint32_t k_tile = shared_address(s_k), v_tile = shared_address(s_v);
+  const float scale_log2 = static_cast<float>(shape.scale) * kLog2e;
+  const uint32_t k_tiles = shared_address(sm.k()), v_tiles = shared_address(sm.v());
   float dk_acc[D / 8][4] = {}, dv_acc[D / 8][4] = {};
-  for (int step = 0; step < steps; ++step) {
-    const int buf = step % kStages, ahead = step + kStages - 1;
-    if (ahead < steps) stage_step(ahead, ahead % kStages);  // into the buffer of step - 1
-    cp_async_commit();
-    cp_async_wait<kStages - 1>();
-    fence_proxy_async();
-    __syncthreads();
-    const int q_lo = step_q_lo(step), q_rows = min(kQ, tile.len - q_lo);
-    const uint32_t q_tile = shared_address(s_q + buf * S::kQTile);
-    const uint32_t g_tile = shared_address(s_g + buf * S::kQTile);
-
-    // Zeroed here rather than carried over, so that their registers are free outside the products.
-    float p[kQ / 8][4] = {}, ds[kQ / 8][4] = {};  // S^T, then P^T; dP^T, then dS^T
-    wgmma_fence_operands(p);
-    wgmma_fence_operands(ds);
+  uint32_t ds_a[kQ / 16][4];  // dS^T of the step before in bf16: the A operand of its dK
+  // dK += dS^T Q with step `step`'s Q tile; one commit group.
+  const auto issue_dk = [&](int step) {
+    const uint32_t q_tile = shared_address(sm.q(step));
+#pragma unroll
+    for (int ks = 0; ks < kQ / 16; ++ks) {
+      wgmma_rs<D, WgmmaMajor::kMn>(dk_acc, ds_a[ks], mn_major_descriptor(q_tile, kQ, 16 * ks), true);
+    }
+    wgmma_commit();
+  };
+  // Step `step` up to its dS^T, which it leaves in ds_a for the next step to issue the dK of (not the
+  // first step: `first` is std::true_type there, so that no wgmma sits under a branch).
+  const auto compute_step = [&](int step, auto first) {
+    constexpr bool kFirst = decltype(first)::value;
+    mbarrier_wait(sm.full + step % kStages, step / kStages);
+    const int q_lo = walk.q_lo(step), q_rows = min(kQ, tile.len - q_lo);
+    const uint32_t q_tile = shared_address(sm.q(step)), g_tile = shared_address(sm.dout(step));
+    float p[kQ / 8][4], ds[kQ / 8][4];  // S^T, then P^T; dP^T, then dS^T
+    // K's and V's addresses hidden from the compiler per step, so that it rebuilds their descriptors
+    // here instead of holding all 2 D / 16 of them in registers through the loop (at D = 128 that
+    // spilled).
+    uint32_t k_tile = k_tiles, v_tile = v_tiles;
+    asm volatile("" : "+r"(k_tile), "+r"(v_tile));
+    wgmma_fence_operands(dk_acc);
+    wgmma_fence_operands(ds_a);
     wgmma_fence();
+    if constexpr (!kFirst) issue_dk(step - 1);
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       wgmma_ss<kQ, WgmmaMajor::kK>(p, k_major_descriptor(k_tile, kRows, 64 * wg, 16 * kk),
@@ -154,12 +243,15 @@ __global__ void __launch_bounds__(kThreads, 1)
                                    k_major_descriptor(g_tile, kQ, 0, 16 * kk), kk > 0);
     }
     wgmma_commit();
-    wgmma_wait<1>();  // S^T landed; dP^T may still run
+    wgmma_wait<1>();  // the step before's dK and S^T landed; dP^T may still run
     wgmma_fence_operands(p);
+    wgmma_fence_operands(dk_acc);
+    wgmma_fence_operands(ds_a);
+    if constexpr (!kFirst) mbarrier_arrive(sm.empty + (step - 1) % kStages);
 
     // Only a step with a query before the warpgroup's last key or past the sequence end needs the mask.
     if (q_lo < wg_k_first + 63 || q_rows < kQ) mask_queries_before_keys(p, key0, q_lo, q_rows);
-    probabilities_by_column(p, scale_log2, s_lse + buf * kQ);
+    probabilities_by_column(p, scale_log2, sm.lse(step));
     uint32_t p_a[kQ / 16][4];
 #pragma unroll
     for (int ks = 0; ks < kQ / 16; ++ks) c_pair_to_a(p[2 * ks], p[2 * ks + 1], p_a[ks]);
@@ -171,31 +263,34 @@ __global__ void __launch_bounds__(kThreads, 1)
       wgmma_rs<D, WgmmaMajor::kMn>(dv_acc, p_a[ks], mn_major_descriptor(g_tile, kQ, 16 * ks), true);
     }
     wgmma_commit();
-    wgmma_wait<1>();  // dP^T landed; dV may still run
+    // dP^T landed; dV runs on through dS^T, except at D = 128, where P^T's bf16 registers beside dS^T's
+    // would leave too few for ptxas to keep the wgmmas asynchronous (Note [wgmma backward overlap]).
+    wgmma_wait<D == 128 ? 0 : 1>();
     wgmma_fence_operands(ds);
-
-    score_gradients_by_column(p, ds, s_delta + buf * kQ);
-    uint32_t ds_a[kQ / 16][4];
+    wgmma_fence_operands(dv_acc);
+    wgmma_fence_operands(p_a);
+    score_gradients_by_column(p, ds, sm.delta(step));
 #pragma unroll
     for (int ks = 0; ks < kQ / 16; ++ks) c_pair_to_a(ds[2 * ks], ds[2 * ks + 1], ds_a[ks]);
-    wgmma_fence_operands(dk_acc);
-    wgmma_fence_operands(ds_a);
-    wgmma_fence();
-#pragma unroll
-    for (int ks = 0; ks < kQ / 16; ++ks) {
-      wgmma_rs<D, WgmmaMajor::kMn>(dk_acc, ds_a[ks], mn_major_descriptor(q_tile, kQ, 16 * ks), true);
-    }
-    wgmma_commit();
-    wgmma_wait<0>();
+    wgmma_wait<0>();  // dV landed: nothing of this warpgroup runs across the step's end
     wgmma_fence_operands(dv_acc);
-    wgmma_fence_operands(dk_acc);
     wgmma_fence_operands(p_a);
-    wgmma_fence_operands(ds_a);
-    __syncthreads();  // this buffer is refilled by the next iteration's prefetch
-  }
+  };
+  compute_step(0, std::true_type{});
+  for (int step = 1; step < walk.steps; ++step) compute_step(step, std::false_type{});
+  const int last = walk.steps - 1;
+  wgmma_fence_operands(dk_acc);
+  wgmma_fence_operands(ds_a);
+  wgmma_fence();
+  issue_dk(last);
+  wgmma_wait<0>();
+  wgmma_fence_operands(dk_acc);
+  wgmma_fence_operands(ds_a);
+  mbarrier_arrive(sm.empty + last % kStages);
 
   const float scale = static_cast<float>(shape.scale);
   const float dk_factor[2] = {scale, scale}, dv_factor[2] = {1.f, 1.f};
+  const int k_rows = min(kRows, tile.len - k_lo), kv = blockIdx.y;
   Bf16* dk_dst[2];
   Bf16* dv_dst[2];
   bool valid[2];
@@ -209,82 +304,149 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   store_rows<D>(dk_acc, dk_factor, dk_dst, valid);
   store_rows<D>(dv_acc, dv_factor, dv_dst, valid);
-#endif
 }
 
 template <int D>
 __global__ void __launch_bounds__(kThreads, 1)
-    wgmma_dq_kernel(const Bf16* __restrict__ q, const Bf16* __restrict__ k, const Bf16* __restrict__ v,
-                    const int32_t* __restrict__ cu, AttentionShape shape, const float* __restrict__ lse,
-                    const Bf16* __restrict__ dout, const float* __restrict__ delta,
-                    Bf16* __restrict__ dq) {
+    wgmma_dkdv_kernel(BackwardOperands in, Bf16* __restrict__ dk, Bf16* __restrict__ dv) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using T = DqTiling<D>;
-  constexpr int kKv = T::kKv;
-  constexpr float kInf = __builtin_huge_valf();
   extern __shared__ unsigned char smem_raw[];
-  unsigned char* s_q = align_to_swizzle_atom(smem_raw);
-  unsigned char* s_g = s_q + T::kQBytes;  // dout
-  unsigned char* s_k = s_g + T::kQBytes;          // kStages buffers
-  unsigned char* s_v = s_k + kStages * T::kTile;  // kStages buffers
-
-  const SeqTile tile =
-      locate_tile<kThreads>(cu, shape.num_seqs, shape.n, kRows, blockIdx.x, /*reverse=*/true);
-  if (!tile.found) return;
-  const int head = blockIdx.y, kv = head / (shape.h / shape.g);
-  const int q_lo = tile.tile * kRows, q_rows = min(kRows, tile.len - q_lo);
-  const int kv_end = q_lo + q_rows, num_kv_tiles = (kv_end + kKv - 1) / kKv;
-  const int tid = threadIdx.x, wg = tid / 128, warp = (tid % 128) / 32, lane = tid % 32;
-  const int64_t kv_stride = int64_t{shape.g} * D, q_stride = int64_t{shape.h} * D;
-  const Bf16* k_seq = k + (tile.start * shape.g + kv) * D;  // key row 0 of the sequence
-  const Bf16* v_seq = v + (tile.start * shape.g + kv) * D;
-  const float scale_log2 = static_cast<float>(shape.scale) * kLog2e;
-
-  const int64_t q_offset = ((tile.start + q_lo) * shape.h + head) * D;
-  const auto stage_tile = [&](int t, int buf) {
-    const int kv_lo = t * kKv;
-    stage_swizzled<D, kKv, kThreads>(s_k + buf * T::kTile, k_seq + kv_lo * kv_stride, kv_stride,
-                                     min(kKv, kv_end - kv_lo), tid);
-    stage_swizzled<D, kKv, kThreads>(s_v + buf * T::kTile, v_seq + kv_lo * kv_stride, kv_stride,
-                                     min(kKv, kv_end - kv_lo), tid);
-  };
-  stage_swizzled<D, kRows, kThreads>(s_q, q + q_offset, q_stride, q_rows, tid);
-  stage_swizzled<D, kRows, kThreads>(s_g, dout + q_offset, q_stride, q_rows, tid);
-  // One commit group per key tile, empty past the last (as in the dk/dv kernel); Q and dO in the first.
-  for (int t = 0; t < kStages - 1; ++t) {
-    if (t < num_kv_tiles) stage_tile(t, t);
-    cp_async_commit();
+  const DkdvSmem<D> sm(smem_raw);
+  // The warp index through a shuffle from lane 0: ptxas then sees the role branch as warp-uniform
+  // and does not serialise the wgmmas behind it.
+  const int warp = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x / 32), 0);
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      mbarrier_init(sm.full + s, kProducerThreads);
+      mbarrier_init(sm.empty + s, kConsumerThreads);
+    }
   }
+  __syncthreads();
+  const AttentionShape& shape = in.shape;
+  const SeqTile tile =
+      locate_tile<kThreads>(in.cu, shape.num_seqs, shape.n, kRows, blockIdx.x, /*reverse=*/false);
+  if (!tile.found) return;
+  const int k_lo = tile.tile * kRows;
+  const DkdvWalk walk(tile, k_lo, blockIdx.y, shape.h / shape.g);
 
+  if (warp >= kConsumerWarps) {
+    release_registers<kProducerRegisters>();
+    produce_dkdv<D>(sm, in, tile, k_lo, walk, threadIdx.x - kConsumerThreads);
+    return;
+  }
+  claim_registers<kConsumerRegisters>();
+  consume_dkdv<D>(sm, in, tile, k_lo, walk, warp / 4, dk, dv);
+#endif
+}
+
+// The dq kernel's key tiles: S and dP are m64nKv, next to dQ's D / 2 registers per thread; 128 keys
+// at D = 64 (64 + 64 + 32 accumulator registers), 64 at D = 128 (32 + 32 + 64).
+template <int D>
+struct DqTiling {
+  static constexpr int kKv = D == 64 ? 128 : 64;
+};
+
+// The dq block's shared memory: Q, dO, then the stages' K tiles and V tiles (tiles first, multiples of
+// the 1024-byte swizzle atom), then the full and empty barriers.
+template <int D>
+struct DqSmem {
+  static constexpr int kQBytes = kRows * D * 2;               // bytes of the Q or the dO tile
+  static constexpr int kTile = DqTiling<D>::kKv * D * 2;      // bytes of one K or V tile
+  static constexpr int kBarriers = 2 * kStages * 8;
+  static constexpr int kBytes = 2 * kQBytes + 2 * kStages * kTile + kBarriers + kSwizzleAtomBytes;
+  static_assert(kBytes <= kMaxBlockSharedBytes, "the dq block's shared memory");
+
+  unsigned char* tiles;
+  uint64_t* full;   // kStages
+  uint64_t* empty;  // kStages
+
+  __device__ explicit DqSmem(unsigned char* smem_raw)
+      : tiles(align_to_swizzle_atom(smem_raw)),
+        full(reinterpret_cast<uint64_t*>(tiles + 2 * kQBytes + 2 * kStages * kTile)),
+        empty(full + kStages) {}
+  __device__ unsigned char* q() const { return tiles; }
+  __device__ unsigned char* dout() const { return tiles + kQBytes; }
+  __device__ unsigned char* k(int t) const { return tiles + 2 * kQBytes + t % kStages * kTile; }
+  __device__ unsigned char* v(int t) const { return k(t) + kStages * kTile; }
+};
+
+// The dq producer (thread `tid` of kProducerThreads): Q and dO with key tile 0's load, then every key
+// tile's K and V (Note [load ring protocol]). Keys run to the block's last query, kv_end.
+template <int D>
+__device__ __forceinline__ void produce_dq(const DqSmem<D>& sm, const BackwardOperands& in,
+                                           const SeqTile& tile, int q_lo, int kv_end, int tid) {
+  constexpr int kKv = DqTiling<D>::kKv;
+  const AttentionShape& shape = in.shape;
+  const int head = blockIdx.y, kv = head / (shape.h / shape.g);
+  const int64_t kv_stride = int64_t{shape.g} * D, q_stride = int64_t{shape.h} * D;
+  const Bf16* k_seq = in.k + (tile.start * shape.g + kv) * D;  // key row 0 of the sequence
+  const Bf16* v_seq = in.v + (tile.start * shape.g + kv) * D;
+  const int num_kv_tiles = (kv_end + kKv - 1) / kKv;
+  LoadRingProducer<kStages> loads{sm.full, sm.empty};
+  for (int t = 0; t < num_kv_tiles; ++t) {
+    loads.acquire();
+    if (t == 0) {
+      const int64_t q_offset = ((tile.start + q_lo) * shape.h + head) * D;
+      const int q_rows = kv_end - q_lo;
+      produce_tile<D, kRows>(sm.q(), in.q + q_offset, q_stride, q_rows, tid);
+      produce_tile<D, kRows>(sm.dout(), in.dout + q_offset, q_stride, q_rows, tid);
+    }
+    const int kv_lo = t * kKv, valid = min(kKv, kv_end - kv_lo);
+    produce_tile<D, kKv>(sm.k(t), k_seq + kv_lo * kv_stride, kv_stride, valid, tid);
+    produce_tile<D, kKv>(sm.v(t), v_seq + kv_lo * kv_stride, kv_stride, valid, tid);
+    loads.commit();
+  }
+  loads.flush();
+}
+
+// Consumer warpgroup `wg`'s dq steps (Note [wgmma backward overlap]) and its 64 rows of dq.
+template <int D>
+__device__ __forceinline__ void consume_dq(const DqSmem<D>& sm, const BackwardOperands& in,
+                                           const SeqTile& tile, int q_lo, int kv_end, int wg,
+                                           Bf16* dq) {
+  constexpr int kKv = DqTiling<D>::kKv;
+  constexpr float kInf = __builtin_huge_valf();
+  const AttentionShape& shape = in.shape;
+  const int head = blockIdx.y, q_rows = kv_end - q_lo;
+  const int num_kv_tiles = (kv_end + kKv - 1) / kKv;
+  const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
   const int wg_q_first = q_lo + 64 * wg;            // the warpgroup's first query
   const int row0 = 64 * wg + 16 * warp + lane / 4;  // this lane's rows: row0 and row0 + 8
+  const float scale_log2 = static_cast<float>(shape.scale) * kLog2e;
   // Rows past the sequence end get lse = +inf, hence P = 0, and are never stored.
   float lse_log2[2], row_delta[2];
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     const int row = row0 + 8 * half;
     const int64_t stat = head * shape.n + tile.start + q_lo + row;
-    lse_log2[half] = row < q_rows ? lse[stat] * kLog2e : kInf;
-    row_delta[half] = row < q_rows ? delta[stat] : 0.f;
+    lse_log2[half] = row < q_rows ? in.lse[stat] * kLog2e : kInf;
+    row_delta[half] = row < q_rows ? in.delta[stat] : 0.f;
   }
 
-  const uint32_t q_tile = shared_address(s_q), g_tile = shared_address(s_g);
+  const uint32_t q_tile = shared_address(sm.q()), g_tile = shared_address(sm.dout());
   float dq_acc[D / 8][4] = {};
-  for (int t = 0; t < num_kv_tiles; ++t) {
-    const int buf = t % kStages, ahead = t + kStages - 1;
-    if (ahead < num_kv_tiles) stage_tile(ahead, ahead % kStages);  // into the buffer of tile t - 1
-    cp_async_commit();
-    cp_async_wait<kStages - 1>();
-    fence_proxy_async();
-    __syncthreads();
+  uint32_t ds_a[kKv / 16][4];  // dS of the tile before in bf16: the A operand of its dQ
+  // dQ += dS K with key tile t's K; one commit group.
+  const auto issue_dq = [&](int t) {
+    const uint32_t k_tile = shared_address(sm.k(t));
+#pragma unroll
+    for (int ks = 0; ks < kKv / 16; ++ks) {
+      wgmma_rs<D, WgmmaMajor::kMn>(dq_acc, ds_a[ks], mn_major_descriptor(k_tile, kKv, 16 * ks), true);
+    }
+    wgmma_commit();
+  };
+  // Key tile t up to its dS, which it leaves in ds_a for the next tile to issue the dQ of (as in
+  // consume_dkdv).
+  const auto compute_tile = [&](int t, auto first) {
+    constexpr bool kFirst = decltype(first)::value;
+    mbarrier_wait(sm.full + t % kStages, t / kStages);
     const int kv_lo = t * kKv;
-    const uint32_t k_tile = shared_address(s_k + buf * T::kTile);
-    const uint32_t v_tile = shared_address(s_v + buf * T::kTile);
-
-    float p[kKv / 8][4] = {}, ds[kKv / 8][4] = {};  // S, then P; dP, then dS
-    wgmma_fence_operands(p);
-    wgmma_fence_operands(ds);
+    const uint32_t k_tile = shared_address(sm.k(t)), v_tile = shared_address(sm.v(t));
+    float p[kKv / 8][4], ds[kKv / 8][4];  // S, then P; dP, then dS
+    wgmma_fence_operands(dq_acc);
+    wgmma_fence_operands(ds_a);
     wgmma_fence();
+    if constexpr (!kFirst) issue_dq(t - 1);
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       wgmma_ss<kKv, WgmmaMajor::kK>(p, k_major_descriptor(q_tile, kRows, 64 * wg, 16 * kk),
@@ -297,8 +459,11 @@ __global__ void __launch_bounds__(kThreads, 1)
                                     k_major_descriptor(v_tile, kKv, 0, 16 * kk), kk > 0);
     }
     wgmma_commit();
-    wgmma_wait<1>();  // S landed; dP may still run
+    wgmma_wait<1>();  // the tile before's dQ and S landed; dP may still run
     wgmma_fence_operands(p);
+    wgmma_fence_operands(dq_acc);
+    wgmma_fence_operands(ds_a);
+    if constexpr (!kFirst) mbarrier_arrive(sm.empty + (t - 1) % kStages);
 
     // Only a tile whose last key comes after the warpgroup's first query needs the mask.
     if (kv_lo + kKv - 1 > wg_q_first) mask_causal(p, kv_lo, q_lo + row0);
@@ -306,23 +471,20 @@ __global__ void __launch_bounds__(kThreads, 1)
     wgmma_wait<0>();
     wgmma_fence_operands(ds);
     score_gradients_by_row(p, ds, row_delta);
-    uint32_t ds_a[kKv / 16][4];
 #pragma unroll
     for (int ks = 0; ks < kKv / 16; ++ks) c_pair_to_a(ds[2 * ks], ds[2 * ks + 1], ds_a[ks]);
-
-    wgmma_fence_operands(dq_acc);
-    wgmma_fence_operands(ds_a);
-    wgmma_fence();
-#pragma unroll
-    for (int ks = 0; ks < kKv / 16; ++ks) {
-      wgmma_rs<D, WgmmaMajor::kMn>(dq_acc, ds_a[ks], mn_major_descriptor(k_tile, kKv, 16 * ks), true);
-    }
-    wgmma_commit();
-    wgmma_wait<0>();
-    wgmma_fence_operands(dq_acc);
-    wgmma_fence_operands(ds_a);
-    __syncthreads();  // this buffer is refilled by the next iteration's prefetch
-  }
+  };
+  compute_tile(0, std::true_type{});
+  for (int t = 1; t < num_kv_tiles; ++t) compute_tile(t, std::false_type{});
+  const int last = num_kv_tiles - 1;
+  wgmma_fence_operands(dq_acc);
+  wgmma_fence_operands(ds_a);
+  wgmma_fence();
+  issue_dq(last);
+  wgmma_wait<0>();
+  wgmma_fence_operands(dq_acc);
+  wgmma_fence_operands(ds_a);
+  mbarrier_arrive(sm.empty + last % kStages);
 
   const float scale = static_cast<float>(shape.scale);
   const float factor[2] = {scale, scale};
@@ -335,21 +497,48 @@ __global__ void __launch_bounds__(kThreads, 1)
     dst[half] = dq + ((tile.start + q_lo + row) * shape.h + head) * D;
   }
   store_rows<D>(dq_acc, factor, dst, valid);
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreads, 1)
+    wgmma_dq_kernel(BackwardOperands in, Bf16* __restrict__ dq) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ unsigned char smem_raw[];
+  const DqSmem<D> sm(smem_raw);
+  const int warp = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x / 32), 0);
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      mbarrier_init(sm.full + s, kProducerThreads);
+      mbarrier_init(sm.empty + s, kConsumerThreads);
+    }
+  }
+  __syncthreads();
+  const AttentionShape& shape = in.shape;
+  const SeqTile tile =
+      locate_tile<kThreads>(in.cu, shape.num_seqs, shape.n, kRows, blockIdx.x, /*reverse=*/true);
+  if (!tile.found) return;
+  const int q_lo = tile.tile * kRows, kv_end = q_lo + min(kRows, tile.len - q_lo);
+
+  if (warp >= kConsumerWarps) {
+    release_registers<kProducerRegisters>();
+    produce_dq<D>(sm, in, tile, q_lo, kv_end, threadIdx.x - kConsumerThreads);
+    return;
+  }
+  claim_registers<kConsumerRegisters>();
+  consume_dq<D>(sm, in, tile, q_lo, kv_end, warp / 4, dq);
 #endif
 }
 
 template <int D>
-void launch_wgmma_backward(const AttentionShape& shape, const Bf16* q, const Bf16* k, const Bf16* v,
-                           const int32_t* cu, const float* lse, const Bf16* dout, const float* delta,
-                           Bf16* dq, Bf16* dk, Bf16* dv, cudaStream_t stream) {
-  constexpr int kDkdvSmem = DkdvSmem<D>::kBytes, kDqSmem = DqTiling<D>::kBytes;
+void launch_wgmma_backward(const BackwardOperands& in, Bf16* dq, Bf16* dk, Bf16* dv,
+                           cudaStream_t stream) {
+  constexpr int kDkdvSmem = DkdvSmem<D>::kBytes, kDqSmem = DqSmem<D>::kBytes;
+  const unsigned blocks = attention_tile_blocks(in.shape, kRows);
   allow_shared_memory(reinterpret_cast<const void*>(&wgmma_dkdv_kernel<D>), kDkdvSmem);
-  wgmma_dkdv_kernel<D><<<dim3(attention_tile_blocks(shape, kRows), shape.g), kThreads, kDkdvSmem,
-                         stream>>>(q, k, v, cu, shape, lse, dout, delta, dk, dv);
+  wgmma_dkdv_kernel<D><<<dim3(blocks, in.shape.g), kThreads, kDkdvSmem, stream>>>(in, dk, dv);
   CUDA_CHECK_LAUNCH();
   allow_shared_memory(reinterpret_cast<const void*>(&wgmma_dq_kernel<D>), kDqSmem);
-  wgmma_dq_kernel<D><<<dim3(attention_tile_blocks(shape, kRows), shape.h), kThreads, kDqSmem,
-                       stream>>>(q, k, v, cu, shape, lse, dout, delta, dq);
+  wgmma_dq_kernel<D><<<dim3(blocks, in.shape.h), kThreads, kDqSmem, stream>>>(in, dq);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -359,17 +548,17 @@ void wgmma_attention_backward(const AttentionShape& shape, const void* q, const 
                               const void* v, const int32_t* cu_seqlens, const float* lse,
                               const void* dout, const float* delta, void* dq, void* dk, void* dv,
                               cudaStream_t stream) {
-  const auto* qb = static_cast<const Bf16*>(q);
-  const auto* kb = static_cast<const Bf16*>(k);
-  const auto* vb = static_cast<const Bf16*>(v);
-  const auto* gb = static_cast<const Bf16*>(dout);
+  const BackwardOperands in{static_cast<const Bf16*>(q),    static_cast<const Bf16*>(k),
+                            static_cast<const Bf16*>(v),    cu_seqlens,
+                            shape,                          lse,
+                            static_cast<const Bf16*>(dout), delta};
   auto* dqb = static_cast<Bf16*>(dq);
   auto* dkb = static_cast<Bf16*>(dk);
   auto* dvb = static_cast<Bf16*>(dv);
   if (shape.d == 64) {
-    launch_wgmma_backward<64>(shape, qb, kb, vb, cu_seqlens, lse, gb, delta, dqb, dkb, dvb, stream);
+    launch_wgmma_backward<64>(in, dqb, dkb, dvb, stream);
   } else {
-    launch_wgmma_backward<128>(shape, qb, kb, vb, cu_seqlens, lse, gb, delta, dqb, dkb, dvb, stream);
+    launch_wgmma_backward<128>(in, dqb, dkb, dvb, stream);
   }
 }
 

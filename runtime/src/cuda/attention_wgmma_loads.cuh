@@ -5,31 +5,23 @@
 //
 // Note [wgmma forward load ring]
 // The producer walks the block's work items (Note [wgmma forward schedule]) and each item's key
-// tiles; g counts the key tiles over all of the block's items. Key tile g lives in stage g %
-// kWgmmaStages. The producer copies it by cp.async, and once its copies have landed each producer
-// thread fences them into the async proxy (fence.proxy.async: wgmma reads shared memory through it)
-// and arrives on full[stage]: count 128, phase g / kWgmmaStages. A consumer warpgroup waits on that
-// phase before its wgmmas read the tile and, once the last of them (O += P V(g)) has completed,
-// each of its threads arrives on empty[stage]: count 256, both warpgroups. The producer waits on
-// empty's phase g / kWgmmaStages - 1 before it overwrites the stage with tile g. A consumer uses
-// K(g) and V(g - 1) together (it computes S(g) while P(g - 1) V(g - 1) runs) and frees tile g - 1
-// in the step of tile g, so it needs at most two stages at once and the producer works one tile
-// ahead with three. The producer arrives on full[g - 1] only after it has queued tile g (a thread's
-// copy groups complete in order, so it waits for all but its newest): its wait for the stage of
-// tile g needs tile g - 3 freed, which needs tile g - 2 full, already arrived, so with three stages
-// the two waits never wait on each other. Item i (counted over the block) owns Q slot i % kQSlots:
-// before it the producer arrives on every full barrier it owes (so nothing it waits for can wait on
-// it), waits on q_empty's phase i / kQSlots - 1 (both consumer warpgroups have read item i -
-// kQSlots and their last S of it is done: each of their threads arrives on q_empty then, count
-// 256), writes the item into the slot and arrives on item_full (count 128); Q is copied in the
-// commit group of the item's first key tile, so that tile's full barrier covers it. After the last
-// item comes one whose head is -1: the consumers stop there. No waiter falls two phases behind: the
-// producer refills a stage or slot only after both consumer warpgroups freed it, and they free it
-// only after its full phase completed.
+// tiles; g counts the key tiles over all of the block's items, and tile g (its K, then its V) is
+// load g of Note [load ring protocol], whose barriers count the producer's 128 threads (full) and
+// both consumer warpgroups' 256 (empty). A consumer uses K(g) and V(g - 1) together (it computes
+// S(g) while P(g - 1) V(g - 1) runs) and frees tile g - 1, once O += P V(g - 1) has completed, in
+// the step of tile g: it holds at most two stages at once, as the protocol asks of three. Item i
+// (counted over the block) owns Q slot i % kQSlots: before it the producer flushes the ring (so
+// nothing it waits for can wait on it), waits on q_empty's phase i / kQSlots - 1 (both consumer
+// warpgroups have read item i - kQSlots and their last S of it is done: each of their threads
+// arrives on q_empty then, count 256), writes the item into the slot and arrives on item_full
+// (count 128); Q is copied in the commit group of the item's first key tile, so that tile's full
+// barrier covers it. After the last item comes one whose head is -1: the consumers stop there. The
+// Q slots keep the protocol's phase rule for the same reason as the stages.
 #pragma once
 
 #include "cuda/attention_tc.cuh"
 #include "cuda/attention_wgmma_schedule.cuh"
+#include "cuda/load_ring.cuh"
 #include "cuda/warp_specialization.cuh"
 #include "cuda/wgmma.cuh"
 
@@ -40,7 +32,6 @@ constexpr int kWgmmaKv = 128;               // keys per tile: S is m64n128
 constexpr int kWgmmaStages = 3;             // K/V stages in the ring
 constexpr int kWgmmaConsumerThreads = 256;  // two warpgroups
 constexpr int kWgmmaProducerThreads = 128;  // one warpgroup
-static_assert(kWgmmaStages >= 3, "Note [wgmma forward load ring]: two stages deadlock");
 
 // One work item as the producer hands it over: the query tile `tile` of the sequence of `len` rows
 // that starts at packed row `start`, for head `head`; head -1 ends the block's work.
@@ -133,22 +124,14 @@ __device__ __forceinline__ void produce_work(const WgmmaForwardRing<D>& ring,
   const AttentionShape& shape = in.shape;
   const long long items = static_cast<long long>(in.tile_blocks) * shape.h;
   const int64_t kv_stride = int64_t{shape.g} * D;
-  int g = 0;             // key tiles queued so far
-  bool pending = false;  // whether tile g - 1 is queued but its full barrier not yet arrived on
-  const auto arrive_pending = [&] {
-    if (!pending) return;
-    cp_async_wait<0>();
-    fence_proxy_async();
-    mbarrier_arrive(ring.full_of(g - 1));
-    pending = false;
-  };
+  LoadRingProducer<kWgmmaStages> loads{ring.full_of(0), ring.empty_of(0)};
   for (int i = 0;; ++i) {
     const long long w = wgmma_forward_item(i, blockIdx.x, gridDim.x);
     SeqTile tile{0, 0, 0, false};
     if (w < items)
       tile = locate_tile_in_warp(in.cu, shape.num_seqs, shape.n, kWgmmaRows, w / shape.h);
     const int head = static_cast<int>(w % shape.h);
-    arrive_pending();
+    loads.flush();
     if (i >= ring.kQSlots) mbarrier_wait(ring.q_empty_of(i), ring.item_phase_of(i) - 1);
     if (tid == 0)
       *ring.item(i) = WgmmaWorkItem{tile.start, tile.len, tile.tile, tile.found ? head : -1};
@@ -163,21 +146,15 @@ __device__ __forceinline__ void produce_work(const WgmmaForwardRing<D>& ring,
     stage_swizzled<D, kWgmmaRows, kThreads>(ring.q(i),
                                             in.q + ((tile.start + q_lo) * shape.h + head) * D,
                                             int64_t{shape.h} * D, q_rows, tid);
-    for (int t = 0; t < num_tiles; ++t, ++g) {
-      if (g >= kWgmmaStages) mbarrier_wait(ring.empty_of(g), ring.phase_of(g) - 1);
+    for (int t = 0; t < num_tiles; ++t) {
+      loads.acquire();
       const int64_t first = int64_t{t} * kWgmmaKv;
       const int valid = min(kWgmmaKv, kv_end - t * kWgmmaKv);
-      stage_swizzled<D, kWgmmaKv, kThreads>(ring.k(g), k_seq + first * kv_stride, kv_stride, valid,
-                                            tid);
-      stage_swizzled<D, kWgmmaKv, kThreads>(ring.v(g), v_seq + first * kv_stride, kv_stride, valid,
-                                            tid);
-      cp_async_commit();
-      if (pending) {
-        cp_async_wait<1>();  // tile g - 1 landed; tile g may be in flight
-        fence_proxy_async();
-        mbarrier_arrive(ring.full_of(g - 1));
-      }
-      pending = true;
+      stage_swizzled<D, kWgmmaKv, kThreads>(ring.k(loads.g), k_seq + first * kv_stride, kv_stride,
+                                            valid, tid);
+      stage_swizzled<D, kWgmmaKv, kThreads>(ring.v(loads.g), v_seq + first * kv_stride, kv_stride,
+                                            valid, tid);
+      loads.commit();
     }
   }
 }

@@ -94,19 +94,27 @@ __device__ __forceinline__ uint64_t mn_major_descriptor(uint32_t tile, int rows,
 
 // Queues cp.async copies, spread over kThreads threads (thread index `tid`), of rows [0, kRows) of a
 // kCols-column tile whose row r is at gmem + r * gstride, into the layout of the Note at `tile`; rows at
-// or past `valid` are zero-filled (their source address is row 0, never read).
-template <int kCols, int kRows, int kThreads>
+// or past `valid` are zero-filled (their source address is row 0, never read). kRolled keeps the loop
+// rolled: a register-starved producer warpgroup asks for it, so that the compiler does not hold every
+// copy's shared offset in registers across the producer's loop of loads.
+template <int kCols, int kRows, int kThreads, bool kRolled = false>
 __device__ __forceinline__ void stage_swizzled(unsigned char* tile, const void* gmem, int64_t gstride,
                                                int valid, int tid) {
   constexpr int kChunks = kCols / 8;  // 16-byte pieces per row
   static_assert(kCols % 64 == 0 && kRows % 8 == 0, "whole 128-byte lines and 8-row groups");
   static_assert(kRows * kChunks % kThreads == 0, "every thread copies the same count");
   const auto* src = static_cast<const uint16_t*>(gmem);
-#pragma unroll
-  for (int idx = tid; idx < kRows * kChunks; idx += kThreads) {
+  const auto copy = [&](int idx) {
     const int r = idx / kChunks, c = (idx % kChunks) * 8;
     const bool ok = r < valid;
     cp_async_16(tile + swizzled_offset(kRows, r, c), src + (ok ? r * gstride + c : 0), ok);
+  };
+  if constexpr (kRolled) {
+#pragma unroll 1
+    for (int idx = tid; idx < kRows * kChunks; idx += kThreads) copy(idx);
+  } else {
+#pragma unroll
+    for (int idx = tid; idx < kRows * kChunks; idx += kThreads) copy(idx);
   }
 }
 
