@@ -2,11 +2,12 @@
 //
 // Every op that reads a tensor with requires_grad (while grad mode is on) gives its output a grad_fn: a
 // Node that maps the output's gradient to one gradient per input and holds edges to the inputs' producers
-// (or to the leaf tensors themselves). An op with several outputs (add_rmsnorm) gives them one shared
-// Node, which runs once with every output's gradient (Note [Nodes with several outputs]). Tensor::backward runs the nodes once each in reverse topological
-// order, summing gradients that meet, and accumulates into leaves' .grad. Backward itself runs with grad
-// mode off (no double backward). A node releases its saved tensors right after it has run, so a graph can
-// be backpropagated once; a second backward through it fails with a clear error.
+// (or to the leaf tensors themselves); an op with several outputs (add_rmsnorm) gives them one shared
+// Node, which runs once with every output's gradient (Note [Nodes with several outputs]).
+// Tensor::backward runs the nodes once each in reverse topological order, summing gradients that meet,
+// and accumulates into leaves' .grad. Backward itself runs with grad mode off (no double backward). A
+// node releases its saved tensors right after it has run, so a graph can be backpropagated once; a
+// second backward through it fails with a clear error.
 //
 // Note [Saving outputs]
 // A node that needs its op's output must save output.detach(): saving the output itself would make the
