@@ -4,6 +4,13 @@
 // enters one W_O product over all rows (W_O is linear and shared by both paths). Compute and memory
 // scale with the routed count (rule 8). Routing runs where the activations live (routing.h): one read
 // of the routed count per D block is the only host synchronisation.
+//
+// In both blocks the attention's residual add and norm_post are one op (add_rmsnorm): the sum is
+// written once and its gradient meets the norm's in the same kernel. Its one other consumer is the
+// MLP's residual add, so the blocks compute exactly what add then rmsnorm would (ops.h). The MLP's
+// residual add is not fused with the next block's norm_in: the block boundary would have to pass
+// (sum, normed) pairs, and in a D block that sum has two more consumers (the router and the residual
+// add), so its gradient would no longer match the unfused model's bit for bit.
 #include "dtrn/model/blocks.h"
 
 #include <vector>
@@ -62,8 +69,8 @@ Tensor dense_block_forward(const ModelConfig& c, const BlockWeights& w, const Te
   const BlockContext& k = ctx ? *ctx : local;
   Tensor u = copy_to_tensor_parallel(tp, rmsnorm(x, w.norm_in, c.norm_eps).reshape({b * t, ch}));
   Tensor a = reduce_from_tensor_parallel(tp, packed_attention(c, w.attn, u, k.positions, k.cu_seqlens));
-  Tensor h = add(x, a.reshape({b, t, ch}));
-  return add(h, mlp_forward(w.mlp, rmsnorm(h, w.norm_post, c.norm_eps), tp));
+  const ResidualNorm h = add_rmsnorm(x, a.reshape({b, t, ch}), w.norm_post, c.norm_eps);
+  return add(h.sum, mlp_forward(w.mlp, h.normed, tp));
 }
 
 std::vector<double> measured_quantile_levels(double target_fraction) {
@@ -116,8 +123,8 @@ Tensor routed_block_forward(const ModelConfig& c, const BlockWeights& w, const T
   Tensor y = n > 0 ? reduce_from_tensor_parallel(tp, linear(combine_paths(o, v, p_vec, r.routed, r.bypass, heads),
                                                             w.attn.wo))
                    : Tensor::zeros({0, ch}, x.dtype(), x.device());
-  Tensor h = add(x, y.reshape({b, t, ch}));
-  Tensor out = add(h, mlp_forward(w.mlp, rmsnorm(h, w.norm_post, c.norm_eps), tp));
+  const ResidualNorm h = add_rmsnorm(x, y.reshape({b, t, ch}), w.norm_post, c.norm_eps);
+  Tensor out = add(h.sum, mlp_forward(w.mlp, h.normed, tp));
   if (stats != nullptr) {
     stats->s = mean(p_attn);
     if (control.soft_tau > 0) {

@@ -23,13 +23,18 @@ NoGradGuard::NoGradGuard() : previous_(g_grad_mode) { g_grad_mode = false; }
 NoGradGuard::~NoGradGuard() { g_grad_mode = previous_; }
 
 Node::Node(std::string name, const std::vector<Tensor>& inputs, BackwardFn fn)
-    : name_(std::move(name)), fn_(std::move(fn)) {
+    : Node(std::move(name), inputs, 1,
+           [fn = std::move(fn)](const std::vector<Tensor>& grads) { return fn(grads[0]); }) {}
+
+Node::Node(std::string name, const std::vector<Tensor>& inputs, uint32_t num_outputs, MultiBackwardFn fn)
+    : name_(std::move(name)), num_outputs_(num_outputs), fn_(std::move(fn)) {
   edges_.reserve(inputs.size());
   for (const Tensor& t : inputs) {
     Edge e;
     if (participates(t)) {
       if (t.grad_fn()) {
         e.node = t.grad_fn();
+        e.output = t.impl().output_nr;
       } else {
         e.leaf = t.impl_ptr();
       }
@@ -39,10 +44,12 @@ Node::Node(std::string name, const std::vector<Tensor>& inputs, BackwardFn fn)
   }
 }
 
-std::vector<Tensor> Node::apply(const Tensor& grad_output) {
+std::vector<Tensor> Node::apply(const std::vector<Tensor>& grad_outputs) {
   DTRN_CHECK(!released_, "backward through '", name_,
              "' a second time: its saved tensors were released after the first backward");
-  std::vector<Tensor> grads = fn_(grad_output);
+  DTRN_ASSERT(grad_outputs.size() == num_outputs_, name_, " backward got ", grad_outputs.size(),
+              " output gradients for ", num_outputs_, " outputs");
+  std::vector<Tensor> grads = fn_(grad_outputs);
   fn_ = nullptr;  // releases every tensor the backward captured
   released_ = true;
   DTRN_ASSERT(grads.size() == edges_.size(), name_, " backward returned ", grads.size(),
@@ -70,6 +77,21 @@ Tensor record(const std::string& name, Tensor output, const std::vector<Tensor>&
   output.impl().grad_fn = std::make_shared<Node>(name, inputs, std::move(backward));
   output.impl().requires_grad = true;
   return output;
+}
+
+std::vector<Tensor> record_outputs(const std::string& name, std::vector<Tensor> outputs,
+                                   const std::vector<Tensor>& inputs, Node::MultiBackwardFn backward) {
+  if (!needs_grad(inputs)) return outputs;
+  auto node = std::make_shared<Node>(name, inputs, static_cast<uint32_t>(outputs.size()),
+                                     std::move(backward));
+  for (size_t k = 0; k < outputs.size(); ++k) {
+    TensorImpl& impl = outputs[k].impl();
+    DTRN_ASSERT(!impl.grad_fn && !impl.requires_grad, name, ": output ", k, " already has a history");
+    impl.grad_fn = node;
+    impl.output_nr = static_cast<uint32_t>(k);
+    impl.requires_grad = true;
+  }
+  return outputs;
 }
 
 void run_backward(const Tensor& root, const Tensor& gradient) {
@@ -123,21 +145,29 @@ void run_backward(const Tensor& root, const Tensor& gradient) {
     }
   }
 
-  // Kahn's order: a node runs once every consumer has passed it its gradient. Keep the root's node alive
-  // through shared ownership while it runs.
-  std::unordered_map<Node*, Tensor> grads;
-  grads[root.grad_fn().get()] = seed;
+  // Kahn's order: a node runs once every consumer has passed it its gradient; one gradient slot per
+  // output of the node (Note [Nodes with several outputs]). Keep the root's node alive through shared
+  // ownership while it runs.
+  std::unordered_map<Node*, std::vector<Tensor>> grads;
+  auto slot = [&grads](Node* node, uint32_t output) -> Tensor& {
+    std::vector<Tensor>& slots = grads[node];
+    if (slots.empty()) slots.resize(node->num_outputs());
+    return slots[output];
+  };
+  slot(root.grad_fn().get(), root.impl().output_nr) = seed;
   std::vector<std::shared_ptr<Node>> ready = {root.grad_fn()};
   while (!ready.empty()) {
     std::shared_ptr<Node> node = std::move(ready.back());
     ready.pop_back();
-    Tensor g;
+    std::vector<Tensor> g;
     if (auto it = grads.find(node.get()); it != grads.end()) {
       g = std::move(it->second);
       grads.erase(it);
     }
     std::vector<Tensor> outs;
-    if (g.defined()) outs = node->apply(g);
+    bool any = false;
+    for (const Tensor& t : g) any = any || t.defined();
+    if (any) outs = node->apply(g);
     const auto& edges = node->edges();
     for (size_t i = 0; i < edges.size(); ++i) {
       const Edge& e = edges[i];
@@ -148,7 +178,10 @@ void run_backward(const Tensor& root, const Tensor& gradient) {
           finished_leaf(*e.leaf);
         }
       } else if (e.node) {
-        if (has) grads[e.node.get()] = accumulate(grads[e.node.get()], outs[i]);
+        if (has) {
+          Tensor& sum = slot(e.node.get(), e.output);
+          sum = accumulate(sum, outs[i]);
+        }
         if (--pending[e.node.get()] == 0) ready.push_back(e.node);
       }
     }

@@ -54,6 +54,14 @@ void Backend::rmsnorm_backward(const Tensor&, const Tensor&, const Tensor&, cons
                                const Tensor&, const Tensor&) {
   missing(*this, "rmsnorm_backward");
 }
+void Backend::add_rmsnorm(const Tensor&, const Tensor&, const Tensor&, double, const Tensor&,
+                          const Tensor&, const Tensor&) {
+  missing(*this, "add_rmsnorm");
+}
+void Backend::add_rmsnorm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                   const Tensor&, const Tensor&, const Tensor&) {
+  missing(*this, "add_rmsnorm_backward");
+}
 void Backend::rope(const Tensor&, const Tensor&, double, bool, const Tensor&) {
   missing(*this, "rope");
 }

@@ -92,6 +92,15 @@ class Backend {
   // dx [N, C] is written; dw [C] is written (not accumulated).
   virtual void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& rstd,
                                 const Tensor& dy, const Tensor& dx, const Tensor& dw);
+  // The residual add fused with the norm (ops.h: add_rmsnorm): h = x + delta rounded to the dtype
+  // exactly as binary(kAdd) rounds it, then rmsnorm of h into y and rstd. x, delta, h, y [N, C].
+  virtual void add_rmsnorm(const Tensor& x, const Tensor& delta, const Tensor& w, double eps,
+                           const Tensor& h, const Tensor& y, const Tensor& rstd);
+  // dx = dh + rmsnorm_backward's dx of (h, dy), the latter rounded to the dtype first and the sum
+  // rounded as binary(kAdd) rounds it; dw as rmsnorm_backward's. h, dy, dh, dx [N, C]; all written.
+  virtual void add_rmsnorm_backward(const Tensor& h, const Tensor& w, const Tensor& rstd,
+                                    const Tensor& dy, const Tensor& dh, const Tensor& dx,
+                                    const Tensor& dw);
   // x, out [N, H, D]; positions [N]; inverse rotates by the negative angle (the backward).
   virtual void rope(const Tensor& x, const Tensor& positions, double theta, bool inverse,
                     const Tensor& out);

@@ -1,6 +1,10 @@
-// The autograd engine: accumulation where paths meet, leaves, no-grad scopes, release of saved tensors.
+// The autograd engine: accumulation where paths meet, leaves, no-grad scopes, release of saved tensors,
+// nodes with several outputs.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <memory>
+#include <vector>
 
 #include "gradcheck.h"
 
@@ -115,6 +119,58 @@ TEST(Autograd, LeafGradientsOwnTheirStorage) {
   EXPECT_NE(a.grad().raw_data(), b.grad().raw_data());
   a.grad().fill_(5);
   EXPECT_EQ(b.grad().to_vector(), (std::vector<double>{1, 1}));
+}
+
+// Outputs (2x, 3x) of one node: its backward must run once, seeing every output's gradient, or an
+// undefined one for an output nothing used (Note [Nodes with several outputs]).
+struct TwoOutputs {
+  std::vector<Tensor> out;
+  std::shared_ptr<std::vector<std::vector<bool>>> seen = std::make_shared<std::vector<std::vector<bool>>>();
+};
+
+TwoOutputs doubled_and_tripled(const Tensor& x) {
+  TwoOutputs r;
+  Tensor two, three;
+  {
+    NoGradGuard no_grad;
+    two = scale(x, 2);
+    three = scale(x, 3);
+  }
+  r.out = record_outputs("doubled_and_tripled", {two, three}, {x},
+                         [seen = r.seen](const std::vector<Tensor>& g) -> std::vector<Tensor> {
+                           seen->push_back({g[0].defined(), g[1].defined()});
+                           if (!g[1].defined()) return {scale(g[0], 2)};
+                           if (!g[0].defined()) return {scale(g[1], 3)};
+                           return {add(scale(g[0], 2), scale(g[1], 3))};
+                         });
+  return r;
+}
+
+TEST(Autograd, ANodeWithSeveralOutputsRunsOnceWithEveryOutputsGradient) {
+  Tensor x = leaf({1, -2}, {2});
+  TwoOutputs both = doubled_and_tripled(x);
+  ASSERT_EQ(both.out[0].grad_fn(), both.out[1].grad_fn());
+  // Each output reaches the loss through two consumers of its own, whose gradients meet first.
+  Tensor loss = add(add(sum(mul(both.out[0], both.out[0])), sum(scale(both.out[0], 5))),
+                    add(sum(scale(both.out[1], 7)), sum(both.out[1])));
+  loss.backward();
+  // d/dx of (2x)^2 + 5 (2x) + 7 (3x) + 3x = 8x + 10 + 21 + 3.
+  EXPECT_EQ(x.grad().to_vector(), (std::vector<double>{42, 18}));
+  EXPECT_EQ(*both.seen, (std::vector<std::vector<bool>>{{true, true}}));
+
+  // The second output unused: its gradient is undefined.
+  x.zero_grad();
+  TwoOutputs first = doubled_and_tripled(x);
+  sum(first.out[0]).backward();
+  EXPECT_EQ(x.grad().to_vector(), (std::vector<double>{2, 2}));
+  EXPECT_EQ(*first.seen, (std::vector<std::vector<bool>>{{true, false}}));
+
+  // Backward from the second output itself (the root is not output 0).
+  x.zero_grad();
+  TwoOutputs second = doubled_and_tripled(x);
+  second.out[1].backward(Tensor::from_vector({1, 10}, {2}, DType::kF64));
+  EXPECT_EQ(x.grad().to_vector(), (std::vector<double>{3, 30}));
+  EXPECT_EQ(*second.seen, (std::vector<std::vector<bool>>{{false, true}}));
 }
 
 TEST(Autograd, BackwardOfANonScalarNeedsAGradient) {

@@ -1,5 +1,6 @@
 // The CUDA backend's training kernels against the CPU backend, their executable specification: affine,
-// SiLU, SwiGLU, sums, sum of squares, index_select / index_add / embedding, RMSNorm, RoPE, softmax,
+// SiLU, SwiGLU, sums, sum of squares, index_select / index_add / embedding, RMSNorm (alone and fused
+// with the residual add), RoPE, softmax,
 // cross-entropy (unfused and fused) and AdamW. Through the public ops, forward and backward, in f32,
 // bf16 and f64, on odd shapes (1, 7, 33, 50304 columns), empty tensors and one-element rows; then the
 // kernels called directly with NaN-filled outputs (every element must be written); then determinism
@@ -232,6 +233,73 @@ TEST(CudaNorm, RmsNormForwardAndBackward) {
     };
     expect_op_matches(shifted, {random_cpu({33, 768}, 72, DType::kF64), random_cpu({768}, 73, DType::kF64, 0.5, 1.5)},
                       dtype, tol, tol, "rmsnorm of misaligned rows");
+  }
+}
+
+// add_rmsnorm and the GPU's own add then rmsnorm, each followed by out = sum + normed * m and the same
+// upstream gradient: the outputs and every gradient bit for bit (the fused kernels share the plain
+// ones' expressions and order, norm.h). Every tensor here is freshly allocated, so both take 16-byte
+// chunks where the width allows.
+void expect_gpu_fused_equals_unfused(const Shape& shape, DType dtype, uint64_t seed) {
+  auto on_gpu = [dtype](const Tensor& t) { return t.to(dtype).to(kGpu); };
+  const Tensor x = on_gpu(random_cpu(shape, seed, DType::kF64));
+  const Tensor delta = on_gpu(random_cpu(shape, seed + 1, DType::kF64));
+  const Tensor w = on_gpu(random_cpu({shape.back()}, seed + 2, DType::kF64, 0.5, 1.5));
+  const Tensor m = on_gpu(random_cpu(shape, seed + 3, DType::kF64));
+  const Tensor upstream = on_gpu(random_cpu(shape, seed + 4, DType::kF64));
+  const std::vector<Tensor> fused = {gpu_testing::leaf(x), gpu_testing::leaf(delta), gpu_testing::leaf(w)};
+  const std::vector<Tensor> unfused = {gpu_testing::leaf(x), gpu_testing::leaf(delta), gpu_testing::leaf(w)};
+  const ResidualNorm got = add_rmsnorm(fused[0], fused[1], fused[2], 1e-5);
+  add(got.sum, mul(got.normed, m)).backward(upstream);
+  const Tensor h = add(unfused[0], unfused[1]);
+  const Tensor n = rmsnorm(h, unfused[2], 1e-5);
+  add(h, mul(n, m)).backward(upstream);
+  const std::string what = "add_rmsnorm " + shape_str(shape) + " (" + std::string(dtype_name(dtype)) + ")";
+  EXPECT_EQ(bits_of(got.sum), bits_of(h)) << what << ": sum";
+  EXPECT_EQ(bits_of(got.normed), bits_of(n)) << what << ": normed";
+  const char* names[] = {"x", "delta", "weight"};
+  for (int k = 0; k < 3; ++k) {
+    EXPECT_EQ(bits_of(fused[k].grad()), bits_of(unfused[k].grad())) << what << ": gradient of " << names[k];
+  }
+}
+
+// The fused op against the CPU's (forward and every gradient; the upstream gradient reaches both
+// outputs through their concatenation) in f32 and f64, where the CPU computes in the same dtype and
+// kExactish holds as for rmsnorm. bf16 is checked against the GPU's unfused add and rmsnorm bit for
+// bit, which CudaNorm.RmsNormForwardAndBackward checks against the CPU (a bf16 sum differs from the
+// CPU's f32 one by its rounding, which the norm then amplifies past the widened tolerance).
+TEST(CudaNorm, AddRmsNormMatchesTheCpuAndTheUnfusedKernels) {
+  REQUIRE_GPU();
+  const TensorFn f = [](const std::vector<Tensor>& in) {
+    const ResidualNorm out = add_rmsnorm(in[0], in[1], in[2], 1e-5);
+    return concat({out.sum, out.normed}, 0);
+  };
+  for (DType dtype : kFloatTypes) {
+    const Tol tol = for_dtype(dtype, kExactish);
+    // As the rmsnorm test: ten row chunks of the weight gradient ([300, 50], [300, 64]), 16-byte
+    // chunks ([33, 768]) and single elements ([7, 33]), a 3-d input.
+    for (const Shape& shape : {Shape{1, 1}, Shape{7, 33}, Shape{33, 768}, Shape{300, 50}, Shape{300, 64},
+                               Shape{2, 3, 7}}) {
+      expect_gpu_fused_equals_unfused(shape, dtype, 90);
+      if (dtype == DType::kBF16) continue;
+      const std::vector<Tensor> in = {random_cpu(shape, 91, DType::kF64), random_cpu(shape, 92, DType::kF64),
+                                      random_cpu({shape.back()}, 93, DType::kF64, 0.5, 1.5)};
+      expect_op_matches(f, in, dtype, tol, tol, "add_rmsnorm " + shape_str(shape));
+    }
+    if (dtype == DType::kBF16) continue;
+    // delta's rows one element past a 16-byte boundary: every kernel reads the rows one element at a
+    // time.
+    const TensorFn shifted = [](const std::vector<Tensor>& in) {
+      const Tensor& d = in[1];
+      const Tensor padded = concat({Tensor::zeros({1}, d.dtype(), d.device()), d.reshape({-1})}, 0);
+      const ResidualNorm out =
+          add_rmsnorm(in[0], padded.narrow(0, 1, d.numel()).reshape(d.shape()), in[2], 1e-5);
+      return concat({out.sum, out.normed}, 0);
+    };
+    expect_op_matches(shifted,
+                      {random_cpu({33, 768}, 94, DType::kF64), random_cpu({33, 768}, 95, DType::kF64),
+                       random_cpu({768}, 96, DType::kF64, 0.5, 1.5)},
+                      dtype, tol, tol, "add_rmsnorm of misaligned rows");
   }
 }
 
@@ -471,6 +539,20 @@ TEST(CudaKernels, NormRopeAndSoftmaxWriteEveryElement) {
         b.rmsnorm_backward(in[0], in[1], in[2], in[3], out[0], out[1]);
       },
       {x, w, rstd, random_cpu({300, 33}, 332)},
+      {{{300, 33}, DType::kF32, kExactish}, {{33}, DType::kF32, kExactish}});
+  // The fused kernels: h is the f32 sum on both backends (exact), y and rstd as rmsnorm's; dx as
+  // rmsnorm_backward's plus one f32 addition on both sides.
+  expect_kernel_writes_every_element(
+      "add_rmsnorm",
+      [](Backend& b, auto& in, auto& out) { b.add_rmsnorm(in[0], in[1], in[2], 1e-5, out[0], out[1], out[2]); },
+      {x, random_cpu({300, 33}, 334), w},
+      {{{300, 33}, DType::kF32, {0, 0}}, {{300, 33}, DType::kF32, kExactish}, {{300}, DType::kF32, kExactish}});
+  expect_kernel_writes_every_element(
+      "add_rmsnorm_backward",
+      [](Backend& b, auto& in, auto& out) {
+        b.add_rmsnorm_backward(in[0], in[1], in[2], in[3], in[4], out[0], out[1]);
+      },
+      {x, w, rstd, random_cpu({300, 33}, 332), random_cpu({300, 33}, 335)},
       {{{300, 33}, DType::kF32, kExactish}, {{33}, DType::kF32, kExactish}});
   for (bool inverse : {false, true}) {
     expect_kernel_writes_every_element(

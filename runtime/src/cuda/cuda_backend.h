@@ -77,6 +77,10 @@ class CudaBackend final : public Backend {
                const Tensor& rstd) override;
   void rmsnorm_backward(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dy,
                         const Tensor& dx, const Tensor& dw) override;
+  void add_rmsnorm(const Tensor& x, const Tensor& delta, const Tensor& w, double eps, const Tensor& h,
+                   const Tensor& y, const Tensor& rstd) override;
+  void add_rmsnorm_backward(const Tensor& h, const Tensor& w, const Tensor& rstd, const Tensor& dy,
+                            const Tensor& dh, const Tensor& dx, const Tensor& dw) override;
   void rope(const Tensor& x, const Tensor& positions, double theta, bool inverse,
             const Tensor& out) override;
   void softmax(const Tensor& x, const Tensor& y) override;

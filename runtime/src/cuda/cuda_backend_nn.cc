@@ -68,6 +68,38 @@ void CudaBackend::rmsnorm_backward(const Tensor& x, const Tensor& w, const Tenso
                                 scratch.raw_data(), on.stream);
 }
 
+void CudaBackend::add_rmsnorm(const Tensor& x, const Tensor& delta, const Tensor& w, double eps,
+                              const Tensor& h, const Tensor& y, const Tensor& rstd) {
+  check_compute_dtype("add_rmsnorm", x, {&delta, &w, &h, &y});
+  const int64_t n = x.size(0), c = x.size(1);
+  DTRN_ASSERT(x.dim() == 2 && delta.shape() == x.shape() && w.numel() == c && h.shape() == x.shape() &&
+                  y.shape() == x.shape(),
+              "add_rmsnorm: ", x.describe(), ", ", delta.describe(), ", ", w.describe(), " -> ",
+              h.describe(), ", ", y.describe());
+  check_stats("add_rmsnorm", x, rstd, n);
+  cuda::OnDevice on(cuda::device_of_all("add_rmsnorm", {&x, &delta, &w, &h, &y, &rstd}));
+  cuda::launch_add_rmsnorm(elem_type_of(x.dtype()), x.raw_data(), delta.raw_data(), w.raw_data(), eps, n,
+                           c, h.raw_data(), y.raw_data(), rstd.raw_data(), on.stream);
+}
+
+void CudaBackend::add_rmsnorm_backward(const Tensor& h, const Tensor& w, const Tensor& rstd,
+                                       const Tensor& dy, const Tensor& dh, const Tensor& dx,
+                                       const Tensor& dw) {
+  check_compute_dtype("add_rmsnorm_backward", h, {&w, &dy, &dh, &dx, &dw});
+  const int64_t n = h.size(0), c = h.size(1);
+  DTRN_ASSERT(h.dim() == 2 && w.numel() == c && dw.numel() == c && dy.shape() == h.shape() &&
+                  dh.shape() == h.shape() && dx.shape() == h.shape(),
+              "add_rmsnorm_backward: ", h.describe(), ", ", dy.describe(), ", ", dh.describe(), " -> ",
+              dx.describe(), ", ", dw.describe());
+  check_stats("add_rmsnorm_backward", h, rstd, n);
+  const int device = cuda::device_of_all("add_rmsnorm_backward", {&h, &w, &rstd, &dy, &dh, &dx, &dw});
+  cuda::OnDevice on(device);
+  Tensor scratch = cuda::scratch_tensor(cuda::rmsnorm_backward_scratch_bytes(n, c), device);
+  cuda::launch_add_rmsnorm_backward(elem_type_of(h.dtype()), h.raw_data(), w.raw_data(), rstd.raw_data(),
+                                    dy.raw_data(), dh.raw_data(), n, c, dx.raw_data(), dw.raw_data(),
+                                    scratch.raw_data(), on.stream);
+}
+
 void CudaBackend::rope(const Tensor& x, const Tensor& positions, double theta, bool inverse,
                        const Tensor& out) {
   check_compute_dtype("rope", x, {&out});

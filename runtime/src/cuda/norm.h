@@ -1,6 +1,8 @@
-// Launchers of the CUDA backend's RMSNorm (rmsnorm.cu) and rotary position embedding (rope.cu), for
-// f64, f32 and bf16 data; formulas as in cpu/norm.cc. RMSNorm's per-row statistics (rstd) are f32 for
-// f32 and bf16 data, f64 for f64.
+// Launchers of the CUDA backend's RMSNorm, alone and fused with the residual add before it
+// (rmsnorm.cu), and of rotary position embedding (rope.cu), for f64, f32 and bf16 data; formulas as
+// in cpu/norm.cc. RMSNorm's per-row statistics (rstd) are f32 for f32 and bf16 data, f64 for f64.
+// The fused launchers give the bits of launch_binary's add and the plain launchers whenever they
+// take the same chunk width: every row pointer 16-byte aligned (fresh tensors are), or none.
 //
 // C++17 and free of dtrn::Tensor, like elementwise.h. Every launcher checks its launches.
 #pragma once
@@ -18,13 +20,22 @@ namespace dtrn::cuda {
 void launch_rmsnorm(ElemType type, const void* x, const void* w, double eps, int64_t rows,
                     int64_t cols, void* y, void* rstd, cudaStream_t stream);
 
-// Bytes of scratch launch_rmsnorm_backward needs (0: none).
+// h = x + delta rounded as launch_binary's add, then launch_rmsnorm of h: x, delta, h, y [rows, cols].
+void launch_add_rmsnorm(ElemType type, const void* x, const void* delta, const void* w, double eps,
+                        int64_t rows, int64_t cols, void* h, void* y, void* rstd, cudaStream_t stream);
+
+// Bytes of scratch launch_rmsnorm_backward and launch_add_rmsnorm_backward need (0: none).
 size_t rmsnorm_backward_scratch_bytes(int64_t rows, int64_t cols);
 // dx [rows, cols] and dw [cols] written (not accumulated). dw is a deterministic two-pass column sum
 // (Note [Deterministic reductions] in block_reduce.cuh).
 void launch_rmsnorm_backward(ElemType type, const void* x, const void* w, const void* rstd,
                              const void* dy, int64_t rows, int64_t cols, void* dx, void* dw,
                              void* scratch, cudaStream_t stream);
+// dx = dh + launch_rmsnorm_backward's dx of (h, dy), that rounded to the type first and the sum
+// rounded as launch_binary's add; dw as launch_rmsnorm_backward's. One pass over the rows for dx.
+void launch_add_rmsnorm_backward(ElemType type, const void* h, const void* w, const void* rstd,
+                                 const void* dy, const void* dh, int64_t rows, int64_t cols, void* dx,
+                                 void* dw, void* scratch, cudaStream_t stream);
 
 // x, out [n, heads, dim] (dim even); positions [n] i32 or i64. inverse rotates by minus the angle.
 void launch_rope(ElemType type, const void* x, const void* positions, ElemType position_type,

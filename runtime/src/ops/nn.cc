@@ -1,4 +1,5 @@
-// The neural-network ops of ops.h (rmsnorm, rope, softmax, cross_entropy) with their backwards.
+// The neural-network ops of ops.h (rmsnorm, add_rmsnorm, rope, softmax, cross_entropy) with their
+// backwards.
 // Each validates its arguments (naming the op and the shapes involved), hands contiguous,
 // history-free views of its inputs to the device's kernel, and records one node whose backward
 // calls the matching backward kernel. Kernels never see empty tensors (a GPU launch with zero
@@ -58,6 +59,52 @@ Tensor rmsnorm(const Tensor& x, const Tensor& weight, double eps) {
                   backend_of(x2).rmsnorm_backward(x2, w, rstd, dy, dx, dw);
                   return {dx.reshape(shape), dw};
                 });
+}
+
+ResidualNorm add_rmsnorm(const Tensor& x, const Tensor& delta, const Tensor& weight, double eps) {
+  DTRN_CHECK(x.shape() == delta.shape(), "add_rmsnorm: x ", shape_str(x.shape()), " and delta ",
+             shape_str(delta.shape()), " differ in shape");
+  DTRN_CHECK(x.dim() >= 1 && weight.dim() == 1 && weight.size(0) == x.size(-1), "add_rmsnorm: weight ",
+             shape_str(weight.shape()), " does not match the last dimension of x ", shape_str(x.shape()));
+  check_floating(x, "add_rmsnorm");
+  check_same_kind(x, delta, "add_rmsnorm");
+  check_same_kind(x, weight, "add_rmsnorm");
+  DTRN_CHECK(eps >= 0, "add_rmsnorm: eps must be non-negative, got ", eps);
+  const Shape shape = x.shape();
+  const int64_t c = x.size(-1), n = rows_of(shape);
+  Tensor w = kernel_input(weight);
+  Tensor h = Tensor::empty({n, c}, x.dtype(), x.device());
+  Tensor y = Tensor::empty({n, c}, x.dtype(), x.device());
+  Tensor rstd = Tensor::empty({n}, stats_dtype(x.dtype()), x.device());
+  if (y.numel() > 0) {
+    backend_of(x).add_rmsnorm(kernel_input(x).reshape({n, c}), kernel_input(delta).reshape({n, c}), w,
+                              eps, h, y, rstd);
+  }
+  // h is saved as the kernel's plain tensor, not the recorded output (Note [Saving outputs]). When
+  // only the sum has a gradient, the norm contributes nothing and d(sum) passes on as add's does.
+  std::vector<Tensor> out = record_outputs(
+      "add_rmsnorm", {h.reshape(shape), y.reshape(shape)}, {x, delta, weight},
+      [h, w, rstd, shape](const std::vector<Tensor>& grads) -> std::vector<Tensor> {
+        const Tensor& dsum = grads[0];
+        const Tensor& dnormed = grads[1];
+        if (!dnormed.defined()) return {dsum, dsum, Tensor()};
+        if (h.numel() == 0) {
+          Tensor dx = Tensor::empty(shape, h.dtype(), h.device());
+          return {dx, dx, Tensor::zeros(w.shape(), w.dtype(), w.device())};
+        }
+        Tensor dx = Tensor::empty(h.shape(), h.dtype(), h.device());
+        Tensor dw = Tensor::empty(w.shape(), w.dtype(), w.device());
+        Tensor dy = dnormed.contiguous().reshape(h.shape());
+        if (dsum.defined()) {
+          DTRN_CHECK(dsum.dtype() == h.dtype(), "add_rmsnorm: the sum's gradient ", dsum.describe(),
+                     " is not of the sum's dtype ", dtype_name(h.dtype()));
+          backend_of(h).add_rmsnorm_backward(h, w, rstd, dy, dsum.contiguous().reshape(h.shape()), dx, dw);
+        } else {
+          backend_of(h).rmsnorm_backward(h, w, rstd, dy, dx, dw);
+        }
+        return {dx.reshape(shape), dx.reshape(shape), dw};
+      });
+  return {out[0], out[1]};
 }
 
 Tensor rope(const Tensor& x, const Tensor& positions, double theta) {

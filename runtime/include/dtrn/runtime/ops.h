@@ -72,6 +72,19 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
 // ---- Neural-network ops.
 // x: [..., C], weight: [C] -> x / sqrt(mean(x^2) + eps) * weight.
 Tensor rmsnorm(const Tensor& x, const Tensor& weight, double eps);
+// A residual add and the RMSNorm that reads its sum, fused (a block's x + attention and norm_post):
+// sum = x + delta (x and delta of one shape [..., C] and dtype), normed = rmsnorm(sum, weight, eps).
+// One kernel forward; one node for both outputs, whose backward writes d(x) = d(delta) = d(sum) +
+// the norm's dx in one kernel (plus dweight as rmsnorm's). It rounds where add() then rmsnorm()
+// round: sum to the dtype before the norm's statistics, the norm's dx to the dtype before the two
+// gradients meet. So its results and gradients are bit-identical to add + rmsnorm on the same
+// backend (tests/runtime/add_rmsnorm_test.cc) whenever `sum` has at most one consumer of its own:
+// with more, the unfused graph might add the norm's dx between theirs instead of last.
+struct ResidualNorm {
+  Tensor sum;
+  Tensor normed;
+};
+ResidualNorm add_rmsnorm(const Tensor& x, const Tensor& delta, const Tensor& weight, double eps);
 // x: [N, H, D] (D even), positions: i32/i64 [N]. Rotate-half RoPE (Llama / Hugging Face layout): pairs
 // (i, i + D/2) rotate by angle positions[n] * theta^(-2i/D).
 Tensor rope(const Tensor& x, const Tensor& positions, double theta);

@@ -42,6 +42,7 @@ struct TensorImpl {
   bool requires_grad = false;
   std::shared_ptr<TensorImpl> grad;  // accumulated gradient, same shape; same dtype, f32 for bf16
   std::shared_ptr<Node> grad_fn;     // producer; null for leaves
+  uint32_t output_nr = 0;            // which of grad_fn's outputs this tensor is (autograd.h)
   // Leaves only: called once per backward, after the last contribution of that backward was added to
   // .grad (register_post_accumulate_grad_hook in autograd.h).
   std::function<void()> post_accumulate_grad_hook;
