@@ -14,6 +14,7 @@
 
 #include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../../runtime/src/backend.h"

@@ -7,7 +7,8 @@
 // output is O[l, j] = sum_k X[l, k] S[j, k], with
 //   - X's rows along k (A untransposed, or B transposed): the dot kernel, a warp per output row l
 //     reading X's row once and every S row beside it (S is small: it stays in L1/L2); the router's
-//     forward, [N, R] x [2, R]^T;
+//     forward, [N, R] x [2, R]^T. It does not split k: a long k over few rows (m and n both small)
+//     runs on few warps, correct but slow; no training product has that shape;
 //   - X's rows along l (k is X's leading index): the column kernel, a thread per 16-byte chunk of l
 //     walking rows of k, k split over blocks (partial sums in scratch, added in a fixed order by the
 //     finish kernel); the router's weight gradient, [N, 2]^T x [N, R] with k = N.
