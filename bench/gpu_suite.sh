@@ -7,6 +7,8 @@
 #   STAGES="build bench peers" bash bench/gpu_suite.sh  # bench/RESULTS.md's training table
 #   STAGES="build train" bash bench/gpu_suite.sh        # 360m bilayer on the corpus
 #   STAGES="build attn" bash bench/gpu_suite.sh         # attention kernels beside torch SDPA
+#   STAGES="build gemm" bash bench/gpu_suite.sh         # gemm_bench (the router's products: skinny_gemm.cu
+#                                                       # beside cuBLASLt), and the bilayer step with each
 #   STAGES="build capacity" bash bench/gpu_suite.sh     # the largest micro-batch of the 360m preset
 #   STAGES="build profile" bash bench/gpu_suite.sh      # Nsight Compute: a step's kernel time by kernel
 #   STAGES="build ckpt" bash bench/gpu_suite.sh         # what a checkpoint save costs 360m training;
@@ -80,6 +82,18 @@ if has attn; then
 fi
 
 dtrn="$BUILD/bin/dtrn"
+if has gemm; then
+  step "gemm_bench; the 360m bilayer step at 2 x 8192 (r=0.1) with the skinny products and with cuBLASLt for all"
+  timeout 180 "$BUILD/bin/gemm_bench" 2>&1 | tee "$OUT/gemm_bench.log"
+  status+=("gemm_bench rc=${PIPESTATUS[0]}")
+  for skinny in 1 0; do
+    DTRN_SKINNY_GEMM=$skinny timeout 240 "$dtrn" bench --config deploy/configs/360m.yaml --set train.micro_batch=2 \
+      --set model.seq_len=8192 --set model.layout=bilayer --steps "$BENCH_STEPS" --json --routed-fraction 0.1 \
+      2>&1 | sed "s/^/DTRN_SKINNY_GEMM=$skinny /" | tee -a "$OUT/gemm_step.log"
+    status+=("bench bilayer 2x8192 DTRN_SKINNY_GEMM=$skinny rc=${PIPESTATUS[0]}")
+  done
+fi
+
 if has bench; then
   step "dtrn bench: 360m shapes, bf16, dense and bilayer r=0.1, 8 x 2048 and 2 x 8192"
   for shape in "8 2048" "2 8192"; do

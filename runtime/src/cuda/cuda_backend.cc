@@ -3,6 +3,7 @@
 #include <cuda_runtime_api.h>
 
 #include <bit>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <vector>
@@ -12,6 +13,8 @@
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_context.h"
 #include "cuda/elementwise.h"
+#include "cuda/kernel_args.h"
+#include "cuda/skinny_gemm.h"
 
 namespace dtrn {
 namespace {
@@ -151,6 +154,16 @@ void host_copy(void* dst, const void* src, size_t nbytes, cudaMemcpyKind kind, c
   CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
+// Products with a dimension of at most 8 run on skinny_gemm.cu unless DTRN_SKINNY_GEMM=0 sends them to
+// cuBLASLt too (A/B checks).
+bool skinny_gemm_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("DTRN_SKINNY_GEMM");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return enabled;
+}
+
 }  // namespace
 
 CudaBackend& cuda_backend() {
@@ -250,6 +263,17 @@ void CudaBackend::gemm(const GemmArgs& args, const Tensor& a, const Tensor& b, c
   const int device = same_device(a, c);
   same_device(b, c);
   if (args.m == 0 || args.n == 0) return;
+  const cuda::SkinnyGemmArgs skinny{args.m, args.n, args.k, args.trans_a, args.trans_b,
+                                    static_cast<float>(args.alpha), static_cast<float>(args.beta)};
+  if (args.batch == 1 && skinny_gemm_enabled() &&
+      cuda::skinny_gemm_applies(skinny, elem_type(a.dtype()), elem_type(c.dtype()))) {
+    cuda::OnDevice on(device);
+    const size_t bytes = cuda::skinny_gemm_scratch_bytes(skinny, elem_type(a.dtype()));
+    const Tensor scratch = bytes > 0 ? cuda::scratch_tensor(bytes, device) : Tensor();
+    cuda::launch_skinny_gemm(skinny, elem_type(a.dtype()), elem_type(c.dtype()), a.raw_data(), b.raw_data(),
+                             c.raw_data(), bytes > 0 ? scratch.raw_data() : nullptr, on.stream);
+    return;
+  }
   cuda::cublaslt_gemm(args, a.dtype(), c.dtype(), a.raw_data(), b.raw_data(), c.raw_data(), device);
 }
 
