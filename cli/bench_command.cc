@@ -137,6 +137,8 @@ int run_bench(int argc, char** argv) {
                         {"steady_mallocs", res->steady_device_mallocs},
                         {"steady_growth_MiB", static_cast<double>(res->steady_growth_bytes) / (1 << 20)},
                         {"steady_growth_steps", res->steady_growth_steps},
+                        {"largest_growing_request_MiB",
+                         static_cast<double>(res->largest_growing_request) / (1 << 20)},
                         {"loss", res->final_loss},       {"layers", layers}};
     if (res->checkpoints) j["checkpoint"] = checkpoints_json(*res->checkpoints);
     std::cout << j.dump() << std::endl;

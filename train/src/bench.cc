@@ -187,6 +187,7 @@ StatusOr<BenchResult> run_bench(const JobConfig& config, const BenchOptions& opt
   res.peak_memory_gib = peak.item() / static_cast<double>(1 << 30);
   res.steady_device_mallocs = mem.device_mallocs - mallocs_before;
   res.steady_growth_bytes = mem.grown_bytes - grown_before;
+  res.largest_growing_request = mem.largest_growing_request;
   res.final_loss = last_loss.item();
   return res;
 }

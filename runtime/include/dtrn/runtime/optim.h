@@ -31,9 +31,9 @@ struct ParamGroupEntry {
   bool sharded = false;
 };
 
-// Sums, in place, a squared gradient norm (an f64 [1] tensor on the parameters' device) over the TP
-// group: the global norm of a tensor-parallel model is that sum over its sharded parameters plus the
-// squared norm of its replicated ones, taken once.
+// Sums, in place, squared gradient norms (an f64 tensor on the parameters' device) over a group of ranks.
+// As AdamW's shard norm sum, over the TP group: the global norm of a tensor-parallel model is that sum
+// over its sharded parameters plus the squared norm of its replicated ones, taken once.
 using ShardNormSum = std::function<void(const Tensor& norm_sq)>;
 
 class AdamW {

@@ -87,6 +87,7 @@ struct BenchResult {
   int64_t steady_device_mallocs = 0;   // cudaMalloc calls during the timed steps (0 expected)
   int64_t steady_growth_bytes = 0;     // what those reserved
   std::vector<int64_t> steady_growth_steps;  // the timed steps (from 1) in which they happened
+  int64_t largest_growing_request = 0;  // the largest block whose allocation grew the pool, whole run
   std::vector<std::pair<int64_t, double>> routed_fraction;  // per D layer, mean over the timed steps
   double final_loss = 0;
   std::optional<BenchCheckpoints> checkpoints;  // with BenchOptions::checkpoint_every > 0
