@@ -315,12 +315,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   // The warp index through a shuffle from lane 0: ptxas then sees the role branch as warp-uniform
   // and does not serialise the wgmmas behind it.
   const int warp = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x / 32), 0);
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < kStages; ++s) {
-      mbarrier_init(sm.full + s, kProducerThreads);
-      mbarrier_init(sm.empty + s, kConsumerThreads);
-    }
-  }
+  if (threadIdx.x == 0) init_load_ring<kStages>(sm.full, sm.empty, kProducerThreads, kConsumerThreads);
   __syncthreads();
   const AttentionShape& shape = in.shape;
   const SeqTile tile =
@@ -506,12 +501,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   extern __shared__ unsigned char smem_raw[];
   const DqSmem<D> sm(smem_raw);
   const int warp = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x / 32), 0);
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < kStages; ++s) {
-      mbarrier_init(sm.full + s, kProducerThreads);
-      mbarrier_init(sm.empty + s, kConsumerThreads);
-    }
-  }
+  if (threadIdx.x == 0) init_load_ring<kStages>(sm.full, sm.empty, kProducerThreads, kConsumerThreads);
   __syncthreads();
   const AttentionShape& shape = in.shape;
   const SeqTile tile =

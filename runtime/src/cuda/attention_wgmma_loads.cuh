@@ -94,10 +94,7 @@ struct WgmmaForwardRing {
 
   // By one thread, before the block's __syncthreads that precedes every arrival and wait.
   __device__ void init_barriers() const {
-    for (int s = 0; s < kWgmmaStages; ++s) {
-      mbarrier_init(full_of(s), kWgmmaProducerThreads);
-      mbarrier_init(empty_of(s), kWgmmaConsumerThreads);
-    }
+    init_load_ring<kWgmmaStages>(full_of(0), empty_of(0), kWgmmaProducerThreads, kWgmmaConsumerThreads);
     for (int s = 0; s < kQSlots; ++s) {
       mbarrier_init(item_full_of(s), kWgmmaProducerThreads);
       mbarrier_init(q_empty_of(s), kWgmmaConsumerThreads);

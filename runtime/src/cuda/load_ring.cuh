@@ -30,6 +30,17 @@
 
 namespace dtrn::cuda {
 
+// By one thread, before the block's __syncthreads that precedes every arrival and wait: full[s] counts
+// the producer's threads, empty[s] the consumers'.
+template <int kStages>
+__device__ __forceinline__ void init_load_ring(uint64_t* full, uint64_t* empty, int producer_threads,
+                                               int consumer_threads) {
+  for (int s = 0; s < kStages; ++s) {
+    mbarrier_init(full + s, producer_threads);
+    mbarrier_init(empty + s, consumer_threads);
+  }
+}
+
 // The producer's side of the Note: every producer thread keeps one, with the same loads.
 template <int kStages>
 struct LoadRingProducer {
