@@ -293,3 +293,10 @@ fi
 
 { echo "== summary ($(head -1 "$OUT/gpu.txt"))"; printf '%s\n' "${status[@]}"; } | tee "$OUT/summary.txt"
 [[ -s "$OUT/bench.jsonl" ]] && python3 bench/training_table.py "$OUT" | tee "$OUT/training_table.md"
+# The device tool brings back at most 8 files from $OUT: past that, everything but the summary and the
+# training table goes into one archive, so that no stage's log is lost.
+if (( $(find "$OUT" -type f | wc -l) > 8 )); then
+  (cd "$OUT" && find . -type f ! -name summary.txt ! -name training_table.md ! -name logs.tgz -print0 |
+    tar czf logs.tgz --null -T - --remove-files)
+  echo "logs: $OUT/logs.tgz ($(tar tzf "$OUT/logs.tgz" | wc -l) files)"
+fi
