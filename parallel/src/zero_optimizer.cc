@@ -5,17 +5,8 @@
 
 #include "dtrn/runtime/autograd.h"
 #include "dtrn/runtime/check.h"
-#include "dtrn/runtime/ops.h"
 
 namespace dtrn::parallel {
-namespace {
-
-// Copies src into dst (same shape), converting the dtype where they differ.
-void copy_converting(const Tensor& dst, const Tensor& src) {
-  dst.copy_(src.dtype() == dst.dtype() ? src : src.to(dst.dtype()));
-}
-
-}  // namespace
 
 ZeroAdamW::ZeroAdamW(const std::vector<ParamGroupEntry>& params, GradientBuckets& buckets, AdamWOptions options)
     : params_(params), buckets_(buckets) {
@@ -60,7 +51,7 @@ Tensor ZeroAdamW::clip_and_step(double lr, double max_norm) {
   const auto& masters = shard_optimizer_->params();
   gather([&](size_t k) { return masters[k].param; }, [&](size_t p) { return params_[p].param; });
   for (const ParamGroupEntry& p : params_) {
-    if (p.compute.defined() && !p.compute.same(p.param)) copy_converting(p.compute, p.param);
+    if (p.compute.defined() && !p.compute.same(p.param)) p.compute.copy_(p.param);  // converting in place
   }
   return norm_sq;
 }
