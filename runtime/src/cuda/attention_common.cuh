@@ -1,7 +1,7 @@
 // Device code shared by the attention kernels (attention.h): the statistics type of each element
-// type, the tile grid of Note [Attention grids without host synchronisation] and the block-wide searches
-// that map a block to its (sequence, tile), and the declarations of the per-implementation launchers
-// that attention_forward.cu and attention_backward.cu dispatch to.
+// type, the tile grid of Note [Attention grids without host synchronisation], the block- and
+// warp-wide searches that map a block to its (sequence, tile), and the declarations of the
+// per-implementation launchers that attention_forward.cu and attention_backward.cu dispatch to.
 #pragma once
 
 #include <cstddef>
@@ -121,38 +121,67 @@ __device__ inline SeqTile locate_tile(const int32_t* cu, int num_seqs, int64_t n
   return SeqTile{f.rows.start, f.rows.len, tile, true};
 }
 
-// The tile of block `block_tile` in tile-major order: tile 0 of every sequence (sequences in order),
-// then tile 1 of every sequence that has one, and so on; the first tiles of all sequences, the keys with
-// the most causal work, come first. C(j) = sum_s min(tiles_s, j) blocks precede the tile-j blocks: a
-// binary search over j (log2 of N / tile_rows block-wide sums) finds the block's j, find_sequence its
-// sequence among those with more than j tiles. Every thread of the block must call it, once; the
-// result is the same in every thread.
-template <int kThreads>
-__device__ inline SeqTile locate_tile_tile_major(const int32_t* cu, int num_seqs, int64_t n,
-                                                 int tile_rows, int64_t block_tile) {
-  const auto preceding = [&](long long j) {  // C(j)
-    long long sum = 0;
-    for (int s = threadIdx.x; s < num_seqs; s += kThreads) {
-      sum += min(static_cast<long long>(sequence_tiles(sequence_rows(cu, s, n).len, tile_rows)), j);
-    }
-    return block_reduce(sum, Plus{}, 0LL);
+// The sum over the sequences of count(tiles of the sequence), computed by one warp (every lane gets
+// it).
+template <typename Count>
+__device__ __forceinline__ long long warp_sum_over_sequences(const int32_t* cu, int num_seqs,
+                                                             int64_t n, int tile_rows, Count count) {
+  long long sum = 0;
+  for (int s = threadIdx.x % 32; s < num_seqs; s += 32) {
+    sum += count(static_cast<long long>(sequence_tiles(sequence_rows(cu, s, n).len, tile_rows)));
+  }
+  for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+  return sum;
+}
+
+// Tile `index` in tile-major order, computed by one warp alone (every lane calls it and gets the
+// result), so that warps with different roles need no block-wide barrier. Tile-major: every
+// sequence's first tile (sequences in order), then every sequence's second, and so on (`reverse`:
+// last tiles first); the tiles with the most causal work come first. C(j) = sum_s min(tiles_s, j)
+// tiles precede those of rank j (the j-th from the sequence's start, or from its end when
+// `reverse`): a binary search over j (log2 of N / tile_rows warp sums) finds the item's rank, then
+// a ballot over the sequences with more than j tiles its sequence.
+__device__ inline SeqTile locate_tile_major_in_warp(const int32_t* cu, int num_seqs,
+                                                    int64_t n, int tile_rows, long long index,
+                                                    bool reverse) {
+  const auto preceding = [&](long long j) {
+    return warp_sum_over_sequences(cu, num_seqs, n, tile_rows,
+                                   [j](long long t) { return min(t, j); });
   };
-  // C(lo) <= block_tile < C(hi); no sequence has more than hi tiles, so C(hi) counts them all.
+  // C(lo) <= index < C(hi); no sequence has more than hi tiles, so C(hi) counts them all.
   long long lo = 0, preceding_lo = 0, hi = (n + tile_rows - 1) / tile_rows;
-  if (preceding(hi) <= block_tile) return SeqTile{0, 0, 0, false};
+  if (index < 0 || preceding(hi) <= index) return SeqTile{0, 0, 0, false};
   while (hi - lo > 1) {
     const long long mid = lo + (hi - lo) / 2, c = preceding(mid);
-    if (c <= block_tile) {
+    if (c <= index) {
       lo = mid;
       preceding_lo = c;
     } else {
       hi = mid;
     }
   }
-  const SeqRank f = find_sequence<kThreads>(
-      cu, num_seqs, n, block_tile - preceding_lo,
-      [&](const SeqRows& rows) { return sequence_tiles(rows.len, tile_rows) > lo ? 1LL : 0LL; });
-  return SeqTile{f.rows.start, f.rows.len, static_cast<int>(lo), f.found};
+  const int lane = threadIdx.x % 32;
+  const long long rank = index - preceding_lo;  // among the sequences with more than lo tiles
+  long long before = 0;
+  for (int base = 0; base < num_seqs; base += 32) {
+    const int s = base + lane;
+    SeqRows rows{0, 0};
+    if (s < num_seqs) rows = sequence_rows(cu, s, n);
+    const unsigned has =
+        __ballot_sync(0xffffffffu, s < num_seqs && sequence_tiles(rows.len, tile_rows) > lo);
+    const int count = __popc(has);
+    if (before + count > rank) {
+      const int k = static_cast<int>(rank - before);  // the k-th set bit of `has`
+      const bool mine = (has >> lane & 1u) && __popc(has & ((1u << lane) - 1u)) == k;
+      const int src = __ffs(__ballot_sync(0xffffffffu, mine)) - 1;
+      const int64_t start = __shfl_sync(0xffffffffu, rows.start, src);
+      const int len = __shfl_sync(0xffffffffu, rows.len, src);
+      const int last = sequence_tiles(len, tile_rows) - 1;
+      return SeqTile{start, len, static_cast<int>(reverse ? last - lo : lo), true};
+    }
+    before += count;
+  }
+  return SeqTile{0, 0, 0, false};
 }
 
 // Whether `kernel` runs on the tensor cores for this element type, shape and these operand pointers

@@ -80,7 +80,8 @@ __global__ void __launch_bounds__(BackwardTiling<D>::kThreads, BackwardTiling<D>
   if constexpr (kFusedDq) work = take_ticket(fused.ticket);
   const SeqTile tile = [&] {
     if constexpr (kFusedDq) {
-      return locate_tile_tile_major<kThreads>(cu, shape.num_seqs, shape.n, kRows, work.x);
+      return locate_tile_major_in_warp(cu, shape.num_seqs, shape.n, kRows, work.x,
+                                       /*reverse=*/false);
     } else {
       return locate_tile<kThreads>(cu, shape.num_seqs, shape.n, kRows, work.x, /*reverse=*/false);
     }

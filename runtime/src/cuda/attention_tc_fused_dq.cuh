@@ -25,8 +25,8 @@
 // long sequence would spin rather than compute.
 // Deadlock freedom: a block waits only for blocks of the same (sequence, KV head) with a lower KV
 // tile. Blocks take their work by a ticket (an atomic counter in the workspace) in the order KV tile
-// index, then sequence, then KV head (locate_tile_tile_major), so every block waited for holds a lower
-// ticket, and a lower ticket was taken by a block that is already running or done, whatever order the
+// index, then sequence, then KV head (locate_tile_major_in_warp), so every block waited for holds a
+// lower ticket, and a lower ticket was taken by a block that is already running or done, whatever order the
 // hardware dispatches blocks in. Hence no block waits forever: the lowest-ticket one that did would wait
 // for a running block that does not, and that block sends every count it owes (each before its own
 // next wait, or at its end). The order also starts the heaviest blocks (the first key tiles of all
@@ -102,7 +102,7 @@ struct DqCounter {
   }
 };
 
-// The fused block's work: (key tile index in locate_tile_tile_major's order, KV head) from a ticket
+// The fused block's work: (key tile index in locate_tile_major_in_warp's order, KV head) from a ticket
 // taken in the order blocks start, the KV head fastest (Note [Deterministic dq of the fused backward]).
 __device__ inline uint2 take_ticket(int32_t* ticket) {
   __shared__ int32_t s_ticket;

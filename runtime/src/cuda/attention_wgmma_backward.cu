@@ -59,10 +59,13 @@
 // 65536 / 384 -> 168, under the accumulators above. The producer needs few (addresses, the step
 // walk), so it releases all but kProducerRegisters and the consumers claim kConsumerRegisters
 // (setmaxnreg, warp_specialization.cuh).
+#include <cmath>
+#include <cstdlib>
 #include <type_traits>
 
 #include "cuda/attention_backward_steps.cuh"
 #include "cuda/cuda_check.h"
+#include "dtrn/runtime/check.h"
 #include "cuda/load_ring.cuh"
 
 namespace dtrn::cuda {
@@ -162,10 +165,9 @@ __device__ __forceinline__ void produce_tile(unsigned char* tile, const Bf16* gm
 // Q, dO, lse and delta (Note [load ring protocol]).
 template <int D>
 __device__ __forceinline__ void produce_dkdv(const DkdvSmem<D>& sm, const BackwardOperands& in,
-                                             const SeqTile& tile, int k_lo, const DkdvWalk& walk,
-                                             int tid) {
+                                             const SeqTile& tile, int k_lo, int kv,
+                                             const DkdvWalk& walk, int tid) {
   const AttentionShape& shape = in.shape;
-  const int kv = blockIdx.y;
   const int64_t kv_stride = int64_t{shape.g} * D, q_stride = int64_t{shape.h} * D;
   LoadRingProducer<kStages> loads{sm.full, sm.empty};
   for (int step = 0; step < walk.steps; ++step) {
@@ -194,8 +196,8 @@ __device__ __forceinline__ void produce_dkdv(const DkdvSmem<D>& sm, const Backwa
 // Consumer warpgroup `wg`'s dk/dv steps (Note [wgmma backward overlap]) and its 64 rows of dk and dv.
 template <int D>
 __device__ __forceinline__ void consume_dkdv(const DkdvSmem<D>& sm, const BackwardOperands& in,
-                                             const SeqTile& tile, int k_lo, const DkdvWalk& walk,
-                                             int wg, Bf16* dk, Bf16* dv) {
+                                             const SeqTile& tile, int k_lo, int kv,
+                                             const DkdvWalk& walk, int wg, Bf16* dk, Bf16* dv) {
   constexpr int kQ = kDkdvQ;
   const AttentionShape& shape = in.shape;
   const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
@@ -290,7 +292,7 @@ __device__ __forceinline__ void consume_dkdv(const DkdvSmem<D>& sm, const Backwa
 
   const float scale = static_cast<float>(shape.scale);
   const float dk_factor[2] = {scale, scale}, dv_factor[2] = {1.f, 1.f};
-  const int k_rows = min(kRows, tile.len - k_lo), kv = blockIdx.y;
+  const int k_rows = min(kRows, tile.len - k_lo);
   Bf16* dk_dst[2];
   Bf16* dv_dst[2];
   bool valid[2];
@@ -306,9 +308,52 @@ __device__ __forceinline__ void consume_dkdv(const DkdvSmem<D>& sm, const Backwa
   store_rows<D>(dv_acc, dv_factor, dv_dst, valid);
 }
 
+// Note [dk/dv block order]
+// A dk/dv block's work is its key tile's causal query steps times the group's query heads: at 2 x
+// 8192 rows and three query heads per KV head, 384 steps for a sequence's first key tile down to 6
+// for its last. Blocks start in launch order, so the longest should start early; but blocks
+// running together should also read the same KV head's Q and dO, which then stay in L2. The order:
+//   - KV heads in turn, a KV head's blocks (attention_tile_blocks of them, the surplus ones past
+//     its last tile idle) tile-major over its sequences (locate_tile_major_in_warp: every
+//     sequence's first key tile, then every second, ...);
+//   - the first `lead` blocks of each KV head (its longest) start before the rest of the KV head
+//     before it: L0, L1, R0, L2, R1, ..., L(G-1), R(G-2), R(G-1), L the leads and R the rests.
+// A list schedule of the blocks' step counts on 132 SMs keeps 84% of them busy in launch order
+// without the lead (the last KV head's longest blocks start in the last wave) and 93% with a lead
+// of a third of a KV head, at 2 x 8192 and at 8 x 2048 alike; the KV heads of the blocks running
+// together stay two, as without it. Every sequence's tiles together, the heads innermost, balanced
+// better still in that model (97%) but measured 18% slower (bench/RESULTS.md): ten KV heads' Q and
+// dO at once overflow L2. Which block computes a tile changes no output bit.
+struct DkdvBlock {
+  int kv;
+  long long rank;  // in the KV head's tile-major order
+};
+
+__device__ __forceinline__ DkdvBlock dkdv_block(long long block, long long per_kv, long long lead,
+                                                int kv_heads) {
+  if (block < lead) return DkdvBlock{0, block};  // L0
+  const long long rest = block - lead, round = rest / per_kv + 1, r = rest % per_kv;
+  if (round == kv_heads) return DkdvBlock{kv_heads - 1, lead + r};  // R(G-1)
+  return DkdvBlock{static_cast<int>(r < lead ? round : round - 1), r};  // L(round), R(round-1)
+}
+
+// The lead of Note [dk/dv block order] as a fraction of a KV head's blocks: a third, or
+// DTRN_ATTENTION_DKDV_LEAD (0 to 1) where set, for measuring the order. Read on every call, as
+// cuda_backend_attention.cc reads the kernel choices, so that one process can compare leads.
+double dkdv_lead_fraction() {
+  const char* env = std::getenv("DTRN_ATTENTION_DKDV_LEAD");
+  if (env == nullptr || *env == '\0') return 1.0 / 3;
+  char* end = nullptr;
+  const double f = std::strtod(env, &end);
+  DTRN_CHECK(*end == '\0' && f >= 0 && f <= 1,
+             "DTRN_ATTENTION_DKDV_LEAD must be a number from 0 to 1, got '", env, "'");
+  return f;
+}
+
 template <int D>
 __global__ void __launch_bounds__(kThreads, 1)
-    wgmma_dkdv_kernel(BackwardOperands in, Bf16* __restrict__ dk, Bf16* __restrict__ dv) {
+    wgmma_dkdv_kernel(BackwardOperands in, long long lead, Bf16* __restrict__ dk,
+                      Bf16* __restrict__ dv) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ unsigned char smem_raw[];
   const DkdvSmem<D> sm(smem_raw);
@@ -318,19 +363,21 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (threadIdx.x == 0) init_load_ring<kStages>(sm.full, sm.empty, kProducerThreads, kConsumerThreads);
   __syncthreads();
   const AttentionShape& shape = in.shape;
-  const SeqTile tile =
-      locate_tile<kThreads>(in.cu, shape.num_seqs, shape.n, kRows, blockIdx.x, /*reverse=*/false);
+  const DkdvBlock block = dkdv_block(blockIdx.x, gridDim.x / shape.g, lead, shape.g);
+  const int kv = block.kv;
+  const SeqTile tile = locate_tile_major_in_warp(in.cu, shape.num_seqs, shape.n, kRows, block.rank,
+                                                 /*reverse=*/false);
   if (!tile.found) return;
   const int k_lo = tile.tile * kRows;
-  const DkdvWalk walk(tile, k_lo, blockIdx.y, shape.h / shape.g);
+  const DkdvWalk walk(tile, k_lo, kv, shape.h / shape.g);
 
   if (warp >= kConsumerWarps) {
     release_registers<kProducerRegisters>();
-    produce_dkdv<D>(sm, in, tile, k_lo, walk, threadIdx.x - kConsumerThreads);
+    produce_dkdv<D>(sm, in, tile, k_lo, kv, walk, threadIdx.x - kConsumerThreads);
     return;
   }
   claim_registers<kConsumerRegisters>();
-  consume_dkdv<D>(sm, in, tile, k_lo, walk, warp / 4, dk, dv);
+  consume_dkdv<D>(sm, in, tile, k_lo, kv, walk, warp / 4, dk, dv);
 #endif
 }
 
@@ -369,10 +416,11 @@ struct DqSmem {
 // tile's K and V (Note [load ring protocol]). Keys run to the block's last query, kv_end.
 template <int D>
 __device__ __forceinline__ void produce_dq(const DqSmem<D>& sm, const BackwardOperands& in,
-                                           const SeqTile& tile, int q_lo, int kv_end, int tid) {
+                                           const SeqTile& tile, int head, int q_lo, int kv_end,
+                                           int tid) {
   constexpr int kKv = DqTiling<D>::kKv;
   const AttentionShape& shape = in.shape;
-  const int head = blockIdx.y, kv = head / (shape.h / shape.g);
+  const int kv = head / (shape.h / shape.g);
   const int64_t kv_stride = int64_t{shape.g} * D, q_stride = int64_t{shape.h} * D;
   const Bf16* k_seq = in.k + (tile.start * shape.g + kv) * D;  // key row 0 of the sequence
   const Bf16* v_seq = in.v + (tile.start * shape.g + kv) * D;
@@ -397,12 +445,12 @@ __device__ __forceinline__ void produce_dq(const DqSmem<D>& sm, const BackwardOp
 // Consumer warpgroup `wg`'s dq steps (Note [wgmma backward overlap]) and its 64 rows of dq.
 template <int D>
 __device__ __forceinline__ void consume_dq(const DqSmem<D>& sm, const BackwardOperands& in,
-                                           const SeqTile& tile, int q_lo, int kv_end, int wg,
-                                           Bf16* dq) {
+                                           const SeqTile& tile, int head, int q_lo, int kv_end,
+                                           int wg, Bf16* dq) {
   constexpr int kKv = DqTiling<D>::kKv;
   constexpr float kInf = __builtin_huge_valf();
   const AttentionShape& shape = in.shape;
-  const int head = blockIdx.y, q_rows = kv_end - q_lo;
+  const int q_rows = kv_end - q_lo;
   const int num_kv_tiles = (kv_end + kKv - 1) / kKv;
   const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
   const int wg_q_first = q_lo + 64 * wg;            // the warpgroup's first query
@@ -504,6 +552,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (threadIdx.x == 0) init_load_ring<kStages>(sm.full, sm.empty, kProducerThreads, kConsumerThreads);
   __syncthreads();
   const AttentionShape& shape = in.shape;
+  const int head = blockIdx.y;
   const SeqTile tile =
       locate_tile<kThreads>(in.cu, shape.num_seqs, shape.n, kRows, blockIdx.x, /*reverse=*/true);
   if (!tile.found) return;
@@ -511,11 +560,11 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (warp >= kConsumerWarps) {
     release_registers<kProducerRegisters>();
-    produce_dq<D>(sm, in, tile, q_lo, kv_end, threadIdx.x - kConsumerThreads);
+    produce_dq<D>(sm, in, tile, head, q_lo, kv_end, threadIdx.x - kConsumerThreads);
     return;
   }
   claim_registers<kConsumerRegisters>();
-  consume_dq<D>(sm, in, tile, q_lo, kv_end, warp / 4, dq);
+  consume_dq<D>(sm, in, tile, head, q_lo, kv_end, warp / 4, dq);
 #endif
 }
 
@@ -525,7 +574,8 @@ void launch_wgmma_backward(const BackwardOperands& in, Bf16* dq, Bf16* dk, Bf16*
   constexpr int kDkdvSmem = DkdvSmem<D>::kBytes, kDqSmem = DqSmem<D>::kBytes;
   const unsigned blocks = attention_tile_blocks(in.shape, kRows);
   allow_shared_memory(reinterpret_cast<const void*>(&wgmma_dkdv_kernel<D>), kDkdvSmem);
-  wgmma_dkdv_kernel<D><<<dim3(blocks, in.shape.g), kThreads, kDkdvSmem, stream>>>(in, dk, dv);
+  const long long lead = std::llround(blocks * dkdv_lead_fraction());
+  wgmma_dkdv_kernel<D><<<blocks * in.shape.g, kThreads, kDkdvSmem, stream>>>(in, lead, dk, dv);
   CUDA_CHECK_LAUNCH();
   allow_shared_memory(reinterpret_cast<const void*>(&wgmma_dq_kernel<D>), kDqSmem);
   wgmma_dq_kernel<D><<<dim3(blocks, in.shape.h), kThreads, kDqSmem, stream>>>(in, dq);
