@@ -652,14 +652,14 @@ TEST(CudaAttention, WgmmaBackwardMatchesCpuF64) {
   }
 }
 
-// The backward's blocks over more sequences than a warp has lanes: 70 sequences of 0 .. 300 rows
-// (empty, one-row, 64-, 128- and 129-row ones among them), so that locate_tile_major_in_warp takes
-// several ballot rounds and skips the sequences too short for a rank. The wgmma dk/dv kernel's
-// order (Note [dk/dv block order]) with no lead, the default third and a whole KV head (every
-// DTRN_ATTENTION_DKDV_LEAD case of dkdv_block), and the fused mma.sync backward, whose tickets
+// Note [Attention block order] over more sequences than a warp has lanes: 70 sequences of 0 .. 300
+// rows (empty, one-row, 64-, 128- and 129-row ones among them), so that locate_tile_major_in_warp
+// takes several ballot rounds and skips the sequences too short for a rank. The mma.sync forward and
+// the wgmma backward (dk/dv grouped by KV head, dq by head) with no lead, the default third and a
+// whole group (every case of lead_ordered_block), and the fused mma.sync backward, whose tickets
 // follow the same tile-major order. A tile no block took stays NaN (run_kernels poisons the
 // outputs); one taken at the wrong place disagrees with the CPU f64 reference (kBf16).
-TEST(CudaAttention, BackwardBlocksCoverManySequences) {
+TEST(CudaAttention, BlocksCoverManySequencesInEveryOrder) {
   REQUIRE_WGMMA();
   std::mt19937 rng(47);
   std::uniform_int_distribution<int64_t> len(0, 300);
@@ -670,13 +670,14 @@ TEST(CudaAttention, BackwardBlocksCoverManySequences) {
   lens[40] = 64;
   lens[50] = 128;
   lens[69] = 129;
+  const KernelChoice mma_forward("mma");
   uint64_t seed = 260;
   for (int64_t d : {64, 128}) {
     {
       const BackwardChoice wgmma("wgmma");
       for (const char* lead : {"0", "", "1"}) {
-        SCOPED_TRACE(std::string("DTRN_ATTENTION_DKDV_LEAD=") + lead);
-        const ScopedEnv env("DTRN_ATTENTION_DKDV_LEAD", lead);
+        SCOPED_TRACE(std::string("DTRN_ATTENTION_LEAD=") + lead);
+        const ScopedEnv env("DTRN_ATTENTION_LEAD", lead);
         expect_matches_reference({lens, 6, 2, d, DType::kBF16}, kBf16, seed++);
       }
       expect_matches_reference({lens, 3, 3, d, DType::kBF16}, kBf16, seed++);
@@ -686,14 +687,13 @@ TEST(CudaAttention, BackwardBlocksCoverManySequences) {
   }
 }
 
-TEST(CudaAttention, DkdvLeadRejectsValuesOutsideZeroToOne) {
-  REQUIRE_WGMMA();
-  const BackwardChoice wgmma("wgmma");
+TEST(CudaAttention, LeadRejectsValuesOutsideZeroToOne) {
+  REQUIRE_GPU();
   const Inputs in = make_inputs({kMixed, 6, 2, 64, DType::kBF16}, 280);
   for (const char* bad : {"1.5", "-0.1", "third"}) {
-    const ScopedEnv env("DTRN_ATTENTION_DKDV_LEAD", bad);
+    const ScopedEnv env("DTRN_ATTENTION_LEAD", bad);
     EXPECT_THAT([&] { run_kernels(in, kGpu, DType::kBF16); },
-                ::testing::ThrowsMessage<Error>(::testing::HasSubstr("DTRN_ATTENTION_DKDV_LEAD")));
+                ::testing::ThrowsMessage<Error>(::testing::HasSubstr("DTRN_ATTENTION_LEAD")));
   }
 }
 

@@ -30,7 +30,8 @@ template <int D>
 __global__ void __launch_bounds__(ForwardTiling<D>::kThreads, D == 64 ? 2 : 1)
     tc_forward_kernel(const Bf16* __restrict__ q, const Bf16* __restrict__ k,
                       const Bf16* __restrict__ v, const int32_t* __restrict__ cu,
-                      AttentionShape shape, Bf16* __restrict__ out, float* __restrict__ lse) {
+                      AttentionShape shape, long long lead, Bf16* __restrict__ out,
+                      float* __restrict__ lse) {
   using G = TcGeometry<D>;
   using F = ForwardTiling<D>;
   constexpr int kM = F::kM, kThreads = F::kThreads;
@@ -42,10 +43,12 @@ __global__ void __launch_bounds__(ForwardTiling<D>::kThreads, D == 64 ? 2 : 1)
   Bf16* s_k = s_q + kRows * G::kStride;  // two buffers
   Bf16* s_v = s_k + 2 * kTile;           // two buffers
 
-  const SeqTile tile =
-      locate_tile<kThreads>(cu, shape.num_seqs, shape.n, kRows, blockIdx.x, /*reverse=*/true);
+  // Heads in turn, with leads, last query tiles first (Note [Attention block order]).
+  const OrderedBlock block = lead_ordered_block(blockIdx.x, gridDim.x / shape.h, lead, shape.h);
+  const int head = block.group, kv = head / (shape.h / shape.g);
+  const SeqTile tile = locate_tile_major_in_warp(cu, shape.num_seqs, shape.n, kRows, block.rank,
+                                                 /*reverse=*/true);
   if (!tile.found) return;
-  const int head = blockIdx.y, kv = head / (shape.h / shape.g);
   const int q_lo = tile.tile * kRows, q_rows = min(kRows, tile.len - q_lo);
   const int kv_end = q_lo + q_rows, num_kv_tiles = (kv_end + kKv - 1) / kKv;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -146,8 +149,9 @@ void launch_tc_forward(const AttentionShape& shape, const Bf16* q, const Bf16* k
                        const int32_t* cu, Bf16* out, float* lse, cudaStream_t stream) {
   constexpr int kSmem = (kTcBlockRows + 4 * kTcKvRows) * TcGeometry<D>::kStride * sizeof(Bf16);
   allow_shared_memory(reinterpret_cast<const void*>(&tc_forward_kernel<D>), kSmem);
-  const dim3 grid(attention_tile_blocks(shape, kTcBlockRows), shape.h);
-  tc_forward_kernel<D><<<grid, ForwardTiling<D>::kThreads, kSmem, stream>>>(q, k, v, cu, shape, out, lse);
+  const unsigned blocks = attention_tile_blocks(shape, kTcBlockRows);
+  tc_forward_kernel<D><<<blocks * shape.h, ForwardTiling<D>::kThreads, kSmem, stream>>>(
+      q, k, v, cu, shape, attention_lead_blocks(blocks), out, lse);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -59,13 +59,10 @@
 // 65536 / 384 -> 168, under the accumulators above. The producer needs few (addresses, the step
 // walk), so it releases all but kProducerRegisters and the consumers claim kConsumerRegisters
 // (setmaxnreg, warp_specialization.cuh).
-#include <cmath>
-#include <cstdlib>
 #include <type_traits>
 
 #include "cuda/attention_backward_steps.cuh"
 #include "cuda/cuda_check.h"
-#include "dtrn/runtime/check.h"
 #include "cuda/load_ring.cuh"
 
 namespace dtrn::cuda {
@@ -308,48 +305,6 @@ __device__ __forceinline__ void consume_dkdv(const DkdvSmem<D>& sm, const Backwa
   store_rows<D>(dv_acc, dv_factor, dv_dst, valid);
 }
 
-// Note [dk/dv block order]
-// A dk/dv block's work is its key tile's causal query steps times the group's query heads: at 2 x
-// 8192 rows and three query heads per KV head, 384 steps for a sequence's first key tile down to 6
-// for its last. Blocks start in launch order, so the longest should start early; but blocks
-// running together should also read the same KV head's Q and dO, which then stay in L2. The order:
-//   - KV heads in turn, a KV head's blocks (attention_tile_blocks of them, the surplus ones past
-//     its last tile idle) tile-major over its sequences (locate_tile_major_in_warp: every
-//     sequence's first key tile, then every second, ...);
-//   - the first `lead` blocks of each KV head (its longest) start before the rest of the KV head
-//     before it: L0, L1, R0, L2, R1, ..., L(G-1), R(G-2), R(G-1), L the leads and R the rests.
-// A list schedule of the blocks' step counts on 132 SMs keeps 84% of them busy in launch order
-// without the lead (the last KV head's longest blocks start in the last wave) and 93% with a lead
-// of a third of a KV head, at 2 x 8192 and at 8 x 2048 alike; the KV heads of the blocks running
-// together stay two, as without it. Every sequence's tiles together, the heads innermost, balanced
-// better still in that model (97%) but measured 18% slower (bench/RESULTS.md): ten KV heads' Q and
-// dO at once overflow L2. Which block computes a tile changes no output bit.
-struct DkdvBlock {
-  int kv;
-  long long rank;  // in the KV head's tile-major order
-};
-
-__device__ __forceinline__ DkdvBlock dkdv_block(long long block, long long per_kv, long long lead,
-                                                int kv_heads) {
-  if (block < lead) return DkdvBlock{0, block};  // L0
-  const long long rest = block - lead, round = rest / per_kv + 1, r = rest % per_kv;
-  if (round == kv_heads) return DkdvBlock{kv_heads - 1, lead + r};  // R(G-1)
-  return DkdvBlock{static_cast<int>(r < lead ? round : round - 1), r};  // L(round), R(round-1)
-}
-
-// The lead of Note [dk/dv block order] as a fraction of a KV head's blocks: a third, or
-// DTRN_ATTENTION_DKDV_LEAD (0 to 1) where set, for measuring the order. Read on every call, as
-// cuda_backend_attention.cc reads the kernel choices, so that one process can compare leads.
-double dkdv_lead_fraction() {
-  const char* env = std::getenv("DTRN_ATTENTION_DKDV_LEAD");
-  if (env == nullptr || *env == '\0') return 1.0 / 3;
-  char* end = nullptr;
-  const double f = std::strtod(env, &end);
-  DTRN_CHECK(*end == '\0' && f >= 0 && f <= 1,
-             "DTRN_ATTENTION_DKDV_LEAD must be a number from 0 to 1, got '", env, "'");
-  return f;
-}
-
 template <int D>
 __global__ void __launch_bounds__(kThreads, 1)
     wgmma_dkdv_kernel(BackwardOperands in, long long lead, Bf16* __restrict__ dk,
@@ -363,8 +318,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (threadIdx.x == 0) init_load_ring<kStages>(sm.full, sm.empty, kProducerThreads, kConsumerThreads);
   __syncthreads();
   const AttentionShape& shape = in.shape;
-  const DkdvBlock block = dkdv_block(blockIdx.x, gridDim.x / shape.g, lead, shape.g);
-  const int kv = block.kv;
+  // KV heads in turn, with leads (Note [Attention block order]).
+  const OrderedBlock block = lead_ordered_block(blockIdx.x, gridDim.x / shape.g, lead, shape.g);
+  const int kv = block.group;
   const SeqTile tile = locate_tile_major_in_warp(in.cu, shape.num_seqs, shape.n, kRows, block.rank,
                                                  /*reverse=*/false);
   if (!tile.found) return;
@@ -544,7 +500,7 @@ __device__ __forceinline__ void consume_dq(const DqSmem<D>& sm, const BackwardOp
 
 template <int D>
 __global__ void __launch_bounds__(kThreads, 1)
-    wgmma_dq_kernel(BackwardOperands in, Bf16* __restrict__ dq) {
+    wgmma_dq_kernel(BackwardOperands in, long long lead, Bf16* __restrict__ dq) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ unsigned char smem_raw[];
   const DqSmem<D> sm(smem_raw);
@@ -552,9 +508,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (threadIdx.x == 0) init_load_ring<kStages>(sm.full, sm.empty, kProducerThreads, kConsumerThreads);
   __syncthreads();
   const AttentionShape& shape = in.shape;
-  const int head = blockIdx.y;
-  const SeqTile tile =
-      locate_tile<kThreads>(in.cu, shape.num_seqs, shape.n, kRows, blockIdx.x, /*reverse=*/true);
+  // Heads in turn, with leads, last query tiles first (Note [Attention block order]).
+  const OrderedBlock block = lead_ordered_block(blockIdx.x, gridDim.x / shape.h, lead, shape.h);
+  const int head = block.group;
+  const SeqTile tile = locate_tile_major_in_warp(in.cu, shape.num_seqs, shape.n, kRows, block.rank,
+                                                 /*reverse=*/true);
   if (!tile.found) return;
   const int q_lo = tile.tile * kRows, kv_end = q_lo + min(kRows, tile.len - q_lo);
 
@@ -574,11 +532,11 @@ void launch_wgmma_backward(const BackwardOperands& in, Bf16* dq, Bf16* dk, Bf16*
   constexpr int kDkdvSmem = DkdvSmem<D>::kBytes, kDqSmem = DqSmem<D>::kBytes;
   const unsigned blocks = attention_tile_blocks(in.shape, kRows);
   allow_shared_memory(reinterpret_cast<const void*>(&wgmma_dkdv_kernel<D>), kDkdvSmem);
-  const long long lead = std::llround(blocks * dkdv_lead_fraction());
+  const long long lead = attention_lead_blocks(blocks);
   wgmma_dkdv_kernel<D><<<blocks * in.shape.g, kThreads, kDkdvSmem, stream>>>(in, lead, dk, dv);
   CUDA_CHECK_LAUNCH();
   allow_shared_memory(reinterpret_cast<const void*>(&wgmma_dq_kernel<D>), kDqSmem);
-  wgmma_dq_kernel<D><<<dim3(blocks, in.shape.h), kThreads, kDqSmem, stream>>>(in, dq);
+  wgmma_dq_kernel<D><<<blocks * in.shape.h, kThreads, kDqSmem, stream>>>(in, lead, dq);
   CUDA_CHECK_LAUNCH();
 }
 
