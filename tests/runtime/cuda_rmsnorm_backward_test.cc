@@ -73,7 +73,8 @@ Gradients run_backward(const NormProblem& p, bool residual, Device device) {
   auto in = [&](const Tensor& t) { return gpu ? t.to(data).to(device) : t; };
   const Tensor rstd = p.rstd.to(device);
   const double fill = gpu ? std::numeric_limits<double>::quiet_NaN() : 0.0;
-  Gradients out{Tensor::full(p.x.shape(), fill, data, device), Tensor::full(p.w.shape(), fill, data, device)};
+  Gradients out{Tensor::full(p.x.shape(), fill, data, device),
+                Tensor::full(p.w.shape(), fill, data, device)};
   Backend& b = backend_for(device);
   if (residual) {
     b.add_rmsnorm_backward(in(p.x), in(p.w), rstd, in(p.dy), in(p.dh), out.dx, out.dw);
@@ -95,7 +96,8 @@ void expect_backward_matches_cpu(int64_t rows, int64_t cols, DType dtype, bool r
     const std::vector<double> w = want.dx.to_vector(), dh = p.dh.to_vector();
     std::vector<double> bound(w.size());
     for (size_t i = 0; i < w.size(); ++i) {
-      bound[i] = kExactish.abs + kExactish.rel * std::fabs(w[i]) + kBf16Rounding * (std::fabs(w[i]) + std::fabs(dh[i]));
+      bound[i] = kExactish.abs + kExactish.rel * std::fabs(w[i]) +
+                 kBf16Rounding * (std::fabs(w[i]) + std::fabs(dh[i]));
     }
     expect_within(got.dx.to_vector(), w, bound, what + " dx");
   } else {
@@ -107,21 +109,23 @@ void expect_backward_matches_cpu(int64_t rows, int64_t cols, DType dtype, bool r
 TEST(CudaRmsNormBackward, MatchesTheCpuAcrossRowCountsAndWidths) {
   REQUIRE_GPU();
   const std::vector<std::pair<int64_t, int64_t>> shapes = {
-      {1, 960}, {7, 960}, {65, 960}, {1000, 960}, {16385, 960}, {1, 33}, {7, 33}, {1000, 33},
-      {16385, 33}, {1000, 257}, {1000, 2048}, {7, 2056}, {1000, 2056}};
+      {1, 960},   {7, 960},    {65, 960},   {1000, 960},  {16385, 960}, {1, 33},     {7, 33},
+      {1000, 33}, {16385, 33}, {1000, 257}, {1000, 2048}, {7, 2056},    {1000, 2056}};
   for (DType dtype : {DType::kBF16, DType::kF32}) {
     for (const auto& [rows, cols] : shapes) {
       for (bool residual : {false, true}) expect_backward_matches_cpu(rows, cols, dtype, residual);
     }
   }
   // f64 takes 16-byte chunks of two elements: 960 is too wide for a lane (480 chunks), 256 is not.
-  for (const auto& [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{1000, 256}, {1000, 960}}) {
-    for (bool residual : {false, true}) expect_backward_matches_cpu(rows, cols, DType::kF64, residual);
+  for (const auto& [rows, cols] :
+       std::vector<std::pair<int64_t, int64_t>>{{1000, 256}, {1000, 960}}) {
+    for (bool residual : {false, true})
+      expect_backward_matches_cpu(rows, cols, DType::kF64, residual);
   }
 }
 
-// Rows one element past a 16-byte boundary: the kernels read them one element at a time, fused while
-// a lane's 8 registers cover the row (200 elements), two-pass beyond (960).
+// Rows one element past a 16-byte boundary: the kernels read them one element at a time, fused
+// while a lane's 8 registers cover the row (200 elements), two-pass beyond (960).
 TEST(CudaRmsNormBackward, MisalignedRowsMatchTheCpu) {
   REQUIRE_GPU();
   for (int64_t cols : {200, 960}) {
@@ -129,7 +133,8 @@ TEST(CudaRmsNormBackward, MisalignedRowsMatchTheCpu) {
     const Gradients want = run_backward(p, /*residual=*/false, Device::cpu());
     const Tensor padded = concat({Tensor::zeros({1}), p.dy.reshape({-1})}, 0).to(kGpu);
     const Tensor dy = padded.narrow(0, 1, 300 * cols).reshape({300, cols});
-    Tensor dx = Tensor::full({300, cols}, std::numeric_limits<double>::quiet_NaN(), DType::kF32, kGpu);
+    Tensor dx =
+        Tensor::full({300, cols}, std::numeric_limits<double>::quiet_NaN(), DType::kF32, kGpu);
     Tensor dw = Tensor::full({cols}, std::numeric_limits<double>::quiet_NaN(), DType::kF32, kGpu);
     backend_for(kGpu).rmsnorm_backward(p.x.to(kGpu), p.w.to(kGpu), p.rstd.to(kGpu), dy, dx, dw);
     const std::string what = "misaligned rmsnorm_backward [300, " + std::to_string(cols) + "]";
@@ -143,13 +148,14 @@ TEST(CudaRmsNormBackward, MisalignedRowsMatchTheCpu) {
 TEST(CudaRmsNormBackward, BitIdenticalRunToRun) {
   REQUIRE_GPU();
   for (DType dtype : {DType::kBF16, DType::kF32}) {
-    for (const auto& [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{16385, 960}, {1000, 2056}}) {
+    for (const auto& [rows, cols] :
+         std::vector<std::pair<int64_t, int64_t>>{{16385, 960}, {1000, 2056}}) {
       const NormProblem p = make_problem(rows, cols, dtype, 700);
       for (bool residual : {false, true}) {
         const Gradients first = run_backward(p, residual, kGpu);
         const Gradients second = run_backward(p, residual, kGpu);
-        const std::string what = std::string(dtype_name(dtype)) + " [" + std::to_string(rows) + ", " +
-                                 std::to_string(cols) + "]" + (residual ? " with dh" : "");
+        const std::string what = std::string(dtype_name(dtype)) + " [" + std::to_string(rows) +
+                                 ", " + std::to_string(cols) + "]" + (residual ? " with dh" : "");
         EXPECT_EQ(bits_of(first.dw), bits_of(second.dw)) << what;
         EXPECT_EQ(bits_of(first.dx), bits_of(second.dx)) << what;
       }

@@ -11,7 +11,7 @@
 // that computes dx (which reads dy and x anyway): each block of the backward owns kBackwardRows
 // rows and writes their column sums, in double, as one row of scratch; finish_column_sums_kernel
 // adds those rows in a fixed order. Rows wider than a lane's registers hold (more than
-// 32 kMaxChunksPerLane chunks) take a dx kernel and a separate dw pass over the same blocks of rows.
+// 32 kMaxChunksPerLane chunks) take a dx kernel and a separate dw pass over the same row blocks.
 //
 // The fused kernels (add_rmsnorm) write h = x + delta in their first pass over the row, summing the
 // squares of h as rounded, and read h back from cache for the normed output; the backward adds dh to
@@ -164,10 +164,10 @@ __device__ __forceinline__ double dw_term(T g, T xv, double r) {
 }
 
 // Two blocks an SM (at most 128 registers a thread) when a lane's column accumulators (2 registers
-// a double) and its held 16-byte chunks of dy, x and dh (4 registers each) leave room for the rest;
-// otherwise one, rather than spilling much. The 360m bf16 rows (K = 4, W = 8) get two: every warp of
-// a 16384-row step resident at once is worth the ~128 bytes a thread the plain kernel then spills
-// (ptxas -v, CUDA 13, sm_90; the residual kernel does not spill).
+// a double) and its held 16-byte chunks of dy, x and dh (4 registers each) leave room for the
+// rest; otherwise one, rather than spilling much. The 360m bf16 rows (K = 4, W = 8) get two: every
+// warp of a 16384-row step resident at once is worth the ~128 bytes a thread the plain kernel then
+// spills (ptxas -v, CUDA 13, sm_90; the residual kernel does not spill).
 template <int W, int K>
 constexpr int backward_blocks_per_sm() {
   return 2 * K * W + 12 * K <= 112 ? 2 : 1;
@@ -292,7 +292,8 @@ __global__ void rmsnorm_dw_chunks_kernel(const T* x, const Stat<T>* rstd, const 
   for (int64_t t = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; t < total;
        t += int64_t{gridDim.x} * blockDim.x) {
     const int64_t group = t % groups, s = t / groups;
-    const int64_t begin = s * kBackwardRows, end = begin + kBackwardRows < rows ? begin + kBackwardRows : rows;
+    const int64_t begin = s * kBackwardRows;
+    const int64_t end = begin + kBackwardRows < rows ? begin + kBackwardRows : rows;
     double acc[W] = {};
     for (int64_t row = begin; row < end; ++row) {
       const Chunk<T, W> g = reinterpret_cast<const Chunk<T, W>*>(dy + row * cols)[group];
@@ -347,9 +348,9 @@ bool with_chunks_per_lane(int64_t chunks, F&& f) {
 // The backward of both norms: dx (plus dh when dh is not null) and the per-block partial sums of
 // dw in `partial` (backward_blocks(rows) rows of cols doubles), then dw = their fixed-order sum.
 template <typename T, int W>
-void launch_norm_backward_typed(const T* x, const T* w, const Stat<T>* rstd, const T* dy, const T* dh,
-                                int64_t rows, int64_t cols, T* dx, T* dw, double* partial,
-                                cudaStream_t stream) {
+void launch_norm_backward_typed(const T* x, const T* w, const Stat<T>* rstd, const T* dy,
+                                const T* dh, int64_t rows, int64_t cols, T* dx, T* dw,
+                                double* partial, cudaStream_t stream) {
   const int64_t splits = backward_blocks(rows);
   const bool fused = with_chunks_per_lane(cols / W, [&](auto per_lane) {
     constexpr int K = per_lane.value;
@@ -364,13 +365,16 @@ void launch_norm_backward_typed(const T* x, const T* w, const Stat<T>* rstd, con
   });
   if (!fused) {
     if (dh != nullptr) {
-      rmsnorm_dx_kernel<T, W, true><<<row_blocks(rows), kThreads, 0, stream>>>(x, w, rstd, dy, dh, rows, cols, dx);
+      rmsnorm_dx_kernel<T, W, true>
+          <<<row_blocks(rows), kThreads, 0, stream>>>(x, w, rstd, dy, dh, rows, cols, dx);
     } else {
-      rmsnorm_dx_kernel<T, W, false><<<row_blocks(rows), kThreads, 0, stream>>>(x, w, rstd, dy, nullptr, rows, cols, dx);
+      rmsnorm_dx_kernel<T, W, false>
+          <<<row_blocks(rows), kThreads, 0, stream>>>(x, w, rstd, dy, nullptr, rows, cols, dx);
     }
     CUDA_CHECK_LAUNCH();
-    rmsnorm_dw_chunks_kernel<T, W><<<elementwise_blocks(splits * (cols / W)), kElementwiseThreads, 0, stream>>>(
-        x, rstd, dy, rows, cols, splits, partial);
+    const unsigned blocks = elementwise_blocks(splits * (cols / W));
+    rmsnorm_dw_chunks_kernel<T, W>
+        <<<blocks, kElementwiseThreads, 0, stream>>>(x, rstd, dy, rows, cols, splits, partial);
   }
   CUDA_CHECK_LAUNCH();
   launch_finish_column_sums(partial, 1, splits, cols, dw, stream);
