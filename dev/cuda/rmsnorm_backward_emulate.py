@@ -1,13 +1,19 @@
 """Host emulation of the work split of rmsnorm_backward_kernel (runtime/src/cuda/rmsnorm.cu), checked
-without a GPU: block b owns rows [64 b, 64 b + 64), warp w of its 8 takes rows 64 b + w, + 8, ..., lane
-l holds chunks l, l + 32, ... (K of them, W elements each) of every row it takes, and the warps' column
-accumulators meet in the shared sums[(k W + e) 32 + l] in warp order before the last warp writes row b
+without a GPU: block b owns rows [R b, R b + R) (R = backward_block_rows), warp w of its 8 takes rows
+R b + w, R b + w + 8, ..., lane l holds chunks l, l + 32, ... (K of them, W elements each) of every
+row it takes, and the warps' column accumulators meet in the shared sums[(k W + e) 32 + l] in warp order before the last warp writes row b
 of the partials. Asserts that every dx element is written once, every partial once, no two lanes share
 a shared-memory slot, and that the partials add up to the column sums; and that the launcher's choice
 of K covers the row or sends it to the two-pass kernels. Run: python3 dev/cuda/rmsnorm_backward_emulate.py
 """
 
-ROWS_PER_BLOCK, WARPS, MAX_CHUNKS_PER_LANE = 64, 8, 8
+MAX_BLOCKS, WARPS, MAX_CHUNKS_PER_LANE = 256, 8, 8
+
+
+def backward_block_rows(rows):
+    """rows / MAX_BLOCKS rounded up to whole warps' rows, at least one row a warp."""
+    per_block = -(-rows // MAX_BLOCKS)
+    return max(WARPS, -(-per_block // WARPS) * WARPS)
 
 
 def chunks_per_lane(chunks):
@@ -25,10 +31,12 @@ def emulate(rows, cols, width):
         return False
     value = lambda row, col: ((row * 7919 + col * 104729) % 1000) - 500  # exact in a float
     written = [0] * (rows * cols)
-    blocks = (rows + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK
+    block_rows = backward_block_rows(rows)
+    blocks = -(-rows // block_rows)
+    assert blocks <= MAX_BLOCKS
     partial = [[None] * cols for _ in range(blocks)]
     for b in range(blocks):
-        first, end = b * ROWS_PER_BLOCK, min(b * ROWS_PER_BLOCK + ROWS_PER_BLOCK, rows)
+        first, end = b * block_rows, min(b * block_rows + block_rows, rows)
         acc = {}
         for warp in range(WARPS):
             for lane in range(32):
@@ -65,10 +73,11 @@ def emulate(rows, cols, width):
 
 def main():
     fused = 0
-    for rows in (1, 7, 63, 64, 65, 130):
+    for rows in (1, 7, 63, 64, 65, 130, 2049, 4097):
         for cols, width in ((1, 1), (33, 1), (256, 1), (257, 1), (96, 8), (960, 8), (2048, 8),
                             (2056, 8), (960, 4), (1024, 4), (256, 2)):
-            fused += emulate(rows, cols, width)
+            if rows * cols <= 300_000:  # seconds of pure Python
+                fused += emulate(rows, cols, width)
     print(f"ok: {fused} fused shapes checked; the rest take the two-pass kernels")
 
 

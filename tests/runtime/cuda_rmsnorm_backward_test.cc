@@ -1,8 +1,9 @@
 // The CUDA RMSNorm backward kernels (rmsnorm_backward and add_rmsnorm_backward, rmsnorm.cu) called
 // directly against the CPU backend's: dx and dw from the same inputs and the same rstd, outputs
 // filled with NaN first so that every element must be written. Shapes pick the kernel's cases:
-// row counts 1, 7, 65 (one block of 64 rows and one more), 1000 and 16385 (257 blocks, the last of
-// one row); widths 960 (the 360m rows: 16-byte chunks, 4 a lane in bf16, 8 in f32), 33 (one element
+// row counts 1, 7, 65 (nine blocks of 8 rows, the last of one), 1000, 4097 (171 blocks of 24, the
+// last of 17), 16384 (the 360m step: 256 blocks of 64) and 16385 (228 blocks of 72, the last of
+// 41); widths 960 (the 360m rows: 16-byte chunks, 4 a lane in bf16, 8 in f32), 33 (one element
 // per access), 2048 (the widest row a bf16 lane holds) and 257 / 2056 (too wide: the two-pass
 // kernels). Then run-to-run bit identity of dx and dw. Every test skips without a GPU.
 //
@@ -109,8 +110,9 @@ void expect_backward_matches_cpu(int64_t rows, int64_t cols, DType dtype, bool r
 TEST(CudaRmsNormBackward, MatchesTheCpuAcrossRowCountsAndWidths) {
   REQUIRE_GPU();
   const std::vector<std::pair<int64_t, int64_t>> shapes = {
-      {1, 960},   {7, 960},    {65, 960},   {1000, 960},  {16385, 960}, {1, 33},     {7, 33},
-      {1000, 33}, {16385, 33}, {1000, 257}, {1000, 2048}, {7, 2056},    {1000, 2056}};
+      {1, 960},     {7, 960},     {65, 960},    {1000, 960}, {4097, 960},
+      {16384, 960}, {16385, 960}, {1, 33},      {7, 33},     {1000, 33},
+      {16385, 33},  {1000, 257},  {1000, 2048}, {7, 2056},   {1000, 2056}};
   for (DType dtype : {DType::kBF16, DType::kF32}) {
     for (const auto& [rows, cols] : shapes) {
       for (bool residual : {false, true}) expect_backward_matches_cpu(rows, cols, dtype, residual);

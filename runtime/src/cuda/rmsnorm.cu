@@ -8,10 +8,11 @@
 // shape (Note [Deterministic reductions]).
 //
 // The weight gradient dw_i = sum over rows of dy_i x_i rstd is a column sum, formed in the pass
-// that computes dx (which reads dy and x anyway): each block of the backward owns kBackwardRows
-// rows and writes their column sums, in double, as one row of scratch; finish_column_sums_kernel
-// adds those rows in a fixed order. Rows wider than a lane's registers hold (more than
-// 32 kMaxChunksPerLane chunks) take a dx kernel and a separate dw pass over the same row blocks.
+// that computes dx (which reads dy and x anyway): each block of the backward owns a range of rows
+// fixed by the row count (backward_block_rows) and writes their column sums, in double, as one row
+// of scratch; finish_column_sums_kernel adds those rows in a fixed order. Rows wider than a lane's
+// registers hold (more than 32 kMaxChunksPerLane chunks) take a dx kernel and a separate dw pass
+// over the same row blocks.
 //
 // The fused kernels (add_rmsnorm) write h = x + delta in their first pass over the row, summing the
 // squares of h as rounded, and read h back from cache for the normed output; the backward adds dh to
@@ -30,12 +31,14 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kRowsPerBlock = kThreads / 32;
-// Rows a block of the backward owns, 8 a warp. A [16384, 960] bf16 step then runs 256 blocks: at
-// two blocks an SM (the ~100 registers a thread of that kernel needs) one wave on an H200's 132 SMs,
-// every warp resident with its 16-byte loads of a whole row in flight, and dw's partials are 256 x
-// 960 doubles (2 MB beside the 63 MB of dy and x read). Fewer rows a block would multiply the
-// partials; more would leave SMs idle or a warp too few loads in flight.
-constexpr int64_t kBackwardRows = 64;
+// The backward runs at most this many blocks, each owning an equal range of rows (a multiple of
+// kRowsPerBlock, at least one row a warp): at two blocks an SM (128 registers a thread, see
+// backward_blocks_per_sm) 256 blocks are one wave on an H200's 132 SMs, so every warp is resident
+// with a whole row's 16-byte loads in flight, however many rows there are; and dw's partials stay
+// at most 256 rows of doubles (2 MB for 960 columns, beside the 63 MB of dy and x a [16384, 960]
+// bf16 step reads, where a block owns 64 rows). More blocks would only add partials and waves;
+// fewer would leave SMs idle.
+constexpr int64_t kBackwardBlocks = 256;
 // A lane of the fused backward keeps up to this many 16-byte chunks of dy and x and their column
 // accumulators in registers: rows up to 2048 bf16, 1024 f32, 512 f64 (or 256 unaligned) elements.
 constexpr int kMaxChunksPerLane = 8;
@@ -173,8 +176,8 @@ constexpr int backward_blocks_per_sm() {
   return 2 * K * W + 12 * K <= 112 ? 2 : 1;
 }
 
-// dx (plus dh when kResidual) and block b's share of dw: b owns rows [b kBackwardRows, (b + 1)
-// kBackwardRows), which its warps take kRowsPerBlock apart. A lane loads its K chunks of dy and x
+// dx (plus dh when kResidual) and block b's share of dw: b owns rows [b block_rows, (b + 1)
+// block_rows), which its warps take kRowsPerBlock apart. A lane loads its K chunks of dy and x
 // (chunks lane, lane + 32, ...: visit_warp_rows' order and the wide-row kernel's expressions)
 // once, keeps them in registers for the row's dot and its dx, and adds dy x rstd into its
 // columns' double accumulators. At the end the warps' accumulators are added in warp order through
@@ -183,12 +186,13 @@ constexpr int backward_blocks_per_sm() {
 template <typename T, int W, int K, bool kResidual>
 __global__ void __launch_bounds__(kThreads, backward_blocks_per_sm<W, K>())
     rmsnorm_backward_kernel(const T* x, const T* w, const Stat<T>* rstd, const T* dy, const T* dh,
-                            int64_t rows, int64_t cols, T* dx, double* partial) {
+                            int64_t rows, int64_t cols, int64_t block_rows, T* dx,
+                            double* partial) {
   __shared__ double sums[K * W * 32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t chunks = cols / W;
-  const int64_t first = blockIdx.x * kBackwardRows;
-  const int64_t end = first + kBackwardRows < rows ? first + kBackwardRows : rows;
+  const int64_t first = blockIdx.x * block_rows;
+  const int64_t end = first + block_rows < rows ? first + block_rows : rows;
   double acc[K][W] = {};
   for (int64_t row = first + warp; row < end; row += kRowsPerBlock) {
     const int64_t at = row * cols;
@@ -286,14 +290,15 @@ __global__ void rmsnorm_dx_kernel(const T* x, const T* w, const Stat<T>* rstd, c
 // dy[row, i] x[row, i] rstd[row], a thread per (block of rows, W adjacent columns).
 template <typename T, int W>
 __global__ void rmsnorm_dw_chunks_kernel(const T* x, const Stat<T>* rstd, const T* dy, int64_t rows,
-                                         int64_t cols, int64_t splits, double* partial) {
+                                         int64_t cols, int64_t block_rows, int64_t splits,
+                                         double* partial) {
   const int64_t groups = cols / W;  // W divides cols (the launcher checks)
   const int64_t total = splits * groups;
   for (int64_t t = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; t < total;
        t += int64_t{gridDim.x} * blockDim.x) {
     const int64_t group = t % groups, s = t / groups;
-    const int64_t begin = s * kBackwardRows;
-    const int64_t end = begin + kBackwardRows < rows ? begin + kBackwardRows : rows;
+    const int64_t begin = s * block_rows;
+    const int64_t end = begin + block_rows < rows ? begin + block_rows : rows;
     double acc[W] = {};
     for (int64_t row = begin; row < end; ++row) {
       const Chunk<T, W> g = reinterpret_cast<const Chunk<T, W>*>(dy + row * cols)[group];
@@ -307,7 +312,18 @@ __global__ void rmsnorm_dw_chunks_kernel(const T* x, const Stat<T>* rstd, const 
   }
 }
 
-int64_t backward_blocks(int64_t rows) { return (rows + kBackwardRows - 1) / kBackwardRows; }
+// Rows a block of the backward owns: rows / kBackwardBlocks rounded up to whole kRowsPerBlock, at
+// least kRowsPerBlock (also when there are no rows).
+int64_t backward_block_rows(int64_t rows) {
+  const int64_t per_block = (rows + kBackwardBlocks - 1) / kBackwardBlocks;
+  const int64_t rounded = (per_block + kRowsPerBlock - 1) / kRowsPerBlock * kRowsPerBlock;
+  return rounded > kRowsPerBlock ? rounded : kRowsPerBlock;
+}
+
+int64_t backward_blocks(int64_t rows) {
+  const int64_t block_rows = backward_block_rows(rows);
+  return (rows + block_rows - 1) / block_rows;
+}
 
 unsigned row_blocks(int64_t rows) {
   return static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
@@ -351,16 +367,18 @@ template <typename T, int W>
 void launch_norm_backward_typed(const T* x, const T* w, const Stat<T>* rstd, const T* dy,
                                 const T* dh, int64_t rows, int64_t cols, T* dx, T* dw,
                                 double* partial, cudaStream_t stream) {
-  const int64_t splits = backward_blocks(rows);
+  const int64_t block_rows = backward_block_rows(rows), splits = backward_blocks(rows);
   const bool fused = with_chunks_per_lane(cols / W, [&](auto per_lane) {
     constexpr int K = per_lane.value;
     const unsigned blocks = static_cast<unsigned>(splits);
     if (dh != nullptr) {
       rmsnorm_backward_kernel<T, W, K, true>
-          <<<blocks, kThreads, 0, stream>>>(x, w, rstd, dy, dh, rows, cols, dx, partial);
+          <<<blocks, kThreads, 0, stream>>>(x, w, rstd, dy, dh, rows, cols, block_rows, dx,
+                                            partial);
     } else {
       rmsnorm_backward_kernel<T, W, K, false>
-          <<<blocks, kThreads, 0, stream>>>(x, w, rstd, dy, nullptr, rows, cols, dx, partial);
+          <<<blocks, kThreads, 0, stream>>>(x, w, rstd, dy, nullptr, rows, cols, block_rows, dx,
+                                            partial);
     }
   });
   if (!fused) {
@@ -373,8 +391,8 @@ void launch_norm_backward_typed(const T* x, const T* w, const Stat<T>* rstd, con
     }
     CUDA_CHECK_LAUNCH();
     const unsigned blocks = elementwise_blocks(splits * (cols / W));
-    rmsnorm_dw_chunks_kernel<T, W>
-        <<<blocks, kElementwiseThreads, 0, stream>>>(x, rstd, dy, rows, cols, splits, partial);
+    rmsnorm_dw_chunks_kernel<T, W><<<blocks, kElementwiseThreads, 0, stream>>>(
+        x, rstd, dy, rows, cols, block_rows, splits, partial);
   }
   CUDA_CHECK_LAUNCH();
   launch_finish_column_sums(partial, 1, splits, cols, dw, stream);
