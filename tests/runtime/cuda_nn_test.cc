@@ -215,9 +215,9 @@ TEST(CudaNorm, RmsNormForwardAndBackward) {
   const TensorFn f = [](const std::vector<Tensor>& in) { return rmsnorm(in[0], in[1], 1e-5); };
   for (DType dtype : kFloatTypes) {
     const Tol tol = for_dtype(dtype, kExactish);
-    // [300, 50] and [300, 64]: the weight gradient sums ten row chunks, one element and 16 bytes at a
-    // time; [33, 768] takes 16-byte chunks (and [7, 33] single elements) in every kernel; [2, 3, 7]: a
-    // 3-d input.
+    // [300, 50] and [300, 64]: the weight gradient sums 38 blocks of 8 rows, one element and 16
+    // bytes at a time; [33, 768] takes 16-byte chunks (and [7, 33] single elements) in every kernel;
+    // [2, 3, 7]: a 3-d input.
     for (const Shape& shape : {Shape{1, 1}, Shape{7, 33}, Shape{33, 768}, Shape{300, 50}, Shape{300, 64},
                                Shape{2, 3, 7}, Shape{0, 8}}) {
       Tensor x = random_cpu(shape, 70, DType::kF64);
@@ -276,7 +276,7 @@ TEST(CudaNorm, AddRmsNormMatchesTheCpuAndTheUnfusedKernels) {
   };
   for (DType dtype : kFloatTypes) {
     const Tol tol = for_dtype(dtype, kExactish);
-    // As the rmsnorm test: ten row chunks of the weight gradient ([300, 50], [300, 64]), 16-byte
+    // As the rmsnorm test: 38 row blocks of the weight gradient ([300, 50], [300, 64]), 16-byte
     // chunks ([33, 768]) and single elements ([7, 33]), a 3-d input.
     for (const Shape& shape : {Shape{1, 1}, Shape{7, 33}, Shape{33, 768}, Shape{300, 50}, Shape{300, 64},
                                Shape{2, 3, 7}}) {
@@ -526,7 +526,7 @@ TEST(CudaKernels, PointwiseAndReductionsWriteEveryElement) {
 TEST(CudaKernels, NormRopeAndSoftmaxWriteEveryElement) {
   REQUIRE_GPU();
   Backend& cpu = backend_for(Device::cpu());
-  // 300 rows: the weight gradient sums ten chunks of rows.
+  // 300 rows: the weight gradient sums 38 blocks of rows.
   Tensor x = random_cpu({300, 33}, 330), w = random_cpu({33}, 331, DType::kF32, 0.5, 1.5);
   Tensor y = Tensor::zeros({300, 33}), rstd = Tensor::zeros({300});
   cpu.rmsnorm(x, w, 1e-5, y, rstd);
