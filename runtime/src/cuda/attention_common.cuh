@@ -187,6 +187,22 @@ __device__ inline SeqTile locate_tile_major_in_warp(const int32_t* cu, int num_s
   return SeqTile{0, 0, 0, false};
 }
 
+// locate_tile_major_in_warp for a whole block: the first warp searches and every thread reads the
+// result from shared memory after a block barrier. The wgmma backward kernels take this one: with the
+// search inlined into every warp, ptxas kept its results in the consumers' registers and spilled
+// (about 140 bytes a thread in dk/dv); read back from shared memory, they cost nothing there. Every
+// thread of the block must call it, once.
+__device__ inline SeqTile locate_tile_major(const int32_t* cu, int num_seqs, int64_t n,
+                                            int tile_rows, long long index, bool reverse) {
+  __shared__ SeqTile found;
+  if (threadIdx.x < 32) {
+    const SeqTile t = locate_tile_major_in_warp(cu, num_seqs, n, tile_rows, index, reverse);
+    if (threadIdx.x == 0) found = t;
+  }
+  __syncthreads();
+  return found;
+}
+
 // Note [Attention block order]
 // In the tensor-core kernels a block's work grows with its tile's causal reach: a query tile reads
 // every key tile up to its own (forward, dq), a key tile is read by every query tile from its own on
@@ -203,9 +219,7 @@ __device__ inline SeqTile locate_tile_major_in_warp(const int32_t* cu, int num_s
 // A list schedule of the blocks' step counts on 132 SMs (15 heads, 5 KV heads) keeps 84% of them
 // busy in the wgmma dk/dv kernel without leads (the last KV head's longest blocks start in the last
 // wave) and 93% with a lead of a third of a group, at 2 x 8192 and 8 x 2048 alike; dq and the
-// forward go from 93-94% to 98%; the groups of the blocks running together stay about two. Every
-// sequence's tiles together with all heads innermost balanced better still in that model (97% for
-// dk/dv) but measured 18% slower (bench/RESULTS.md): ten KV heads' Q and dO at once overflow L2.
+// forward go from 93-94% to 98%; the groups of the blocks running together stay about two.
 // Which block computes a tile changes no output bit.
 struct OrderedBlock {
   int group;

@@ -321,8 +321,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   // KV heads in turn, with leads (Note [Attention block order]).
   const OrderedBlock block = lead_ordered_block(blockIdx.x, gridDim.x / shape.g, lead, shape.g);
   const int kv = block.group;
-  const SeqTile tile = locate_tile_major_in_warp(in.cu, shape.num_seqs, shape.n, kRows, block.rank,
-                                                 /*reverse=*/false);
+  const SeqTile tile =
+      locate_tile_major(in.cu, shape.num_seqs, shape.n, kRows, block.rank, /*reverse=*/false);
   if (!tile.found) return;
   const int k_lo = tile.tile * kRows;
   const DkdvWalk walk(tile, k_lo, kv, shape.h / shape.g);
@@ -511,8 +511,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   // Heads in turn, with leads, last query tiles first (Note [Attention block order]).
   const OrderedBlock block = lead_ordered_block(blockIdx.x, gridDim.x / shape.h, lead, shape.h);
   const int head = block.group;
-  const SeqTile tile = locate_tile_major_in_warp(in.cu, shape.num_seqs, shape.n, kRows, block.rank,
-                                                 /*reverse=*/true);
+  const SeqTile tile =
+      locate_tile_major(in.cu, shape.num_seqs, shape.n, kRows, block.rank, /*reverse=*/true);
   if (!tile.found) return;
   const int q_lo = tile.tile * kRows, kv_end = q_lo + min(kRows, tile.len - q_lo);
 
