@@ -7,6 +7,7 @@
 #   STAGES="build bench peers" bash bench/gpu_suite.sh  # bench/RESULTS.md's training table
 #   STAGES="build train" bash bench/gpu_suite.sh        # 360m bilayer on the corpus
 #   STAGES="build attn" bash bench/gpu_suite.sh         # attention kernels beside torch SDPA
+#     (ATTN_AB="DTRN_ATTENTION_LEAD=0 DTRN_ATTENTION_LEAD=0.333" times the defaults under each setting)
 #   STAGES="build gemm" bash bench/gpu_suite.sh         # gemm_bench (the router's products: skinny_gemm.cu
 #                                                       # beside cuBLASLt), and the bilayer step with each
 #   STAGES="build capacity" bash bench/gpu_suite.sh     # the largest micro-batch of the 360m preset
@@ -79,6 +80,12 @@ if has attn; then
   step "attention: dtrn's kernels beside torch SDPA"
   timeout 180 "$BUILD/bin/attention_bench" 2>&1 | tee "$OUT/attention_bench.log"
   PYTHONUNBUFFERED=1 timeout 180 python3 bench/peer_attention.py 2>&1 | tee -a "$OUT/attention_bench.log"
+  # ATTN_AB="NAME=value ...": the default kernels again under each setting (A/B of a tuning variable).
+  for setting in ${ATTN_AB:-}; do
+    step "attention_bench, default kernels, $setting"
+    env "$setting" timeout 120 "$BUILD/bin/attention_bench" 2>&1 | grep -E "^case| auto +auto " |
+      sed "s/^/$setting  /" | tee -a "$OUT/attention_bench.log"
+  done
 fi
 
 dtrn="$BUILD/bin/dtrn"
