@@ -1,5 +1,0 @@
-export PATH="/opt/torch/.venv/bin:/usr/local/cuda/bin:$PATH"
-STAGES="build tests" TEST_FILTER='CudaAttention.*:CudaWgmma.*:CudaRmsNormBackward.*:CudaNorm.*:CudaKernels.*:CudaDeterminism.*:CudaModel*:GpuTrainer*' TEST_TIMEOUT=300 bash bench/gpu_suite.sh > $OUT/suite.txt 2>&1
-for lead in 0 0.333; do echo "== DTRN_ATTENTION_LEAD=$lead"; DTRN_ATTENTION_LEAD=$lead timeout 120 build-gpu/bin/attention_bench 2>&1 | grep -E "auto|case"; done > $OUT/attn_lead.txt 2>&1
-for lead in 0 0.333; do for shape in "8 2048" "2 8192"; do set -- $shape; DTRN_ATTENTION_LEAD=$lead timeout 200 build-gpu/bin/dtrn bench --config deploy/configs/360m.yaml --set train.micro_batch=$1 --set model.seq_len=$2 --set model.layout=bilayer --routed-fraction 0.1 --steps 10 --json 2>&1 | python3 -c "import json,sys; r=json.loads(sys.stdin.read().strip().splitlines()[-1]); print('lead $lead $1x$2', round(r['step_ms'],2), 'ms', r['steady_mallocs'])"; done; done > $OUT/bench_lead.txt 2>&1
-cat $OUT/attn_lead.txt $OUT/bench_lead.txt; tail -8 $OUT/suite.txt; grep -h "FAILED  \]" $OUT/*.log | head
