@@ -116,10 +116,10 @@ Tensor linears_input_gradient(const std::vector<MatmulSaved>& saved, const std::
   Tensor dx = Tensor::empty({k == 0 ? 0 : x.numel() / k, k}, x.dtype(), x.device());
   bool written = false;
   for (size_t i = 0; i < saved.size(); ++i) {
-    if (!grads[i].defined()) continue;
+    if (!grads[i].defined() || saved[i].b.size(0) == 0) continue;  // an empty weight adds nothing
     const Tensor g = grads[i].contiguous();
     gemm_into(g.reshape({-1, g.size(-1)}), saved[i].b, false, false, dx, written ? 1.0 : 0.0);
-    written = written || g.size(-1) > 0;
+    written = true;
   }
   if (!written && dx.numel() > 0) backend_of(dx).fill(dx, 0.0);
   return dx.reshape(x.shape());
@@ -190,6 +190,7 @@ std::vector<Tensor> linears(const Tensor& x, const std::vector<Tensor>& weights)
   std::vector<MatmulSaved> saved;
   for (const Tensor& w : weights) {
     check_linear_weight(x, w, "linears");
+    check_same_kind(x, w, "linears");
     outputs.push_back(matmul_forward(xk, w, false, true));
     inputs.push_back(w);
     saved.push_back(save_for_matmul(xk, w, false, true));
