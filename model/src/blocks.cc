@@ -5,12 +5,24 @@
 // scale with the routed count (rule 8). Routing runs where the activations live (routing.h): one read
 // of the routed count per D block is the only host synchronisation.
 //
-// In both blocks the attention's residual add and norm_post are one op (add_rmsnorm): the sum is
-// written once and its gradient meets the norm's in the same kernel. Its one other consumer is the
-// MLP's residual add, so the blocks compute exactly what add then rmsnorm would (ops.h). The MLP's
-// residual add is not fused with the next block's norm_in: the block boundary would have to pass
-// (sum, normed) pairs, and in a D block that sum has two more consumers (the router and the residual
-// add), so its gradient would no longer match the unfused model's bit for bit.
+// Note [Gradients summed where they are made]
+// A tensor read by several ops gets one gradient from each, and the autograd engine adds them (one
+// element-wise pass over [N, C] per extra reader). The blocks let the producing kernels do those sums:
+// - Q, K and V (in a D block Q and K: V reads every row, they the routed ones) and the MLP's gate and up
+//   read u through one linears() node, which sums u's gradient inside its products (dx += g_i W_i).
+// - norm_in is rmsnorm_keep: the residual (and in a D block the router) read its passthrough of x, so the
+//   gradients they send meet the norm's dx in the norm's backward kernel (add_rmsnorm's).
+// - The attention's residual add and norm_post are one op (add_rmsnorm): the sum is written once and its
+//   gradient meets the norm's in the same kernel.
+// What the engine still adds: in a D block, the router's and the residual's gradients of x, and u's
+// from W_V and from the routed rows' gather (tests/model/block_gradient_sums_test.cc counts them).
+// The forward computes exactly what the unfused ops would. The gradients are those of the unfused model
+// up to rounding: linears' sums round differently from separate products and adds (on a GPU once per
+// product rather than twice), and where a passthrough has two readers (a D block's x) the norm's dx is
+// added last rather than in the engine's order. Nothing relies on the unfused bits (the model's tests
+// compare with tolerances; add_rmsnorm and rmsnorm_keep are bit-exact on their own, ops.h). The MLP's
+// residual add stays apart from the next block's norm_in: fusing them would save only the forward's one
+// read of the sum, at the cost of passing (sum, normed) pairs across the block boundary.
 #include "dtrn/model/blocks.h"
 
 #include <vector>
