@@ -5,12 +5,24 @@
 // scale with the routed count (rule 8). Routing runs where the activations live (routing.h): one read
 // of the routed count per D block is the only host synchronisation.
 //
-// In both blocks the attention's residual add and norm_post are one op (add_rmsnorm): the sum is
-// written once and its gradient meets the norm's in the same kernel. Its one other consumer is the
-// MLP's residual add, so the blocks compute exactly what add then rmsnorm would (ops.h). The MLP's
-// residual add is not fused with the next block's norm_in: the block boundary would have to pass
-// (sum, normed) pairs, and in a D block that sum has two more consumers (the router and the residual
-// add), so its gradient would no longer match the unfused model's bit for bit.
+// Note [Gradients summed where they are made]
+// A tensor read by several ops gets one gradient from each, and the autograd engine adds them (one
+// element-wise pass over [N, C] per extra reader). The blocks let the producing kernels do those sums:
+// - Q, K and V (in a D block Q and K: V reads every row, they the routed ones) and the MLP's gate and up
+//   read u through one linears() node, which sums u's gradient inside its products (dx += g_i W_i).
+// - norm_in is rmsnorm_keep: the residual (and in a D block the router) read its passthrough of x, so the
+//   gradients they send meet the norm's dx in the norm's backward kernel (add_rmsnorm's).
+// - The attention's residual add and norm_post are one op (add_rmsnorm): the sum is written once and its
+//   gradient meets the norm's in the same kernel.
+// What the engine still adds: in a D block, the router's and the residual's gradients of x, and u's
+// from W_V and from the routed rows' gather (tests/model/block_gradient_sums_test.cc counts them).
+// The forward computes exactly what the unfused ops would. The gradients are those of the unfused model
+// up to rounding: linears' sums round differently from separate products and adds (on a GPU once per
+// product rather than twice), and where a passthrough has two readers (a D block's x) the norm's dx is
+// added last rather than in the engine's order. Nothing relies on the unfused bits (the model's tests
+// compare with tolerances; add_rmsnorm and rmsnorm_keep are bit-exact on their own, ops.h). The MLP's
+// residual add stays apart from the next block's norm_in: fusing them would save only the forward's one
+// read of the sum, at the cost of passing (sum, normed) pairs across the block boundary.
 #include "dtrn/model/blocks.h"
 
 #include <vector>
@@ -21,22 +33,23 @@
 namespace dtrn::model {
 namespace {
 
-// Attention heads over packed rows: u [N, C] (for Q and K) and v = W_V u [N, G*D], positions [N],
-// sequence boundaries cu [S+1] -> [N, H*D], before W_O. The head counts are the weights' (a TP rank's
-// H/P and G/P heads, or all of them).
-Tensor attention_heads(const ModelConfig& c, const AttentionWeights& w, const Tensor& u, const Tensor& v,
+// Attention heads over packed rows: the projections q = W_Q u [N, H*D], k = W_K u [N, G*D] and
+// v = W_V u [N, G*D], positions [N], sequence boundaries cu [S+1] -> [N, H*D], before W_O. The head counts
+// are the projections' (a TP rank's H/P and G/P heads, or all of them).
+Tensor attention_heads(const ModelConfig& c, const Tensor& q, const Tensor& k, const Tensor& v,
                        const Tensor& positions, const Tensor& cu_seqlens) {
-  const int64_t d = c.head_dim(), n = u.size(0), h = w.wq.size(0) / d, g = w.wk.size(0) / d;
-  Tensor q = rope(linear(u, w.wq).reshape({n, h, d}), positions, c.rope_theta);
-  Tensor k = rope(linear(u, w.wk).reshape({n, g, d}), positions, c.rope_theta);
-  return attention(q, k, v.reshape({n, g, d}), cu_seqlens).reshape({n, h * d});
+  const int64_t d = c.head_dim(), n = q.size(0), h = q.size(1) / d, g = k.size(1) / d;
+  return attention(rope(q.reshape({n, h, d}), positions, c.rope_theta),
+                   rope(k.reshape({n, g, d}), positions, c.rope_theta), v.reshape({n, g, d}), cu_seqlens)
+      .reshape({n, h * d});
 }
 
 // Attention over packed rows u [N, C] with positions [N] and sequence boundaries cu [S+1] -> [N, C] (a
 // TP rank's part of the sum over heads that W_O computes).
 Tensor packed_attention(const ModelConfig& c, const AttentionWeights& w, const Tensor& u,
                         const Tensor& positions, const Tensor& cu_seqlens) {
-  return linear(attention_heads(c, w, u, linear(u, w.wv), positions, cu_seqlens), w.wo);
+  const std::vector<Tensor> qkv = linears(u, {w.wq, w.wk, w.wv});
+  return linear(attention_heads(c, qkv[0], qkv[1], qkv[2], positions, cu_seqlens), w.wo);
 }
 
 }  // namespace
@@ -59,7 +72,8 @@ BlockContext make_block_context(const ModelConfig& c, int64_t batch, int64_t seq
 Tensor mlp_forward(const MlpWeights& w, const Tensor& u, TensorParallelOps* tp) {
   const Tensor ut = copy_to_tensor_parallel(tp, u);
   // SwiGLU recomputed in backward
-  return reduce_from_tensor_parallel(tp, swiglu_linear(linear(ut, w.gate), linear(ut, w.up), w.down));
+  const std::vector<Tensor> gate_up = linears(ut, {w.gate, w.up});
+  return reduce_from_tensor_parallel(tp, swiglu_linear(gate_up[0], gate_up[1], w.down));
 }
 
 Tensor dense_block_forward(const ModelConfig& c, const BlockWeights& w, const Tensor& x,
@@ -67,9 +81,10 @@ Tensor dense_block_forward(const ModelConfig& c, const BlockWeights& w, const Te
   const int64_t b = x.size(0), t = x.size(1), ch = x.size(2);
   const BlockContext local = ctx ? BlockContext{} : make_block_context(c, b, t, x.device());
   const BlockContext& k = ctx ? *ctx : local;
-  Tensor u = copy_to_tensor_parallel(tp, rmsnorm(x, w.norm_in, c.norm_eps).reshape({b * t, ch}));
+  const ResidualNorm in = rmsnorm_keep(x, w.norm_in, c.norm_eps);
+  Tensor u = copy_to_tensor_parallel(tp, in.normed.reshape({b * t, ch}));
   Tensor a = reduce_from_tensor_parallel(tp, packed_attention(c, w.attn, u, k.positions, k.cu_seqlens));
-  const ResidualNorm h = add_rmsnorm(x, a.reshape({b, t, ch}), w.norm_post, c.norm_eps);
+  const ResidualNorm h = add_rmsnorm(in.sum, a.reshape({b, t, ch}), w.norm_post, c.norm_eps);
   return add(h.sum, mlp_forward(w.mlp, h.normed, tp));
 }
 
@@ -93,7 +108,8 @@ Tensor routed_block_forward(const ModelConfig& c, const BlockWeights& w, const T
                             const FallbackDraw& fallback, RoutingStats* stats, const RouteControl& control,
                             TensorParallelOps* tp) {
   const int64_t b = x.size(0), t = x.size(1), ch = x.size(2), n = b * t;
-  Tensor z = router_logits(w.router, x);  // [N, 2], f32 (f64 in gradient checks)
+  const ResidualNorm in = rmsnorm_keep(x, w.norm_in, c.norm_eps);
+  Tensor z = router_logits(w.router, in.sum);  // [N, 2], f32 (f64 in gradient checks)
   Tensor p_attn = softmax(z).narrow(1, 0, 1).reshape({n});
   auto f32 = [](const Tensor& v) { return v.dtype() == DType::kF32 ? v : v.detach().to(DType::kF32); };
   Tensor delta = sub(z.narrow(1, 0, 1), z.narrow(1, 1, 1)).reshape({n});
@@ -110,20 +126,22 @@ Tensor routed_block_forward(const ModelConfig& c, const BlockWeights& w, const T
 
   // Rule 5: computed once. Under TP, u and the path scales enter this rank's heads through copy_to, so
   // that their gradients (the router's included) are summed over the heads of every rank.
-  Tensor u = copy_to_tensor_parallel(tp, rmsnorm(x, w.norm_in, c.norm_eps).reshape({n, ch}));
+  Tensor u = copy_to_tensor_parallel(tp, in.normed.reshape({n, ch}));
   Tensor v = linear(u, w.attn.wv);  // [N, G*D]: the bypass's values, and the routed tokens' V rows
   Tensor p_vec = copy_to_tensor_parallel(tp, p_path);
   const int64_t heads = w.attn.wq.size(0) / c.head_dim();
-  Tensor o = r.count > 0 ? attention_heads(c, w.attn, gather_rows(u, r.routed), gather_rows(v, r.routed),
-                                           r.positions, r.cu_seqlens)
-                         : Tensor::empty({0, heads * c.head_dim()}, x.dtype(), x.device());
+  Tensor o = Tensor::empty({0, heads * c.head_dim()}, x.dtype(), x.device());
+  if (r.count > 0) {
+    const std::vector<Tensor> qk = linears(gather_rows(u, r.routed), {w.attn.wq, w.attn.wk});
+    o = attention_heads(c, qk[0], qk[1], gather_rows(v, r.routed), r.positions, r.cu_seqlens);
+  }
   // One W_O product over all rows: p_a W_O(attention) for routed tokens, p_b W_O(expand(W_V u)) for
   // the others (rule 6's y, by the linearity of W_O; the bypass is rule 7's attention in which each
   // token sees only itself, so its heads are the token's own values).
   Tensor y = n > 0 ? reduce_from_tensor_parallel(tp, linear(combine_paths(o, v, p_vec, r.routed, r.bypass, heads),
                                                             w.attn.wo))
                    : Tensor::zeros({0, ch}, x.dtype(), x.device());
-  const ResidualNorm h = add_rmsnorm(x, y.reshape({b, t, ch}), w.norm_post, c.norm_eps);
+  const ResidualNorm h = add_rmsnorm(in.sum, y.reshape({b, t, ch}), w.norm_post, c.norm_eps);
   Tensor out = add(h.sum, mlp_forward(w.mlp, h.normed, tp));
   if (stats != nullptr) {
     stats->s = mean(p_attn);

@@ -4,6 +4,11 @@
 //   dA = dC op(B)^T          (or, when A is transposed, dA = op(B) dC^T)
 //   dB = op(A)^T dC          (or, when B is transposed, dB = dC^T op(A))
 // A shared 2-D B receives the sum over the batch, computed as one product over the flattened batch.
+//
+// linears() reads one input x through several weights; its backward sums x's gradient inside the
+// products (dx = g_0 W_0, then dx += g_i W_i with beta = 1): on a GPU the product reads the running
+// sum in the output's dtype, adds in f32 and rounds once, where separate products and an add would
+// round each term and the sum and move [N, C] through memory three more times.
 #include "ops/matmul_backward.h"
 #include "ops/op_util.h"
 
@@ -68,8 +73,9 @@ Tensor matmul_forward(const Tensor& a_in, const Tensor& b_in, bool ta, bool tb) 
   return c;
 }
 
-// c += op(x) op(y) for 2-D contiguous x, y and c (c may be f32 for bf16 x and y).
-void gemm_accumulate(const Tensor& x_in, const Tensor& y_in, bool tx, bool ty, const Tensor& c) {
+// c = op(x) op(y) + beta c for 2-D x and y and contiguous 2-D c (c may be f32 for bf16 x and y). Does
+// nothing when a dimension is 0: callers that pass beta = 0 fill c themselves then.
+void gemm_into(const Tensor& x_in, const Tensor& y_in, bool tx, bool ty, const Tensor& c, double beta) {
   Tensor x = x_in.contiguous(), y = y_in.contiguous();
   GemmArgs args;
   args.m = tx ? x.size(1) : x.size(0);
@@ -77,7 +83,7 @@ void gemm_accumulate(const Tensor& x_in, const Tensor& y_in, bool tx, bool ty, c
   args.n = ty ? y.size(0) : y.size(1);
   args.trans_a = tx;
   args.trans_b = ty;
-  args.beta = 1.0;
+  args.beta = beta;
   if (args.m == 0 || args.n == 0 || args.k == 0) return;
   backend_of(c).gemm(args, x, y, c);
 }
@@ -94,6 +100,29 @@ std::shared_ptr<TensorImpl> f32_gradient_buffer(const Tensor& b) {
     return nullptr;
   }
   return b.impl_ptr();
+}
+
+void check_linear_weight(const Tensor& x, const Tensor& weight, const char* op) {
+  DTRN_CHECK(weight.dim() == 2, op, ": weight must be [out, in], got ", weight.describe());
+  DTRN_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), op, ": input ", shape_str(x.shape()), " vs weight ",
+             shape_str(weight.shape()));
+}
+
+// x's gradient from the gradients of linears' outputs, in one buffer that the first product writes and
+// the others accumulate into (outputs without a gradient skipped).
+Tensor linears_input_gradient(const std::vector<MatmulSaved>& saved, const std::vector<Tensor>& grads) {
+  const Tensor& x = saved.front().a;
+  const int64_t k = x.size(-1);
+  Tensor dx = Tensor::empty({k == 0 ? 0 : x.numel() / k, k}, x.dtype(), x.device());
+  bool written = false;
+  for (size_t i = 0; i < saved.size(); ++i) {
+    if (!grads[i].defined() || saved[i].b.size(0) == 0) continue;  // an empty weight adds nothing
+    const Tensor g = grads[i].contiguous();
+    gemm_into(g.reshape({-1, g.size(-1)}), saved[i].b, false, false, dx, written ? 1.0 : 0.0);
+    written = true;
+  }
+  if (!written && dx.numel() > 0) backend_of(dx).fill(dx, 0.0);
+  return dx.reshape(x.shape());
 }
 
 }  // namespace
@@ -119,9 +148,9 @@ std::vector<Tensor> matmul_backward(const MatmulSaved& s, const Tensor& g) {
     if (!s.b_buffer->grad) s.b_buffer->grad = Tensor::zeros(s.b.shape(), DType::kF32, s.b.device()).impl_ptr();
     const Tensor a2 = s.a.reshape({-1, s.a.size(-1)}), g2 = g.reshape({-1, g.size(-1)});
     if (s.tb) {
-      gemm_accumulate(g2, a2, true, s.ta, Tensor(s.b_buffer->grad));
+      gemm_into(g2, a2, true, s.ta, Tensor(s.b_buffer->grad), 1.0);
     } else {
-      gemm_accumulate(a2, g2, !s.ta, false, Tensor(s.b_buffer->grad));
+      gemm_into(a2, g2, !s.ta, false, Tensor(s.b_buffer->grad), 1.0);
     }
   } else if (s.need_b) {
     if (s.shared_b) {
@@ -146,14 +175,37 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
 }
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  DTRN_CHECK(weight.dim() == 2, "linear: weight must be [out, in], got ", weight.describe());
-  DTRN_CHECK(x.size(-1) == weight.size(1), "linear: input ", shape_str(x.shape()), " vs weight ",
-             shape_str(weight.shape()));
+  check_linear_weight(x, weight, "linear");
   Tensor y = matmul(x, weight, false, true);
   if (!bias.defined()) return y;
   DTRN_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), "linear: bias ",
              shape_str(bias.shape()), " vs weight ", shape_str(weight.shape()));
   return add(y, bias);
+}
+
+std::vector<Tensor> linears(const Tensor& x, const std::vector<Tensor>& weights) {
+  DTRN_CHECK(!weights.empty(), "linears: no weights for input ", x.describe());
+  const Tensor xk = x.detach().contiguous();  // made contiguous once for every product
+  std::vector<Tensor> outputs, inputs = {x};
+  std::vector<MatmulSaved> saved;
+  for (const Tensor& w : weights) {
+    check_linear_weight(x, w, "linears");
+    check_same_kind(x, w, "linears");
+    outputs.push_back(matmul_forward(xk, w, false, true));
+    inputs.push_back(w);
+    saved.push_back(save_for_matmul(xk, w, false, true));
+    saved.back().need_a = false;  // x's gradient is summed over the outputs below
+  }
+  const bool need_x = x.requires_grad();
+  return record_outputs("linears", std::move(outputs), inputs,
+                        [saved, need_x](const std::vector<Tensor>& grads) -> std::vector<Tensor> {
+                          std::vector<Tensor> out(1 + saved.size());
+                          if (need_x) out[0] = linears_input_gradient(saved, grads);
+                          for (size_t i = 0; i < saved.size(); ++i) {
+                            if (grads[i].defined()) out[1 + i] = matmul_backward(saved[i], grads[i])[1];
+                          }
+                          return out;
+                        });
 }
 
 

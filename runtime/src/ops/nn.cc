@@ -1,11 +1,12 @@
-// The neural-network ops of ops.h (rmsnorm, add_rmsnorm, rope, softmax, cross_entropy) with their
-// backwards.
+// The neural-network ops of ops.h (rmsnorm, rmsnorm_keep, add_rmsnorm, rope, softmax, cross_entropy)
+// with their backwards.
 // Each validates its arguments (naming the op and the shapes involved), hands contiguous,
 // history-free views of its inputs to the device's kernel, and records one node whose backward
 // calls the matching backward kernel. Kernels never see empty tensors (a GPU launch with zero
 // blocks is an error), so the op layer skips them and produces the empty or zero result itself.
 // Per-row statistics (rstd, lse, losses) are f64 for f64 data and f32 otherwise, as backend.h
 // specifies.
+#include <utility>
 #include <vector>
 
 #include "ops/op_util.h"
@@ -32,33 +33,71 @@ Tensor kernel_input(const Tensor& t) { return t.detach().contiguous(); }
 // The number of rows of x viewed as [N, x.size(-1)].
 int64_t rows_of(const Shape& shape) { return shape_numel(Shape(shape.begin(), shape.end() - 1)); }
 
+// The backward of a norm whose input h [N, C] also passes on, unchanged, to other consumers (add_rmsnorm's
+// sum, rmsnorm_keep's x): {dh, dweight} with dh = dpass + the norm's dx in one kernel. When only the
+// passthrough has a gradient, the norm contributes nothing and dpass is dh. `shape` is h's outer shape.
+std::pair<Tensor, Tensor> passthrough_norm_backward(const Tensor& h, const Tensor& w, const Tensor& rstd,
+                                                    const Shape& shape, const Tensor& dpass,
+                                                    const Tensor& dnormed, const char* op) {
+  if (!dnormed.defined()) return {dpass, Tensor()};
+  if (h.numel() == 0) {
+    return {Tensor::empty(shape, h.dtype(), h.device()), Tensor::zeros(w.shape(), w.dtype(), w.device())};
+  }
+  Tensor dx = Tensor::empty(h.shape(), h.dtype(), h.device());
+  Tensor dw = Tensor::empty(w.shape(), w.dtype(), w.device());
+  Tensor dy = dnormed.contiguous().reshape(h.shape());
+  if (dpass.defined()) {
+    DTRN_CHECK(dpass.dtype() == h.dtype(), op, ": the passthrough's gradient ", dpass.describe(),
+               " is not of its dtype ", dtype_name(h.dtype()));
+    backend_of(h).add_rmsnorm_backward(h, w, rstd, dy, dpass.contiguous().reshape(h.shape()), dx, dw);
+  } else {
+    backend_of(h).rmsnorm_backward(h, w, rstd, dy, dx, dw);
+  }
+  return {dx.reshape(shape), dw};
+}
+
+// rmsnorm's forward, validated under the name `op`: x as the kernel read it [N, C], the weight, y [N, C]
+// and rstd [N].
+struct NormForward {
+  Tensor x2, w, y, rstd;
+};
+NormForward rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, const char* op) {
+  DTRN_CHECK(x.dim() >= 1 && weight.dim() == 1 && weight.size(0) == x.size(-1), op, ": weight ",
+             shape_str(weight.shape()), " does not match the last dimension of x ", shape_str(x.shape()));
+  check_floating(x, op);
+  check_same_kind(x, weight, op);
+  DTRN_CHECK(eps >= 0, op, ": eps must be non-negative, got ", eps);
+  const int64_t c = x.size(-1), n = rows_of(x.shape());
+  NormForward f{kernel_input(x).reshape({n, c}), kernel_input(weight), Tensor::empty({n, c}, x.dtype(), x.device()),
+                Tensor::empty({n}, stats_dtype(x.dtype()), x.device())};
+  if (f.y.numel() > 0) backend_of(x).rmsnorm(f.x2, f.w, eps, f.y, f.rstd);
+  return f;
+}
+
 }  // namespace
 
 Tensor rmsnorm(const Tensor& x, const Tensor& weight, double eps) {
-  DTRN_CHECK(x.dim() >= 1 && weight.dim() == 1 && weight.size(0) == x.size(-1), "rmsnorm: weight ",
-             shape_str(weight.shape()), " does not match the last dimension of x ",
-             shape_str(x.shape()));
-  check_floating(x, "rmsnorm");
-  check_same_kind(x, weight, "rmsnorm");
-  DTRN_CHECK(eps >= 0, "rmsnorm: eps must be non-negative, got ", eps);
+  const NormForward f = rmsnorm_forward(x, weight, eps, "rmsnorm");
   const Shape shape = x.shape();
-  const int64_t c = x.size(-1), n = rows_of(shape);
-  Tensor x2 = kernel_input(x).reshape({n, c});
-  Tensor w = kernel_input(weight);
-  Tensor y = Tensor::empty({n, c}, x.dtype(), x.device());
-  Tensor rstd = Tensor::empty({n}, stats_dtype(x.dtype()), x.device());
-  if (y.numel() > 0) backend_of(x).rmsnorm(x2, w, eps, y, rstd);
-  return record("rmsnorm", y.reshape(shape), {x, weight},
-                [x2, w, rstd, shape](const Tensor& grad) -> std::vector<Tensor> {
-                  Tensor dx = Tensor::empty(x2.shape(), x2.dtype(), x2.device());
-                  if (dx.numel() == 0) {
-                    return {dx.reshape(shape), Tensor::zeros(w.shape(), w.dtype(), w.device())};
-                  }
-                  Tensor dw = Tensor::empty(w.shape(), w.dtype(), w.device());
-                  Tensor dy = grad.contiguous().reshape(x2.shape());
-                  backend_of(x2).rmsnorm_backward(x2, w, rstd, dy, dx, dw);
-                  return {dx.reshape(shape), dw};
+  return record("rmsnorm", f.y.reshape(shape), {x, weight},
+                [x2 = f.x2, w = f.w, rstd = f.rstd, shape](const Tensor& grad) -> std::vector<Tensor> {
+                  auto [dx, dw] = passthrough_norm_backward(x2, w, rstd, shape, Tensor(), grad, "rmsnorm");
+                  return {dx, dw};
                 });
+}
+
+ResidualNorm rmsnorm_keep(const Tensor& x, const Tensor& weight, double eps) {
+  const NormForward f = rmsnorm_forward(x, weight, eps, "rmsnorm_keep");
+  const Shape shape = x.shape();
+  // The passthrough is a second handle on x's storage whose producer is this node, so that the gradients
+  // of x's other consumers meet the norm's dx in its backward kernel.
+  std::vector<Tensor> out = record_outputs(
+      "rmsnorm_keep", {x.detach(), f.y.reshape(shape)}, {x, weight},
+      [x2 = f.x2, w = f.w, rstd = f.rstd, shape](const std::vector<Tensor>& grads) -> std::vector<Tensor> {
+        auto [dx, dw] = passthrough_norm_backward(x2, w, rstd, shape, grads[0], grads[1], "rmsnorm_keep");
+        return {dx, dw};
+      });
+  return {out[0], out[1]};
 }
 
 ResidualNorm add_rmsnorm(const Tensor& x, const Tensor& delta, const Tensor& weight, double eps) {
@@ -80,29 +119,12 @@ ResidualNorm add_rmsnorm(const Tensor& x, const Tensor& delta, const Tensor& wei
     backend_of(x).add_rmsnorm(kernel_input(x).reshape({n, c}), kernel_input(delta).reshape({n, c}), w,
                               eps, h, y, rstd);
   }
-  // h is saved as the kernel's plain tensor, not the recorded output (Note [Saving outputs]). When
-  // only the sum has a gradient, the norm contributes nothing and d(sum) passes on as add's does.
+  // h is saved as the kernel's plain tensor, not the recorded output (Note [Saving outputs]).
   std::vector<Tensor> out = record_outputs(
       "add_rmsnorm", {h.reshape(shape), y.reshape(shape)}, {x, delta, weight},
       [h, w, rstd, shape](const std::vector<Tensor>& grads) -> std::vector<Tensor> {
-        const Tensor& dsum = grads[0];
-        const Tensor& dnormed = grads[1];
-        if (!dnormed.defined()) return {dsum, dsum, Tensor()};
-        if (h.numel() == 0) {
-          Tensor dx = Tensor::empty(shape, h.dtype(), h.device());
-          return {dx, dx, Tensor::zeros(w.shape(), w.dtype(), w.device())};
-        }
-        Tensor dx = Tensor::empty(h.shape(), h.dtype(), h.device());
-        Tensor dw = Tensor::empty(w.shape(), w.dtype(), w.device());
-        Tensor dy = dnormed.contiguous().reshape(h.shape());
-        if (dsum.defined()) {
-          DTRN_CHECK(dsum.dtype() == h.dtype(), "add_rmsnorm: the sum's gradient ", dsum.describe(),
-                     " is not of the sum's dtype ", dtype_name(h.dtype()));
-          backend_of(h).add_rmsnorm_backward(h, w, rstd, dy, dsum.contiguous().reshape(h.shape()), dx, dw);
-        } else {
-          backend_of(h).rmsnorm_backward(h, w, rstd, dy, dx, dw);
-        }
-        return {dx.reshape(shape), dx.reshape(shape), dw};
+        auto [dx, dw] = passthrough_norm_backward(h, w, rstd, shape, grads[0], grads[1], "add_rmsnorm");
+        return {dx, dx, dw};
       });
   return {out[0], out[1]};
 }

@@ -38,6 +38,12 @@ Tensor sum_to_shape(const Tensor& x, const Shape& shape);
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
 // x: [..., in], weight: [out, in] (Hugging Face / PyTorch layout), bias: [out] or undefined -> [..., out].
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+// x: [..., in], weights[i]: [out_i, in] -> {linear(x, weights[i])}: one input read by several weights (a
+// block's Q, K and V, or the MLP's gate and up) as one node, whose backward sums x's gradient inside the
+// products (dx = g_0 W_0, then dx += g_i W_i; matmul.cc) instead of one add per extra consumer. Outputs
+// without a gradient are skipped; each weight's gradient is linear's. The sum's rounding differs from
+// that of separate linears and adds (on a GPU it rounds once), so results match them within rounding.
+std::vector<Tensor> linears(const Tensor& x, const std::vector<Tensor>& weights);
 // linear(silu(x), weight, bias) and linear(swiglu(gate, up), weight), holding only the activation's
 // inputs for the backward (the activation is recomputed there): the router's hidden layer and the MLP's
 // down projection, whose activations would otherwise be kept twice.
@@ -85,6 +91,11 @@ struct ResidualNorm {
   Tensor normed;
 };
 ResidualNorm add_rmsnorm(const Tensor& x, const Tensor& delta, const Tensor& weight, double eps);
+// rmsnorm that also passes its input on: sum = x (a handle on x's storage), normed = rmsnorm(x, weight,
+// eps). Use `sum` wherever x is read besides the norm (a block's residual and router): the gradients sent
+// to it then meet the norm's dx in add_rmsnorm's backward kernel instead of in a separate add. The same
+// values and, as add_rmsnorm's, the same gradients as x and rmsnorm(x) whenever `sum` has one consumer.
+ResidualNorm rmsnorm_keep(const Tensor& x, const Tensor& weight, double eps);
 // x: [N, H, D] (D even), positions: i32/i64 [N]. Rotate-half RoPE (Llama / Hugging Face layout): pairs
 // (i, i + D/2) rotate by angle positions[n] * theta^(-2i/D).
 Tensor rope(const Tensor& x, const Tensor& positions, double theta);
