@@ -155,8 +155,8 @@ void launch_silu_backward(ElemType type, const void* x, const void* grad, void* 
     const T* in_x = static_cast<const T*>(x);
     const T* in_grad = static_cast<const T*>(grad);
     if (out == nullptr) {
-      launch_map(Operands<T, 2, 1>{{in_x, in_grad}, {static_cast<T*>(dx)}}, n, SiluBackwardOp<1>{},
-                 stream);
+      const Operands<T, 2, 1> args{{in_x, in_grad}, {static_cast<T*>(dx)}};
+      launch_map(args, n, SiluBackwardOp<1>{}, stream);
     } else {
       const Operands<T, 2, 2> args{{in_x, in_grad}, {static_cast<T*>(dx), static_cast<T*>(out)}};
       launch_map(args, n, SiluBackwardOp<2>{}, stream);
@@ -178,15 +178,16 @@ void launch_swiglu_backward(ElemType type, const void* gate, const void* up, con
                             void* dgate, void* dup, void* out, int64_t n, cudaStream_t stream) {
   dispatch_and_check(type, n, [&](auto tag) {
     using T = decltype(tag);
-    const T* in[3] = {static_cast<const T*>(gate), static_cast<const T*>(up),
-                      static_cast<const T*>(grad)};
+    const T* in_gate = static_cast<const T*>(gate);
+    const T* in_up = static_cast<const T*>(up);
+    const T* in_grad = static_cast<const T*>(grad);
     T* d_gate = static_cast<T*>(dgate);
     T* d_up = static_cast<T*>(dup);
     if (out == nullptr) {
-      const Operands<T, 3, 2> args{{in[0], in[1], in[2]}, {d_gate, d_up}};
+      const Operands<T, 3, 2> args{{in_gate, in_up, in_grad}, {d_gate, d_up}};
       launch_map(args, n, SwigluBackwardOp<2>{}, stream);
     } else {
-      const Operands<T, 3, 3> args{{in[0], in[1], in[2]}, {d_gate, d_up, static_cast<T*>(out)}};
+      const Operands<T, 3, 3> args{{in_gate, in_up, in_grad}, {d_gate, d_up, static_cast<T*>(out)}};
       launch_map(args, n, SwigluBackwardOp<3>{}, stream);
     }
   });
