@@ -48,7 +48,8 @@ TEST(ActivationBackward, SwigluAlsoWritesTheForwardsActivationBitForBit) {
       // Gates over [-6, 6) reach the sigmoid's flat ends; up and the upstream gradient in [-1, 1).
       Tensor gate = random_cpu(shape, 1, dtype, -6.0, 6.0), up = random_cpu(shape, 2, dtype);
       Tensor g = random_cpu(shape, 3, dtype);
-      Tensor dgate = nan_filled(shape, dtype), dup = nan_filled(shape, dtype), a = nan_filled(shape, dtype);
+      Tensor dgate = nan_filled(shape, dtype), dup = nan_filled(shape, dtype);
+      Tensor a = nan_filled(shape, dtype);
       cpu.swiglu_backward(gate, up, g, dgate, dup, a);
       const std::vector<Tensor> want =
           gradients_of([](const std::vector<Tensor>& t) { return swiglu(t[0], t[1]); }, {gate, up}, g);
@@ -95,6 +96,12 @@ std::vector<Tensor> output_and_gradients(const std::function<Tensor(const std::v
   return out;
 }
 
+std::string flags(const std::vector<bool>& trainable) {
+  std::string s;
+  for (bool t : trainable) s += t ? '1' : '0';
+  return s;
+}
+
 void expect_same_bits(const std::vector<Tensor>& got, const std::vector<Tensor>& want,
                       const std::string& what) {
   ASSERT_EQ(got.size(), want.size()) << what;
@@ -118,9 +125,8 @@ TEST(ActivationLinear, SwigluLinearGradientsEqualTheComposedOpsBitForBit) {
       const Tensor gate = random_cpu(rows, 10, dtype, -6.0, 6.0), up = random_cpu(rows, 11, dtype);
       const Tensor w = random_cpu({out, rows.back()}, 12, dtype);
       for (const std::vector<bool>& trainable : kSwigluTrainable) {
-        const std::string what = std::string(dtype_name(dtype)) + " " + shape_str(rows) + " trainable " +
-                                 std::to_string(trainable[0]) + std::to_string(trainable[1]) +
-                                 std::to_string(trainable[2]);
+        const std::string what = std::string(dtype_name(dtype)) + " " + shape_str(rows) +
+                                 " trainable " + flags(trainable);
         expect_same_bits(output_and_gradients(fused, {gate, up, w}, trainable),
                          output_and_gradients(composed, {gate, up, w}, trainable), what);
       }
@@ -138,8 +144,7 @@ TEST(ActivationLinear, SiluLinearGradientsEqualTheComposedOpsBitForBit) {
   for (const std::vector<bool>& trainable :
        std::vector<std::vector<bool>>{{true, true, true}, {true, false, false}, {false, true, true},
                                       {false, false, true}}) {
-    const std::string what = "trainable " + std::to_string(trainable[0]) + std::to_string(trainable[1]) +
-                             std::to_string(trainable[2]);
+    const std::string what = "trainable " + flags(trainable);
     expect_same_bits(output_and_gradients(fused, {x, w, b}, trainable),
                      output_and_gradients(composed, {x, w, b}, trainable), what);
     if (trainable[0] || trainable[1]) {

@@ -102,26 +102,30 @@ TEST(CudaPointwise, BackwardsAlsoWriteTheForwardsActivation) {
   REQUIRE_GPU();
   Backend& gpu = backend_for(kGpu);
   Backend& cpu = backend_for(Device::cpu());
+  // Every GPU operand sits `offset` elements into its buffer; outputs start as NaN.
   auto nan_gpu = [](int64_t n, DType dtype, int64_t offset) {
-    return Tensor::full({n + offset}, std::numeric_limits<double>::quiet_NaN(), dtype, kGpu).narrow(0, offset, n);
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    return Tensor::full({n + offset}, nan, dtype, kGpu).narrow(0, offset, n);
   };
   for (DType dtype : {DType::kF32, DType::kBF16}) {
     const DType ref = gpu_testing::reference_dtype(dtype);
     const Tol tol = widen_for(dtype, kSigmoid);
     for (int64_t n : {int64_t{1}, int64_t{7}, int64_t{1031}, int64_t{4099}}) {
       for (int64_t offset : {int64_t{0}, int64_t{1}}) {
-        const std::string what =
-            std::string(dtype_name(dtype)) + " n " + std::to_string(n) + " offset " + std::to_string(offset);
-        const Tensor gate = random_cpu({n}, 40, dtype, -6.0, 6.0), up = random_cpu({n}, 41, dtype),
+        const std::string what = std::string(dtype_name(dtype)) + " n " + std::to_string(n) +
+                                 " offset " + std::to_string(offset);
+        // Gates over [-4, 4), kSigmoid's range; up and the upstream gradient in [-1, 1).
+        const Tensor gate = random_cpu({n}, 40, dtype, -4.0, 4.0), up = random_cpu({n}, 41, dtype),
                      g = random_cpu({n}, 42, dtype);
-        auto on_gpu = [&](const Tensor& t) {  // at `offset` elements into its buffer
+        auto on_gpu = [&](const Tensor& t) {
           Tensor d = Tensor::zeros({n + offset}, dtype, kGpu).narrow(0, offset, n);
           d.copy_(t.to(kGpu));
           return d;
         };
         const Tensor gate_d = on_gpu(gate), up_d = on_gpu(up), g_d = on_gpu(g);
 
-        Tensor dgate = nan_gpu(n, dtype, offset), dup = nan_gpu(n, dtype, offset), a = nan_gpu(n, dtype, offset);
+        Tensor dgate = nan_gpu(n, dtype, offset), dup = nan_gpu(n, dtype, offset);
+        Tensor a = nan_gpu(n, dtype, offset);
         gpu.swiglu_backward(gate_d, up_d, g_d, dgate, dup, a);
         Tensor dgate2 = nan_gpu(n, dtype, offset), dup2 = nan_gpu(n, dtype, offset);
         gpu.swiglu_backward(gate_d, up_d, g_d, dgate2, dup2, Tensor());
@@ -135,7 +139,8 @@ TEST(CudaPointwise, BackwardsAlsoWriteTheForwardsActivation) {
         expect_close(dgate, want_dgate, tol, what + " dgate vs cpu");
         expect_close(dup, want_dup, tol, what + " dup vs cpu");
 
-        Tensor dx = nan_gpu(n, dtype, offset), s = nan_gpu(n, dtype, offset), dx2 = nan_gpu(n, dtype, offset);
+        Tensor dx = nan_gpu(n, dtype, offset), s = nan_gpu(n, dtype, offset);
+        Tensor dx2 = nan_gpu(n, dtype, offset);
         gpu.silu_backward(gate_d, g_d, dx, s);
         gpu.silu_backward(gate_d, g_d, dx2, Tensor());
         EXPECT_EQ(bits_of(s), bits_of(silu(gate_d))) << what << " silu activation";

@@ -57,7 +57,7 @@ Tensor activation_linear(const char* name, Activation act, const std::vector<Ten
   const bool has_bias = bias.defined();
   return record(name, y, inputs,
                 [act, saved_in, product, need_bias, bias_shape, has_bias](const Tensor& g) -> std::vector<Tensor> {
-                  MatmulSaved p = product;  // p.a is recomputed only where the weight's gradient reads it
+                  MatmulSaved p = product;  // p.a: recomputed only where the weight's gradient reads it
                   std::vector<Tensor> grads(saved_in.size());
                   if (p.need_a) {
                     const Tensor& in0 = saved_in[0];
