@@ -26,12 +26,12 @@ void Backend::fill_random(const Tensor&, bool, double, double, uint64_t, uint64_
 void Backend::binary(BinaryOp, const Tensor&, const Tensor&, const Tensor&) { missing(*this, "binary"); }
 void Backend::affine(const Tensor&, double, double, const Tensor&) { missing(*this, "affine"); }
 void Backend::silu(const Tensor&, const Tensor&) { missing(*this, "silu"); }
-void Backend::silu_backward(const Tensor&, const Tensor&, const Tensor&) {
+void Backend::silu_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&) {
   missing(*this, "silu_backward");
 }
 void Backend::swiglu(const Tensor&, const Tensor&, const Tensor&) { missing(*this, "swiglu"); }
 void Backend::swiglu_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                              const Tensor&) {
+                              const Tensor&, const Tensor&) {
   missing(*this, "swiglu_backward");
 }
 void Backend::sum_dim(const Tensor&, int64_t, int64_t, int64_t, const Tensor&) {

@@ -65,10 +65,13 @@ class Backend {
   virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out);
   virtual void affine(const Tensor& x, double alpha, double beta, const Tensor& out);  // alpha*x + beta
   virtual void silu(const Tensor& x, const Tensor& out);
-  virtual void silu_backward(const Tensor& x, const Tensor& grad, const Tensor& dx);
   virtual void swiglu(const Tensor& gate, const Tensor& up, const Tensor& out);
+  // The backwards also write the activation into out where out is defined (bit for bit what silu and
+  // swiglu write), for the weight gradient of a product over it (ops/activation_linear.cc).
+  virtual void silu_backward(const Tensor& x, const Tensor& grad, const Tensor& dx,
+                             const Tensor& out);
   virtual void swiglu_backward(const Tensor& gate, const Tensor& up, const Tensor& grad,
-                               const Tensor& dgate, const Tensor& dup);
+                               const Tensor& dgate, const Tensor& dup, const Tensor& out);
 
   // ---- Reductions: x viewed as [outer, n, inner] -> out [outer, inner], summed over n.
   virtual void sum_dim(const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Tensor& out);

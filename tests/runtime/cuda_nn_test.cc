@@ -94,6 +94,66 @@ TEST(CudaPointwise, SiluAndSwigluForwardAndBackward) {
   }
 }
 
+// The backwards that also write the activation (backend.h; activation_linear.cc's fused pass): the
+// activation bit for bit what the forward kernel writes and the gradients bit for bit the two-output
+// kernel's, on the GPU; all three against the CPU within the pointwise tolerances. Aligned (128-bit)
+// and one-element-offset (scalar) operands, whole chunks and tails.
+TEST(CudaPointwise, BackwardsAlsoWriteTheForwardsActivation) {
+  REQUIRE_GPU();
+  Backend& gpu = backend_for(kGpu);
+  Backend& cpu = backend_for(Device::cpu());
+  // Every GPU operand sits `offset` elements into its buffer; outputs start as NaN.
+  auto nan_gpu = [](int64_t n, DType dtype, int64_t offset) {
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    return Tensor::full({n + offset}, nan, dtype, kGpu).narrow(0, offset, n);
+  };
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    const DType ref = gpu_testing::reference_dtype(dtype);
+    const Tol tol = widen_for(dtype, kSigmoid);
+    for (int64_t n : {int64_t{1}, int64_t{7}, int64_t{1031}, int64_t{4099}}) {
+      for (int64_t offset : {int64_t{0}, int64_t{1}}) {
+        const std::string what = std::string(dtype_name(dtype)) + " n " + std::to_string(n) +
+                                 " offset " + std::to_string(offset);
+        // Gates over [-4, 4), kSigmoid's range; up and the upstream gradient in [-1, 1).
+        const Tensor gate = random_cpu({n}, 40, dtype, -4.0, 4.0), up = random_cpu({n}, 41, dtype),
+                     g = random_cpu({n}, 42, dtype);
+        auto on_gpu = [&](const Tensor& t) {
+          Tensor d = Tensor::zeros({n + offset}, dtype, kGpu).narrow(0, offset, n);
+          d.copy_(t.to(kGpu));
+          return d;
+        };
+        const Tensor gate_d = on_gpu(gate), up_d = on_gpu(up), g_d = on_gpu(g);
+
+        Tensor dgate = nan_gpu(n, dtype, offset), dup = nan_gpu(n, dtype, offset);
+        Tensor a = nan_gpu(n, dtype, offset);
+        gpu.swiglu_backward(gate_d, up_d, g_d, dgate, dup, a);
+        Tensor dgate2 = nan_gpu(n, dtype, offset), dup2 = nan_gpu(n, dtype, offset);
+        gpu.swiglu_backward(gate_d, up_d, g_d, dgate2, dup2, Tensor());
+        EXPECT_EQ(bits_of(a), bits_of(swiglu(gate_d, up_d))) << what << " swiglu activation";
+        EXPECT_EQ(bits_of(dgate), bits_of(dgate2)) << what << " dgate";
+        EXPECT_EQ(bits_of(dup), bits_of(dup2)) << what << " dup";
+        Tensor want_dgate = Tensor::zeros({n}, ref), want_dup = Tensor::zeros({n}, ref),
+               want_a = Tensor::zeros({n}, ref);
+        cpu.swiglu_backward(gate.to(ref), up.to(ref), g.to(ref), want_dgate, want_dup, want_a);
+        expect_close(a, want_a, tol, what + " swiglu activation vs cpu");
+        expect_close(dgate, want_dgate, tol, what + " dgate vs cpu");
+        expect_close(dup, want_dup, tol, what + " dup vs cpu");
+
+        Tensor dx = nan_gpu(n, dtype, offset), s = nan_gpu(n, dtype, offset);
+        Tensor dx2 = nan_gpu(n, dtype, offset);
+        gpu.silu_backward(gate_d, g_d, dx, s);
+        gpu.silu_backward(gate_d, g_d, dx2, Tensor());
+        EXPECT_EQ(bits_of(s), bits_of(silu(gate_d))) << what << " silu activation";
+        EXPECT_EQ(bits_of(dx), bits_of(dx2)) << what << " dx";
+        Tensor want_dx = Tensor::zeros({n}, ref), want_s = Tensor::zeros({n}, ref);
+        cpu.silu_backward(gate.to(ref), g.to(ref), want_dx, want_s);
+        expect_close(s, want_s, tol, what + " silu activation vs cpu");
+        expect_close(dx, want_dx, tol, what + " dx vs cpu");
+      }
+    }
+  }
+}
+
 // ---- Reductions
 
 TEST(CudaReduce, SumsOverEveryDimensionAndShapeClass) {
@@ -499,14 +559,27 @@ TEST(CudaKernels, PointwiseAndReductionsWriteEveryElement) {
   expect_kernel_writes_every_element(
       "silu", [](Backend& b, auto& in, auto& out) { b.silu(in[0], out[0]); }, {x}, {one});
   expect_kernel_writes_every_element(
-      "silu_backward", [](Backend& b, auto& in, auto& out) { b.silu_backward(in[0], in[1], out[0]); },
-      {x, g}, {one});
+      "silu_backward",
+      [](Backend& b, auto& in, auto& out) { b.silu_backward(in[0], in[1], out[0], Tensor()); }, {x, g},
+      {one});
+  expect_kernel_writes_every_element(
+      "silu_backward with the activation",
+      [](Backend& b, auto& in, auto& out) { b.silu_backward(in[0], in[1], out[0], out[1]); }, {x, g},
+      {one, one});
   expect_kernel_writes_every_element(
       "swiglu", [](Backend& b, auto& in, auto& out) { b.swiglu(in[0], in[1], out[0]); }, {x, u}, {one});
   expect_kernel_writes_every_element(
       "swiglu_backward",
-      [](Backend& b, auto& in, auto& out) { b.swiglu_backward(in[0], in[1], in[2], out[0], out[1]); },
+      [](Backend& b, auto& in, auto& out) {
+        b.swiglu_backward(in[0], in[1], in[2], out[0], out[1], Tensor());
+      },
       {x, u, g}, {one, one});
+  expect_kernel_writes_every_element(
+      "swiglu_backward with the activation",
+      [](Backend& b, auto& in, auto& out) {
+        b.swiglu_backward(in[0], in[1], in[2], out[0], out[1], out[2]);
+      },
+      {x, u, g}, {one, one, one});
 
   // [outer, n, inner]: long rows in one and in three chunks, columns in three chunks, short columns.
   for (const Shape& geometry : {Shape{3, 5000, 1}, Shape{1, 40000, 1}, Shape{2, 300, 7}, Shape{4, 3, 5}}) {

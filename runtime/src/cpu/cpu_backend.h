@@ -22,10 +22,11 @@ class CpuBackend final : public Backend {
   void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) override;
   void affine(const Tensor& x, double alpha, double beta, const Tensor& out) override;
   void silu(const Tensor& x, const Tensor& out) override;
-  void silu_backward(const Tensor& x, const Tensor& grad, const Tensor& dx) override;
+  void silu_backward(const Tensor& x, const Tensor& grad, const Tensor& dx,
+                     const Tensor& out) override;
   void swiglu(const Tensor& gate, const Tensor& up, const Tensor& out) override;
   void swiglu_backward(const Tensor& gate, const Tensor& up, const Tensor& grad, const Tensor& dgate,
-                       const Tensor& dup) override;
+                       const Tensor& dup, const Tensor& out) override;
 
   void sum_dim(const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Tensor& out) override;
   double sum_squares(const Tensor& x) override;

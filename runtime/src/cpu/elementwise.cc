@@ -77,18 +77,21 @@ void CpuBackend::silu(const Tensor& x, const Tensor& out) {
   });
 }
 
-void CpuBackend::silu_backward(const Tensor& x, const Tensor& grad, const Tensor& dx) {
+void CpuBackend::silu_backward(const Tensor& x, const Tensor& grad, const Tensor& dx,
+                               const Tensor& out) {
   dispatch_floating(dx.dtype(), "silu_backward", [&](auto tag) {
     using T = decltype(tag);
     const T* px = x.data<T>();
     const T* pg = grad.data<T>();
     T* pd = dx.data<T>();
+    T* pa = out.defined() ? out.data<T>() : nullptr;
     const int64_t n = dx.numel();
-    // d/dx x*s(x) = s(x) * (1 + x * (1 - s(x)))
+    // d/dx x*s(x) = s(x) * (1 + x * (1 - s(x))); the activation x*s(x) is silu's expression.
 #pragma omp parallel for if (n > 16384)
     for (int64_t i = 0; i < n; ++i) {
       const T s = sigmoid(px[i]);
       pd[i] = pg[i] * s * (T(1) + px[i] * (T(1) - s));
+      if (pa != nullptr) pa[i] = px[i] * s;
     }
   });
 }
@@ -106,7 +109,7 @@ void CpuBackend::swiglu(const Tensor& gate, const Tensor& up, const Tensor& out)
 }
 
 void CpuBackend::swiglu_backward(const Tensor& gate, const Tensor& up, const Tensor& grad,
-                                 const Tensor& dgate, const Tensor& dup) {
+                                 const Tensor& dgate, const Tensor& dup, const Tensor& out) {
   dispatch_floating(grad.dtype(), "swiglu_backward", [&](auto tag) {
     using T = decltype(tag);
     const T* pg = gate.data<T>();
@@ -114,12 +117,14 @@ void CpuBackend::swiglu_backward(const Tensor& gate, const Tensor& up, const Ten
     const T* pd = grad.data<T>();
     T* dg = dgate.data<T>();
     T* du = dup.data<T>();
+    T* pa = out.defined() ? out.data<T>() : nullptr;
     const int64_t n = grad.numel();
 #pragma omp parallel for if (n > 16384)
     for (int64_t i = 0; i < n; ++i) {
       const T s = sigmoid(pg[i]);
       du[i] = pd[i] * pg[i] * s;
       dg[i] = pd[i] * pu[i] * s * (T(1) + pg[i] * (T(1) - s));
+      if (pa != nullptr) pa[i] = pg[i] * s * pu[i];  // swiglu's expression
     }
   });
 }

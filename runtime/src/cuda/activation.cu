@@ -69,12 +69,15 @@ struct SiluOp {
   }
 };
 
-// d/dx x s(x) = s(x) (1 + x (1 - s(x))); inputs x, grad.
+// d/dx x s(x) = s(x) (1 + x (1 - s(x))); inputs x, grad; outputs dx and, for Out = 2, the activation
+// x s(x) (SiluOp's expression, so the same bits).
+template <int Out>
 struct SiluBackwardOp {
   template <typename M>
-  __device__ void operator()(const M (&in)[2], M (&out)[1]) const {
+  __device__ void operator()(const M (&in)[2], M (&out)[Out]) const {
     const M x = in[0], s = sigmoid(x);
     out[0] = in[1] * s * (M(1) + x * (M(1) - s));
+    if constexpr (Out == 2) out[1] = x * s;
   }
 };
 
@@ -86,13 +89,16 @@ struct SwigluOp {
   }
 };
 
-// Inputs gate, up, grad; outputs dgate, dup.
+// Inputs gate, up, grad; outputs dgate, dup and, for Out = 3, the activation (SwigluOp's expression,
+// so the same bits).
+template <int Out>
 struct SwigluBackwardOp {
   template <typename M>
-  __device__ void operator()(const M (&in)[3], M (&out)[2]) const {
+  __device__ void operator()(const M (&in)[3], M (&out)[Out]) const {
     const M g = in[0], u = in[1], d = in[2], s = sigmoid(g);
     out[1] = d * g * s;
     out[0] = d * u * s * (M(1) + g * (M(1) - s));
+    if constexpr (Out == 3) out[2] = g * s * u;
   }
 };
 
@@ -142,13 +148,19 @@ void launch_silu(ElemType type, const void* x, void* out, int64_t n, cudaStream_
   });
 }
 
-void launch_silu_backward(ElemType type, const void* x, const void* grad, void* dx, int64_t n,
-                          cudaStream_t stream) {
+void launch_silu_backward(ElemType type, const void* x, const void* grad, void* dx, void* out,
+                          int64_t n, cudaStream_t stream) {
   dispatch_and_check(type, n, [&](auto tag) {
     using T = decltype(tag);
-    const Operands<T, 2, 1> args{{static_cast<const T*>(x), static_cast<const T*>(grad)},
-                                 {static_cast<T*>(dx)}};
-    launch_map(args, n, SiluBackwardOp{}, stream);
+    const T* in_x = static_cast<const T*>(x);
+    const T* in_grad = static_cast<const T*>(grad);
+    if (out == nullptr) {
+      const Operands<T, 2, 1> args{{in_x, in_grad}, {static_cast<T*>(dx)}};
+      launch_map(args, n, SiluBackwardOp<1>{}, stream);
+    } else {
+      const Operands<T, 2, 2> args{{in_x, in_grad}, {static_cast<T*>(dx), static_cast<T*>(out)}};
+      launch_map(args, n, SiluBackwardOp<2>{}, stream);
+    }
   });
 }
 
@@ -163,13 +175,21 @@ void launch_swiglu(ElemType type, const void* gate, const void* up, void* out, i
 }
 
 void launch_swiglu_backward(ElemType type, const void* gate, const void* up, const void* grad,
-                            void* dgate, void* dup, int64_t n, cudaStream_t stream) {
+                            void* dgate, void* dup, void* out, int64_t n, cudaStream_t stream) {
   dispatch_and_check(type, n, [&](auto tag) {
     using T = decltype(tag);
-    const Operands<T, 3, 2> args{
-        {static_cast<const T*>(gate), static_cast<const T*>(up), static_cast<const T*>(grad)},
-        {static_cast<T*>(dgate), static_cast<T*>(dup)}};
-    launch_map(args, n, SwigluBackwardOp{}, stream);
+    const T* in_gate = static_cast<const T*>(gate);
+    const T* in_up = static_cast<const T*>(up);
+    const T* in_grad = static_cast<const T*>(grad);
+    T* d_gate = static_cast<T*>(dgate);
+    T* d_up = static_cast<T*>(dup);
+    if (out == nullptr) {
+      const Operands<T, 3, 2> args{{in_gate, in_up, in_grad}, {d_gate, d_up}};
+      launch_map(args, n, SwigluBackwardOp<2>{}, stream);
+    } else {
+      const Operands<T, 3, 3> args{{in_gate, in_up, in_grad}, {d_gate, d_up, static_cast<T*>(out)}};
+      launch_map(args, n, SwigluBackwardOp<3>{}, stream);
+    }
   });
 }
 

@@ -18,11 +18,12 @@ namespace dtrn::cuda {
 void launch_affine(ElemType type, const void* x, double alpha, double beta, void* out, int64_t n,
                    cudaStream_t stream);
 void launch_silu(ElemType type, const void* x, void* out, int64_t n, cudaStream_t stream);
-void launch_silu_backward(ElemType type, const void* x, const void* grad, void* dx, int64_t n,
-                          cudaStream_t stream);
+// The backwards also write the activation (silu / swiglu's bits) into out unless it is null.
+void launch_silu_backward(ElemType type, const void* x, const void* grad, void* dx, void* out,
+                          int64_t n, cudaStream_t stream);
 void launch_swiglu(ElemType type, const void* gate, const void* up, void* out, int64_t n,
                    cudaStream_t stream);
 void launch_swiglu_backward(ElemType type, const void* gate, const void* up, const void* grad,
-                            void* dgate, void* dup, int64_t n, cudaStream_t stream);
+                            void* dgate, void* dup, void* out, int64_t n, cudaStream_t stream);
 
 }  // namespace dtrn::cuda

@@ -60,10 +60,11 @@ class CudaBackend final : public Backend {
   // Reductions are deterministic (Note [Deterministic reductions] in block_reduce.cuh).
   void affine(const Tensor& x, double alpha, double beta, const Tensor& out) override;
   void silu(const Tensor& x, const Tensor& out) override;
-  void silu_backward(const Tensor& x, const Tensor& grad, const Tensor& dx) override;
+  void silu_backward(const Tensor& x, const Tensor& grad, const Tensor& dx,
+                     const Tensor& out) override;
   void swiglu(const Tensor& gate, const Tensor& up, const Tensor& out) override;
   void swiglu_backward(const Tensor& gate, const Tensor& up, const Tensor& grad, const Tensor& dgate,
-                       const Tensor& dup) override;
+                       const Tensor& dup, const Tensor& out) override;
 
   void sum_dim(const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Tensor& out) override;
   // Synchronises with the device to return the value.

@@ -19,6 +19,16 @@ void check_same_shape(const char* kernel, const Tensor& a, std::initializer_list
   }
 }
 
+// The raw pointer of a backward's optional activation output (backend.h), checked like the kernel's
+// other outputs against `like`; null where out is undefined.
+void* optional_output(const char* kernel, const Tensor& like, const Tensor& out) {
+  if (!out.defined()) return nullptr;
+  check_compute_dtype(kernel, like, {&out});
+  check_same_shape(kernel, like, {&out});
+  cuda::device_of_all(kernel, {&like, &out});
+  return out.raw_data();
+}
+
 }  // namespace
 
 void CudaBackend::affine(const Tensor& x, double alpha, double beta, const Tensor& out) {
@@ -36,12 +46,14 @@ void CudaBackend::silu(const Tensor& x, const Tensor& out) {
   cuda::launch_silu(elem_type_of(x.dtype()), x.raw_data(), out.raw_data(), x.numel(), on.stream);
 }
 
-void CudaBackend::silu_backward(const Tensor& x, const Tensor& grad, const Tensor& dx) {
+void CudaBackend::silu_backward(const Tensor& x, const Tensor& grad, const Tensor& dx,
+                                const Tensor& out) {
   check_compute_dtype("silu_backward", x, {&grad, &dx});
   check_same_shape("silu_backward", x, {&grad, &dx});
+  void* act = optional_output("silu_backward", x, out);
   cuda::OnDevice on(cuda::device_of_all("silu_backward", {&x, &grad, &dx}));
   cuda::launch_silu_backward(elem_type_of(x.dtype()), x.raw_data(), grad.raw_data(), dx.raw_data(),
-                             x.numel(), on.stream);
+                             act, x.numel(), on.stream);
 }
 
 void CudaBackend::swiglu(const Tensor& gate, const Tensor& up, const Tensor& out) {
@@ -53,14 +65,14 @@ void CudaBackend::swiglu(const Tensor& gate, const Tensor& up, const Tensor& out
 }
 
 void CudaBackend::swiglu_backward(const Tensor& gate, const Tensor& up, const Tensor& grad,
-                                  const Tensor& dgate, const Tensor& dup) {
+                                  const Tensor& dgate, const Tensor& dup, const Tensor& out) {
   check_compute_dtype("swiglu_backward", gate, {&up, &grad, &dgate, &dup});
   check_same_shape("swiglu_backward", gate, {&up, &grad, &dgate, &dup});
+  void* act = optional_output("swiglu_backward", gate, out);
   cuda::OnDevice on(cuda::device_of_all("swiglu_backward", {&gate, &up, &grad, &dgate, &dup}));
   cuda::launch_swiglu_backward(elem_type_of(gate.dtype()), gate.raw_data(), up.raw_data(),
-                               grad.raw_data(), dgate.raw_data(), dup.raw_data(), gate.numel(),
+                               grad.raw_data(), dgate.raw_data(), dup.raw_data(), act, gate.numel(),
                                on.stream);
 }
-
 
 }  // namespace dtrn

@@ -69,7 +69,7 @@ Tensor silu(const Tensor& x) {
   return record("silu", out, {x}, [saved](const Tensor& g) -> std::vector<Tensor> {
     Tensor gc = g.contiguous();
     Tensor dx = Tensor::empty(saved.shape(), saved.dtype(), saved.device());
-    if (dx.numel() > 0) backend_of(saved).silu_backward(saved, gc, dx);
+    if (dx.numel() > 0) backend_of(saved).silu_backward(saved, gc, dx, Tensor());
     return {dx};
   });
 }
@@ -86,7 +86,7 @@ Tensor swiglu(const Tensor& gate, const Tensor& up) {
     Tensor gc = g.contiguous();
     Tensor dg = Tensor::empty(g_in.shape(), g_in.dtype(), g_in.device());
     Tensor du = Tensor::empty(g_in.shape(), g_in.dtype(), g_in.device());
-    if (dg.numel() > 0) backend_of(g_in).swiglu_backward(g_in, u_in, gc, dg, du);
+    if (dg.numel() > 0) backend_of(g_in).swiglu_backward(g_in, u_in, gc, dg, du, Tensor());
     return {dg, du};
   });
 }

@@ -140,9 +140,12 @@ MatmulSaved save_for_matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) 
   return s;
 }
 
-std::vector<Tensor> matmul_backward(const MatmulSaved& s, const Tensor& g) {
-  Tensor da, db;
-  if (s.need_a) da = s.ta ? matmul(s.b, g, s.tb, true) : matmul(g, s.b, false, !s.tb);
+Tensor matmul_grad_a(const MatmulSaved& s, const Tensor& g) {
+  if (!s.need_a) return Tensor();
+  return s.ta ? matmul(s.b, g, s.tb, true) : matmul(g, s.b, false, !s.tb);
+}
+
+Tensor matmul_grad_b(const MatmulSaved& s, const Tensor& g) {
   if (s.b_buffer != nullptr && (!s.b_buffer->grad || s.b_buffer->grad->dtype == DType::kF32)) {
     // Note [Weight gradients straight into their f32 buffers]
     if (!s.b_buffer->grad) s.b_buffer->grad = Tensor::zeros(s.b.shape(), DType::kF32, s.b.device()).impl_ptr();
@@ -152,16 +155,19 @@ std::vector<Tensor> matmul_backward(const MatmulSaved& s, const Tensor& g) {
     } else {
       gemm_into(a2, g2, !s.ta, false, Tensor(s.b_buffer->grad), 1.0);
     }
-  } else if (s.need_b) {
-    if (s.shared_b) {
-      Tensor a2 = s.a.reshape({-1, s.a.size(-1)});
-      Tensor g2 = g.reshape({-1, g.size(-1)});
-      db = s.tb ? matmul(g2, a2, true, false) : matmul(a2, g2, true, false);
-    } else {
-      db = s.tb ? matmul(g, s.a, true, s.ta) : matmul(s.a, g, !s.ta, false);
-    }
+    return Tensor();
   }
-  return {da, db};
+  if (!s.need_b) return Tensor();
+  if (s.shared_b) {
+    Tensor a2 = s.a.reshape({-1, s.a.size(-1)});
+    Tensor g2 = g.reshape({-1, g.size(-1)});
+    return s.tb ? matmul(g2, a2, true, false) : matmul(a2, g2, true, false);
+  }
+  return s.tb ? matmul(g, s.a, true, s.ta) : matmul(s.a, g, !s.ta, false);
+}
+
+std::vector<Tensor> matmul_backward(const MatmulSaved& s, const Tensor& g) {
+  return {matmul_grad_a(s, g), matmul_grad_b(s, g)};
 }
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {

@@ -1,5 +1,5 @@
 // The backward of a matrix product (matmul.cc), for ops that save their product's input differently
-// (activation_linear.cc recomputes it).
+// (activation_linear.cc recomputes it while computing the activation's gradient).
 #pragma once
 
 #include <memory>
@@ -19,7 +19,13 @@ struct MatmulSaved {
 MatmulSaved save_for_matmul(const Tensor& a, const Tensor& b, bool ta, bool tb);
 
 // {da, db} of c = op(a) op(b) for the gradient g of c (db undefined when it was accumulated into b's f32
-// gradient buffer instead).
+// gradient buffer instead): matmul_grad_a then matmul_grad_b.
 std::vector<Tensor> matmul_backward(const MatmulSaved& saved, const Tensor& g);
+
+// The halves of matmul_backward, for an op that needs da before it has a (activation_linear.cc):
+// da (undefined unless saved.need_a) reads only b; db reads saved.a, which may be undefined where
+// saved.need_b is false.
+Tensor matmul_grad_a(const MatmulSaved& saved, const Tensor& g);
+Tensor matmul_grad_b(const MatmulSaved& saved, const Tensor& g);
 
 }  // namespace dtrn
