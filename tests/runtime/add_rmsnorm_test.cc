@@ -17,7 +17,7 @@
 namespace dtrn {
 namespace {
 
-using gpu_testing::bits_of;
+using gpu_testing::expect_same_bits;
 using testing::expect_gradients_match;
 using testing::random_input;
 using testing::throws_error_naming;
@@ -54,14 +54,6 @@ Tensor block_tail(const Tensor& sum, const Tensor& normed, const Mlp& mlp, Uses 
     case Uses::kSumOnly: return scale(sum, 0.75);
   }
   return Tensor();
-}
-
-void expect_same_bits(const Tensor& got, const Tensor& want, const std::string& what) {
-  ASSERT_EQ(got.defined(), want.defined()) << what;
-  if (!want.defined()) return;
-  ASSERT_EQ(got.shape(), want.shape()) << what;
-  ASSERT_EQ(got.dtype(), want.dtype()) << what;
-  EXPECT_TRUE(bits_of(got) == bits_of(want)) << what << " differs from the unfused composition";
 }
 
 void expect_fused_equals_unfused(const Shape& shape, DType dtype, Uses uses, uint64_t seed) {

@@ -59,6 +59,16 @@ inline std::vector<uint64_t> bits_of(const Tensor& t) {
   return out;
 }
 
+// got and want defined alike and, where defined, of one shape and dtype and the same bits; `what`
+// names the pair in a failure.
+inline void expect_same_bits(const Tensor& got, const Tensor& want, const std::string& what) {
+  ASSERT_EQ(got.defined(), want.defined()) << what;
+  if (!want.defined()) return;
+  ASSERT_EQ(got.shape(), want.shape()) << what;
+  ASSERT_EQ(got.dtype(), want.dtype()) << what;
+  EXPECT_TRUE(bits_of(got) == bits_of(want)) << what << " differs from the unfused composition";
+}
+
 // Every element within its own tolerance tol[i]; NaN in got always fails. Reports the first few.
 inline void expect_within(const std::vector<double>& got, const std::vector<double>& want,
                           const std::vector<double>& tol, const std::string& what) {
