@@ -56,17 +56,22 @@ std::pair<Tensor, Tensor> passthrough_norm_backward(const Tensor& h, const Tenso
   return {dx.reshape(shape), dw};
 }
 
+// The arguments every RMSNorm op checks, under the name `op`.
+void check_norm_args(const Tensor& x, const Tensor& weight, double eps, const char* op) {
+  DTRN_CHECK(x.dim() >= 1 && weight.dim() == 1 && weight.size(0) == x.size(-1), op, ": weight ",
+             shape_str(weight.shape()), " does not match the last dimension of x ", shape_str(x.shape()));
+  check_floating(x, op);
+  check_same_kind(x, weight, op);
+  DTRN_CHECK(eps >= 0, op, ": eps must be non-negative, got ", eps);
+}
+
 // rmsnorm's forward, validated under the name `op`: x as the kernel read it [N, C], the weight, y [N, C]
 // and rstd [N].
 struct NormForward {
   Tensor x2, w, y, rstd;
 };
 NormForward rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, const char* op) {
-  DTRN_CHECK(x.dim() >= 1 && weight.dim() == 1 && weight.size(0) == x.size(-1), op, ": weight ",
-             shape_str(weight.shape()), " does not match the last dimension of x ", shape_str(x.shape()));
-  check_floating(x, op);
-  check_same_kind(x, weight, op);
-  DTRN_CHECK(eps >= 0, op, ": eps must be non-negative, got ", eps);
+  check_norm_args(x, weight, eps, op);
   const int64_t c = x.size(-1), n = rows_of(x.shape());
   NormForward f{kernel_input(x).reshape({n, c}), kernel_input(weight), Tensor::empty({n, c}, x.dtype(), x.device()),
                 Tensor::empty({n}, stats_dtype(x.dtype()), x.device())};
@@ -103,12 +108,8 @@ ResidualNorm rmsnorm_keep(const Tensor& x, const Tensor& weight, double eps) {
 ResidualNorm add_rmsnorm(const Tensor& x, const Tensor& delta, const Tensor& weight, double eps) {
   DTRN_CHECK(x.shape() == delta.shape(), "add_rmsnorm: x ", shape_str(x.shape()), " and delta ",
              shape_str(delta.shape()), " differ in shape");
-  DTRN_CHECK(x.dim() >= 1 && weight.dim() == 1 && weight.size(0) == x.size(-1), "add_rmsnorm: weight ",
-             shape_str(weight.shape()), " does not match the last dimension of x ", shape_str(x.shape()));
-  check_floating(x, "add_rmsnorm");
+  check_norm_args(x, weight, eps, "add_rmsnorm");
   check_same_kind(x, delta, "add_rmsnorm");
-  check_same_kind(x, weight, "add_rmsnorm");
-  DTRN_CHECK(eps >= 0, "add_rmsnorm: eps must be non-negative, got ", eps);
   const Shape shape = x.shape();
   const int64_t c = x.size(-1), n = rows_of(shape);
   Tensor w = kernel_input(weight);
