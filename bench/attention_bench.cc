@@ -113,7 +113,9 @@ void run_case(const Case& c) {
   unsetenv("DTRN_ATTENTION_BACKWARD");
 }
 
-int run() {
+// With `B T H G D` on the command line, only that shape, with the kernels training runs (auto): the
+// form that Nsight Compute and A/B runs time.
+int run(int argc, char** argv) {
   cudaDeviceProp prop{};
   CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   std::printf("attention_bench on %s (%d SMs), causal, median of %d runs; TFLOP/s over the causal half "
@@ -127,8 +129,14 @@ int run() {
   const std::string no_wgmma = dtrn::cuda::wgmma_unavailable_reason(0);
   if (!no_wgmma.empty()) std::printf("no wgmma rows: %s\n", no_wgmma.c_str());
   std::vector<Case> cases;
-  for (const Dims& s : {Dims{8, 2048, 15, 5, 64}, Dims{2, 8192, 15, 5, 64}, Dims{8, 2048, 16, 16, 128},
-                        Dims{2, 8192, 16, 16, 128}}) {
+  if (argc == 6) {
+    const auto arg = [&](int i) { return std::strtoll(argv[i], nullptr, 10); };
+    cases.push_back({arg(1), arg(2), arg(3), arg(4), arg(5), DType::kBF16, "auto", "auto"});
+  }
+  const std::vector<Dims> shapes = argc == 6 ? std::vector<Dims>{}
+                                             : std::vector<Dims>{{8, 2048, 15, 5, 64}, {2, 8192, 15, 5, 64},
+                                                                 {8, 2048, 16, 16, 128}, {2, 8192, 16, 16, 128}};
+  for (const Dims& s : shapes) {
     for (const char* backward : {"split", "fused"}) {
       cases.push_back({s.b, s.t, s.h, s.g, s.d, DType::kBF16, "mma", backward});
     }
@@ -139,8 +147,10 @@ int run() {
     }
     cases.push_back({s.b, s.t, s.h, s.g, s.d, DType::kBF16, "auto", "auto"});  // what training runs
   }
-  cases.push_back({8, 2048, 15, 5, 64, DType::kBF16, "generic", "split"});
-  cases.push_back({8, 2048, 15, 5, 64, DType::kF32, "auto", "split"});
+  if (argc != 6) {
+    cases.push_back({8, 2048, 15, 5, 64, DType::kBF16, "generic", "split"});
+    cases.push_back({8, 2048, 15, 5, 64, DType::kF32, "auto", "split"});
+  }
   for (const Case& c : cases) run_case(c);
   return 0;
 }
@@ -148,7 +158,7 @@ int run() {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   if (!dtrn::cuda_available()) {
     std::printf("attention_bench: no GPU (CUDA backend %s); nothing to measure\n",
                 dtrn::cuda_compiled() ? "built" : "not built");
@@ -156,12 +166,14 @@ int main() {
   }
 #ifdef DTRN_WITH_CUDA
   try {
-    return run();
+    return run(argc, argv);
   } catch (const dtrn::Error& e) {
     std::fprintf(stderr, "attention_bench: %s\n", e.what());
     return 1;
   }
 #else
+  (void)argc;
+  (void)argv;
   return 0;
 #endif
 }

@@ -78,9 +78,9 @@ constexpr int kDkdvQ = 64;  // queries per dk/dv step: S^T and dP^T are m64n64 (
 static_assert(2 * kDkdvQ == kProducerThreads, "a producer thread copies one lse or delta a step");
 // Stages of the tiles that change per step (Q, dO, lse and delta for dk/dv; K and V for dq). Four, one
 // more than the forward's: a backward step is shorter than a forward key tile (a dk/dv step is 64
-// queries), so the producer keeps three loads in flight rather than two (Note [load ring protocol]:
-// the lag is kStages - 2), and shared memory allows it at both head dims (one block per SM either way,
-// for its registers).
+// queries) and a consumer holds two stages at once (Note [load ring protocol]), so two loads are in
+// flight ahead of it, and shared memory allows it at both head dims (one block per SM either way, for
+// its registers).
 constexpr int kStages = 4;
 constexpr int kMaxBlockSharedBytes = 227 * 1024;  // an sm_90 block's opt-in limit
 constexpr int kLaunchRegisters = 65536 / kThreads / 8 * 8;  // what ptxas allots at launch: 168
@@ -187,7 +187,6 @@ __device__ __forceinline__ void produce_dkdv(const DkdvSmem<D>& sm, const Backwa
                (lse_thread ? in.lse : in.delta) + stat + (t < q_rows ? t : 0), t < q_rows);
     loads.commit();
   }
-  loads.flush();
 }
 
 // Consumer warpgroup `wg`'s dk/dv steps (Note [wgmma backward overlap]) and its 64 rows of dk and dv.
@@ -217,7 +216,7 @@ __device__ __forceinline__ void consume_dkdv(const DkdvSmem<D>& sm, const Backwa
   // first step: `first` is std::true_type there, so that no wgmma sits under a branch).
   const auto compute_step = [&](int step, auto first) {
     constexpr bool kFirst = decltype(first)::value;
-    mbarrier_wait(sm.full + step % kStages, step / kStages);
+    wait_loaded(sm.full + step % kStages, step / kStages);
     const int q_lo = walk.q_lo(step), q_rows = min(kQ, tile.len - q_lo);
     const uint32_t q_tile = shared_address(sm.q(step)), g_tile = shared_address(sm.dout(step));
     float p[kQ / 8][4], ds[kQ / 8][4];  // S^T, then P^T; dP^T, then dS^T
@@ -395,7 +394,6 @@ __device__ __forceinline__ void produce_dq(const DqSmem<D>& sm, const BackwardOp
     produce_tile<D, kKv>(sm.v(t), v_seq + kv_lo * kv_stride, kv_stride, valid, tid);
     loads.commit();
   }
-  loads.flush();
 }
 
 // Consumer warpgroup `wg`'s dq steps (Note [wgmma backward overlap]) and its 64 rows of dq.
@@ -438,7 +436,7 @@ __device__ __forceinline__ void consume_dq(const DqSmem<D>& sm, const BackwardOp
   // consume_dkdv).
   const auto compute_tile = [&](int t, auto first) {
     constexpr bool kFirst = decltype(first)::value;
-    mbarrier_wait(sm.full + t % kStages, t / kStages);
+    wait_loaded(sm.full + t % kStages, t / kStages);
     const int kv_lo = t * kKv;
     const uint32_t k_tile = shared_address(sm.k(t)), v_tile = shared_address(sm.v(t));
     float p[kKv / 8][4], ds[kKv / 8][4];  // S, then P; dP, then dS

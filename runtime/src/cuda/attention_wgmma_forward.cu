@@ -141,7 +141,7 @@ __device__ __forceinline__ void consume_item(const WgmmaForwardRing<D>& ring, in
     for (int ks = 0; ks < kKv / 16; ++ks) c_pair_to_a(st.s[2 * ks], st.s[2 * ks + 1], st.p[ks]);
   };
 
-  mbarrier_wait(ring.full_of(g0), ring.phase_of(g0));
+  wait_loaded(ring.full_of(g0), ring.phase_of(g0));
   st.fence_for_issue();
   turn();
   issue_scores<D>(st.s, q_tile, wg, shared_address(ring.k(g0)));
@@ -155,7 +155,7 @@ __device__ __forceinline__ void consume_item(const WgmmaForwardRing<D>& ring, in
 
   for (int t = 1; t < num_tiles; ++t) {
     const int g = g0 + t;
-    mbarrier_wait(ring.full_of(g), ring.phase_of(g));
+    wait_loaded(ring.full_of(g), ring.phase_of(g));
     st.fence_for_issue();
     turn();
     issue_scores<D>(st.s, q_tile, wg, shared_address(ring.k(g)));

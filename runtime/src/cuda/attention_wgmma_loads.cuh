@@ -10,12 +10,11 @@
 // both consumer warpgroups' 256 (empty). A consumer uses K(g) and V(g - 1) together (it computes
 // S(g) while P(g - 1) V(g - 1) runs) and frees tile g - 1, once O += P V(g - 1) has completed, in
 // the step of tile g: it holds at most two stages at once, as the protocol asks of three. Item i
-// (counted over the block) owns Q slot i % kQSlots: before it the producer flushes the ring (so
-// nothing it waits for can wait on it), waits on q_empty's phase i / kQSlots - 1 (both consumer
+// (counted over the block) owns Q slot i % kQSlots: before it the producer waits on q_empty's phase i / kQSlots - 1 (both consumer
 // warpgroups have read item i - kQSlots and their last S of it is done: each of their threads
 // arrives on q_empty then, count 256), writes the item into the slot and arrives on item_full
-// (count 128); Q is copied in the commit group of the item's first key tile, so that tile's full
-// barrier covers it. After the last item comes one whose head is -1: the consumers stop there. The
+// (count 128); Q is copied before the item's first key tile, so that tile's full barrier covers it
+// (a thread's arrival on it waits for all of its earlier copies). After the last item comes one whose head is -1: the consumers stop there. The
 // Q slots keep the protocol's phase rule for the same reason as the stages.
 #pragma once
 
@@ -128,7 +127,6 @@ __device__ __forceinline__ void produce_work(const WgmmaForwardRing<D>& ring,
     if (w < items)
       tile = locate_tile_in_warp(in.cu, shape.num_seqs, shape.n, kWgmmaRows, w / shape.h);
     const int head = static_cast<int>(w % shape.h);
-    loads.flush();
     if (i >= ring.kQSlots) mbarrier_wait(ring.q_empty_of(i), ring.item_phase_of(i) - 1);
     if (tid == 0)
       *ring.item(i) = WgmmaWorkItem{tile.start, tile.len, tile.tile, tile.found ? head : -1};

@@ -6,23 +6,24 @@
 // Note [load ring protocol]
 // Loads are counted g = 0, 1, ... over the kernel's life; load g lives in stage g % kStages and its
 // barriers' phase is g / kStages. The producer, before it copies load g, waits on empty's phase
-// g / kStages - 1 (the consumers freed load g - kStages; the first kStages loads wait for nothing);
-// it queues load g's copies as one commit group, and only then makes the oldest load it has not yet
-// made visible, load g - L (L = kStages - 2, the lag), visible: it waits for all but its newest L
-// groups (a thread's groups complete in order, so load g - L has landed and the L after it may
-// still be in flight), fences its copies into the async proxy (wgmma reads shared memory through
-// it) and arrives on full[g - L]. So L + 1 loads are in flight while the consumers compute. full
-// counts the producer's threads, empty the consumers': a consumer thread waits on full's phase
-// g / kStages before any read of load g and arrives on empty once its last read of load g is done
-// (the wgmma_wait of its last product on it returned; its own shared loads are done in program
-// order). A consumer may hold two loads at once (it frees load g - 1 while it computes on load g):
-// the producer's wait for load g needs load g - kStages freed, which needs load g - kStages + 1
-// full, and the producer arrived on full up to load g - 1 - L = g - kStages + 1 before that wait,
-// so the two never wait on each other; a lag of one more would deadlock (two stages with the
-// forward's lag of one do). No waiter falls two phases behind (the parity would lie): the producer
-// refills a stage only after every consumer freed it, and they free it only after its full phase
-// completed. Before the producer waits on anything else the consumers may hold back (or exits), it
-// calls flush, which arrives on every full barrier it owes.
+// g / kStages - 1 (the consumers freed load g - kStages; the first kStages loads wait for nothing).
+// After queueing load g's copies, each producer thread arrives on full[g] through
+// mbarrier_arrive_on_copies: the hardware makes that arrival once the thread's copies have landed,
+// and the thread goes on to the next load at once. So full[g] completes exactly when load g is in
+// shared memory, whatever the producer does next, and every free stage holds a load in flight.
+// (The first form of this ring made load g visible only after queueing load g + kStages - 2, by
+// waiting for its own cp.async groups: a consumer then waited, every step, for the producer to issue
+// a later load, which needed a stage the slower consumer warpgroup had not yet freed; Nsight Compute
+// had the consumers spinning on full 12-32 times a step.) full counts the producer's threads, empty
+// the consumers'. A consumer calls wait_loaded on full's phase g / kStages before any read of load
+// g: the wait acquires the copies, and its proxy fence orders them before the wgmmas that read them
+// (cp.async writes through the generic proxy, wgmma reads through the async proxy). It arrives on
+// empty once its last read of load g is done (the wgmma_wait of its last product on it returned;
+// its own shared loads are done in program order). A consumer may hold two loads at once (it frees
+// load g - 1 while it computes on load g); the producer never waits on full, so nothing waits in a
+// cycle, with three stages or more. No waiter falls two phases behind (the parity would lie): the
+// producer refills a stage only after every consumer freed it, and they free it only after its full
+// phase completed.
 #pragma once
 
 #include "cuda/warp_specialization.cuh"
@@ -44,37 +45,28 @@ __device__ __forceinline__ void init_load_ring(uint64_t* full, uint64_t* empty, 
 // The producer's side of the Note: every producer thread keeps one, with the same loads.
 template <int kStages>
 struct LoadRingProducer {
-  static_assert(kStages >= 3, "Note [load ring protocol]: two stages leave no lag");
-  static constexpr int kLag = kStages - 2;
+  static_assert(kStages >= 3, "Note [load ring protocol]: a consumer holds two stages at once");
   uint64_t* full;   // kStages barriers of the producer's thread count
   uint64_t* empty;  // kStages barriers of the consumers' thread count
   int g = 0;        // loads queued so far: the next one is load g
-  int visible = 0;  // loads whose full barrier this thread has arrived on
 
   // Before the copies of load g: waits until its stage is free.
   __device__ __forceinline__ void acquire() const {
     if (g >= kStages) mbarrier_wait(empty + g % kStages, g / kStages - 1);
   }
 
-  // After the copies of load g: commits them, counts load g and makes load g - kLag visible.
+  // After the copies of load g: full[g] completes once they have landed.
   __device__ __forceinline__ void commit() {
-    cp_async_commit();
+    mbarrier_arrive_on_copies(full + g % kStages);
     ++g;
-    if (g - visible > kLag) {
-      cp_async_wait<kLag>();
-      fence_proxy_async();
-      mbarrier_arrive(full + visible % kStages);
-      ++visible;
-    }
-  }
-
-  // Makes every queued load visible.
-  __device__ __forceinline__ void flush() {
-    if (visible == g) return;
-    cp_async_wait<0>();
-    fence_proxy_async();
-    for (; visible < g; ++visible) mbarrier_arrive(full + visible % kStages);
   }
 };
+
+// The consumers' side: returns once the load whose full barrier is `full` (its phase `phase`) has
+// landed, ordered before the wgmmas that read it.
+__device__ __forceinline__ void wait_loaded(uint64_t* full, int phase) {
+  mbarrier_wait(full, phase);
+  fence_proxy_async();
+}
 
 }  // namespace dtrn::cuda

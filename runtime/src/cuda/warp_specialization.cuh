@@ -32,6 +32,13 @@ __device__ __forceinline__ void mbarrier_arrive(uint64_t* bar) {
                : "memory");
 }
 
+// An arrival that the hardware makes once every cp.async this thread issued before it has landed
+// (the thread goes on at once; the barrier's count includes this arrival, hence noinc).
+__device__ __forceinline__ void mbarrier_arrive_on_copies(uint64_t* bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(shared_address(bar))
+               : "memory");
+}
+
 // Returns once the phase of parity `phase % 2` has completed.
 __device__ __forceinline__ void mbarrier_wait(uint64_t* bar, int phase) {
   const uint32_t address = shared_address(bar);
