@@ -52,15 +52,17 @@
 namespace dtrn::cuda {
 
 // kAuto: the Hopper wgmma kernels where the GPU runs them and they measured faster (the backward always;
-// the forward for sequences of 4096 rows or more on average, kWgmmaForwardMinRows), else the mma.sync
+// the forward for sequences of 2048 rows or more on average, kWgmmaForwardMinRows), else the mma.sync
 // tensor-core kernels (kMma); kGeneric: the generic kernels.
 enum class AttentionKernel : uint8_t { kAuto, kMma, kGeneric, kWgmma };
 enum class AttentionBackward : uint8_t { kAuto, kSplit, kFused, kWgmma };
 
-// On one H200 (2026-11-29, bench/RESULTS.md) the warp-specialized wgmma forward is 1.10-1.20x the
-// mma.sync one at 2 x 8192 and 0.86-0.94x at 8 x 2048 (its persistent blocks pay a schedule and a
-// pipeline fill that short sequences do not amortise): auto takes it from this mean length on.
-constexpr int64_t kWgmmaForwardMinRows = 4096;
+// On one H200 (2026-11-29, bench/RESULTS.md), since its loads are visible as soon as they land (Note
+// [load ring protocol]), the warp-specialized wgmma forward is 1.23-1.40x the mma.sync one at
+// 2 x 8192 and 0.99-1.05x at 8 x 2048 (before, 0.86-0.94x there: its persistent blocks pay a schedule
+// and a pipeline fill that short rows amortise least). auto takes it from this mean length on; shorter
+// rows, such as a D block's routed ones, keep the mma.sync kernel (the wgmma one was not timed there).
+constexpr int64_t kWgmmaForwardMinRows = 2048;
 
 constexpr int kAttentionMaxHeadDim = 256;
 
