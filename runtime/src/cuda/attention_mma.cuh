@@ -31,10 +31,13 @@ __device__ __forceinline__ uint32_t shared_address(const void* p) {
 
 // 16 bytes global -> shared, asynchronously; zeros instead when !valid (gmem must still be a valid
 // address then: the hardware reads nothing, but the operand is formed).
-__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(smem)),
-               "l"(gmem), "r"(valid ? 16 : 0)
+__device__ __forceinline__ void cp_async_16(uint32_t smem, const void* gmem, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem),
+               "r"(valid ? 16 : 0)
                : "memory");
+}
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
+  cp_async_16(shared_address(smem), gmem, valid);
 }
 
 __device__ __forceinline__ void cp_async_4(void* smem, const void* gmem, bool valid) {
