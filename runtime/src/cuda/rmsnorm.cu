@@ -7,6 +7,14 @@
 // arithmetic is the CPU's expression in double, rounded once; every sum has an order fixed by the
 // shape (Note [Deterministic reductions]).
 //
+// Note [Exact products in f32]: on sm_90 a conversion between f32 and f64 runs at a quarter of the
+// FP64 rate, and a bf16 row's kernel is bound by them rather than by memory if it widens every
+// factor. Two bf16 values (8 significant bits each) multiply exactly in f32, and so do three, so
+// the kernels form products of bf16 factors in f32 and widen the product once (product,
+// dot_term); f32 factors are widened and multiply exactly in double (f64 ones round there, as on
+// the CPU). Only a bf16 product below f32's normal range (2^-126) would round, by under 2^-149. The
+// weight meets x (or dy) before r: r (x w), one double rounding fewer than the CPU's x r w.
+//
 // The weight gradient dw_i = sum over rows of dy_i x_i rstd is a column sum, formed in the pass
 // that computes dx (which reads dy and x anyway): each block of the backward owns a range of rows
 // fixed by the row count (backward_block_rows) and writes their column sums, in double, as one row
@@ -94,10 +102,16 @@ __device__ __forceinline__ T add_as_binary(T a, T b) {
   return from_compute<T>(to_compute(a) + to_compute(b));
 }
 
+// a b in double (Note [Exact products in f32]): exact for bf16 and f32 factors, rounded for f64.
+template <typename T>
+__device__ __forceinline__ double product(T a, T b) {
+  return to_double(a) * to_double(b);
+}
+__device__ __forceinline__ double product(Bf16 a, Bf16 b) { return bf16_to_float(a) * bf16_to_float(b); }
+
 template <typename T>
 __device__ __forceinline__ void add_square(double& squares, T v) {
-  const double d = to_double(v);
-  squares += d * d;
+  squares += product(v, v);
 }
 
 // Given a lane's partial sum of squares of row xr: rstd, and y = x r w written.
@@ -107,8 +121,7 @@ __device__ __forceinline__ void normalize_row(double squares, const T* xr, const
   squares = warp_reduce(squares, Plus{});
   const double r = 1.0 / sqrt(squares / static_cast<double>(cols) + eps);
   if (lane == 0) *rstd = static_cast<Stat<T>>(r);
-  map_warp_rows<W>(cols, lane, yr, [r](T xv, T wv) { return from_double<T>(to_double(xv) * r * to_double(wv)); },
-                   xr, w);
+  map_warp_rows<W>(cols, lane, yr, [r](T xv, T wv) { return from_double<T>(r * product(xv, wv)); }, xr, w);
 }
 
 template <typename T, int W>
@@ -145,10 +158,14 @@ __global__ void add_rmsnorm_kernel(const T* x, const T* delta, const T* w, doubl
 // The backward's per-element expressions, written once for the fused kernel and the wide-row pair:
 // dx_j = r w_j dy_j - (r^3 / C) x_j sum_i(dy_i w_i x_i) as in cpu/norm.cc, with a residual dh
 // dx_j = dh_j + that (rounded to T first: the unfused graph's add of the two gradients), and the
-// weight gradient's terms dy_i x_i r.
+// weight gradient's terms dy_i x_i r. Products as Note [Exact products in f32].
 template <typename T>
 __device__ __forceinline__ double dot_term(T g, T wv, T xv) {
-  return to_double(g) * to_double(wv) * to_double(xv);
+  return product(g, wv) * to_double(xv);
+}
+// 24 significant bits: exact in f32.
+__device__ __forceinline__ double dot_term(Bf16 g, Bf16 wv, Bf16 xv) {
+  return bf16_to_float(g) * bf16_to_float(wv) * bf16_to_float(xv);
 }
 
 // The x coefficient of a row's dx, given its rstd r and its warp-reduced dot.
@@ -158,19 +175,19 @@ __device__ __forceinline__ double dx_scale(double r, double dot, int64_t cols) {
 
 template <typename T>
 __device__ __forceinline__ T norm_dx(double r, double k, T wv, T g, T xv) {
-  return from_double<T>(r * to_double(wv) * to_double(g) - k * to_double(xv));
+  return from_double<T>(r * product(wv, g) - k * to_double(xv));
 }
 
 template <typename T>
 __device__ __forceinline__ double dw_term(T g, T xv, double r) {
-  return to_double(g) * to_double(xv) * r;
+  return product(g, xv) * r;
 }
 
 // Two blocks an SM (at most 128 registers a thread) when a lane's column accumulators (2 registers
 // a double) and its held 16-byte chunks of dy, x and dh (4 registers each) leave room for the
 // rest; otherwise one, rather than spilling much. The 360m bf16 rows (K = 4, W = 8) get two: every
-// warp of a 16384-row step resident at once is worth the ~128 bytes a thread the plain kernel then
-// spills (ptxas -v, CUDA 13, sm_90; the residual kernel does not spill).
+// warp of a 16384-row step resident at once is worth the ~112 bytes a thread the residual kernel then
+// spills (ptxas -v, CUDA 13, sm_90; the plain kernel does not spill).
 template <int W, int K>
 constexpr int backward_blocks_per_sm() {
   return 2 * K * W + 12 * K <= 112 ? 2 : 1;
