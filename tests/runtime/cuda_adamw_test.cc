@@ -4,8 +4,8 @@
 // norm, so the clipping scale is the same double. Slots of sizes around the kernel's 4-element
 // accesses and its 65536-element chunks, placed at element offsets 0 to 3 of their buffers (a head of
 // single elements before the first 16-byte boundary) or misaligned unlike each other (the whole chunk
-// one element at a time); sentinels on both sides of every view catch a write outside it. Skips
-// without a GPU.
+// one element at a time); sentinels on both sides of every view catch a write outside it. The
+// gradient norm's kernel reads the same placed gradients. Skips without a GPU.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -50,6 +50,22 @@ void expect_sentinels_kept(const Placed& p, const std::string& what) {
     if (i >= p.begin && i < end) continue;
     ASSERT_EQ(all[i], kSentinel) << what << ": element " << i << " of the buffer, outside the view, was written";
   }
+}
+
+// sum_squares_multi (the gradient norm's kernel, same chunks and alignment split) over the placed
+// gradients against the sum in double of the CPU's copies. The GPU adds squares in f32 runs of at most
+// 64 before folding them into double: positive terms, so at most 64 roundings of 2^-24 relative each,
+// under 4e-6 of the total.
+void expect_gradient_norm_matches(const std::vector<Placed>& grads, const std::vector<AdamWTensors>& cpu) {
+  std::vector<Tensor> views;
+  double want = 0;
+  for (size_t i = 0; i < grads.size(); ++i) {
+    views.push_back(grads[i].view);
+    for (double g : cpu[i].grad.to_vector()) want += g * g;
+  }
+  const Tensor got = Tensor::zeros({1}, DType::kF64, kGpu);
+  backend_for(kGpu).sum_squares_multi(views, got);
+  EXPECT_NEAR(got.item(), want, 4e-6 * want);
 }
 
 // One slot: its size and the element offsets of param, grad, m, v and the compute copy (-1: none).
@@ -105,6 +121,7 @@ TEST(CudaAdamW, MultiTensorUpdateIsBitIdenticalToTheCpuAtAnyAlignment) {
       gpu.push_back({s.gparam.view, grads.back().view, s.gm.view, s.gv.view,
                      s.c.compute >= 0 ? s.gcompute.view : Tensor(), wd});
     }
+    expect_gradient_norm_matches(grads, cpu);
     const Tensor norm_sq = Tensor::full({1}, norms_sq[step], DType::kF64);
     backend_for(Device::cpu()).adamw_multi(cpu, args, norm_sq, max_norms[step]);
     backend_for(kGpu).adamw_multi(gpu, args, norm_sq.to(kGpu), max_norms[step]);

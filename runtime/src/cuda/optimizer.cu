@@ -26,22 +26,57 @@ __device__ double block_sum(double value) {
   return value;
 }
 
+// A chunk as single elements [begin, first), whole Quads (four elements, 16-byte accesses of every
+// f32 operand, 8 of the bf16 copy) [first, tail), and single elements [tail, end). first is the first
+// element at which every operand of the slot (those not null) is so aligned, at most 3 past begin;
+// where none is (operands misaligned unlike each other), first = tail = end and the chunk goes one
+// element at a time. Fresh tensors are aligned, so a chunk of a whole tensor has no head.
+struct ChunkSplit {
+  int64_t first, tail;
+};
+
+__device__ __forceinline__ ChunkSplit split_chunk(const AdamWSlot& s, const TensorChunk& c) {
+  const auto aligned = [](const void* base, int64_t i, int64_t bytes, int64_t to) {
+    return base == nullptr || reinterpret_cast<uintptr_t>(static_cast<const char*>(base) + i * bytes) % to == 0;
+  };
+  const uintptr_t at = reinterpret_cast<uintptr_t>(s.grad + c.begin);
+  const int64_t head = static_cast<int64_t>((16 - at % 16) % 16 / 4);
+  const int64_t first = c.begin + head < c.end ? c.begin + head : c.end;
+  if (!(aligned(s.grad, first, 4, 16) && aligned(s.param, first, 4, 16) && aligned(s.m, first, 4, 16) &&
+        aligned(s.v, first, 4, 16) && aligned(s.compute, first, 2, 8))) {
+    return {c.end, c.end};
+  }
+  return {first, first + (c.end - first) / 4 * 4};
+}
+
 __global__ void __launch_bounds__(kThreads) sum_squares_chunks(const AdamWSlot* slots,
                                                                const TensorChunk* chunks, double* partial) {
   const TensorChunk c = chunks[blockIdx.x];
-  const float* g = slots[c.slot].grad;
+  const AdamWSlot s = slots[c.slot];
+  const float* g = s.grad;
+  const ChunkSplit split = split_chunk(s, c);
   float acc = 0.f;
   double total = 0.0;
   int k = 0;
-  for (int64_t i = c.begin + threadIdx.x; i < c.end; i += kThreads) {
-    acc = fmaf(g[i], g[i], acc);
-    // Fold into double every 64 terms so a long chunk loses no precision in the float accumulator.
+  // Folded into double every 64 terms so that a long chunk loses no precision in the float accumulator.
+  const auto add = [&](float x) {
+    acc = fmaf(x, x, acc);
     if (++k == 64) {
       total += acc;
       acc = 0.f;
       k = 0;
     }
+  };
+  for (int64_t i = c.begin + threadIdx.x; i < split.first; i += kThreads) add(g[i]);
+#pragma unroll 4
+  for (int64_t i = split.first + 4 * threadIdx.x; i < split.tail; i += 4 * kThreads) {
+    const float4 q = *reinterpret_cast<const float4*>(g + i);
+    add(q.x);
+    add(q.y);
+    add(q.z);
+    add(q.w);
   }
+  for (int64_t i = split.tail + threadIdx.x; i < c.end; i += kThreads) add(g[i]);
   total = block_sum(total + acc);
   if (threadIdx.x == 0) partial[blockIdx.x] = total;
 }
@@ -106,26 +141,10 @@ __device__ __forceinline__ void update_one(const AdamWHyper& h, double scale, co
   if (s.compute != nullptr) s.compute[i] = float_to_bf16(p).bits;
 }
 
-// The elements of [begin, end) before the first at which every operand allows Quad accesses (grad, m,
-// v and param 16-byte aligned, compute 8), at most 3; -1 when no element does (operands misaligned
-// unlike each other), and the chunk then goes one element at a time. Fresh tensors are aligned, so a
-// chunk of a whole tensor has none.
-__device__ __forceinline__ int64_t quad_head(const AdamWSlot& s, int64_t begin) {
-  const auto at = [](const void* base, int64_t i, int64_t bytes) {
-    return reinterpret_cast<uintptr_t>(static_cast<const char*>(base) + i * bytes);
-  };
-  const int64_t head = static_cast<int64_t>((16 - at(s.param, begin, 4) % 16) % 16 / 4);
-  const int64_t first = begin + head;
-  const bool aligned = at(s.param, first, 4) % 16 == 0 && at(s.grad, first, 4) % 16 == 0 &&
-                       at(s.m, first, 4) % 16 == 0 && at(s.v, first, 4) % 16 == 0 &&
-                       (s.compute == nullptr || at(s.compute, first, 2) % 8 == 0);
-  return aligned ? head : -1;
-}
-
 // Each thread updates Quads kThreads apart, loading the next Quad before it computes the current one,
 // so that a warp always has its next 64 bytes of reads in flight while its double math runs (the
 // update costs about as many SM cycles as its 30 bytes take at full bandwidth; see
-// bench/memory_bench.cc). A head and a tail of fewer than 4 elements go one element at a time.
+// bench/memory_bench.cc). The chunk's single elements (split_chunk) go first.
 __global__ void __launch_bounds__(kThreads) adamw_chunks(const AdamWSlot* slots, const TensorChunk* chunks,
                                                          AdamWHyper h, const double* norm_sq) {
   const TensorChunk c = chunks[blockIdx.x];
@@ -135,24 +154,18 @@ __global__ void __launch_bounds__(kThreads) adamw_chunks(const AdamWSlot* slots,
     const double norm = sqrt(*norm_sq);
     if (norm > h.max_norm) scale = h.max_norm / norm;
   }
-  const int64_t head = quad_head(s, c.begin);
-  if (head < 0) {
-    for (int64_t i = c.begin + threadIdx.x; i < c.end; i += kThreads) update_one(h, scale, s, i);
-    return;
-  }
-  const int64_t first = c.begin + head < c.end ? c.begin + head : c.end;
-  const int64_t quads = (c.end - first) / 4;
-  if (threadIdx.x < first - c.begin) update_one(h, scale, s, c.begin + threadIdx.x);
-  const int64_t tail = first + 4 * quads;
-  if (threadIdx.x < c.end - tail) update_one(h, scale, s, tail + threadIdx.x);
+  const ChunkSplit split = split_chunk(s, c);
+  for (int64_t i = c.begin + threadIdx.x; i < split.first; i += kThreads) update_one(h, scale, s, i);
+  for (int64_t i = split.tail + threadIdx.x; i < c.end; i += kThreads) update_one(h, scale, s, i);
+  const int64_t quads = (split.tail - split.first) / 4;
   int64_t k = threadIdx.x;
   Quad current;
-  if (k < quads) current = load_quad(s, first + 4 * k);
+  if (k < quads) current = load_quad(s, split.first + 4 * k);
   while (k < quads) {
     const int64_t next = k + kThreads;
     Quad ahead;
-    if (next < quads) ahead = load_quad(s, first + 4 * next);
-    update_and_store_quad(h, scale, s, first + 4 * k, current);
+    if (next < quads) ahead = load_quad(s, split.first + 4 * next);
+    update_and_store_quad(h, scale, s, split.first + 4 * k, current);
     current = ahead;
     k = next;
   }
