@@ -13,7 +13,11 @@
 // the kernels form products of bf16 factors in f32 and widen the product once (product,
 // dot_term); f32 factors are widened and multiply exactly in double (f64 ones round there, as on
 // the CPU). Only a bf16 product below f32's normal range (2^-126) would round, by under 2^-149. The
-// weight meets x (or dy) before r: r (x w), one double rounding fewer than the CPU's x r w.
+// weight meets x (or dy) before r: r (x w), one double rounding fewer than the CPU's x r w. A bf16
+// forward output y = r (x w) needs no double at all: it is formed in f32 from the f32 rstd it stores
+// (the one the backward reads), two roundings of 2^-24 that can move the bf16 result to the other
+// neighbour only where the exact value lies that close to a rounding boundary, still within half a
+// bf16 step (plus 2^-23 relative) of it. The backward's dx stays in double: r w dy - k x can cancel.
 //
 // The weight gradient dw_i = sum over rows of dy_i x_i rstd is a column sum, formed in the pass
 // that computes dx (which reads dy and x anyway): each block of the backward owns a range of rows
@@ -113,6 +117,15 @@ __device__ __forceinline__ double product(T a, T b) {
 }
 __device__ __forceinline__ double product(Bf16 a, Bf16 b) { return bf16_to_float(a) * bf16_to_float(b); }
 
+// y = r x w rounded to T (Note [Exact products in f32]; rstd is r rounded to Stat<T>).
+template <typename T>
+__device__ __forceinline__ T normalized(double r, T xv, T wv) {
+  return from_double<T>(r * product(xv, wv));
+}
+__device__ __forceinline__ Bf16 normalized(double r, Bf16 xv, Bf16 wv) {
+  return float_to_bf16(static_cast<float>(r) * (bf16_to_float(xv) * bf16_to_float(wv)));
+}
+
 template <typename T>
 __device__ __forceinline__ void add_square(double& squares, T v) {
   squares += product(v, v);
@@ -125,7 +138,7 @@ __device__ __forceinline__ void normalize_row(double squares, const T* xr, const
   squares = warp_reduce(squares, Plus{});
   const double r = 1.0 / sqrt(squares / static_cast<double>(cols) + eps);
   if (lane == 0) *rstd = static_cast<Stat<T>>(r);
-  map_warp_rows<W>(cols, lane, yr, [r](T xv, T wv) { return from_double<T>(r * product(xv, wv)); }, xr, w);
+  map_warp_rows<W>(cols, lane, yr, [r](T xv, T wv) { return normalized(r, xv, wv); }, xr, w);
 }
 
 template <typename T, int W>
