@@ -107,11 +107,16 @@ TEST(CudaAdamW, MultiTensorUpdateIsBitIdenticalToTheCpuAtAnyAlignment) {
     }
     slots.push_back(s);
   }
-  // Clipping off, active (scale 1 / sqrt(1234.5)) and inactive (norm 2 under 100).
-  const double max_norms[] = {0.0, 1.0, 100.0}, norms_sq[] = {9.0, 1234.5, 4.0};
-  for (int step = 0; step < 3; ++step) {
-    const int t = step + 1;
+  // Clipping off, active (scale 1 / sqrt(1234.5)) and inactive (norm 2 under 100); then steps whose
+  // bias corrections 1 - beta^t are exactly 1 in double, the first (t 400) or both (t 1000), which
+  // the kernel no longer divides by.
+  const int steps[] = {1, 2, 3, 400, 1000};
+  const double max_norms[] = {0.0, 1.0, 100.0, 1.0, 0.0}, norms_sq[] = {9.0, 1234.5, 4.0, 2.0, 9.0};
+  for (int step = 0; step < 5; ++step) {
+    const int t = steps[step];
     const AdamWArgs args{0.01, 0.9, 0.95, 1e-8, 0.0, 1 - std::pow(0.9, t), 1 - std::pow(0.95, t)};
+    ASSERT_EQ(args.bias_correction1 == 1.0, t >= 400) << "step " << t;
+    ASSERT_EQ(args.bias_correction2 == 1.0, t >= 1000) << "step " << t;
     std::vector<AdamWTensors> cpu, gpu;
     std::vector<Placed> grads;
     for (size_t i = 0; i < slots.size(); ++i) {
