@@ -202,9 +202,10 @@ __device__ __forceinline__ double dw_term(T g, T xv, double r) {
 
 // Two blocks an SM (at most 128 registers a thread) when a lane's column accumulators (2 registers
 // a double) and its held 16-byte chunks of dy, x and dh (4 registers each) leave room for the
-// rest; otherwise one, rather than spilling much. The 360m bf16 rows (K = 4, W = 8) get two: every
-// warp of a 16384-row step resident at once is worth the ~112 bytes a thread the residual kernel then
-// spills (ptxas -v, CUDA 13, sm_90; the plain kernel does not spill).
+// rest; otherwise one, rather than spilling much. The 360m bf16 rows (K = 4, W = 8) get two, every
+// warp of a 16384-row step resident at once, and neither kernel spills there (ptxas -v, CUDA 13,
+// sm_90) because the residual one loads a dh chunk only as it writes that chunk of dx: holding all
+// of them from the row's start cost it ~112 bytes a thread of spills.
 template <int W, int K>
 constexpr int backward_blocks_per_sm() {
   return 2 * K * W + 12 * K <= 112 ? 2 : 1;
@@ -214,7 +215,7 @@ constexpr int backward_blocks_per_sm() {
 // block_rows), which its warps take kRowsPerBlock apart. A lane loads its K chunks of dy and x
 // (chunks lane, lane + 32, ...: visit_warp_rows' order and the wide-row kernel's expressions)
 // once, keeps them in registers for the row's dot and its dx, and adds dy x rstd into its
-// columns' double accumulators. At the end the warps' accumulators are added in warp order through
+// columns' double accumulators; dh is read chunk by chunk as dx is written. At the end the warps' accumulators are added in warp order through
 // shared memory and the last warp writes the sums as row b of partial [blocks, cols]. W divides
 // cols and 32 K chunks cover the row (the launcher checks).
 template <typename T, int W, int K, bool kResidual>
@@ -230,13 +231,12 @@ __global__ void __launch_bounds__(kThreads, backward_blocks_per_sm<W, K>())
   double acc[K][W] = {};
   for (int64_t row = first + warp; row < end; row += kRowsPerBlock) {
     const int64_t at = row * cols;
-    Chunk<T, W> g[K], xv[K], res[K];
+    Chunk<T, W> g[K], xv[K];
 #pragma unroll
     for (int k = 0; k < K; ++k) {
       if (lane + 32 * k < chunks) {
         g[k] = chunk_at<W>(dy + at, lane + 32 * k);
         xv[k] = chunk_at<W>(x + at, lane + 32 * k);
-        if constexpr (kResidual) res[k] = chunk_at<W>(dh + at, lane + 32 * k);
       }
     }
     const double r = static_cast<double>(rstd[row]);
@@ -258,12 +258,14 @@ __global__ void __launch_bounds__(kThreads, backward_blocks_per_sm<W, K>())
     for (int k = 0; k < K; ++k) {
       if (lane + 32 * k < chunks) {
         const Chunk<T, W> wv = chunk_at<W>(w, lane + 32 * k);
+        Chunk<T, W> res;
+        if constexpr (kResidual) res = chunk_at<W>(dh + at, lane + 32 * k);
         Chunk<T, W> out;
 #pragma unroll
         for (int e = 0; e < W; ++e) {
           const T d = norm_dx(r, scale, wv.v[e], g[k].v[e], xv[k].v[e]);
           if constexpr (kResidual) {
-            out.v[e] = add_as_binary(res[k].v[e], d);
+            out.v[e] = add_as_binary(res.v[e], d);
           } else {
             out.v[e] = d;
           }
