@@ -92,8 +92,9 @@ __device__ __forceinline__ double divide_by_correction(double x, double d) {
 
 // One element's update: the CPU's expression (cpu/adamw.cc) in double from the f32 values, every
 // operation rounded on its own (mul_rn, add_rn and the _rn intrinsics: nvcc would otherwise contract
-// products and sums into FMAs, which the CPU build never does) and each stored value rounded once, so
-// that the GPU and the CPU agree to the last bit. m, v and p are read and overwritten.
+// products and sums into FMAs, which the CPU build, x86-64 without FMA, does not) and each stored
+// value rounded once, so that the GPU and the CPU agree to the last bit. m, v and p are read and
+// overwritten.
 __device__ __forceinline__ void adamw_element(const AdamWHyper& h, double scale, double weight_decay,
                                               float grad, float& m, float& v, float& p) {
   const double g = mul_rn(scale, static_cast<double>(grad));

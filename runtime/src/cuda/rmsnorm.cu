@@ -4,8 +4,9 @@
 // butterfly (no shared memory, no block barrier: a 360m row is 960 elements, too few to keep a
 // 256-thread block busy between its two barriers); then each lane writes its chunks. Rows whose
 // pointers are not 16-byte aligned take the same kernels one element per access. Per-element
-// arithmetic is the CPU's expression in double, rounded once; every sum has an order fixed by the
-// shape (Note [Deterministic reductions]).
+// arithmetic is the CPU's expression in double, rounded once, with the exceptions of Note [Exact
+// products in f32] for bf16; every sum has an order fixed by the shape (Note [Deterministic
+// reductions]).
 //
 // Note [Exact products in f32]: on sm_90 a conversion between f32 and f64 runs at a quarter of the
 // FP64 rate, and a bf16 row's kernel is bound by them rather than by memory if it widens every
