@@ -1,6 +1,7 @@
 // The GPU benchmarks' timer: the median of kRuns timings of fn() after kWarmup untimed ones, each
-// bracketed by CUDA events on dtrn's stream of GPU 0 (the stream the backend queues every kernel on,
-// so the events enclose exactly the work fn() queues). Include only in code built with DTRN_WITH_CUDA.
+// bracketed by CUDA events on dtrn's stream of GPU 0 (the stream the backend queues every kernel
+// on, so the events enclose exactly the work fn() queues). Include only in code built with
+// DTRN_WITH_CUDA.
 #pragma once
 
 #include <cuda_runtime_api.h>

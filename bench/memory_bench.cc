@@ -1,15 +1,15 @@
 // memory_bench: the memory-bound kernels of a training step against the GPU's bandwidth. Times the
-// optimizer (the gradient norm and AdamW over the 360m preset's parameters: f32 masters, moments and
-// gradients, bf16 compute copies) and RMSNorm at the 360m step's activations ([16384, 960]: 8 x 2048 or
-// 2 x 8192 tokens of d 960) in bf16 and f32: forward, the forward fused with the residual add, the
-// backward and the backward that adds the kept residual gradient (rmsnorm_keep's dh). A device-to-device
-// copy gives the bandwidth this GPU reaches at all.
+// optimizer (the gradient norm and AdamW over the 360m preset's parameters: f32 masters, moments
+// and gradients, bf16 compute copies) and RMSNorm at the 360m step's activations ([16384, 960]: 8 x
+// 2048 or 2 x 8192 tokens of d 960) in bf16 and f32: forward, the forward fused with the residual
+// add, the backward and the backward that adds the kept residual gradient (rmsnorm_keep's dh). A
+// device-to-device copy gives the bandwidth this GPU reaches at all.
 //
-// The backend's kernels are called directly (white-box: no autograd bookkeeping is timed), median of
-// 20 runs after 3 warm-ups (cuda_timing.h). GB/s counts the bytes each kernel must move at least, the
-// row-sized arrays only (per-row statistics, the norm weight and dw's per-block partial sums, under 4%
-// of a norm backward's traffic, and the optimizer's tables are left out):
-//   AdamW           grad, m, v, param f32 read (16 B) + m, v, param f32 and the bf16 copy written (14 B)
+// The backend's kernels are called directly (white-box: no autograd bookkeeping is timed), median
+// of 20 runs after 3 warm-ups (cuda_timing.h). GB/s counts the bytes each kernel must move at
+// least, the row-sized arrays only (per-row statistics, the norm weight and dw's per-block partial
+// sums, under 4% of a norm backward's traffic, and the optimizer's tables are left out):
+//   AdamW           grad, m, v, param f32 read (16 B); m, v, param f32, bf16 copy written (14 B)
 //   gradient norm   grad f32 read (4 B)
 //   rmsnorm         x read, y written                 (2 rows of N x C elements)
 //   add_rmsnorm     x, delta read, h, y written       (4)
@@ -39,13 +39,14 @@ using dtrn::bench::median_ms;
 const dtrn::Device kGpu = dtrn::Device::cuda(0);
 
 void report(const std::string& what, double ms, double bytes) {
-  std::printf("%-44s | %8.3f | %10.1f | %7.1f\n", what.c_str(), ms, bytes / 1e6, bytes / (ms * 1e-3) / 1e9);
+  std::printf("%-44s | %8.3f | %10.1f | %7.1f\n", what.c_str(), ms, bytes / 1e6,
+              bytes / (ms * 1e-3) / 1e9);
 }
 
 // The 360m preset's parameter shapes (deploy/configs/360m.yaml, ../shared/dtrnet-spec.md): the tied
-// embedding of the padded vocabulary, 32 layers of attention (15 query heads, 5 KV heads of 64), SwiGLU
-// 2560 and two norms, a router (d -> d/2 -> 2, with biases) in the 16 D layers of the bilayer layout,
-// and the final norm.
+// embedding of the padded vocabulary, 32 layers of attention (15 query heads, 5 KV heads of 64),
+// SwiGLU 2560 and two norms, a router (d -> d/2 -> 2, with biases) in the 16 D layers of the
+// bilayer layout, and the final norm.
 std::vector<Shape> shapes_360m() {
   constexpr int64_t d = 960, kv = 320, ff = 2560, vocab = 50304, layers = 32;
   std::vector<Shape> shapes = {{vocab, d}};
@@ -55,7 +56,8 @@ std::vector<Shape> shapes_360m() {
       shapes.push_back(s);
     }
     if (l % 2 == 1) {
-      for (const Shape& s : {Shape{d / 2, d}, Shape{d / 2}, Shape{2, d / 2}, Shape{2}}) shapes.push_back(s);
+      for (const Shape& s : {Shape{d / 2, d}, Shape{d / 2}, Shape{2, d / 2}, Shape{2}})
+        shapes.push_back(s);
     }
   }
   shapes.push_back({d});
@@ -83,12 +85,15 @@ void bench_optimizer() {
   dtrn::Backend& backend = dtrn::backend_for(kGpu);
   const Tensor norm_sq = Tensor::zeros({1}, DType::kF64, kGpu);
   const double n = static_cast<double>(total);
-  const std::string count = std::to_string(entries.size()) + " tensors, " + std::to_string(total) + " elements";
-  report("gradient norm (" + count + ")", median_ms([&] { backend.sum_squares_multi(grads, norm_sq); }), 4 * n);
-  // The reference recipe's betas, clipping at 1.0 (active: these gradients' norm is ~11), at step 10 and
-  // at step 1000, where both bias corrections are exactly 1 and the kernel skips their divisions.
+  const std::string count =
+      std::to_string(entries.size()) + " tensors, " + std::to_string(total) + " elements";
+  report("gradient norm (" + count + ")",
+         median_ms([&] { backend.sum_squares_multi(grads, norm_sq); }), 4 * n);
+  // The reference recipe's betas, clipping at 1.0 (active: these gradients' norm is ~11), at step 10
+  // and at step 1000, where both bias corrections are exactly 1 and the kernel skips their divisions.
   for (int step : {10, 1000}) {
-    const dtrn::AdamWArgs args{3e-4, 0.9, 0.95, 1e-8, 0.0, 1 - std::pow(0.9, step), 1 - std::pow(0.95, step)};
+    const dtrn::AdamWArgs args{
+        3e-4, 0.9, 0.95, 1e-8, 0.0, 1 - std::pow(0.9, step), 1 - std::pow(0.95, step)};
     report("AdamW, step " + std::to_string(step),
            median_ms([&] { backend.adamw_multi(entries, args, norm_sq, 1.0); }), 30 * n);
   }
@@ -108,21 +113,24 @@ void bench_norms(int64_t rows, int64_t cols, DType dtype) {
   const double row_bytes = static_cast<double>(rows * cols * dtrn::dtype_size(dtype));
   const std::string shape = " [" + std::to_string(rows) + ", " + std::to_string(cols) + "] " +
                             std::string(dtrn::dtype_name(dtype));
-  report("rmsnorm" + shape, median_ms([&] { backend.rmsnorm(x, w, 1e-5, y, rstd); }), 2 * row_bytes);
-  report("add_rmsnorm" + shape, median_ms([&] { backend.add_rmsnorm(x, delta, w, 1e-5, h, y, rstd); }),
-         4 * row_bytes);
-  report("rmsnorm backward" + shape, median_ms([&] { backend.rmsnorm_backward(x, w, rstd, dy, dx, dw); }),
-         3 * row_bytes);
+  report("rmsnorm" + shape, median_ms([&] { backend.rmsnorm(x, w, 1e-5, y, rstd); }),
+         2 * row_bytes);
+  report("add_rmsnorm" + shape,
+         median_ms([&] { backend.add_rmsnorm(x, delta, w, 1e-5, h, y, rstd); }), 4 * row_bytes);
+  report("rmsnorm backward" + shape,
+         median_ms([&] { backend.rmsnorm_backward(x, w, rstd, dy, dx, dw); }), 3 * row_bytes);
   report("rmsnorm backward + dh" + shape,
-         median_ms([&] { backend.add_rmsnorm_backward(x, w, rstd, dy, dh, dx, dw); }), 4 * row_bytes);
+         median_ms([&] { backend.add_rmsnorm_backward(x, w, rstd, dy, dh, dx, dw); }),
+         4 * row_bytes);
 }
 
 void bench_copy() {
   constexpr int64_t kElements = int64_t{1} << 28;  // 1 GiB of f32
-  const Tensor src = Tensor::zeros({kElements}, DType::kF32, kGpu), dst = Tensor::empty({kElements}, DType::kF32, kGpu);
+  const Tensor src = Tensor::zeros({kElements}, DType::kF32, kGpu),
+               dst = Tensor::empty({kElements}, DType::kF32, kGpu);
   const double ms = median_ms([&] {
-    CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), src.raw_data(), kElements * 4, cudaMemcpyDeviceToDevice,
-                               dtrn::cuda::stream_for(0)));
+    CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), src.raw_data(), kElements * 4,
+                               cudaMemcpyDeviceToDevice, dtrn::cuda::stream_for(0)));
   });
   report("device-to-device copy, 1 GiB", ms, 2.0 * kElements * 4);
 }
@@ -130,8 +138,8 @@ void bench_copy() {
 int run() {
   cudaDeviceProp prop{};
   CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("memory_bench on %s (%d SMs), median of %d runs\n", prop.name, prop.multiProcessorCount,
-              dtrn::bench::kRuns);
+  std::printf("memory_bench on %s (%d SMs), median of %d runs\n", prop.name,
+              prop.multiProcessorCount, dtrn::bench::kRuns);
   std::printf("%-44s | %8s | %10s | %7s\n", "kernel", "ms", "MB moved", "GB/s");
   bench_copy();
   bench_optimizer();

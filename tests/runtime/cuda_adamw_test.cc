@@ -1,11 +1,12 @@
-// The CUDA multi-tensor AdamW kernel (adamw_multi, cuda/optimizer.cu) called directly against the CPU
-// backend's, bit for bit: both evaluate cpu/adamw.cc's double expression from the same f32 values with
-// every operation rounded on its own and round each stored value once, and both are handed the same
-// norm, so the clipping scale is the same double. Slots of sizes around the kernel's 4-element
-// accesses and its 65536-element chunks, placed at element offsets 0 to 3 of their buffers (a head of
-// single elements before the first 16-byte boundary) or misaligned unlike each other (the whole chunk
-// one element at a time); sentinels on both sides of every view catch a write outside it. The
-// gradient norm's kernel reads the same placed gradients. Skips without a GPU.
+// The CUDA multi-tensor AdamW kernel (adamw_multi, cuda/optimizer.cu) called directly against the
+// CPU backend's, bit for bit: both evaluate cpu/adamw.cc's double expression from the same f32
+// values with every operation rounded on its own and round each stored value once, and both are
+// handed the same norm, so the clipping scale is the same double. Slots of sizes around the
+// kernel's 4-element accesses and its 65536-element chunks, placed at element offsets 0 to 3 of
+// their buffers (a head of single elements before the first 16-byte boundary) or misaligned unlike
+// each other (the whole chunk one element at a time); sentinels on both sides of every view catch a
+// write outside it. The gradient norm's kernel reads the same placed gradients. Skips without a
+// GPU.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -22,8 +23,8 @@ using gpu_testing::bits_of;
 using gpu_testing::kGpu;
 
 constexpr double kSentinel = 7.0;
-// Sentinel elements before a view (plus its offset) and after it: 16 bytes of f32 or of bf16, so that
-// the view's offset alone decides its alignment.
+// Sentinel elements before a view (plus its offset) and after it: 16 bytes of f32 or of bf16, so
+// that the view's offset alone decides its alignment.
 constexpr int64_t kLead = 4, kTrail = 5;
 
 // A GPU buffer holding `values` at element `offset` past 16-byte-aligned sentinels, and that view.
@@ -37,7 +38,9 @@ Placed place(const Tensor& values, int64_t offset) {
   const int64_t lead = kLead * (dtype == DType::kBF16 ? 2 : 1) + offset;
   Placed p;
   p.begin = lead;
-  p.buffer = concat({Tensor::full({lead}, kSentinel, dtype), values, Tensor::full({kTrail}, kSentinel, dtype)}, 0)
+  p.buffer = concat({Tensor::full({lead}, kSentinel, dtype), values,
+                     Tensor::full({kTrail}, kSentinel, dtype)},
+                    0)
                  .to(kGpu);
   p.view = p.buffer.narrow(0, lead, values.numel());
   return p;
@@ -48,15 +51,17 @@ void expect_sentinels_kept(const Placed& p, const std::string& what) {
   const int64_t end = p.begin + p.view.numel();
   for (int64_t i = 0; i < static_cast<int64_t>(all.size()); ++i) {
     if (i >= p.begin && i < end) continue;
-    ASSERT_EQ(all[i], kSentinel) << what << ": element " << i << " of the buffer, outside the view, was written";
+    ASSERT_EQ(all[i], kSentinel) << what << ": element " << i
+                                 << " of the buffer, outside the view, was written";
   }
 }
 
 // sum_squares_multi (the gradient norm's kernel, same chunks and alignment split) over the placed
-// gradients against the sum in double of the CPU's copies. Squares of f32 values are exact in double
-// and both sides add them in double, in different orders: n positive terms, so each side's n
+// gradients against the sum in double of the CPU's copies. Squares of f32 values are exact in
+// double and both sides add them in double, in different orders: n positive terms, so each side's n
 // additions round by at most 2^-53 of the total each.
-void expect_gradient_norm_matches(const std::vector<Placed>& grads, const std::vector<AdamWTensors>& cpu) {
+void expect_gradient_norm_matches(const std::vector<Placed>& grads,
+                                  const std::vector<AdamWTensors>& cpu) {
   std::vector<Tensor> views;
   double want = 0;
   int64_t n = 0;
@@ -85,10 +90,10 @@ struct Slot {
 TEST(CudaAdamW, MultiTensorUpdateIsBitIdenticalToTheCpuAtAnyAlignment) {
   REQUIRE_GPU();
   const std::vector<SlotCase> cases = {
-      {1, 0, 0, 0, 0, 0},         {3, 1, 1, 1, 1, 1},         {4, 0, 0, 0, 0, 0},
-      {5, 2, 2, 2, 2, 2},         {33, 3, 3, 3, 3, 3},        {4097, 1, 1, 1, 1, -1},
-      {70001, 0, 0, 0, 0, 0},     {65536 + 7, 2, 2, 2, 2, 2}, {1000, 1, 0, 1, 1, 1},
-      {1001, 0, 0, 0, 0, 1},      {999, 3, 3, 3, 2, -1},
+      {1, 0, 0, 0, 0, 0},     {3, 1, 1, 1, 1, 1},         {4, 0, 0, 0, 0, 0},
+      {5, 2, 2, 2, 2, 2},     {33, 3, 3, 3, 3, 3},        {4097, 1, 1, 1, 1, -1},
+      {70001, 0, 0, 0, 0, 0}, {65536 + 7, 2, 2, 2, 2, 2}, {1000, 1, 0, 1, 1, 1},
+      {1001, 0, 0, 0, 0, 1},  {999, 3, 3, 3, 2, -1},
   };
   std::vector<Slot> slots;
   for (size_t i = 0; i < cases.size(); ++i) {
@@ -133,8 +138,8 @@ TEST(CudaAdamW, MultiTensorUpdateIsBitIdenticalToTheCpuAtAnyAlignment) {
     backend_for(Device::cpu()).adamw_multi(cpu, args, norm_sq, max_norms[step]);
     backend_for(kGpu).adamw_multi(gpu, args, norm_sq.to(kGpu), max_norms[step]);
     for (const Slot& s : slots) {
-      const std::string what = "step " + std::to_string(step) + ", slot of " + std::to_string(s.c.n) +
-                               " at offset " + std::to_string(s.c.param);
+      const std::string what = "step " + std::to_string(step) + ", slot of " +
+                               std::to_string(s.c.n) + " at offset " + std::to_string(s.c.param);
       EXPECT_EQ(bits_of(s.gparam.view), bits_of(s.param)) << what << ": param";
       EXPECT_EQ(bits_of(s.gm.view), bits_of(s.m)) << what << ": m";
       EXPECT_EQ(bits_of(s.gv.view), bits_of(s.v)) << what << ": v";
