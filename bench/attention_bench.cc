@@ -8,8 +8,8 @@
 // same shapes.
 //
 // The backend's kernels are called directly (white-box, so no autograd bookkeeping is timed), with CUDA
-// events on dtrn's stream around each call: median of 20 runs after 3 warm-ups (cuda_timing.h). FLOPs count the matrix
-// products over the unmasked (causal) half only, the FlashAttention convention:
+// events on dtrn's stream around each call: median of 20 runs after 3 warm-ups (cuda_timing.h).
+// FLOPs count the matrix products over the unmasked (causal) half only, the FlashAttention convention:
 //   forward  = 2 products (Q K^T, P V) x 2 T^2 D / 2 per sequence and head = 4 N T H D / 2 (N = B T),
 //   backward = 2.5 x forward (5 products: S recomputed, dP, dV, dK, dQ; dtrn's split dk/dv and dq
 //              kernels, on mma.sync or wgmma, each recompute S and dP, so they execute 7, the same

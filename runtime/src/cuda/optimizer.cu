@@ -37,7 +37,8 @@ struct ChunkSplit {
 
 __device__ __forceinline__ ChunkSplit split_chunk(const AdamWSlot& s, const TensorChunk& c) {
   const auto aligned = [](const void* base, int64_t i, int64_t bytes, int64_t to) {
-    return base == nullptr || reinterpret_cast<uintptr_t>(static_cast<const char*>(base) + i * bytes) % to == 0;
+    if (base == nullptr) return true;
+    return reinterpret_cast<uintptr_t>(static_cast<const char*>(base) + i * bytes) % to == 0;
   };
   const uintptr_t at = reinterpret_cast<uintptr_t>(s.grad + c.begin);
   const int64_t head = static_cast<int64_t>((16 - at % 16) % 16 / 4);
@@ -83,9 +84,9 @@ __global__ void __launch_bounds__(kThreads) sum_partials(const double* partial, 
   if (threadIdx.x == 0) out[0] = acc;
 }
 
-// x / d for a bias correction d = 1 - beta^t, skipping the division once d is exactly 1 (in double from
-// step 356 for beta 0.9, 730 for 0.95, so for nearly all of a long run): x / 1 is x, the CPU's bits
-// either way. d is the same for every thread, so the branch never diverges.
+// x / d for a bias correction d = 1 - beta^t, skipping the division once d is exactly 1 (in double
+// from step 356 for beta 0.9, 730 for 0.95, so for nearly all of a long run): x / 1 is x, the CPU's
+// bits either way. d is the same for every thread, so the branch never diverges.
 __device__ __forceinline__ double divide_by_correction(double x, double d) {
   return d == 1.0 ? x : __ddiv_rn(x, d);
 }
@@ -129,13 +130,15 @@ __device__ __forceinline__ void update_and_store_quad(const AdamWHyper& h, doubl
   *reinterpret_cast<float4*>(s.param + i) = q.p;
   if (s.compute != nullptr) {
     const auto pair = [](float lo, float hi) {
-      return static_cast<uint32_t>(float_to_bf16(lo).bits) | static_cast<uint32_t>(float_to_bf16(hi).bits) << 16;
+      const uint32_t low = float_to_bf16(lo).bits, high = float_to_bf16(hi).bits;
+      return low | high << 16;
     };
     *reinterpret_cast<uint2*>(s.compute + i) = make_uint2(pair(q.p.x, q.p.y), pair(q.p.z, q.p.w));
   }
 }
 
-__device__ __forceinline__ void update_one(const AdamWHyper& h, double scale, const AdamWSlot& s, int64_t i) {
+__device__ __forceinline__ void update_one(const AdamWHyper& h, double scale, const AdamWSlot& s,
+                                           int64_t i) {
   float m = s.m[i], v = s.v[i], p = s.param[i];
   adamw_element(h, scale, s.weight_decay, s.grad[i], m, v, p);
   s.m[i] = m;

@@ -216,9 +216,10 @@ constexpr int backward_blocks_per_sm() {
 // block_rows), which its warps take kRowsPerBlock apart. A lane loads its K chunks of dy and x
 // (chunks lane, lane + 32, ...: visit_warp_rows' order and the wide-row kernel's expressions)
 // once, keeps them in registers for the row's dot and its dx, and adds dy x rstd into its
-// columns' double accumulators; dh is read chunk by chunk as dx is written. At the end the warps' accumulators are added in warp order through
-// shared memory and the last warp writes the sums as row b of partial [blocks, cols]. W divides
-// cols and 32 K chunks cover the row (the launcher checks).
+// columns' double accumulators; dh is read chunk by chunk as dx is written. At the end the warps'
+// accumulators are added in warp order through shared memory and the last warp writes the sums as
+// row b of partial [blocks, cols]. W divides cols and 32 K chunks cover the row (the launcher
+// checks).
 template <typename T, int W, int K, bool kResidual>
 __global__ void __launch_bounds__(kThreads, backward_blocks_per_sm<W, K>())
     rmsnorm_backward_kernel(const T* x, const T* w, const Stat<T>* rstd, const T* dy, const T* dh,
