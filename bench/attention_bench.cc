@@ -8,15 +8,14 @@
 // same shapes.
 //
 // The backend's kernels are called directly (white-box, so no autograd bookkeeping is timed), with CUDA
-// events on dtrn's stream around each call: median of 20 runs after 3 warm-ups. FLOPs count the matrix
-// products over the unmasked (causal) half only, the FlashAttention convention:
+// events on dtrn's stream around each call: median of 20 runs after 3 warm-ups (cuda_timing.h).
+// FLOPs count the matrix products over the unmasked (causal) half only, the FlashAttention convention:
 //   forward  = 2 products (Q K^T, P V) x 2 T^2 D / 2 per sequence and head = 4 N T H D / 2 (N = B T),
 //   backward = 2.5 x forward (5 products: S recomputed, dP, dV, dK, dQ; dtrn's split dk/dv and dq
 //              kernels, on mma.sync or wgmma, each recompute S and dP, so they execute 7, the same
 //              3.5 x forward any atomics-free FlashAttention-2 backward does; the fused backward
 //              executes the 5).
 // Exits 0 with a message where no GPU or no CUDA backend exists.
-#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -29,10 +28,9 @@
 #ifdef DTRN_WITH_CUDA
 #include <cuda_runtime_api.h>
 
-// White-box: the stream dtrn queues its work on, so the events bracket exactly the kernels.
 #include "../runtime/src/cuda/cuda_check.h"
-#include "../runtime/src/cuda/cuda_context.h"
 #include "../runtime/src/cuda/wgmma_support.h"
+#include "cuda_timing.h"  // median_ms: CUDA events on dtrn's stream, so they bracket exactly the kernels
 #endif
 
 namespace {
@@ -41,7 +39,8 @@ namespace {
 using dtrn::DType;
 using dtrn::Tensor;
 
-constexpr int kWarmup = 3, kRuns = 20;
+using dtrn::bench::kRuns;
+using dtrn::bench::median_ms;
 
 struct Case {
   int64_t b, t, h, g, d;
@@ -49,29 +48,6 @@ struct Case {
   const char* kernel;    // DTRN_ATTENTION_KERNEL
   const char* backward;  // DTRN_ATTENTION_BACKWARD
 };
-
-// Median milliseconds of fn() on dtrn's stream.
-template <typename Fn>
-double median_ms(Fn&& fn) {
-  cudaStream_t stream = dtrn::cuda::stream_for(0);
-  cudaEvent_t start, stop;
-  CUDA_CHECK(cudaEventCreate(&start));
-  CUDA_CHECK(cudaEventCreate(&stop));
-  std::vector<double> ms;
-  for (int i = 0; i < kWarmup + kRuns; ++i) {
-    CUDA_CHECK(cudaEventRecord(start, stream));
-    fn();
-    CUDA_CHECK(cudaEventRecord(stop, stream));
-    CUDA_CHECK(cudaEventSynchronize(stop));
-    float elapsed = 0;
-    CUDA_CHECK(cudaEventElapsedTime(&elapsed, start, stop));
-    if (i >= kWarmup) ms.push_back(elapsed);
-  }
-  CUDA_CHECK(cudaEventDestroy(start));
-  CUDA_CHECK(cudaEventDestroy(stop));
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
 
 void run_case(const Case& c) {
   setenv("DTRN_ATTENTION_KERNEL", c.kernel, 1);

@@ -6,9 +6,7 @@
 // product straight through cuBLASLt, in ms and in GB/s of operands read once and the result written.
 // Times each product with CUDA events on dtrn's own stream, reports the median of 20 runs after 3 warm-up
 // runs, in TFLOP/s (2 M N K per product). Exits 0 with a message where no GPU or no CUDA backend exists.
-#include <algorithm>
 #include <cstdio>
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -18,10 +16,9 @@
 #ifdef DTRN_WITH_CUDA
 #include <cuda_runtime_api.h>
 
-// White-box: the stream dtrn queues its work on, so the events bracket exactly the product.
 #include "../runtime/src/cuda/caching_allocator.h"
 #include "../runtime/src/cuda/cuda_check.h"
-#include "../runtime/src/cuda/cuda_context.h"
+#include "cuda_timing.h"  // median_ms: CUDA events on dtrn's stream, so they bracket exactly the product
 // White-box too: the backend's gemm (the dispatch) and cuBLASLt's entry, for the router's products.
 #include "backend.h"
 #include "cuda/cublaslt_gemm.h"
@@ -33,7 +30,8 @@ namespace {
 using dtrn::DType;
 using dtrn::Tensor;
 
-constexpr int kWarmup = 3, kRuns = 20;
+using dtrn::bench::kRuns;
+using dtrn::bench::median_ms;
 
 struct Case {
   std::string name;
@@ -41,28 +39,6 @@ struct Case {
   bool trans_a, trans_b;
   DType dtype;
 };
-
-// Median milliseconds of f(), which queues work on dtrn's stream of GPU 0.
-double median_ms(const std::function<void()>& f) {
-  cudaStream_t stream = dtrn::cuda::stream_for(0);
-  cudaEvent_t start, stop;
-  CUDA_CHECK(cudaEventCreate(&start));
-  CUDA_CHECK(cudaEventCreate(&stop));
-  std::vector<double> ms;
-  for (int i = 0; i < kWarmup + kRuns; ++i) {
-    CUDA_CHECK(cudaEventRecord(start, stream));
-    f();
-    CUDA_CHECK(cudaEventRecord(stop, stream));
-    CUDA_CHECK(cudaEventSynchronize(stop));
-    float elapsed = 0;
-    CUDA_CHECK(cudaEventElapsedTime(&elapsed, start, stop));
-    if (i >= kWarmup) ms.push_back(elapsed);
-  }
-  CUDA_CHECK(cudaEventDestroy(start));
-  CUDA_CHECK(cudaEventDestroy(stop));
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
 
 Tensor operand(int64_t rows, int64_t cols, bool transposed, DType dtype, uint64_t seed) {
   const dtrn::Shape shape = transposed ? dtrn::Shape{cols, rows} : dtrn::Shape{rows, cols};

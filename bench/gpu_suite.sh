@@ -10,6 +10,8 @@
 #     (ATTN_AB="DTRN_ATTENTION_LEAD=0 DTRN_ATTENTION_LEAD=0.333" times the defaults under each setting)
 #   STAGES="build gemm" bash bench/gpu_suite.sh         # gemm_bench (the router's products: skinny_gemm.cu
 #                                                       # beside cuBLASLt), and the bilayer step with each
+#   STAGES="build membw" bash bench/gpu_suite.sh        # memory_bench: AdamW, the gradient norm and RMSNorm
+#                                                       # in GB/s beside a device-to-device copy
 #   STAGES="build capacity" bash bench/gpu_suite.sh     # the largest micro-batch of the 360m preset
 #   STAGES="build profile" bash bench/gpu_suite.sh      # Nsight Compute: a step's kernel time by kernel
 #   STAGES="build ckpt" bash bench/gpu_suite.sh         # what a checkpoint save costs 360m training;
@@ -99,6 +101,12 @@ if has gemm; then
       2>&1 | sed "s/^/DTRN_SKINNY_GEMM=$skinny /" | tee -a "$OUT/gemm_step.log"
     status+=("bench bilayer 2x8192 DTRN_SKINNY_GEMM=$skinny rc=${PIPESTATUS[0]}")
   done
+fi
+
+if has membw; then
+  step "memory_bench: the optimizer and RMSNorm kernels against the GPU's bandwidth"
+  timeout 180 "$BUILD/bin/memory_bench" 2>&1 | tee "$OUT/memory_bench.log"
+  status+=("memory_bench rc=${PIPESTATUS[0]}")
 fi
 
 if has bench; then

@@ -121,10 +121,11 @@ namespace dtrn {
 namespace {
 
 // The multi-tensor CUDA update against the CPU's: f32 masters of odd sizes (one spans several chunks of
-// the kernel's table), bf16 compute copies, clipping active, three steps. Both evaluate the update in
-// double from the same f32 values and round once per stored value; only FMA contraction on the GPU can
-// move a result, by at most an f32 rounding step per step (relative 3e-7 after three); each compute
-// copy is exactly its master rounded to bf16.
+// the kernel's table), bf16 compute copies, clipping active, three steps, through the optimizer. The
+// update itself is bit-identical given one norm (cuda_adamw_test.cc), but each backend sums its own
+// norm in its own order, so the clipping scales may differ in their last bits and move a result by an
+// f32 rounding step per step (relative 3e-7 after three); each compute copy is exactly its master
+// rounded to bf16.
 TEST(CudaAdamW, MultiTensorStepMatchesTheCpu) {
   if (!cuda_available()) GTEST_SKIP() << "no GPU";
   const std::vector<int64_t> sizes = {1, 33, 70000, 4097};

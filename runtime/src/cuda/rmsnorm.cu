@@ -4,8 +4,21 @@
 // butterfly (no shared memory, no block barrier: a 360m row is 960 elements, too few to keep a
 // 256-thread block busy between its two barriers); then each lane writes its chunks. Rows whose
 // pointers are not 16-byte aligned take the same kernels one element per access. Per-element
-// arithmetic is the CPU's expression in double, rounded once; every sum has an order fixed by the
-// shape (Note [Deterministic reductions]).
+// arithmetic is the CPU's expression in double, rounded once, with the exceptions of Note [Exact
+// products in f32] for bf16; every sum has an order fixed by the shape (Note [Deterministic
+// reductions]).
+//
+// Note [Exact products in f32]: on sm_90 a conversion between f32 and f64 runs at a quarter of the
+// FP64 rate, and a bf16 row's kernel is bound by them rather than by memory if it widens every
+// factor. Two bf16 values (8 significant bits each) multiply exactly in f32, and so do three, so
+// the kernels form products of bf16 factors in f32 and widen the product once (product,
+// dot_term); f32 factors are widened and multiply exactly in double (f64 ones round there, as on
+// the CPU). Only a bf16 product below f32's normal range (2^-126) would round, by under 2^-149. The
+// weight meets x (or dy) before r: r (x w), one double rounding fewer than the CPU's x r w. A bf16
+// forward output y = r (x w) needs no double at all: it is formed in f32 from the f32 rstd it stores
+// (the one the backward reads), two roundings of 2^-24 that can move the bf16 result to the other
+// neighbour only where the exact value lies that close to a rounding boundary, still within half a
+// bf16 step (plus 2^-23 relative) of it. The backward's dx stays in double: r w dy - k x can cancel.
 //
 // The weight gradient dw_i = sum over rows of dy_i x_i rstd is a column sum, formed in the pass
 // that computes dx (which reads dy and x anyway): each block of the backward owns a range of rows
@@ -68,11 +81,14 @@ __device__ __forceinline__ Chunk<T, W> map_chunks(G& g, const Chunk<T, W>& a, co
 
 // Calls f(row[i], rows[i]...) for lane `lane`'s share of rows of `count` elements: chunks of W with
 // lane l taking chunks l, l + 32, ..., then the tail one element at a time (an order fixed by count,
-// W and lane). W > 1 needs 16-byte-aligned rows.
+// W and lane). W > 1 needs 16-byte-aligned rows. The chunk loop is unrolled so that a lane's loads of
+// a 360m row (4 chunks) are in flight together rather than one round trip each; f's calls keep their
+// order.
 template <int W, typename T, typename F, typename... R>
 __device__ __forceinline__ void visit_warp_rows(int64_t count, int lane, F&& f, const T* row,
                                                 const R*... rows) {
   const int64_t chunks = W > 1 ? count / W : 0;
+#pragma unroll 4
   for (int64_t k = lane; k < chunks; k += 32) visit_chunks<W>(f, chunk_at<W>(row, k), chunk_at<W>(rows, k)...);
   for (int64_t i = chunks * W + lane; i < count; i += 32) f(row[i], rows[i]...);
 }
@@ -82,6 +98,7 @@ template <int W, typename T, typename G, typename... R>
 __device__ __forceinline__ void map_warp_rows(int64_t count, int lane, T* out, G&& g, const T* row,
                                               const R*... rows) {
   const int64_t chunks = W > 1 ? count / W : 0;
+#pragma unroll 4
   for (int64_t k = lane; k < chunks; k += 32) {
     reinterpret_cast<Chunk<T, W>*>(out)[k] = map_chunks<W>(g, chunk_at<W>(row, k), chunk_at<W>(rows, k)...);
   }
@@ -94,10 +111,25 @@ __device__ __forceinline__ T add_as_binary(T a, T b) {
   return from_compute<T>(to_compute(a) + to_compute(b));
 }
 
+// a b in double (Note [Exact products in f32]): exact for bf16 and f32 factors, rounded for f64.
+template <typename T>
+__device__ __forceinline__ double product(T a, T b) {
+  return to_double(a) * to_double(b);
+}
+__device__ __forceinline__ double product(Bf16 a, Bf16 b) { return bf16_to_float(a) * bf16_to_float(b); }
+
+// y = r x w rounded to T (Note [Exact products in f32]; rstd is r rounded to Stat<T>).
+template <typename T>
+__device__ __forceinline__ T normalized(double r, T xv, T wv) {
+  return from_double<T>(r * product(xv, wv));
+}
+__device__ __forceinline__ Bf16 normalized(double r, Bf16 xv, Bf16 wv) {
+  return float_to_bf16(static_cast<float>(r) * (bf16_to_float(xv) * bf16_to_float(wv)));
+}
+
 template <typename T>
 __device__ __forceinline__ void add_square(double& squares, T v) {
-  const double d = to_double(v);
-  squares += d * d;
+  squares += product(v, v);
 }
 
 // Given a lane's partial sum of squares of row xr: rstd, and y = x r w written.
@@ -107,8 +139,7 @@ __device__ __forceinline__ void normalize_row(double squares, const T* xr, const
   squares = warp_reduce(squares, Plus{});
   const double r = 1.0 / sqrt(squares / static_cast<double>(cols) + eps);
   if (lane == 0) *rstd = static_cast<Stat<T>>(r);
-  map_warp_rows<W>(cols, lane, yr, [r](T xv, T wv) { return from_double<T>(to_double(xv) * r * to_double(wv)); },
-                   xr, w);
+  map_warp_rows<W>(cols, lane, yr, [r](T xv, T wv) { return normalized(r, xv, wv); }, xr, w);
 }
 
 template <typename T, int W>
@@ -145,10 +176,14 @@ __global__ void add_rmsnorm_kernel(const T* x, const T* delta, const T* w, doubl
 // The backward's per-element expressions, written once for the fused kernel and the wide-row pair:
 // dx_j = r w_j dy_j - (r^3 / C) x_j sum_i(dy_i w_i x_i) as in cpu/norm.cc, with a residual dh
 // dx_j = dh_j + that (rounded to T first: the unfused graph's add of the two gradients), and the
-// weight gradient's terms dy_i x_i r.
+// weight gradient's terms dy_i x_i r. Products as Note [Exact products in f32].
 template <typename T>
 __device__ __forceinline__ double dot_term(T g, T wv, T xv) {
-  return to_double(g) * to_double(wv) * to_double(xv);
+  return product(g, wv) * to_double(xv);
+}
+// 24 significant bits: exact in f32.
+__device__ __forceinline__ double dot_term(Bf16 g, Bf16 wv, Bf16 xv) {
+  return bf16_to_float(g) * bf16_to_float(wv) * bf16_to_float(xv);
 }
 
 // The x coefficient of a row's dx, given its rstd r and its warp-reduced dot.
@@ -158,19 +193,20 @@ __device__ __forceinline__ double dx_scale(double r, double dot, int64_t cols) {
 
 template <typename T>
 __device__ __forceinline__ T norm_dx(double r, double k, T wv, T g, T xv) {
-  return from_double<T>(r * to_double(wv) * to_double(g) - k * to_double(xv));
+  return from_double<T>(r * product(wv, g) - k * to_double(xv));
 }
 
 template <typename T>
 __device__ __forceinline__ double dw_term(T g, T xv, double r) {
-  return to_double(g) * to_double(xv) * r;
+  return product(g, xv) * r;
 }
 
 // Two blocks an SM (at most 128 registers a thread) when a lane's column accumulators (2 registers
 // a double) and its held 16-byte chunks of dy, x and dh (4 registers each) leave room for the
-// rest; otherwise one, rather than spilling much. The 360m bf16 rows (K = 4, W = 8) get two: every
-// warp of a 16384-row step resident at once is worth the ~128 bytes a thread the plain kernel then
-// spills (ptxas -v, CUDA 13, sm_90; the residual kernel does not spill).
+// rest; otherwise one, rather than spilling much. The 360m bf16 rows (K = 4, W = 8) get two, every
+// warp of a 16384-row step resident at once, and neither kernel spills there (ptxas -v, CUDA 13,
+// sm_90) because the residual one loads a dh chunk only as it writes that chunk of dx: holding all
+// of them from the row's start cost it ~112 bytes a thread of spills.
 template <int W, int K>
 constexpr int backward_blocks_per_sm() {
   return 2 * K * W + 12 * K <= 112 ? 2 : 1;
@@ -180,9 +216,10 @@ constexpr int backward_blocks_per_sm() {
 // block_rows), which its warps take kRowsPerBlock apart. A lane loads its K chunks of dy and x
 // (chunks lane, lane + 32, ...: visit_warp_rows' order and the wide-row kernel's expressions)
 // once, keeps them in registers for the row's dot and its dx, and adds dy x rstd into its
-// columns' double accumulators. At the end the warps' accumulators are added in warp order through
-// shared memory and the last warp writes the sums as row b of partial [blocks, cols]. W divides
-// cols and 32 K chunks cover the row (the launcher checks).
+// columns' double accumulators; dh is read chunk by chunk as dx is written. At the end the warps'
+// accumulators are added in warp order through shared memory and the last warp writes the sums as
+// row b of partial [blocks, cols]. W divides cols and 32 K chunks cover the row (the launcher
+// checks).
 template <typename T, int W, int K, bool kResidual>
 __global__ void __launch_bounds__(kThreads, backward_blocks_per_sm<W, K>())
     rmsnorm_backward_kernel(const T* x, const T* w, const Stat<T>* rstd, const T* dy, const T* dh,
@@ -196,13 +233,12 @@ __global__ void __launch_bounds__(kThreads, backward_blocks_per_sm<W, K>())
   double acc[K][W] = {};
   for (int64_t row = first + warp; row < end; row += kRowsPerBlock) {
     const int64_t at = row * cols;
-    Chunk<T, W> g[K], xv[K], res[K];
+    Chunk<T, W> g[K], xv[K];
 #pragma unroll
     for (int k = 0; k < K; ++k) {
       if (lane + 32 * k < chunks) {
         g[k] = chunk_at<W>(dy + at, lane + 32 * k);
         xv[k] = chunk_at<W>(x + at, lane + 32 * k);
-        if constexpr (kResidual) res[k] = chunk_at<W>(dh + at, lane + 32 * k);
       }
     }
     const double r = static_cast<double>(rstd[row]);
@@ -224,12 +260,14 @@ __global__ void __launch_bounds__(kThreads, backward_blocks_per_sm<W, K>())
     for (int k = 0; k < K; ++k) {
       if (lane + 32 * k < chunks) {
         const Chunk<T, W> wv = chunk_at<W>(w, lane + 32 * k);
+        Chunk<T, W> res;
+        if constexpr (kResidual) res = chunk_at<W>(dh + at, lane + 32 * k);
         Chunk<T, W> out;
 #pragma unroll
         for (int e = 0; e < W; ++e) {
           const T d = norm_dx(r, scale, wv.v[e], g[k].v[e], xv[k].v[e]);
           if constexpr (kResidual) {
-            out.v[e] = add_as_binary(res[k].v[e], d);
+            out.v[e] = add_as_binary(res.v[e], d);
           } else {
             out.v[e] = d;
           }
