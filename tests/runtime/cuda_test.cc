@@ -506,14 +506,15 @@ TEST(CudaAllocator, StatisticsFollowAllocateAndFree) {
   allocator.deallocate(q, bytes);
   allocator.empty_cache();
   EXPECT_LT(allocator.stats(0).cached_bytes, after.cached_bytes);
-  // With the pool emptied, a block larger than any before makes it grow by at least the block, and is
-  // the largest request that did.
+  // With the pool emptied, a block larger than any before makes it grow, by at least the block less
+  // what the pool still held free (memory the trim could not return, in chunks that earlier tests'
+  // live tensors still use), and is the largest request that did.
   const size_t large = std::max<size_t>(allocator.stats(0).largest_block, size_t{64} << 20) + (size_t{1} << 20);
   const cuda::AllocatorStats empty = allocator.stats(0);
   void* r = allocator.allocate(large);
   const cuda::AllocatorStats grown = allocator.stats(0);
   EXPECT_EQ(grown.device_mallocs, empty.device_mallocs + 1);
-  EXPECT_GE(grown.grown_bytes, empty.grown_bytes + large);
+  EXPECT_GE(grown.grown_bytes + empty.cached_bytes, empty.grown_bytes + large);
   EXPECT_EQ(grown.largest_growing_request, cuda::CudaCachingAllocator::round_size(large));
   allocator.deallocate(r, large);
 }
