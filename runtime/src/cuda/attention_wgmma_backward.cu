@@ -150,12 +150,11 @@ struct DkdvWalk {
   __device__ int q_lo(int step) const { return (q_first + step % q_tiles) * kDkdvQ; }
 };
 
-// A producer thread's share of the copies of one tile (stage_swizzled over kProducerThreads, its loop
-// rolled: the producer runs on kProducerRegisters).
+// A producer thread's share of the copies of one tile (stage_swizzled over kProducerThreads).
 template <int D, int kTileRows>
 __device__ __forceinline__ void produce_tile(unsigned char* tile, const Bf16* gmem, int64_t gstride,
                                              int valid, int tid) {
-  stage_swizzled<D, kTileRows, kProducerThreads, /*kRolled=*/true>(tile, gmem, gstride, valid, tid);
+  stage_swizzled<D, kTileRows, kProducerThreads>(tile, gmem, gstride, valid, tid);
 }
 
 // The dk/dv producer (thread `tid` of kProducerThreads): K and V with step 0's load, then every step's

@@ -94,40 +94,31 @@ __device__ __forceinline__ uint64_t mn_major_descriptor(uint32_t tile, int rows,
 
 // Queues cp.async copies, spread over kThreads threads (thread index `tid`), of rows [0, kRows) of a
 // kCols-column tile whose row r is at gmem + r * gstride, into the layout of the Note at `tile`; rows at
-// or past `valid` are zero-filled (their source address is row 0, never read). kRolled keeps the loop
-// rolled: a register-starved producer warpgroup asks for it, so that the compiler does not hold every
-// copy's shared offset in registers across the producer's loop of loads. A thread then copies one
-// 16-byte column piece c of rows r, r + kRowStep, ...: with kRowStep a multiple of 8 the piece's
-// swizzle (r % 8) stays the same, so each next copy is 128 kRowStep bytes further in shared memory and
-// kRowStep rows further in global memory, two additions (the general index arithmetic, done per copy,
-// cost 36 instructions a copy, 9% of the dk/dv kernel's issued instructions).
-template <int kCols, int kRows, int kThreads, bool kRolled = false>
+// or past `valid` are zero-filled (their source address is row 0, never read). A thread copies one
+// 16-byte column piece c of rows r0, r0 + kRowStep, ...: with kRowStep a multiple of 8 the piece's
+// swizzle (r % 8) stays the same, so copy i lies 128 i kRowStep bytes after the first in shared memory
+// and i kRowStep rows after it in global memory (index arithmetic per copy, divisions included, was 36
+// instructions a copy: 9% of the dk/dv kernel's issued instructions, a third of the forward's). The
+// loop stays rolled: the producer warpgroups that call this run on few registers, and unrolled, the
+// forward's spilled at D = 128.
+template <int kCols, int kRows, int kThreads>
 __device__ __forceinline__ void stage_swizzled(unsigned char* tile, const void* gmem, int64_t gstride,
                                                int valid, int tid) {
   constexpr int kChunks = kCols / 8;  // 16-byte pieces per row
+  constexpr int kRowStep = kThreads / kChunks;
   static_assert(kCols % 64 == 0 && kRows % 8 == 0, "whole 128-byte lines and 8-row groups");
-  static_assert(kRows * kChunks % kThreads == 0, "every thread copies the same count");
+  static_assert(kThreads % kChunks == 0 && kRowStep % 8 == 0 && kRows % kRowStep == 0,
+                "every thread copies the same count of pieces that share a swizzle");
   const auto* src = static_cast<const uint16_t*>(gmem);
-  if constexpr (kRolled) {
-    constexpr int kRowStep = kThreads / kChunks;
-    static_assert(kThreads % kChunks == 0 && kRowStep % 8 == 0, "a thread's pieces share a swizzle");
-    // 32-bit offsets: a tile spans at most kRows rows of gstride elements.
-    const int c = (tid % kChunks) * 8;
-    const int step = kRowStep * static_cast<int>(gstride);
-    int r = tid / kChunks, offset = r * static_cast<int>(gstride) + c;
-    uint32_t dst = shared_address(tile) + swizzled_offset(kRows, r, c);
+  // 32-bit offsets: a tile spans at most kRows rows of gstride elements.
+  const int c = (tid % kChunks) * 8, r0 = tid / kChunks;
+  const int step = kRowStep * static_cast<int>(gstride);
+  const int offset0 = r0 * static_cast<int>(gstride) + c;
+  const uint32_t dst0 = shared_address(tile) + swizzled_offset(kRows, r0, c);
 #pragma unroll 1
-    for (; r < kRows; r += kRowStep, dst += kRowStep * 128, offset += step) {
-      const bool ok = r < valid;
-      cp_async_16(dst, src + (ok ? offset : 0), ok);
-    }
-  } else {
-#pragma unroll
-    for (int idx = tid; idx < kRows * kChunks; idx += kThreads) {
-      const int r = idx / kChunks, c = (idx % kChunks) * 8;
-      const bool ok = r < valid;
-      cp_async_16(tile + swizzled_offset(kRows, r, c), src + (ok ? r * gstride + c : 0), ok);
-    }
+  for (int i = 0; i < kRows / kRowStep; ++i) {
+    const bool ok = r0 + i * kRowStep < valid;
+    cp_async_16(dst0 + i * kRowStep * 128, src + (ok ? offset0 + i * step : 0), ok);
   }
 }
 
