@@ -8,7 +8,8 @@ before it has landed: all of them, not only those of the load it follows, as the
 all of the thread's earlier cp.async. The warp never waits for either: landings and arrivals are
 events of their own, interleaved at random with the agents' moves. A warp is modelled as one thread
 (its 32 threads copy their parts of a buffer and arrive together), so a buffer holds one part per
-producer warp: (what it holds, landed).
+producer warp: (what it holds, landed). A copy into a part whose last copy has not landed is an
+error: the two would race.
 """
 
 
@@ -23,6 +24,8 @@ class WarpCopies:
 
     def copy(self, parts, index, value):
         """cp.async of `value` into this warp's part of parts[index]: it holds value, not landed."""
+        held = parts[index][self.warp]
+        assert held is None or held[1], f"a copy into {index} before the one of {held[0]} landed"
         parts[index][self.warp] = (value, False)
         self.in_flight[self.issued] = (parts, index, value)
         self.issued += 1

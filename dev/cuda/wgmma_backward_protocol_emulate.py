@@ -15,6 +15,7 @@ It reports
     four producer warps (a full barrier completed too early, a read without the wait, a stage refilled
     too soon),
   * a copy issued into a buffer while a wgmma still reads it (an empty barrier arrived on too early),
+    or before the copy there before it landed,
   * a wait whose barrier has gone two phases past the one it names (the parity would lie),
   * a step computed other than once per warpgroup.
 Blocks are independent (no persistent schedule), so one block per trial, with 1 .. 12 steps: one step,
