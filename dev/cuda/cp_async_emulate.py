@@ -10,7 +10,12 @@ events of their own, interleaved at random with the agents' moves. A warp is mod
 (its 32 threads copy their parts of a buffer and arrive together), so a buffer holds one part per
 producer warp: (what it holds, landed). A copy into a part whose last copy has not landed is an
 error: the two would race.
+
+    python3 dev/cuda/cp_async_emulate.py   # checks the model itself: an arrival waits for all earlier copies
 """
+import random
+
+from mbarrier_emulate import MBarrier
 
 
 class WarpCopies:
@@ -71,3 +76,27 @@ def interleave(agents, warps, rnd, limit, what):
         except StopIteration:
             agents.remove(agent)
     raise RuntimeError(f"deadlock: {what}")
+
+
+def check_arrival_waits_for_all_earlier_copies(trials=200):
+    """The model's own check: an arrival after the copies of loads 0 and 1 is made only once both
+    have landed, whichever lands first, and every arrival is made in the end."""
+    for trial in range(trials):
+        rnd = random.Random(trial)
+        warp, parts = WarpCopies(0), [[None], [None]]
+        first, second = MBarrier("full[0]", 32), MBarrier("full[1]", 32)
+        warp.copy(parts, 0, 0)
+        warp.arrive_on_copies(first)
+        warp.copy(parts, 1, 1)
+        warp.arrive_on_copies(second)
+        while warp.busy():
+            warp.happen(rnd)
+            assert first.phase == 0 or parts[0] == [(0, True)], "arrived before its copy landed"
+            assert second.phase == 0 or parts == [[(0, True)], [(1, True)]], (
+                "arrived before an earlier load's copy landed")
+        assert first.phase == second.phase == 1, "an arrival never made"
+    print(f"ok: {trials} random orders of two loads' copies and arrivals")
+
+
+if __name__ == "__main__":
+    check_arrival_waits_for_all_earlier_copies()
