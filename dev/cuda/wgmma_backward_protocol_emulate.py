@@ -3,36 +3,48 @@
 load_ring.cuh: Note [load ring protocol], Note [wgmma backward overlap]), for checking it on a machine
 without a GPU: one block of each kernel, its four producer warps and two consumer warpgroups, the full
 and empty mbarriers (arrival counts in threads, waits by phase parity as the hardware does them), the
-producer's cp.async groups (landing whenever they like, at the latest when waited for; the producer
-keeps kStages - 2 loads queued but not yet made visible) and the
-consumers' wgmma commit groups (reading their shared operands from issue until the wgmma_wait that
-retires them), interleaved at random. It reports
+producer's cp.async copies and the consumers' wgmma commit groups (reading their shared operands from
+issue until the wgmma_wait that retires them), interleaved at random. The producer waits on empty for a
+stage, issues its load's copies and arrives on full through mbarrier_arrive_on_copies: each warp's
+arrival is made later, as an event of its own, once every copy the warp issued before it has landed
+(cp_async_emulate.py); the producer never waits for its copies. A consumer waits on full (wait_loaded)
+before it reads a load; the proxy fence after that wait is not modelled (nothing here has proxies).
+It reports
   * a deadlock (no agent can move),
   * a wgmma or a shared load reading a buffer that does not hold its load, completely landed from all
-    four producer warps (a full barrier arrived on too early, a stage refilled too soon),
+    four producer warps (a full barrier completed too early, a read without the wait, a stage refilled
+    too soon),
   * a copy issued into a buffer while a wgmma still reads it (an empty barrier arrived on too early),
+    or before the copy there before it landed,
   * a wait whose barrier has gone two phases past the one it names (the parity would lie),
   * a step computed other than once per warpgroup.
 Blocks are independent (no persistent schedule), so one block per trial, with 1 .. 12 steps: one step,
-exactly kStages, and many times around the ring; kStages 4 as the kernels have it, and 3 (the lag of
-one the forward's ring has).
+exactly kStages, and many times around the ring; kStages 4 as the kernels have it, and 3 as the
+forward's ring has.
+
+A consumer holds two stages at once: it waits for load t while it still holds load t - 1, which it
+frees once step t - 1's dK or dQ, issued with S(t), is done. With one stage that is a cycle, and
+--stages 1 deadlocks. --stages 2 passes: load t needs only load t - 2 freed, which both warpgroups
+did in their step t - 1, so nothing waits in a cycle; but the producer can then queue load t + 1
+only once both warpgroups have done S(t), so no load is in flight while they finish a step. The
+kernels' three stages or more are for that overlap, not for the protocol's correctness.
 
 --broken NAME runs a deliberately broken variant, which must fail:
-  long-lag        the producer keeps kStages - 1 loads unarrived (deadlocks: its wait for a stage
-                  needs a load freed that the consumers reach only through a full barrier it
-                  arrives on later);
-  early-release   a consumer frees a step's stage at the end of the step, as a kernel without the
-                  overlap would, forgetting that the step's last product (dK, dQ) is issued and read
-                  in the next one;
-  eager-full      the producer arrives on full as soon as it has queued a load, before it has landed;
-  producer-parity the producer waits on the empty barrier's phase g / kStages instead of the one before.
+  consumer-early-read  a consumer reads a load without waiting on full for it;
+  early-release        a consumer frees a step's stage at the end of the step, as a kernel without
+                       the overlap would, forgetting that the step's last product (dK, dQ) is issued
+                       and read in the next one;
+  eager-full           the producer arrives on full at once (mbarrier_arrive), before its copies land;
+  producer-parity      the producer waits on the empty barrier's phase g / kStages instead of the one
+                       before.
 Not a substitute for the GPU tests: it checks the protocol as transcribed here, not the kernel's code.
 
-    python3 dev/cuda/wgmma_backward_protocol_emulate.py [trials] [--broken NAME]   # a few seconds
+    python3 dev/cuda/wgmma_backward_protocol_emulate.py [trials] [--stages N] [--broken NAME]   # seconds
 """
 import argparse
 import random
 
+from cp_async_emulate import WarpCopies, interleave
 from mbarrier_emulate import MBarrier
 
 PRODUCER_WARPS = 4
@@ -79,25 +91,14 @@ def run_block(kernel, steps, stages, broken, rnd):
         return name if name in kernel.fixed else (name, g % stages)
 
     def producer(warp):
-        groups, queued = [], []
-
-        def land(keep):  # cp_async_wait<keep>
-            while len(groups) > keep:
-                for key, g in groups.pop(0):
-                    parts[key][warp] = (g, True)
+        copies = warps[warp]
 
         def copy(key, g):
             assert readers.get(key, 0) == 0, f"copy of load {g} into {key} while a wgmma reads it"
-            parts[key][warp] = (g, False)
-            queued.append((key, g))
+            copies.copy(parts, key, g)
 
-        def arrive_full(g):
-            full[g % stages].arrive(32)
-
-        lag = stages - 1 if broken == "long-lag" else stages - 2  # LoadRingProducer::kLag
-        visible = 0  # loads whose full barrier this warp arrived on
         for g in range(steps):
-            if g >= stages:
+            if g >= stages:  # LoadRingProducer::acquire
                 phase = g // stages if broken == "producer-parity" else g // stages - 1
                 while not empty[g % stages].done(phase):
                     yield
@@ -106,21 +107,11 @@ def run_block(kernel, steps, stages, broken, rnd):
                     copy(name, 0)
             for name in kernel.staged:
                 copy((name, g % stages), g)
-            groups.append(queued[:])
-            queued.clear()
-            if rnd.random() < 0.5:
-                land(rnd.randint(0, len(groups)))  # copies land whenever they like
             if broken == "eager-full":
-                arrive_full(g)
-                visible += 1
-            elif g + 1 - visible > lag:
-                land(lag)
-                arrive_full(visible)
-                visible += 1
+                full[g % stages].arrive(32)
+            else:  # LoadRingProducer::commit
+                copies.arrive_on_copies(full[g % stages])
             yield
-        land(0)  # flush
-        for g in range(visible, steps):
-            arrive_full(g)
 
     def consumer(wg):
         in_flight = []  # commit groups, oldest first: the buffers each reads
@@ -146,8 +137,8 @@ def run_block(kernel, steps, stages, broken, rnd):
                 f"{kernel.name} warpgroup {wg} step {g} loads {key}, holds {parts[key]}")
 
         for t in range(steps):
-            while not full[t % stages].done(t // stages):
-                yield
+            while broken != "consumer-early-read" and not full[t % stages].done(t // stages):
+                yield  # wait_loaded
             if t > 0:
                 issue(kernel.carried, t - 1)  # the step before's dK or dQ
             for names in kernel.first_reads:
@@ -178,17 +169,9 @@ def run_block(kernel, steps, stages, broken, rnd):
         if broken != "early-release":
             empty[(steps - 1) % stages].arrive(128)
 
+    warps = [WarpCopies(w) for w in range(PRODUCER_WARPS)]
     agents = [producer(w) for w in range(PRODUCER_WARPS)] + [consumer(0), consumer(1)]
-    moves = 0
-    while agents:
-        agent = rnd.choice(agents)
-        try:
-            next(agent)
-        except StopIteration:
-            agents.remove(agent)
-        moves += 1
-        if moves > 200_000:
-            raise RuntimeError(f"deadlock: {kernel.name} block of {steps} steps")
+    interleave(agents, warps, rnd, 200_000, f"{kernel.name} block of {steps} steps, {stages} stages")
     assert all(count == 0 for count in readers.values()), "a wgmma group never retired"
     return finished
 
@@ -196,19 +179,19 @@ def run_block(kernel, steps, stages, broken, rnd):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("trials", nargs="?", type=int, default=400)
-    parser.add_argument("--broken", choices=["long-lag", "early-release", "eager-full",
+    parser.add_argument("--broken", choices=["consumer-early-read", "early-release", "eager-full",
                                              "producer-parity"])
+    parser.add_argument("--stages", type=int, help="kStages for every trial (default: 3 or 4)")
     args = parser.parse_args()
     for trial in range(args.trials):
         rnd = random.Random(trial)
-        stages = rnd.choice([3, 4])  # kStages
+        stages = args.stages or rnd.choice([3, 4])
         steps = rnd.choice([1, 2, stages, stages + 1, 7, 12])
         for kernel in (DKDV, DQ):
             done = run_block(kernel, steps, stages, args.broken, rnd)
             assert sorted(done) == sorted((t, wg) for t in range(steps) for wg in (0, 1)), (
                 f"trial {trial}: {kernel.name} computed {sorted(done)}")
     print(f"ok: {args.trials} random blocks of each kernel")
-
 
 if __name__ == "__main__":
     main()
