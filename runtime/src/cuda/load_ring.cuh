@@ -21,7 +21,9 @@
 // empty once its last read of load g is done (the wgmma_wait of its last product on it returned;
 // its own shared loads are done in program order). A consumer may hold two loads at once (it frees
 // load g - 1 while it computes on load g); the producer never waits on full, so nothing waits in a
-// cycle, with three stages or more. No waiter falls two phases behind (the parity would lie): the
+// cycle with two stages or more (with two, the producer queues load g + 1 only once both consumers
+// have freed load g - 1, in step g: no load is in flight while a step ends; the kernels use three or
+// four for that overlap; dev/cuda/wgmma_backward_protocol_emulate.py checks the protocol on the host). No waiter falls two phases behind (the parity would lie): the
 // producer refills a stage only after every consumer freed it, and they free it only after its full
 // phase completed.
 #pragma once
@@ -45,7 +47,7 @@ __device__ __forceinline__ void init_load_ring(uint64_t* full, uint64_t* empty, 
 // The producer's side of the Note: every producer thread keeps one, with the same loads.
 template <int kStages>
 struct LoadRingProducer {
-  static_assert(kStages >= 3, "Note [load ring protocol]: a consumer holds two stages at once");
+  static_assert(kStages >= 2, "Note [load ring protocol]: a consumer holds two stages at once");
   uint64_t* full;   // kStages barriers of the producer's thread count
   uint64_t* empty;  // kStages barriers of the consumers' thread count
   int g = 0;        // loads queued so far: the next one is load g
