@@ -24,6 +24,7 @@
 
 #include "../runtime/src/backend.h"
 #include "dtrn/runtime/tensor.h"
+#include "gpu_bench_main.h"
 
 #ifdef DTRN_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -135,21 +136,9 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (!dtrn::cuda_available()) {
-    std::printf("attention_bench: no GPU (CUDA backend %s); nothing to measure\n",
-                dtrn::cuda_compiled() ? "built" : "not built");
-    return 0;
-  }
 #ifdef DTRN_WITH_CUDA
-  try {
-    return run(argc, argv);
-  } catch (const dtrn::Error& e) {
-    std::fprintf(stderr, "attention_bench: %s\n", e.what());
-    return 1;
-  }
+  return dtrn::bench::gpu_bench_main("attention_bench", [&] { return run(argc, argv); });
 #else
-  (void)argc;
-  (void)argv;
-  return 0;
+  return dtrn::bench::gpu_bench_main("attention_bench", [] { return 0; });
 #endif
 }

@@ -12,6 +12,7 @@
 
 #include "dtrn/runtime/ops.h"
 #include "dtrn/runtime/tensor.h"
+#include "gpu_bench_main.h"
 
 #ifdef DTRN_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -134,19 +135,9 @@ int run() {
 }  // namespace
 
 int main() {
-  if (!dtrn::cuda_available()) {
-    std::printf("gemm_bench: no GPU (CUDA backend %s); nothing to measure\n",
-                dtrn::cuda_compiled() ? "built" : "not built");
-    return 0;
-  }
 #ifdef DTRN_WITH_CUDA
-  try {
-    return run();
-  } catch (const dtrn::Error& e) {
-    std::fprintf(stderr, "gemm_bench: %s\n", e.what());
-    return 1;
-  }
+  return dtrn::bench::gpu_bench_main("gemm_bench", [&] { return run(); });
 #else
-  return 0;
+  return dtrn::bench::gpu_bench_main("gemm_bench", [] { return 0; });
 #endif
 }

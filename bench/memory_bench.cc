@@ -23,6 +23,7 @@
 
 #include "../runtime/src/backend.h"
 #include "dtrn/runtime/tensor.h"
+#include "gpu_bench_main.h"
 
 #ifdef DTRN_WITH_CUDA
 #include "cuda_timing.h"
@@ -151,19 +152,9 @@ int run() {
 }  // namespace
 
 int main() {
-  if (!dtrn::cuda_available()) {
-    std::printf("memory_bench: no GPU (CUDA backend %s); nothing to measure\n",
-                dtrn::cuda_compiled() ? "built" : "not built");
-    return 0;
-  }
 #ifdef DTRN_WITH_CUDA
-  try {
-    return run();
-  } catch (const dtrn::Error& e) {
-    std::fprintf(stderr, "memory_bench: %s\n", e.what());
-    return 1;
-  }
+  return dtrn::bench::gpu_bench_main("memory_bench", [&] { return run(); });
 #else
-  return 0;
+  return dtrn::bench::gpu_bench_main("memory_bench", [] { return 0; });
 #endif
 }
