@@ -23,9 +23,10 @@
 // load g - 1 while it computes on load g); the producer never waits on full, so nothing waits in a
 // cycle with two stages or more (with two, the producer queues load g + 1 only once both consumers
 // have freed load g - 1, in step g: no load is in flight while a step ends; the kernels use three or
-// four for that overlap; dev/cuda/wgmma_backward_protocol_emulate.py checks the protocol on the host). No waiter falls two phases behind (the parity would lie): the
-// producer refills a stage only after every consumer freed it, and they free it only after its full
-// phase completed.
+// four for that overlap). No waiter falls two phases behind (the parity would lie): the producer
+// refills a stage only after every consumer freed it, and they free it only after its full phase
+// completed. dev/cuda/wgmma_backward_protocol_emulate.py and wgmma_forward_protocol_emulate.py check
+// the protocol on the host.
 #pragma once
 
 #include "cuda/warp_specialization.cuh"

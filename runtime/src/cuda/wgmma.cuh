@@ -43,7 +43,9 @@
 //
 // Ordering (PTX ISA, "wgmma.fence", "Asynchronous proxy"): shared memory written by ordinary stores or
 // cp.async (the generic proxy) is made visible to wgmma (the async proxy) by fence_proxy_async() in every
-// writing thread, then a barrier. wgmma_fence() must come after the last write of any register a
+// writing thread, then a barrier; or, where the writes reach the reader through an mbarrier (the
+// warp-specialized kernels' load ring), by fence_proxy_async() in the reading thread once its wait
+// returned (wait_loaded, load_ring.cuh). wgmma_fence() must come after the last write of any register a
 // following wgmma reads (accumulators, A fragments) and before that wgmma. wgmma_wait<0>() must come
 // before accumulators are read; wgmma_fence_operands() pins, for the compiler, register reads and writes
 // to their side of the fences (the asm statements of the fences do not name the registers).
@@ -122,7 +124,8 @@ __device__ __forceinline__ void stage_swizzled(unsigned char* tile, const void* 
   }
 }
 
-// Makes this thread's earlier shared-memory writes (stores, completed cp.async) visible to wgmma.
+// Orders the shared-memory writes this thread made, or acquired through a barrier (stores, landed
+// cp.async), before its later wgmma reads.
 __device__ __forceinline__ void fence_proxy_async() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
