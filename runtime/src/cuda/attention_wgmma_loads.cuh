@@ -9,13 +9,14 @@
 // load g of Note [load ring protocol], whose barriers count the producer's 128 threads (full) and
 // both consumer warpgroups' 256 (empty). A consumer uses K(g) and V(g - 1) together (it computes
 // S(g) while P(g - 1) V(g - 1) runs) and frees tile g - 1, once O += P V(g - 1) has completed, in
-// the step of tile g: it holds at most two stages at once, as the protocol asks of three. Item i
-// (counted over the block) owns Q slot i % kQSlots: before it the producer waits on q_empty's phase i / kQSlots - 1 (both consumer
-// warpgroups have read item i - kQSlots and their last S of it is done: each of their threads
-// arrives on q_empty then, count 256), writes the item into the slot and arrives on item_full
-// (count 128); Q is copied before the item's first key tile, so that tile's full barrier covers it
-// (a thread's arrival on it waits for all of its earlier copies). After the last item comes one whose head is -1: the consumers stop there. The
-// Q slots keep the protocol's phase rule for the same reason as the stages.
+// the step of tile g: it holds at most two stages at once, which the protocol allows. Item i
+// (counted over the block) owns Q slot i % kQSlots: before it the producer waits on q_empty's
+// phase i / kQSlots - 1 (both consumer warpgroups have read item i - kQSlots and their last S of it
+// is done: each of their threads arrives on q_empty then, count 256), writes the item into the slot
+// and arrives on item_full (count 128); Q is copied before the item's first key tile, so that tile's
+// full barrier covers it (a thread's arrival on it waits for all of its earlier copies). After the
+// last item comes one whose head is -1: the consumers stop there. The Q slots keep the protocol's
+// phase rule for the same reason as the stages.
 #pragma once
 
 #include "cuda/attention_tc.cuh"
