@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <random>
 #include <sstream>
 #include <string>
@@ -211,13 +212,16 @@ const std::vector<int64_t> kMixed = {1, 0, 37, 64, 130, 0, 5, 200};
 const std::vector<int64_t> kSingle = {300};
 
 // Eight lengths in [0, 150] from a fixed seed, with a one-row and an empty sequence among them.
-std::vector<int64_t> random_lengths(uint32_t seed) {
+// `count` sequence lengths drawn from 0 .. max_len (generator seed `seed`), then the `fixed` (index,
+// length) pairs set, so that empty, one-row and tile-edge sequences are always among them.
+std::vector<int64_t> random_lengths(uint32_t seed, int count = 8, int64_t max_len = 150,
+                                    std::initializer_list<std::pair<int, int64_t>> fixed = {{2, 1},
+                                                                                            {5, 0}}) {
   std::mt19937 rng(seed);
-  std::uniform_int_distribution<int64_t> len(0, 150);
-  std::vector<int64_t> lens(8);
+  std::uniform_int_distribution<int64_t> len(0, max_len);
+  std::vector<int64_t> lens(count);
   for (int64_t& l : lens) l = len(rng);
-  lens[2] = 1;
-  lens[5] = 0;
+  for (const auto& [i, l] : fixed) lens[i] = l;
   return lens;
 }
 
@@ -519,14 +523,7 @@ TEST(CudaAttention, WgmmaForwardCyclesItsLoadRing) {
 TEST(CudaAttention, WgmmaForwardBlocksTakeManyItems) {
   REQUIRE_WGMMA();
   const KernelChoice wgmma("wgmma");
-  std::mt19937 rng(31);
-  std::uniform_int_distribution<int64_t> len(0, 300);
-  std::vector<int64_t> lens(64);
-  for (int64_t& l : lens) l = len(rng);
-  lens[3] = 0;
-  lens[10] = 1;
-  lens[20] = 128;
-  lens[30] = 129;
+  const std::vector<int64_t> lens = random_lengths(31, 64, 300, {{3, 0}, {10, 1}, {20, 128}, {30, 129}});
   uint64_t seed = 200;
   for (int64_t d : {64, 128})
     expect_matches_reference({lens, 4, 2, d, DType::kBF16}, kBf16, seed++);
@@ -661,15 +658,8 @@ TEST(CudaAttention, WgmmaBackwardMatchesCpuF64) {
 // outputs); one taken at the wrong place disagrees with the CPU f64 reference (kBf16).
 TEST(CudaAttention, BlocksCoverManySequencesInEveryOrder) {
   REQUIRE_WGMMA();
-  std::mt19937 rng(47);
-  std::uniform_int_distribution<int64_t> len(0, 300);
-  std::vector<int64_t> lens(70);
-  for (int64_t& l : lens) l = len(rng);
-  lens[0] = 0;
-  lens[33] = 1;
-  lens[40] = 64;
-  lens[50] = 128;
-  lens[69] = 129;
+  const std::vector<int64_t> lens =
+      random_lengths(47, 70, 300, {{0, 0}, {33, 1}, {40, 64}, {50, 128}, {69, 129}});
   const KernelChoice mma_forward("mma");
   uint64_t seed = 260;
   for (int64_t d : {64, 128}) {

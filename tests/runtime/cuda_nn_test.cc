@@ -44,10 +44,9 @@ using gpu_testing::Tol;
 using gpu_testing::TensorFn;
 using gpu_testing::widen_for;
 
-constexpr Tol kExactish{1e-10, 2 * kF32Ulp};
+using gpu_testing::kExactish;
+using gpu_testing::kF64;
 constexpr Tol kSigmoid{4e-6, 2e-6};
-// f64: every path computes in double; 1e-12 is far above double rounding and far below any f32 path.
-constexpr Tol kF64{1e-12, 1e-12};
 
 const DType kFloatTypes[] = {DType::kF32, DType::kBF16, DType::kF64};
 

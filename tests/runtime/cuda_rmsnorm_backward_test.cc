@@ -33,15 +33,14 @@ namespace {
 using gpu_testing::bits_of;
 using gpu_testing::expect_close;
 using gpu_testing::expect_within;
-using gpu_testing::kF32Ulp;
 using gpu_testing::kGpu;
 using gpu_testing::random_cpu;
 using gpu_testing::reference_dtype;
 using gpu_testing::Tol;
 using gpu_testing::widen_for;
 
-constexpr Tol kExactish{1e-10, 2 * kF32Ulp};
-constexpr Tol kF64{1e-12, 1e-12};
+using gpu_testing::kExactish;
+using gpu_testing::kF64;
 
 // One backward problem: the CPU's inputs (values rounded to `dtype`, held in its reference dtype)
 // and rstd from the CPU's forward of x.

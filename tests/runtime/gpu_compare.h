@@ -45,6 +45,12 @@ struct Tol {
   double rel;
 };
 
+// Kernels that compute the CPU's double expression from identical inputs: they differ by the final f32
+// rounding at most (cuda_nn_test.cc's header says which).
+constexpr Tol kExactish{1e-10, 2 * kF32Ulp};
+// f64: every path computes in double; 1e-12 is far above double rounding and far below any f32 path.
+constexpr Tol kF64{1e-12, 1e-12};
+
 inline Tol widen_for(DType got_dtype, Tol tol) {
   return got_dtype == DType::kBF16 ? Tol{tol.abs, tol.rel + kBf16Rounding} : tol;
 }
