@@ -14,21 +14,10 @@
 #include "dtrn/model/blocks.h"
 #include "dtrn/runtime/autograd.h"
 #include "dtrn/runtime/ops.h"
+#include "tiny_config.h"
 
 namespace dtrn::model {
 namespace {
-
-ModelConfig tiny_config() {
-  ModelConfig c;
-  c.d_model = 8;
-  c.n_layers = 2;
-  c.n_heads = 2;
-  c.n_kv_heads = 1;
-  c.d_ff = 12;
-  c.vocab_size = 50;
-  c.seq_len = 16;
-  return c;
-}
 
 Tensor leaf(const Shape& s, uint64_t stream, double lo = -1.0, double hi = 1.0) {
   return Tensor::uniform(s, lo, hi, 7, stream, 0, DType::kF64).set_requires_grad(true);
@@ -76,7 +65,7 @@ std::string describe(const std::map<std::string, int>& sums) {
 }
 
 TEST(BlockGradientSums, DenseBlockSumsNone) {
-  const ModelConfig c = tiny_config();
+  const ModelConfig c = tiny_block_config(2);
   const BlockWeights w = random_block(c);
   const Tensor x = mul(leaf({2, 5, c.d_model}, 20), leaf({2, 5, c.d_model}, 21));  // an interior input
   const std::map<std::string, int> sums = gradient_sums(dense_block_forward(c, w, x));
@@ -84,7 +73,7 @@ TEST(BlockGradientSums, DenseBlockSumsNone) {
 }
 
 TEST(BlockGradientSums, RoutedBlockSumsOnlyTheRouterAndTheRoutedRows) {
-  const ModelConfig c = tiny_config();
+  const ModelConfig c = tiny_block_config(2);
   const BlockWeights w = random_block(c);
   const Tensor x = mul(leaf({2, 5, c.d_model}, 20), leaf({2, 5, c.d_model}, 21));
   RoutingStats stats;

@@ -7,21 +7,10 @@
 
 #include "dtrn/runtime/autograd.h"
 #include "reference_dtrnet.h"
+#include "tiny_config.h"
 
 namespace dtrn::model {
 namespace {
-
-ModelConfig tiny_config(int64_t kv_heads) {
-  ModelConfig c;
-  c.d_model = 8;
-  c.n_layers = 3;
-  c.n_heads = 2;
-  c.n_kv_heads = kv_heads;
-  c.d_ff = 12;
-  c.vocab_size = 50;
-  c.seq_len = 16;
-  return c;
-}
 
 uint64_t g_stream = 100;
 Tensor rnd(const Shape& s, double std) {
@@ -70,7 +59,7 @@ double rel(const Tensor& a, const Tensor& b) {
 class RoutedBlockTest : public ::testing::TestWithParam<int64_t> {};
 
 TEST_P(RoutedBlockTest, MatchesTheReferenceForwardAndEveryGradient) {
-  const ModelConfig c = tiny_config(GetParam());
+  const ModelConfig c = tiny_block_config(3, GetParam());
   BlockWeights w = random_block(c);
   Tensor x = rnd({2, 7, c.d_model}, 1.0);
   std::vector<char> routed = reference::route_by_threshold(w.router, x);
@@ -102,7 +91,7 @@ TEST_P(RoutedBlockTest, MatchesTheReferenceForwardAndEveryGradient) {
 TEST_P(RoutedBlockTest, GradientsMatchFiniteDifferences) {
   // A second, reference-free check of the same gradients: central differences (eps 1e-6) on a few
   // parameters of each kind, the router among them (it learns only through the p_a scaling).
-  const ModelConfig c = tiny_config(GetParam());
+  const ModelConfig c = tiny_block_config(3, GetParam());
   BlockWeights w = random_block(c);
   Tensor x = rnd({2, 5, c.d_model}, 1.0);
   auto loss = [&] {
@@ -133,7 +122,7 @@ INSTANTIATE_TEST_SUITE_P(KvHeads, RoutedBlockTest, ::testing::Values(1, 2),
 
 // With the MLP's down projection zero, out - x is exactly the attention/bypass mixture y.
 TEST(RoutedBlock, AllRoutedEqualsDenseAttentionScaledByPAttn) {
-  const ModelConfig c = tiny_config(1);
+  const ModelConfig c = tiny_block_config(3, 1);
   BlockWeights w = random_block(c);
   w.mlp.down = Tensor::zeros(w.mlp.down.shape(), DType::kF64);
   w.router.b2 = Tensor::from_vector({20.0, -20.0}, {2}, DType::kF64);  // every p_a > 0.5
@@ -147,7 +136,7 @@ TEST(RoutedBlock, AllRoutedEqualsDenseAttentionScaledByPAttn) {
 }
 
 TEST(RoutedBlock, NoneRoutedEqualsTheBypassScaledByPBypass) {
-  const ModelConfig c = tiny_config(1);
+  const ModelConfig c = tiny_block_config(3, 1);
   BlockWeights w = random_block(c);
   w.mlp.down = Tensor::zeros(w.mlp.down.shape(), DType::kF64);
   w.router.b2 = Tensor::from_vector({-20.0, 20.0}, {2}, DType::kF64);
@@ -162,7 +151,7 @@ TEST(RoutedBlock, NoneRoutedEqualsTheBypassScaledByPBypass) {
 }
 
 TEST(RoutedBlock, ChangingTokenJNeverChangesEarlierOutputsOrOtherSequences) {
-  const ModelConfig c = tiny_config(1);
+  const ModelConfig c = tiny_block_config(3, 1);
   BlockWeights w = random_block(c);
   NoGradGuard no_grad;
   Tensor x = rnd({2, 8, c.d_model}, 1.0).detach();
@@ -184,7 +173,7 @@ TEST(RoutedBlock, ChangingTokenJNeverChangesEarlierOutputsOrOtherSequences) {
 }
 
 TEST(RoutedBlock, StarvationFallbackIsReproducibleAndMatchesTheReferenceOnItsSet) {
-  const ModelConfig c = tiny_config(1);
+  const ModelConfig c = tiny_block_config(3, 1);
   BlockWeights w = random_block(c);
   w.router.b2 = Tensor::from_vector({-20.0, 20.0}, {2}, DType::kF64);
   Tensor x = rnd({2, 10, c.d_model}, 1.0);

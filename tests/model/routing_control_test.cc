@@ -14,6 +14,7 @@
 #include "dtrn/runtime/ops.h"
 #include "dtrn/runtime/routing.h"
 #include "reference_dtrnet.h"
+#include "tiny_config.h"
 
 namespace dtrn::model {
 namespace {
@@ -122,18 +123,6 @@ TEST(RoutingTerms, EachTermAndItsGradientMatchTheHandComputation) {
   EXPECT_FALSE(p.z_loss.defined());
 }
 
-ModelConfig block_config() {
-  ModelConfig c;
-  c.d_model = 8;
-  c.n_layers = 3;
-  c.n_heads = 2;
-  c.n_kv_heads = 1;
-  c.d_ff = 12;
-  c.vocab_size = 50;
-  c.seq_len = 16;
-  return c;
-}
-
 BlockWeights random_block(const ModelConfig& c) {
   uint64_t stream = 300;
   auto rnd = [&](const Shape& s, double std) {
@@ -157,7 +146,7 @@ std::vector<double> deltas(const BlockWeights& w, const Tensor& x) {
 }
 
 TEST(BiasedRouting, IsTheSpecBlockWithTheRouterBiasShiftedAndRecordsEveryStatistic) {
-  const ModelConfig c = block_config();
+  const ModelConfig c = tiny_block_config(3);
   BlockWeights w = random_block(c);
   Tensor x = Tensor::normal({2, 9, c.d_model}, 0.0, 1.0, 5, 6, 0, DType::kF64);
   std::vector<double> d = deltas(w, x);
@@ -220,7 +209,7 @@ TEST(BiasedRouting, IsTheSpecBlockWithTheRouterBiasShiftedAndRecordsEveryStatist
 }
 
 TEST(BiasedRouting, TheFirstBatchSetsEachLayersBiasToRouteTheTargetFraction) {
-  ModelConfig c = block_config();
+  ModelConfig c = tiny_block_config(3);
   c.n_layers = 5;
   c.layout = "TDTDT";
   RoutingConfig r;
