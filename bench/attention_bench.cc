@@ -36,6 +36,23 @@
 
 namespace {
 
+struct Dims {
+  int64_t b, t, h, g, d;
+};
+
+// The one shape `B T H G D` of the command line: positive integers, H a multiple of G; false where
+// they are not.
+bool parse_shape(char** argv, Dims& out) {
+  int64_t v[5];
+  for (int i = 0; i < 5; ++i) {
+    char* end = nullptr;
+    v[i] = std::strtoll(argv[i + 1], &end, 10);
+    if (end == argv[i + 1] || *end != '\0' || v[i] <= 0) return false;
+  }
+  out = {v[0], v[1], v[2], v[3], v[4]};
+  return out.h % out.g == 0;
+}
+
 #ifdef DTRN_WITH_CUDA
 using dtrn::DType;
 using dtrn::Tensor;
@@ -90,9 +107,9 @@ void run_case(const Case& c) {
   unsetenv("DTRN_ATTENTION_BACKWARD");
 }
 
-// With `B T H G D` on the command line, only that shape, with the kernels training runs (auto): the
-// form that Nsight Compute and A/B runs time.
-int run(int argc, char** argv) {
+// With a `shape` (B T H G D on the command line), only that shape, with the kernels training runs
+// (auto): the form that Nsight Compute and A/B runs time.
+int run(const Dims* shape) {
   cudaDeviceProp prop{};
   CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   std::printf("attention_bench on %s (%d SMs), causal, median of %d runs; TFLOP/s over the causal half "
@@ -100,17 +117,13 @@ int run(int argc, char** argv) {
               prop.name, prop.multiProcessorCount, kRuns);
   std::printf("%-51s | %15s | %15s | %15s\n", "case", "fwd ms  TFLOP/s", "bwd ms  TFLOP/s",
               "f+b ms  TFLOP/s");
-  struct Dims {
-    int64_t b, t, h, g, d;
-  };
   const std::string no_wgmma = dtrn::cuda::wgmma_unavailable_reason(0);
   if (!no_wgmma.empty()) std::printf("no wgmma rows: %s\n", no_wgmma.c_str());
   std::vector<Case> cases;
-  if (argc == 6) {
-    const auto arg = [&](int i) { return std::strtoll(argv[i], nullptr, 10); };
-    cases.push_back({arg(1), arg(2), arg(3), arg(4), arg(5), DType::kBF16, "auto", "auto"});
+  if (shape != nullptr) {
+    cases.push_back({shape->b, shape->t, shape->h, shape->g, shape->d, DType::kBF16, "auto", "auto"});
   }
-  const std::vector<Dims> shapes = argc == 6 ? std::vector<Dims>{}
+  const std::vector<Dims> shapes = shape != nullptr ? std::vector<Dims>{}
                                              : std::vector<Dims>{{8, 2048, 15, 5, 64}, {2, 8192, 15, 5, 64},
                                                                  {8, 2048, 16, 16, 128}, {2, 8192, 16, 16, 128}};
   for (const Dims& s : shapes) {
@@ -124,7 +137,7 @@ int run(int argc, char** argv) {
     }
     cases.push_back({s.b, s.t, s.h, s.g, s.d, DType::kBF16, "auto", "auto"});  // what training runs
   }
-  if (argc != 6) {
+  if (shape == nullptr) {
     cases.push_back({8, 2048, 15, 5, 64, DType::kBF16, "generic", "split"});
     cases.push_back({8, 2048, 15, 5, 64, DType::kF32, "auto", "split"});
   }
@@ -136,8 +149,16 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  Dims shape{};
+  if (argc != 1 && (argc != 6 || !parse_shape(argv, shape))) {
+    std::fprintf(stderr,
+                 "attention_bench: expected no arguments (every case) or B T H G D, positive integers "
+                 "with H a multiple of G\n");
+    return 2;
+  }
 #ifdef DTRN_WITH_CUDA
-  return dtrn::bench::gpu_bench_main("attention_bench", [&] { return run(argc, argv); });
+  return dtrn::bench::gpu_bench_main("attention_bench",
+                                     [&] { return run(argc == 6 ? &shape : nullptr); });
 #else
   return dtrn::bench::gpu_bench_main("attention_bench", [] { return 0; });
 #endif
