@@ -2,8 +2,9 @@
 // optimizer (the gradient norm and AdamW over the 360m preset's parameters: f32 masters, moments
 // and gradients, bf16 compute copies) and RMSNorm at the 360m step's activations ([16384, 960]: 8 x
 // 2048 or 2 x 8192 tokens of d 960) in bf16 and f32: forward, the forward fused with the residual
-// add, the backward and the backward that adds the kept residual gradient (rmsnorm_keep's dh). A
-// device-to-device copy gives the bandwidth this GPU reaches at all.
+// add, the backward and the backward that adds the kept residual gradient (rmsnorm_keep's dh); and
+// cross-entropy over the padded vocabulary, unfused and fused. A device-to-device copy gives the
+// bandwidth this GPU reaches at all.
 //
 // The backend's kernels are called directly (white-box: no autograd bookkeeping is timed), median
 // of 20 runs after 3 warm-ups (cuda_timing.h). GB/s counts the bytes each kernel must move at
@@ -15,6 +16,8 @@
 //   add_rmsnorm     x, delta read, h, y written       (4)
 //   rmsnorm bwd     dy, x read, dx written            (3)
 //   ... with dh     dy, x, dh read, dx written        (4)
+//   cross-entropy   forward + backward: logits read twice, dlogits written (3 rows of N x V);
+//                   fused: logits read, dlogits written (2)
 // Exits 0 with a message where no GPU or no CUDA backend exists.
 #include <cmath>
 #include <cstdio>
@@ -125,6 +128,32 @@ void bench_norms(int64_t rows, int64_t cols, DType dtype) {
          4 * row_bytes);
 }
 
+// Cross-entropy over the 360m preset's padded vocabulary at its step's 16384 tokens, bf16 logits: the
+// forward then the backward (two kernels: the logits read twice, the gradient written) against the
+// fused kernel the op runs when the logits need a gradient (read once, written once).
+void bench_cross_entropy(int64_t rows, int64_t vocab, int64_t classes) {
+  const Tensor logits = Tensor::uniform({rows, vocab}, -4, 4, 9, 1, 0, DType::kBF16, kGpu);
+  std::vector<int64_t> t(rows);
+  for (int64_t r = 0; r < rows; ++r) t[r] = (r * 7919) % classes;
+  const Tensor targets = Tensor::from_ints(t, {rows}, DType::kI32).to(kGpu);
+  const Tensor losses = Tensor::empty({rows}, DType::kF32, kGpu), lse = Tensor::empty({rows}, DType::kF32, kGpu);
+  const Tensor dlogits = Tensor::empty({rows, vocab}, DType::kBF16, kGpu);
+  const Tensor upstream = Tensor::full({}, 1.0, DType::kF32, kGpu);
+  dtrn::Backend& backend = dtrn::backend_for(kGpu);
+  const double bytes = static_cast<double>(rows * vocab * 2);
+  const std::string shape = " [" + std::to_string(rows) + ", " + std::to_string(vocab) + "] bf16";
+  const double scale = 1.0 / static_cast<double>(rows);
+  report("cross_entropy forward + backward" + shape, median_ms([&] {
+           backend.cross_entropy(logits, targets, -100, classes, losses, lse);
+           backend.cross_entropy_backward(logits, targets, -100, classes, lse, upstream, scale, dlogits);
+         }),
+         3 * bytes);
+  report("cross_entropy fused" + shape, median_ms([&] {
+           backend.cross_entropy_fused(logits, targets, -100, classes, scale, losses, lse, dlogits);
+         }),
+         2 * bytes);
+}
+
 void bench_copy() {
   constexpr int64_t kElements = int64_t{1} << 28;  // 1 GiB of f32
   const Tensor src = Tensor::zeros({kElements}, DType::kF32, kGpu),
@@ -145,6 +174,7 @@ int run() {
   bench_copy();
   bench_optimizer();
   for (DType dtype : {DType::kBF16, DType::kF32}) bench_norms(16384, 960, dtype);
+  bench_cross_entropy(16384, 50304, 50257);
   return 0;
 }
 #endif

@@ -228,7 +228,7 @@ ForwardResult DtrnModel::forward(const Tensor& ids, const Tensor& targets, const
   // there, with no device synchronisation.
   Tensor flat_targets = targets.reshape({targets.numel()});
   r.ce = tp_ ? vocab_parallel_cross_entropy(logits, flat_targets, options.ignore_index, config_.vocab_size, *tp_)
-             : cross_entropy(logits, flat_targets, options.ignore_index, config_.vocab_size);
+             : cross_entropy(logits, flat_targets, options.ignore_index, config_.vocab_size, options.loss_grad);
   if (flat_targets.device().is_cpu()) {
     const Tensor host = flat_targets.contiguous();
     for (int64_t i = 0; i < host.numel(); ++i) {

@@ -101,6 +101,7 @@ void run_backward(const Tensor& root, const Tensor& gradient) {
     DTRN_CHECK(root.numel() == 1, "backward() without a gradient needs a scalar, got ",
                root.describe());
     seed = Tensor::full(root.shape(), 1.0, root.dtype(), root.device());
+    seed.impl().known_value = 1.0;  // ops may use it without reading the device (cross_entropy)
   }
   DTRN_CHECK(seed.shape() == root.shape(), "backward(): gradient ", seed.describe(), " for ",
              root.describe());

@@ -1,12 +1,14 @@
 // cross_entropy: the mean over kept rows of logsumexp(logits[:num_classes]) - logit[target] against
 // a loop reference, ignored rows and padded vocabulary classes excluded; the backward against
 // central finite differences in f64 (gradcheck.h); f32 against f64; the all-ignored case; argument
-// errors; the backend's fused kernel against its forward plus backward kernels.
+// errors; the backend's fused kernel against its forward plus backward kernels; the gradient the op
+// makes in its forward for an expected upstream, on every path of its backward.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <vector>
 
 #include "../../runtime/src/backend.h"
@@ -212,6 +214,89 @@ TEST(CrossEntropy, FusedKernelEqualsForwardPlusBackward) {
       EXPECT_EQ(f_losses.to_vector(), losses.to_vector());
     }
   }
+}
+
+// The op makes the gradient in its forward for the upstream it expects. The backward hands it on when
+// the upstream is known on the host to be that value (backward()'s seed, scale() of it), and scales it
+// otherwise (an upstream the host does not know, or another value). Every path against the backend's
+// unfused kernels: the forward, then the backward reading the upstream from a tensor.
+TEST(CrossEntropy, GradientMadeInTheForwardMatchesTheBackwardKernel) {
+  Backend& cpu = backend_for(Device::cpu());
+  for (DType dtype : {DType::kF64, DType::kF32}) {
+    for (const Case& c : kCases) {
+      const Tensor logits = make_logits(c, 11).to(dtype);
+      const Tensor targets = targets_of(c);
+      const int64_t classes = c.num_classes < 0 ? kVocab : c.num_classes;
+      int64_t kept = 0;
+      for (int64_t t : c.targets) kept += t != c.ignore_index;
+      auto unfused = [&](double upstream) {
+        Tensor losses = Tensor::empty({kRows}, dtype), lse = Tensor::empty({kRows}, dtype);
+        Tensor dlogits = Tensor::empty({kRows, kVocab}, dtype);
+        cpu.cross_entropy(logits, targets, c.ignore_index, classes, losses, lse);
+        cpu.cross_entropy_backward(logits, targets, c.ignore_index, classes, lse,
+                                   Tensor::full({}, upstream, dtype), 1.0 / static_cast<double>(kept),
+                                   dlogits);
+        return dlogits.to_vector();
+      };
+      // f32: the unfused backward reads lse rounded to f32, the fused one the unrounded value (see
+      // FusedKernelEqualsForwardPlusBackward); the scaling pass adds one f32 rounding.
+      auto expect_matches = [&](const Tensor& leaf, double upstream, const char* path) {
+        const std::vector<double> want = unfused(upstream), got = leaf.grad().to_vector();
+        for (size_t i = 0; i < want.size(); ++i) {
+          const double tol = dtype == DType::kF64 ? 4e-16 * std::fabs(want[i])
+                                                  : 1e-6 * upstream / kept + 2.4e-7 * std::fabs(want[i]);
+          ASSERT_NEAR(got[i], want[i], tol) << path << " " << dtype_name(dtype) << " element " << i;
+        }
+      };
+      {  // the trainer's form: scale(loss, 1 / accumulation steps).backward(), expected
+        Tensor leaf = logits.clone().set_requires_grad(true);
+        scale(cross_entropy(leaf, targets, c.ignore_index, c.num_classes, 0.25), 0.25).backward();
+        if (dtype == DType::kF64) {  // the same arithmetic on the same values, bit for bit
+          EXPECT_EQ(leaf.grad().to_vector(), unfused(0.25));
+        }
+        expect_matches(leaf, 0.25, "expected upstream");
+      }
+      {  // plain loss.backward(): the seed 1 is the default expectation
+        Tensor leaf = logits.clone().set_requires_grad(true);
+        cross_entropy(leaf, targets, c.ignore_index, c.num_classes).backward();
+        expect_matches(leaf, 1.0, "seed");
+      }
+      {  // another value than expected
+        Tensor leaf = logits.clone().set_requires_grad(true);
+        scale(cross_entropy(leaf, targets, c.ignore_index, c.num_classes, 0.25), 3.0).backward();
+        expect_matches(leaf, 3.0, "other upstream");
+      }
+      {  // a gradient the caller made: its value is not known to the op
+        Tensor leaf = logits.clone().set_requires_grad(true);
+        cross_entropy(leaf, targets, c.ignore_index, c.num_classes).backward(Tensor::full({}, 1.0, dtype));
+        expect_matches(leaf, 1.0, "caller's gradient");
+      }
+    }
+  }
+}
+
+// Tensor::known_value: backward()'s seed is 1 and scale() keeps it known in the tensor's dtype; what a
+// caller makes, and what other ops make, is not known.
+TEST(CrossEntropy, KnownUpstreamValuesFollowTheSeedThroughScale) {
+  std::vector<std::optional<double>> seen;
+  Tensor x = Tensor::full({}, 2.0).set_requires_grad(true);
+  auto spy = [&] {  // records the gradient it receives
+    return record("spy", x.detach().clone(), {x}, [&seen](const Tensor& g) -> std::vector<Tensor> {
+      seen.push_back(g.known_value());
+      return {g};
+    });
+  };
+  scale(spy(), 0.1).backward();
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0], std::optional<double>(static_cast<float>(0.1)));
+  Tensor twice = spy();
+  scale(add(twice, twice), 0.5).backward();  // accumulate() adds the two gradients: not known
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[1], std::nullopt);
+  spy().backward(Tensor::full({}, 1.0));  // the caller's gradient
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_EQ(seen[2], std::nullopt);
+  EXPECT_FALSE(Tensor::full({}, 1.0).known_value().has_value());
 }
 
 }  // namespace

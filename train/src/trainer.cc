@@ -493,11 +493,12 @@ StatusOr<StepStats> Trainer::train_step() {
     // The micro-batch's place in the global batch (the loader gives DP rank r the r-th slice), so the
     // starvation fallback draws the same positions for it whatever the DP degree.
     fo.draw = static_cast<uint64_t>(step * s.global_accum + s.dp.rank() * s.accum + micro);
+    fo.loss_grad = 1.0 / static_cast<double>(s.accum);  // what the backward below sends the loss
     model::ForwardResult r = s.model->forward(ids, targets, fo);
     if (s.buckets && micro == s.accum - 1) s.buckets->arm();
     // Every term is averaged over micro-batches like CE, so lambda's strength does not depend on the
     // accumulation count (dtrnet-spec.md, Loss); the buckets average over ranks the same way.
-    scale(r.loss, 1.0 / static_cast<double>(s.accum)).backward();
+    scale(r.loss, fo.loss_grad).backward();
     sums.add(r, s.accum, &layers);
   }
   if (s.buckets) s.buckets->finish();

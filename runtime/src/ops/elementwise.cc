@@ -47,6 +47,11 @@ Tensor scale(const Tensor& x, double alpha) {
   Tensor in = x.contiguous();
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   if (out.numel() > 0) backend_of(x).affine(in, alpha, 0.0, out);
+  // A gradient the host knows stays known: the value the kernels compute (alpha and x in the dtype).
+  if (const std::optional<double> v = x.known_value()) {
+    if (x.dtype() == DType::kF64) out.impl().known_value = alpha * *v;
+    if (x.dtype() == DType::kF32) out.impl().known_value = static_cast<float>(alpha) * static_cast<float>(*v);
+  }
   return record("scale", out, {x}, [alpha](const Tensor& g) -> std::vector<Tensor> {
     return {scale(g, alpha)};
   });

@@ -6,6 +6,7 @@
 // blocks is an error), so the op layer skips them and produces the empty or zero result itself.
 // Per-row statistics (rstd, lse, losses) are f64 for f64 data and f32 otherwise, as backend.h
 // specifies.
+#include <cmath>
 #include <utility>
 #include <vector>
 
@@ -188,13 +189,15 @@ Tensor logsumexp(const Tensor& x) {
 }
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
-                     int64_t num_classes) {
+                     int64_t num_classes, double expected_grad) {
   DTRN_CHECK(logits.dim() == 2, "cross_entropy: logits must be [N, V], got ",
              shape_str(logits.shape()));
   DTRN_CHECK(targets.dim() == 1 && targets.size(0) == logits.size(0), "cross_entropy: targets ",
              shape_str(targets.shape()), " must be [N] for logits ", shape_str(logits.shape()));
   check_floating(logits, "cross_entropy");
   check_index(targets, "cross_entropy", "targets");
+  DTRN_CHECK(std::isfinite(expected_grad) && expected_grad != 0, "cross_entropy: expected_grad ",
+             expected_grad, " must be finite and non-zero");
   // Targets may stay on the host (where the data loader made them): counted and checked there, then
   // uploaded without a device synchronisation.
   if (!targets.device().is_cpu()) check_same_device(logits, targets, "cross_entropy");
@@ -215,28 +218,39 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   }
 
   const DType stats = stats_dtype(logits.dtype());
+  if (count == 0) {
+    return record("cross_entropy", Tensor::zeros({}, stats, logits.device()), {logits, targets},
+                  [shape = logits.shape(), dtype = logits.dtype(),
+                   device = logits.device()](const Tensor&) -> std::vector<Tensor> {
+                    return {Tensor::zeros(shape, dtype, device), Tensor()};
+                  });
+  }
   Tensor l = kernel_input(logits);
   Tensor tg = targets.to(logits.device()).contiguous();
-  Tensor out, lse;
-  if (count == 0) {
-    out = Tensor::zeros({}, stats, logits.device());
-  } else {
-    lse = Tensor::empty({n}, stats, logits.device());
-    Tensor losses = Tensor::empty({n}, stats, logits.device());
+  Tensor lse = Tensor::empty({n}, stats, logits.device());
+  Tensor losses = Tensor::empty({n}, stats, logits.device());
+  const double mean = 1.0 / static_cast<double>(count);
+  if (!needs_grad({logits})) {
     backend_of(l).cross_entropy(l, tg, ignore_index, classes, losses, lse);
-    out = scale(sum(losses), 1.0 / static_cast<double>(count));
+    return scale(sum(losses), mean);
   }
-  return record(
-      "cross_entropy", out, {logits, targets},
-      [l, tg, lse, ignore_index, classes, count](const Tensor& grad) -> std::vector<Tensor> {
-        if (count == 0) return {Tensor::zeros(l.shape(), l.dtype(), l.device()), Tensor()};
-        Tensor dlogits = Tensor::empty(l.shape(), l.dtype(), l.device());
-        // The upstream gradient stays on the device: the kernel reads it (no host synchronisation).
-        Tensor upstream = grad.detach().to(lse.dtype()).contiguous();
-        backend_of(l).cross_entropy_backward(l, tg, ignore_index, classes, lse, upstream,
-                                             1.0 / static_cast<double>(count), dlogits);
-        return {dlogits, Tensor()};
-      });
+  // The gradient for the expected upstream, made in the forward's pass. The coefficient is the one the
+  // backward kernel forms from an upstream held in the statistics' dtype, so the two agree bit for bit.
+  const double upstream =
+      stats == DType::kF64 ? expected_grad : static_cast<double>(static_cast<float>(expected_grad));
+  Tensor dlogits = Tensor::empty(l.shape(), l.dtype(), l.device());
+  backend_of(l).cross_entropy_fused(l, tg, ignore_index, classes, upstream * mean, losses, lse, dlogits);
+  Tensor out = scale(sum(losses.detach()), mean);
+  return record("cross_entropy", out, {logits, targets},
+                [dlogits, upstream, stats](const Tensor& grad) -> std::vector<Tensor> {
+                  if (grad.known_value() == upstream) return {dlogits, Tensor()};
+                  // An upstream the host does not know (or another value): scale on the device.
+                  Tensor ratio = scale(grad.detach().to(stats).contiguous(), 1.0 / upstream);
+                  if (dlogits.dtype() == DType::kBF16) {
+                    return {mul(dlogits.to(DType::kF32), ratio.to(DType::kF32)).to(DType::kBF16), Tensor()};
+                  }
+                  return {mul(dlogits, ratio.to(dlogits.dtype())), Tensor()};
+                });
 }
 
 }  // namespace dtrn

@@ -76,6 +76,9 @@ struct ForwardOptions {
   uint64_t seed = 0;      // the run's seed
   uint64_t draw = 0;      // a unique number for this micro-batch (step * accumulation + micro index)
   int64_t ignore_index = -100;
+  // The gradient backward() will give the loss (the trainer's 1 / accumulation steps): cross-entropy
+  // makes its gradient in the forward for this value (cross_entropy in ops.h).
+  double loss_grad = 1.0;
 };
 
 struct ForwardResult {

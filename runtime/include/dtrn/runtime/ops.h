@@ -117,7 +117,12 @@ Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v);
 // Only the first `num_classes` logits take part (the rest is vocabulary padding); -1 means all V.
 // Returns an f32/f64 scalar; 0 when every row is ignored. targets may be a CPU tensor for logits on
 // another device (read there, uploaded without a synchronisation).
+// When the logits need a gradient, the forward makes it too, in the same pass over each row, for the
+// upstream gradient `expected_grad` (what backward() will send: 1 for loss.backward(), the trainer's
+// 1 / accumulation steps). The backward hands that gradient on when what it receives is known on the
+// host to be expected_grad (Tensor::known_value); any other upstream costs one more pass that scales
+// it (rounding bf16 logits' gradient twice). The logits themselves are not kept for the backward.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100,
-                     int64_t num_classes = -1);
+                     int64_t num_classes = -1, double expected_grad = 1.0);
 
 }  // namespace dtrn

@@ -14,6 +14,7 @@
 #include <functional>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,10 @@ struct TensorImpl {
   // Leaves only: called once per backward, after the last contribution of that backward was added to
   // .grad (register_post_accumulate_grad_hook in autograd.h).
   std::function<void()> post_accumulate_grad_hook;
+  // Every element equals this value, and the host knows it without reading the device. Set only on
+  // gradients the autograd engine makes (backward()'s own seed, 1) and on scale() of such a tensor;
+  // nothing writes these in place. cross_entropy's backward reads it (ops.h).
+  std::optional<double> known_value;
 };
 
 class Tensor {
@@ -112,6 +117,8 @@ class Tensor {
 
   // --- Autograd ---
   bool requires_grad() const { return impl().requires_grad; }
+  // TensorImpl::known_value: set when every element is a value the host knows (autograd seeds).
+  std::optional<double> known_value() const { return impl().known_value; }
   Tensor& set_requires_grad(bool on);  // leaves only
   Tensor grad() const;                 // undefined until a backward reached this leaf
   void zero_grad() const;              // drops the accumulated gradient
