@@ -22,7 +22,9 @@
 // added last rather than in the engine's order. Nothing relies on the unfused bits (the model's tests
 // compare with tolerances; add_rmsnorm and rmsnorm_keep are bit-exact on their own, ops.h). The MLP's
 // residual add stays apart from the next block's norm_in: fusing them would save only the forward's one
-// read of the sum, at the cost of passing (sum, normed) pairs across the block boundary.
+// read of the sum, at the cost of passing (sum, normed) pairs across the block boundary; it is instead
+// added inside the down projection (swiglu_linear's residual: the product reads it as its C), except
+// under TP, where it must follow the reduction over ranks.
 #include "dtrn/model/blocks.h"
 
 #include <vector>
@@ -69,11 +71,14 @@ BlockContext make_block_context(const ModelConfig& c, int64_t batch, int64_t seq
   return ctx;
 }
 
-Tensor mlp_forward(const MlpWeights& w, const Tensor& u, TensorParallelOps* tp) {
+Tensor mlp_forward(const MlpWeights& w, const Tensor& u, TensorParallelOps* tp, const Tensor& residual) {
   const Tensor ut = copy_to_tensor_parallel(tp, u);
   // SwiGLU recomputed in backward
   const std::vector<Tensor> gate_up = linears(ut, {w.gate, w.up});
-  return reduce_from_tensor_parallel(tp, swiglu_linear(gate_up[0], gate_up[1], w.down));
+  if (!residual.defined()) return reduce_from_tensor_parallel(tp, swiglu_linear(gate_up[0], gate_up[1], w.down));
+  // Without TP the residual add happens inside the down projection; with it, after the reduction.
+  if (tp == nullptr) return swiglu_linear(gate_up[0], gate_up[1], w.down, residual);
+  return add(residual, reduce_from_tensor_parallel(tp, swiglu_linear(gate_up[0], gate_up[1], w.down)));
 }
 
 Tensor dense_block_forward(const ModelConfig& c, const BlockWeights& w, const Tensor& x,
@@ -85,7 +90,7 @@ Tensor dense_block_forward(const ModelConfig& c, const BlockWeights& w, const Te
   Tensor u = copy_to_tensor_parallel(tp, in.normed.reshape({b * t, ch}));
   Tensor a = reduce_from_tensor_parallel(tp, packed_attention(c, w.attn, u, k.positions, k.cu_seqlens));
   const ResidualNorm h = add_rmsnorm(in.sum, a.reshape({b, t, ch}), w.norm_post, c.norm_eps);
-  return add(h.sum, mlp_forward(w.mlp, h.normed, tp));
+  return mlp_forward(w.mlp, h.normed, tp, h.sum);
 }
 
 std::vector<double> measured_quantile_levels(double target_fraction) {
@@ -142,7 +147,7 @@ Tensor routed_block_forward(const ModelConfig& c, const BlockWeights& w, const T
                                                             w.attn.wo))
                    : Tensor::zeros({0, ch}, x.dtype(), x.device());
   const ResidualNorm h = add_rmsnorm(in.sum, y.reshape({b, t, ch}), w.norm_post, c.norm_eps);
-  Tensor out = add(h.sum, mlp_forward(w.mlp, h.normed, tp));
+  Tensor out = mlp_forward(w.mlp, h.normed, tp, h.sum);
   if (stats != nullptr) {
     stats->s = mean(p_attn);
     if (control.soft_tau > 0) {

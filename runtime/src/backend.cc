@@ -41,6 +41,13 @@ double Backend::sum_squares(const Tensor&) { missing(*this, "sum_squares"); }
 void Backend::gemm(const GemmArgs&, const Tensor&, const Tensor&, const Tensor&) {
   missing(*this, "gemm");
 }
+void Backend::gemm_add(const GemmArgs& args, const Tensor& a, const Tensor& b, const Tensor& residual,
+                       const Tensor& c) {
+  copy(residual, c);
+  GemmArgs accumulate = args;
+  accumulate.beta = 1.0;
+  gemm(accumulate, a, b, c);
+}
 void Backend::index_select(const Tensor&, int64_t, int64_t, int64_t, const Tensor&, const Tensor&) {
   missing(*this, "index_select");
 }

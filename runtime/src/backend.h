@@ -80,6 +80,11 @@ class Backend {
 
   // ---- Matrix products. a and b share a dtype; c has it too, or is f32 for bf16 a and b (CUDA).
   virtual void gemm(const GemmArgs& args, const Tensor& a, const Tensor& b, const Tensor& c);
+  // c = alpha op(a) op(b) + residual for one product (args.batch 1, args.beta ignored): the product's C
+  // is read from residual (c's shape and dtype, left unchanged) and the sum written to c, so a residual
+  // add costs no pass of its own. The default copies residual into c and adds the product with beta 1.
+  virtual void gemm_add(const GemmArgs& args, const Tensor& a, const Tensor& b, const Tensor& residual,
+                        const Tensor& c);
 
   // ---- Indexing: x viewed as [outer, n, inner], index [m] -> out [outer, m, inner].
   virtual void index_select(const Tensor& x, int64_t outer, int64_t n, int64_t inner,

@@ -95,6 +95,14 @@ TEST(Linear, SwigluLinearEqualsLinearOfSwigluAndHasGradients) {
   expect_gradients_match([](const std::vector<Tensor>& t) { return swiglu_linear(t[0], t[1], t[2]); },
                          {gate, up, w});
   EXPECT_THROW(swiglu_linear(gate, Tensor::zeros({2, 3, 4}, DType::kF64), w), Error);
+  // With a residual added inside the product: the sum, and the residual's gradient is the output's.
+  Tensor residual = random_input({2, 3, 4}, 30);
+  EXPECT_LT(testing::relative_error(swiglu_linear(gate, up, w, residual), add(linear(swiglu(gate, up), w), residual)),
+            1e-15);
+  expect_gradients_match([](const std::vector<Tensor>& t) { return swiglu_linear(t[0], t[1], t[2], t[3]); },
+                         {gate, up, w, residual});
+  EXPECT_THAT([&] { swiglu_linear(gate, up, w, random_input({2, 3, 5}, 31)); },
+              testing::throws_error_naming("matmul: residual", "[2, 3, 4]"));
 }
 
 TEST(Elementwise, BroadcastingForwardAndGradients) {

@@ -218,6 +218,43 @@ TEST(CudaGemm, ActivationLinearsEqualTheComposedOpsBitForBitWithF32WeightGradien
   }
 }
 
+// The MLP's residual added inside the down projection (cuBLASLt reads it as C, Backend::gemm_add) against
+// the composed product and add on the GPU: one rounding of the sum instead of two, so the outputs agree
+// within one step of the dtype (2^-8 relative for bf16, 2^-22 for f32); the gradients do not depend on
+// the residual and agree to the bit, and the residual's is the output's.
+TEST(CudaGemm, ResidualAddedInsideTheProduct) {
+  REQUIRE_GPU();
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    auto run = [dtype](bool fused) {
+      auto input = [dtype](const Shape& shape, uint64_t seed) {
+        Tensor t = random_cpu(shape, seed).to(dtype).to(kGpu);
+        t.set_requires_grad(true);
+        return t;
+      };
+      Tensor x = input({2, 37, 48}, 110), up = input({2, 37, 48}, 111), w = input({24, 48}, 112),
+             r = input({2, 37, 24}, 113);
+      Tensor y = fused ? swiglu_linear(x, up, w, r) : add(linear(swiglu(x, up), w), r);
+      Tensor dy = random_cpu({2, 37, 24}, 114).to(dtype).to(kGpu);
+      y.backward(dy);
+      return std::vector<Tensor>{y, x.grad(), up.grad(), w.grad(), r.grad(), dy, r};
+    };
+    const std::vector<Tensor> fused = run(true), composed = run(false);
+    const std::vector<double> got = fused[0].to_vector(), want = composed[0].to_vector(),
+                              r = composed[6].to_vector();
+    // The composed path rounds the product p (by at most half a step of p, 2^-8 |p| in bf16) before
+    // rounding the sum; the fused one rounds the exact sum once. Two roundings of values that close can
+    // land a whole step of y apart (2^-7 |y| in bf16), and where p and r cancel p's rounding dominates.
+    const double step = dtype == DType::kBF16 ? 1.0 / 128 : 2.0 / (1 << 23);
+    for (size_t i = 0; i < got.size(); ++i) {
+      const double tol = step * (std::fabs(want[i]) + std::fabs(want[i] - r[i]) / 2) + 1e-30;
+      ASSERT_NEAR(got[i], want[i], tol) << dtype_name(dtype) << " output " << i;
+    }
+    for (int i = 1; i <= 3; ++i) EXPECT_EQ(bits_of(fused[i]), bits_of(composed[i])) << dtype_name(dtype) << " gradient " << i;
+    // (a bf16 leaf's gradient is kept in f32: the same values)
+    EXPECT_EQ(fused[4].to_vector(), fused[5].to_vector()) << "the residual's gradient is the output's";
+  }
+}
+
 TEST(CudaGemm, Bf16BatchedAndShared) {
   REQUIRE_GPU();
   for (bool ta : {false, true}) {

@@ -221,7 +221,8 @@ cublasLtMatmulAlgo_t choose_algo(const Plan& plan, const PlanKey& key, DeviceCon
 }  // namespace
 
 void cublaslt_gemm(const GemmArgs& args, DType dtype, DType c_dtype, const void* a, const void* b, void* c,
-                   int device) {
+                   int device, const void* c_in) {
+  if (c_in == nullptr) c_in = c;
   DTRN_ASSERT(c_dtype == dtype || (dtype == DType::kBF16 && c_dtype == DType::kF32), "cublaslt_gemm: ",
               dtype_name(dtype), " inputs into ", dtype_name(c_dtype));
   const size_t elem = dtype_size(dtype);
@@ -241,7 +242,8 @@ void cublaslt_gemm(const GemmArgs& args, DType dtype, DType c_dtype, const void*
                     args.batch > 1 ? args.stride_c : 0,
                     alignment(a, args.stride_a, args.batch, elem),
                     alignment(b, args.stride_b, args.batch, elem),
-                    alignment(c, args.stride_c, args.batch, dtype_size(c_dtype))};
+                    std::min(alignment(c, args.stride_c, args.batch, dtype_size(c_dtype)),
+                             alignment(c_in, args.stride_c, args.batch, dtype_size(c_dtype)))};
   DeviceGuard guard(device);
   DeviceContext& ctx = device_context(device);
   Plan plan;
@@ -277,7 +279,7 @@ void cublaslt_gemm(const GemmArgs& args, DType dtype, DType c_dtype, const void*
   const void* alpha = dtype == DType::kF64 ? static_cast<const void*>(&alpha64) : &alpha32;
   const void* beta = dtype == DType::kF64 ? static_cast<const void*>(&beta64) : &beta32;
   auto run = [&] {
-    return cublasLtMatmul(ctx.cublaslt, plan.op, alpha, b, plan.layout_a, a, plan.layout_b, beta, c,
+    return cublasLtMatmul(ctx.cublaslt, plan.op, alpha, b, plan.layout_a, a, plan.layout_b, beta, c_in,
                           plan.layout_c, c, plan.layout_c, &plan.algo, ctx.workspace, ctx.workspace_bytes,
                           ctx.stream);
   };

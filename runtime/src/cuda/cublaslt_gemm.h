@@ -22,8 +22,9 @@ namespace dtrn::cuda {
 
 // Queues C = alpha op(A) op(B) + beta C on `device`'s stream. a and b are device pointers of `dtype`
 // (f64, f32 or bf16), c of c_dtype: the same, or f32 for bf16 inputs (a weight gradient accumulated
-// into its f32 buffer with beta = 1, without a bf16 intermediate).
+// into its f32 buffer with beta = 1, without a bf16 intermediate). c_in, when given, is read as the
+// product's C in place of c (same layout and dtype): D = alpha op(A) op(B) + beta c_in is written to c.
 void cublaslt_gemm(const GemmArgs& args, DType dtype, DType c_dtype, const void* a, const void* b, void* c,
-                   int device);
+                   int device, const void* c_in = nullptr);
 
 }  // namespace dtrn::cuda

@@ -277,4 +277,31 @@ void CudaBackend::gemm(const GemmArgs& args, const Tensor& a, const Tensor& b, c
   cuda::cublaslt_gemm(args, a.dtype(), c.dtype(), a.raw_data(), b.raw_data(), c.raw_data(), device);
 }
 
+// cuBLASLt reads C from the residual and writes D to c: the residual add inside the product's epilogue.
+// Products the skinny kernels take, and batches, copy the residual first (Backend::gemm_add).
+void CudaBackend::gemm_add(const GemmArgs& args, const Tensor& a, const Tensor& b, const Tensor& residual,
+                           const Tensor& c) {
+  DTRN_ASSERT(residual.shape() == c.shape() && residual.dtype() == c.dtype() && residual.is_contiguous(),
+              "gemm_add: residual ", residual.describe(), " for ", c.describe());
+  const cuda::SkinnyGemmArgs skinny{args.m, args.n, args.k, args.trans_a, args.trans_b,
+                                    static_cast<float>(args.alpha), 1.0f};
+  if (args.batch != 1 || args.m == 0 || args.n == 0 || a.dtype() != c.dtype() ||
+      (skinny_gemm_enabled() && cuda::skinny_gemm_applies(skinny, elem_type(a.dtype()), elem_type(c.dtype())))) {
+    Backend::gemm_add(args, a, b, residual, c);
+    return;
+  }
+  same_device(residual, c);
+  GemmArgs accumulate = args;
+  accumulate.beta = 1.0;
+  // gemm's checks (dtypes, extents, contiguity, devices) with c, then the product reading residual.
+  DTRN_ASSERT(a.dtype() == b.dtype() && a.is_contiguous() && b.is_contiguous() && c.is_contiguous() &&
+                  args.m * args.k <= a.numel() && args.k * args.n <= b.numel() && args.m * args.n <= c.numel(),
+              "gemm_add: ", a.describe(), " x ", b.describe(), " -> ", c.describe());
+  check_floating_gpu(c.dtype(), "matmul");
+  const int device = same_device(a, c);
+  same_device(b, c);
+  cuda::cublaslt_gemm(accumulate, a.dtype(), c.dtype(), a.raw_data(), b.raw_data(), c.raw_data(), device,
+                      residual.raw_data());
+}
+
 }  // namespace dtrn

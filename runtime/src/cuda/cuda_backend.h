@@ -34,6 +34,8 @@ class CudaBackend final : public Backend {
   void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) override;
 
   void gemm(const GemmArgs& args, const Tensor& a, const Tensor& b, const Tensor& c) override;
+  void gemm_add(const GemmArgs& args, const Tensor& a, const Tensor& b, const Tensor& residual,
+                const Tensor& c) override;
 
   // cuda_backend_train.cc
   void sum_squares_multi(const std::vector<Tensor>& tensors, const Tensor& out) override;

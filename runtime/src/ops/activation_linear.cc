@@ -5,7 +5,8 @@
 // The backward takes the product's input gradient da = g W first, then one element-wise pass reads the
 // activation's inputs and da and writes both their gradients and the recomputed activation, which the
 // weight gradient g^T a reads last: one pass over the [N, F] tensors instead of a recompute pass and a
-// gradient pass reading the same inputs twice.
+// gradient pass reading the same inputs twice. swiglu_linear may also add a residual inside its product
+// (the MLP's residual add; its gradient is the output's, passed on without a kernel).
 #include "ops/matmul_backward.h"
 #include "ops/op_util.h"
 
@@ -34,16 +35,20 @@ std::vector<Tensor> activation_backward(Activation act, const std::vector<Tensor
   return grads;
 }
 
+// linear(activation, weight, bias), plus `residual` added inside the product when it is defined (no
+// bias then): the block's residual add without a pass of its own.
 Tensor activation_linear(const char* name, Activation act, const std::vector<Tensor>& act_in,
-                         const Tensor& weight, const Tensor& bias) {
+                         const Tensor& weight, const Tensor& bias, const Tensor& residual = Tensor()) {
   Tensor y;
   {
     NoGradGuard no_grad;
-    y = linear(activate(act, act_in), weight, bias);
+    y = residual.defined() ? linear_add_forward(activate(act, act_in), weight, residual)
+                           : linear(activate(act, act_in), weight, bias);
   }
   std::vector<Tensor> inputs = act_in;
   inputs.push_back(weight);
   if (bias.defined()) inputs.push_back(bias);
+  if (residual.defined()) inputs.push_back(residual);
   if (!needs_grad(inputs)) return y;
 
   std::vector<Tensor> saved_in;
@@ -54,9 +59,10 @@ Tensor activation_linear(const char* name, Activation act, const std::vector<Ten
   product.need_a = needs_grad(act_in);
   const bool need_bias = bias.defined() && bias.requires_grad();
   const Shape bias_shape = bias.defined() ? bias.shape() : Shape{};
-  const bool has_bias = bias.defined();
+  const bool has_bias = bias.defined(), has_residual = residual.defined();
   return record(name, y, inputs,
-                [act, saved_in, product, need_bias, bias_shape, has_bias](const Tensor& g) -> std::vector<Tensor> {
+                [act, saved_in, product, need_bias, bias_shape, has_bias,
+                 has_residual](const Tensor& g) -> std::vector<Tensor> {
                   MatmulSaved p = product;  // p.a: recomputed only where the weight's gradient reads it
                   std::vector<Tensor> grads(saved_in.size());
                   if (p.need_a) {
@@ -68,6 +74,7 @@ Tensor activation_linear(const char* name, Activation act, const std::vector<Ten
                   }
                   grads.push_back(matmul_grad_b(p, g));
                   if (has_bias) grads.push_back(need_bias ? sum_to_shape(g, bias_shape) : Tensor());
+                  if (has_residual) grads.push_back(g);  // the sum passes its gradient on unchanged
                   return grads;
                 });
 }
@@ -78,10 +85,10 @@ Tensor silu_linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   return activation_linear("silu_linear", Activation::kSilu, {x}, weight, bias);
 }
 
-Tensor swiglu_linear(const Tensor& gate, const Tensor& up, const Tensor& weight) {
+Tensor swiglu_linear(const Tensor& gate, const Tensor& up, const Tensor& weight, const Tensor& residual) {
   DTRN_CHECK(gate.shape() == up.shape(), "swiglu_linear: gate ", shape_str(gate.shape()), " vs up ",
              shape_str(up.shape()));
-  return activation_linear("swiglu_linear", Activation::kSwiglu, {gate, up}, weight, Tensor());
+  return activation_linear("swiglu_linear", Activation::kSwiglu, {gate, up}, weight, Tensor(), residual);
 }
 
 }  // namespace dtrn

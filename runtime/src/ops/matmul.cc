@@ -41,7 +41,9 @@ MatmulGeometry geometry(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   return g;
 }
 
-Tensor matmul_forward(const Tensor& a_in, const Tensor& b_in, bool ta, bool tb) {
+// op(a) op(b), plus `residual` (the result's shape and dtype) when it is defined, added inside the
+// product (Backend::gemm_add).
+Tensor matmul_forward(const Tensor& a_in, const Tensor& b_in, bool ta, bool tb, const Tensor& residual = Tensor()) {
   check_same_kind(a_in, b_in, "matmul");
   check_floating(a_in, "matmul");
   const MatmulGeometry geo = geometry(a_in, b_in, ta, tb);
@@ -50,8 +52,13 @@ Tensor matmul_forward(const Tensor& a_in, const Tensor& b_in, bool ta, bool tb) 
   out_shape.push_back(geo.m);
   out_shape.push_back(geo.n);
   Tensor c = Tensor::empty(out_shape, a.dtype(), a.device());
+  if (residual.defined()) {
+    DTRN_CHECK(residual.shape() == out_shape && residual.dtype() == c.dtype() && residual.device() == c.device(),
+               "matmul: residual ", residual.describe(), " for a product of ", shape_str(out_shape));
+  }
   if (c.numel() == 0) return c;
   if (geo.k == 0) {
+    if (residual.defined()) return residual.contiguous().clone();
     backend_of(a).fill(c, 0.0);
     return c;
   }
@@ -69,7 +76,12 @@ Tensor matmul_forward(const Tensor& a_in, const Tensor& b_in, bool ta, bool tb) 
     args.m *= args.batch;
     args.batch = 1;
   }
-  backend_of(a).gemm(args, a, b, c);
+  if (residual.defined()) {
+    DTRN_CHECK(args.batch == 1, "matmul: a residual needs one product, got a batch of ", args.batch);
+    backend_of(a).gemm_add(args, a, b, residual.contiguous(), c);
+  } else {
+    backend_of(a).gemm(args, a, b, c);
+  }
   return c;
 }
 
@@ -126,6 +138,11 @@ Tensor linears_input_gradient(const std::vector<MatmulSaved>& saved, const std::
 }
 
 }  // namespace
+
+Tensor linear_add_forward(const Tensor& x, const Tensor& weight, const Tensor& residual) {
+  check_linear_weight(x, weight, "linear");
+  return matmul_forward(x.detach(), weight.detach(), false, true, residual.detach());
+}
 
 MatmulSaved save_for_matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   MatmulSaved s;

@@ -1,5 +1,6 @@
 // The backward of a matrix product (matmul.cc), for ops that save their product's input differently
-// (activation_linear.cc recomputes it while computing the activation's gradient).
+// (activation_linear.cc recomputes it while computing the activation's gradient), and the forward of a
+// product with a residual added inside it.
 #pragma once
 
 #include <memory>
@@ -17,6 +18,10 @@ struct MatmulSaved {
 };
 
 MatmulSaved save_for_matmul(const Tensor& a, const Tensor& b, bool ta, bool tb);
+
+// x W^T + residual with the add inside the product (Backend::gemm_add), recording nothing: the forward
+// of an op that records its own node (activation_linear.cc).
+Tensor linear_add_forward(const Tensor& x, const Tensor& weight, const Tensor& residual);
 
 // {da, db} of c = op(a) op(b) for the gradient g of c (db undefined when it was accumulated into b's f32
 // gradient buffer instead): matmul_grad_a then matmul_grad_b.

@@ -92,8 +92,10 @@ struct BlockContext {
 };
 BlockContext make_block_context(const ModelConfig& config, int64_t batch, int64_t seq, Device device);
 
-// u replicated -> the MLP's output, replicated (summed over the TP group when tp is set).
-Tensor mlp_forward(const MlpWeights& w, const Tensor& u, TensorParallelOps* tp = nullptr);
+// u replicated -> the MLP's output, replicated (summed over the TP group when tp is set), plus
+// `residual` (the output's shape) when given: added inside the down projection without TP.
+Tensor mlp_forward(const MlpWeights& w, const Tensor& u, TensorParallelOps* tp = nullptr,
+                   const Tensor& residual = Tensor());
 
 // Positions 0..T-1 for each of B rows, flattened: i32 [B*T].
 Tensor sequence_positions(int64_t batch, int64_t seq, Device device);

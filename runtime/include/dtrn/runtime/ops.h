@@ -46,9 +46,12 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor
 std::vector<Tensor> linears(const Tensor& x, const std::vector<Tensor>& weights);
 // linear(silu(x), weight, bias) and linear(swiglu(gate, up), weight), holding only the activation's
 // inputs for the backward (the activation is recomputed there): the router's hidden layer and the MLP's
-// down projection, whose activations would otherwise be kept twice.
+// down projection, whose activations would otherwise be kept twice. swiglu_linear adds `residual` (the
+// output's shape and dtype) when it is given, inside the product (the MLP's residual add: the product
+// reads it as its C, with one rounding of the sum on a GPU where a separate add would round twice).
 Tensor silu_linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
-Tensor swiglu_linear(const Tensor& gate, const Tensor& up, const Tensor& weight);
+Tensor swiglu_linear(const Tensor& gate, const Tensor& up, const Tensor& weight,
+                     const Tensor& residual = Tensor());
 
 // ---- Indexing along one dimension.
 // weight: [V, C], ids: i32/i64 [...] -> [..., C]. Backward scatter-adds into the weight's gradient.
