@@ -120,7 +120,7 @@ TEST(GatherRows, SelectsRowsAndScattersTheGradientIntoZeros) {
 }
 
 // The GPU kernels against the CPU: the products are single roundings of the same f32 values, so f32
-// forward values, d_o and dv agree to the bit; dp is a dot product whose order differs (a block
+// forward values, d_o and dv agree to the bit; dp is a dot product whose order differs (a warp
 // reduction against a sequential double sum), so it agrees to f32 accumulation error. bf16 results are
 // the f32 ones rounded once (gpu_compare.h). Head sizes 64 and 8 take the 16-byte packs, 6 and 3 single
 // elements.
