@@ -16,6 +16,7 @@
 //   add_rmsnorm     x, delta read, h, y written       (4)
 //   rmsnorm bwd     dy, x read, dx written            (3)
 //   ... with dh     dy, x, dh read, dx written        (4)
+//   rope            x read, out written               (2)
 //   cross-entropy   forward + backward: logits read twice, dlogits written (3 rows of N x V);
 //                   fused: logits read, dlogits written (2)
 // Exits 0 with a message where no GPU or no CUDA backend exists.
@@ -154,6 +155,20 @@ void bench_cross_entropy(int64_t rows, int64_t vocab, int64_t classes) {
          2 * bytes);
 }
 
+// RoPE over the 360m step's queries ([16384, 15, 64]) and keys ([16384, 5, 64]), bf16: x read, out
+// written.
+void bench_rope(int64_t rows, int64_t heads, int64_t dim) {
+  const Tensor x = Tensor::uniform({rows, heads, dim}, -1, 1, 11, 1, 0, DType::kBF16, kGpu);
+  const Tensor out = Tensor::empty(x.shape(), DType::kBF16, kGpu);
+  std::vector<int64_t> pos(rows);
+  for (int64_t r = 0; r < rows; ++r) pos[r] = r % 8192;
+  const Tensor positions = Tensor::from_ints(pos, {rows}, DType::kI32).to(kGpu);
+  dtrn::Backend& backend = dtrn::backend_for(kGpu);
+  report("rope [" + std::to_string(rows) + ", " + std::to_string(heads) + ", " + std::to_string(dim) + "] bf16",
+         median_ms([&] { backend.rope(x, positions, 10000.0, false, out); }),
+         2.0 * static_cast<double>(x.numel() * 2));
+}
+
 void bench_copy() {
   constexpr int64_t kElements = int64_t{1} << 28;  // 1 GiB of f32
   const Tensor src = Tensor::zeros({kElements}, DType::kF32, kGpu),
@@ -175,6 +190,8 @@ int run() {
   bench_optimizer();
   for (DType dtype : {DType::kBF16, DType::kF32}) bench_norms(16384, 960, dtype);
   bench_cross_entropy(16384, 50304, 50257);
+  bench_rope(16384, 15, 64);
+  bench_rope(16384, 5, 64);
   return 0;
 }
 #endif
