@@ -14,6 +14,8 @@
 #                                                       # in GB/s beside a device-to-device copy
 #   STAGES="build capacity" bash bench/gpu_suite.sh     # the largest micro-batch of the 360m preset
 #   STAGES="build profile" bash bench/gpu_suite.sh      # Nsight Compute: a step's kernel time by kernel
+#   STAGES="build clocks" bash bench/gpu_suite.sh       # the SM clock and power while the bilayer trains at
+#                                                       # 2 x 8192 (ncu times kernels from idle, at boost)
 #   STAGES="build ckpt" bash bench/gpu_suite.sh         # what a checkpoint save costs 360m training;
 #     on a CPU: BUILD=build CKPT_CONFIG=deploy/configs/tiny.yaml CKPT_STEPS=12 CKPT_EVERY=4 STAGES=ckpt ...
 #   STAGES="build demo" bash bench/gpu_suite.sh         # `make demo`'s job as it runs on a GPU machine
@@ -127,6 +129,19 @@ if has profile; then
   step "profile: kernel time of a step by kernel (Nsight Compute; 360m, dense and bilayer r=0.1, 8 x 2048)"
   OUT="$OUT" BUILD="$BUILD" bash bench/ncu_step.sh
   status+=("profile done")
+fi
+
+if has clocks; then
+  # The profile stage's kernel times come from kernels run one at a time from an idle GPU; a sustained
+  # run may hold a lower clock. nvidia-smi samples the clocks (c) and power (p) once a second meanwhile.
+  step "clocks: SM clock and power during dtrn bench (360m bilayer, 2 x 8192, r=0.1, 30 steps)"
+  nvidia-smi dmon -s pc -d 1 >"$OUT/dmon.log" 2>&1 &
+  dmon=$!
+  timeout 240 "$dtrn" bench --config deploy/configs/360m.yaml --set train.micro_batch=2 --set model.seq_len=8192 \
+    --set model.layout=bilayer --routed-fraction 0.1 --steps 30 2>&1 | grep -E "^step|^compute" | tee "$OUT/clocks.txt"
+  kill "$dmon" 2>/dev/null
+  cat "$OUT/dmon.log" | tee -a "$OUT/clocks.txt"
+  status+=("clocks done")
 fi
 
 if has capacity; then
