@@ -163,6 +163,9 @@ TEST(CrossEntropy, ErrorsNameTheOpAndShapes) {
         cross_entropy(logits, Tensor::from_ints({0, 1, 2, 3, 4, 0}, {6}), -100, 8);
       },
       throws_error_naming("num_classes 8", "[6, 7]"));
+  // The upstream the forward makes its gradient for must be one it can divide by.
+  EXPECT_THAT([&] { cross_entropy(logits, Tensor::from_ints({0, 1, 2, 3, 4, 0}, {6}), -100, -1, 0.0); },
+              throws_error_naming("cross_entropy", "expected_grad 0"));
 }
 
 // The kernels of backend.h directly: cross_entropy_fused (losses, lse and dlogits = scale * (softmax -
