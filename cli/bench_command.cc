@@ -13,7 +13,8 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: dtrn bench --config job.yaml [--steps N] [--warmup N] [--routed-fraction R]\n"
-    "                  [--checkpoint-every K [--checkpoint-dir DIR]] [--set section.key=value ...] [--json]\n";
+    "                  [--checkpoint-every K [--checkpoint-dir DIR]] [--phases N] [--set section.key=value ...]\n"
+    "                  [--json]\n";
 
 constexpr char kHelp[] =
     "\nMeasures training throughput of a config on synthetic tokens (no data loading): one micro-batch of\n"
@@ -31,6 +32,10 @@ constexpr char kHelp[] =
     "  --checkpoint-dir DIR   the run folder the saves go to, kept for `dtrn ckpt verify DIR` (created when\n"
     "                         missing; it must not hold checkpoints/ yet); default: a temporary folder,\n"
     "                         removed at the end\n"
+    "  --phases N             N more steps after the timed ones, the device synchronised around each phase\n"
+    "                         (forward, backward, optimizer): when the host had queued each phase's work\n"
+    "                         and when the device had done it (the host's time near the device's: the\n"
+    "                         device waited on launches)\n"
     "  --json                 print one JSON object instead of the table\n\n"
     "Prints step time, tokens/s, achieved TFLOP/s and MFU (FLOPs counted as in dtrnet-spec.md, D layers at\n"
     "their measured routed fraction; the peak is the GPU's dense bf16 rate, 989 TFLOP/s for H100/H200 SXM),\n"
@@ -89,7 +94,7 @@ void print_checkpoints(const train::BenchCheckpoints& c, bool temporary) {
 int run_bench(int argc, char** argv) {
   auto args = Args::Parse(argc, argv, 2,
                           {{"config"}, {"set", true, true}, {"steps"}, {"warmup"}, {"routed-fraction"},
-                           {"checkpoint-every"}, {"checkpoint-dir"}, {"json", false}, {"help", false}});
+                           {"checkpoint-every"}, {"checkpoint-dir"}, {"phases"}, {"json", false}, {"help", false}});
   if (!args.ok()) return usage_error("bench", args.status().message());
   if (args->has("help")) {
     std::cout << kUsage << kHelp;
@@ -102,12 +107,15 @@ int run_bench(int argc, char** argv) {
   auto steps = args->get_int("steps", options.steps);
   auto warmup = args->get_int("warmup", options.warmup);
   auto every = args->get_int("checkpoint-every", options.checkpoint_every);
+  auto phases = args->get_int("phases", options.phase_steps);
   if (!steps.ok()) return usage_error("bench", steps.status().message());
   if (!warmup.ok()) return usage_error("bench", warmup.status().message());
   if (!every.ok()) return usage_error("bench", every.status().message());
+  if (!phases.ok()) return usage_error("bench", phases.status().message());
   options.steps = *steps;
   options.warmup = *warmup;
   options.checkpoint_every = *every;
+  options.phase_steps = *phases;
   if (auto dir = args->get("checkpoint-dir")) {
     if (options.checkpoint_every == 0) return usage_error("bench", "--checkpoint-dir needs --checkpoint-every");
     options.checkpoint_dir = *dir;
@@ -141,6 +149,12 @@ int run_bench(int argc, char** argv) {
                          static_cast<double>(res->largest_growing_request) / (1 << 20)},
                         {"loss", res->final_loss},       {"layers", layers}};
     if (res->checkpoints) j["checkpoint"] = checkpoints_json(*res->checkpoints);
+    if (const auto& p = res->phases) {
+      j["phases"] = {{"steps", p->steps},
+                     {"forward_host_ms", p->forward_host_ms},     {"forward_ms", p->forward_ms},
+                     {"backward_host_ms", p->backward_host_ms},   {"backward_ms", p->backward_ms},
+                     {"optimizer_host_ms", p->optimizer_host_ms}, {"optimizer_ms", p->optimizer_ms}};
+    }
     std::cout << j.dump() << std::endl;
     return 0;
   }
@@ -164,6 +178,13 @@ int run_bench(int argc, char** argv) {
     std::printf("\n");
   }
   if (res->checkpoints) print_checkpoints(*res->checkpoints, options.checkpoint_dir.empty());
+  if (const auto& p = res->phases) {
+    std::printf("phases        %lld more steps, synchronised around each phase: queued by the host / done, ms\n",
+                static_cast<long long>(p->steps));
+    std::printf("              forward %.2f / %.2f, backward %.2f / %.2f, optimizer %.2f / %.2f\n",
+                p->forward_host_ms, p->forward_ms, p->backward_host_ms, p->backward_ms, p->optimizer_host_ms,
+                p->optimizer_ms);
+  }
   return 0;
 }
 

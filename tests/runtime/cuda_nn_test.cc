@@ -370,15 +370,19 @@ TEST(CudaNorm, RopeForwardAndInverseWithI32AndI64Positions) {
   for (DType dtype : kFloatTypes) {
     const Tol tol = dtype == DType::kF64 ? Tol{1e-9, 1e-12} : Tol{1e-9, 2 * kF32Ulp};
     for (DType pos_dtype : {DType::kI32, DType::kI64}) {
-      // D 2 and bf16 at D 8: the scalar kernel; the rest 16 bytes an access (the 360m shapes' heads).
+      // The 360m shapes' heads among them. Positions scattered up to 1e5 lie mostly beyond the rows,
+      // where the kernel forms the angles itself; those of packed sequences (row % 37) lie below the
+      // row count, where it reads the device's table (Note [RoPE's table]).
       for (const Shape& shape : {Shape{1, 1, 2}, Shape{5, 3, 8}, Shape{33, 2, 64}, Shape{17, 15, 64},
-                                 Shape{9, 5, 128}}) {
-        std::vector<int64_t> pos;
-        for (int64_t r = 0; r < shape[0]; ++r) pos.push_back((r * 7919 + 13) % 100003);
-        Tensor positions = ids(pos, pos_dtype);
-        const TensorFn f = [](const std::vector<Tensor>& in) { return rope(in[0], in[1], 10000.0); };
-        expect_op_matches(f, {random_cpu(shape, 80, DType::kF64), positions}, dtype, tol, tol,
-                          "rope " + shape_str(shape));
+                                 Shape{9, 5, 128}, Shape{300, 5, 64}}) {
+        for (bool packed : {false, true}) {
+          std::vector<int64_t> pos;
+          for (int64_t r = 0; r < shape[0]; ++r) pos.push_back(packed ? r % 37 : (r * 7919 + 13) % 100003);
+          Tensor positions = ids(pos, pos_dtype);
+          const TensorFn f = [](const std::vector<Tensor>& in) { return rope(in[0], in[1], 10000.0); };
+          expect_op_matches(f, {random_cpu(shape, 80, DType::kF64), positions}, dtype, tol, tol,
+                            "rope " + shape_str(shape) + (packed ? " packed" : " scattered"));
+        }
       }
     }
   }

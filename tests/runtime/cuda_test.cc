@@ -346,6 +346,14 @@ TEST(CudaElementwise, BroadcastingAddSubMulMatchTheCpuBitForBit) {
                       ? add(big.narrow(0, 1, 740).to(DType::kF32), c.reshape({740}).to(DType::kF32)).to(dtype)
                       : add(big.narrow(0, 1, 740), c.reshape({740}));
     EXPECT_EQ(bits_of(add(shifted_gpu, c_gpu)), bits_of(want)) << dtype_name(dtype);
+    // A row broadcast over a matrix (a bias), on either side: rows of whole 16-byte chunks for every
+    // dtype (480 columns, the router's) take the row kernel, 37 columns the strided one.
+    for (int64_t cols : {480, 48, 37}) {
+      Tensor m = random_cpu({33, cols}, 105, dtype), row = random_cpu({cols}, 106, dtype);
+      expect_binary_matches(add, m, row);
+      expect_binary_matches(sub, row, m);
+      expect_binary_matches(mul, row.reshape({1, cols}), m);
+    }
   }
 }
 

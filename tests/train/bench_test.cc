@@ -61,6 +61,31 @@ TEST(BenchTest, WithoutPinningTheMeasuredFractionIsReportedAndDenseHasNone) {
   EXPECT_TRUE(dense->routed_fraction.empty());
 }
 
+// On the CPU every op runs as it is called, so each phase's work is done when the host returns: the
+// host's and the device's times agree up to the synchronisation's own cost (a no-op there).
+TEST(BenchTest, PhasesSplitAStepBetweenForwardBackwardAndOptimizer) {
+  BenchOptions o;
+  o.steps = 2;
+  o.warmup = 1;
+  o.phase_steps = 2;
+  auto res = run_bench(bench_config("TDTD"), o);
+  ASSERT_TRUE(res.ok()) << res.status().message();
+  ASSERT_TRUE(res->phases.has_value());
+  const BenchPhases& p = *res->phases;
+  EXPECT_EQ(p.steps, 2);
+  for (auto [host, done] : {std::pair{p.forward_host_ms, p.forward_ms}, {p.backward_host_ms, p.backward_ms},
+                            {p.optimizer_host_ms, p.optimizer_ms}}) {
+    EXPECT_GT(host, 0);
+    EXPECT_LE(host, done);
+    EXPECT_LT(done - host, 0.1 * done + 0.5);
+  }
+
+  o.phase_steps = -1;
+  auto bad = run_bench(bench_config("TDTD"), o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("--phases"), std::string::npos) << bad.status().message();
+}
+
 // At learning rate 0 every step sees the same weights and tokens, so the split model's loss is the whole
 // one's up to the order of the partial sums (f32, losses near 11: 1e-4 is far above that rounding and far
 // below any real difference).

@@ -62,6 +62,7 @@ StatusOr<BenchResult> run_bench(const JobConfig& config, const BenchOptions& opt
   if (options.steps < 1 || options.warmup < 0) {
     return Status::InvalidArgument("bench: --steps must be >= 1 and --warmup >= 0");
   }
+  if (options.phase_steps < 0) return Status::InvalidArgument("bench: --phases must be >= 0");
   if (options.routed_fraction > 1) {
     return Status::InvalidArgument("bench: --routed-fraction must be in [0, 1]");
   }
@@ -120,6 +121,38 @@ StatusOr<BenchResult> run_bench(const JobConfig& config, const BenchOptions& opt
   int64_t mallocs_before = 0, grown_before = 0;
   std::chrono::steady_clock::time_point start;
   Tensor last_loss;
+  // One step: forward, backward, clipped AdamW. With `phases`, the device is synchronised around each
+  // phase and the host's and the device's times are added to it (BenchPhases).
+  auto run_step = [&](int64_t step, BenchPhases* phases) {
+    using Clock = std::chrono::steady_clock;
+    auto ms_since = [](Clock::time_point t0) {
+      return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    };
+    auto phase = [&](double* host_ms, double* done_ms, auto&& work) {
+      if (phases == nullptr) return work();
+      synchronize(device);
+      const auto t0 = Clock::now();
+      work();
+      *host_ms += ms_since(t0);
+      synchronize(device);
+      *done_ms += ms_since(t0);
+    };
+    model::ForwardResult r;
+    model::ForwardOptions fo;
+    fo.training = true;
+    fo.seed = config.train.seed;
+    fo.draw = static_cast<uint64_t>(step);
+    BenchPhases unused;
+    BenchPhases& p = phases ? *phases : unused;
+    phase(&p.forward_host_ms, &p.forward_ms, [&] { r = model.forward(ids, targets, fo); });
+    phase(&p.backward_host_ms, &p.backward_ms, [&] { r.loss.backward(); });
+    phase(&p.optimizer_host_ms, &p.optimizer_ms, [&] {
+      optimizer.clip_and_step(kBenchLr, config.train.clip);
+      optimizer.zero_grad();
+    });
+    last_loss = r.loss.detach();
+    return r;
+  };
   for (int64_t step = 0; step < options.warmup + options.steps; ++step) {
     if (step == 1) reserve_device_memory_headroom(device);  // as the Trainer does after its first step
     if (step == options.warmup) {
@@ -130,15 +163,7 @@ StatusOr<BenchResult> run_bench(const JobConfig& config, const BenchOptions& opt
     }
     const auto step_start = std::chrono::steady_clock::now();
     const int64_t step_mallocs = device_memory_stats(device).device_mallocs;
-    model::ForwardOptions fo;
-    fo.training = true;
-    fo.seed = config.train.seed;
-    fo.draw = static_cast<uint64_t>(step);
-    model::ForwardResult r = model.forward(ids, targets, fo);
-    r.loss.backward();
-    optimizer.clip_and_step(kBenchLr, config.train.clip);
-    optimizer.zero_grad();
-    last_loss = r.loss.detach();
+    model::ForwardResult r = run_step(step, nullptr);
     if (step >= options.warmup) {
       if (device_memory_stats(device).device_mallocs > step_mallocs) {
         res.steady_growth_steps.push_back(step + 1 - options.warmup);
@@ -153,6 +178,16 @@ StatusOr<BenchResult> run_bench(const JobConfig& config, const BenchOptions& opt
   }
   synchronize(device);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (options.phase_steps > 0) {
+    BenchPhases p;
+    p.steps = options.phase_steps;
+    for (int64_t i = 0; i < options.phase_steps; ++i) run_step(options.warmup + options.steps + i, &p);
+    for (double* v : {&p.forward_host_ms, &p.forward_ms, &p.backward_host_ms, &p.backward_ms,
+                      &p.optimizer_host_ms, &p.optimizer_ms}) {
+      *v /= static_cast<double>(p.steps);
+    }
+    res.phases = p;
+  }
   if (saves) {
     auto account = saves->finish();
     if (!account.ok()) return account.status();

@@ -21,23 +21,40 @@
 namespace dtrn::cuda {
 namespace {
 
-// delta[head * N + row] = sum_c dout[row, head, c] * out[row, head, c]: one warp per (row, head).
-template <typename T>
+// delta[head * N + row] = sum_c dout[row, head, c] * out[row, head, c]: kDeltaLanes lanes per (row,
+// head), each taking W-element chunks lane, lane + kDeltaLanes, ... of the head (16-byte accesses where
+// D is a multiple of 16 / sizeof(T) and the rows are aligned: a 360m head of 64 bf16 is one chunk a
+// lane), then a butterfly over the group. A warp per (row, head) with 2-byte loads ran at a third of
+// the bandwidth.
+constexpr int kDeltaLanes = 8;
+
+template <typename T, int W>
 __global__ void __launch_bounds__(kAttentionThreads)
     attention_delta_kernel(const T* __restrict__ out, const T* __restrict__ dout, int64_t n, int h,
                            int d, typename AccOf<T>::type* __restrict__ delta) {
   using Acc = typename AccOf<T>::type;
-  const int lane = threadIdx.x % 32;
-  const int64_t warps = int64_t{gridDim.x} * kAttentionWarps;
-  for (int64_t w = blockIdx.x * int64_t{kAttentionWarps} + threadIdx.x / 32; w < n * h; w += warps) {
-    // [N, H, D] contiguous: (row, head) = (w / H, w % H) starts at w * D.
-    const T* o = out + w * d;
-    const T* g = dout + w * d;
+  const int lane = threadIdx.x % kDeltaLanes, chunks = d / W;
+  const int64_t groups = int64_t{gridDim.x} * (kAttentionThreads / kDeltaLanes);
+  const int64_t first = (blockIdx.x * int64_t{kAttentionThreads} + threadIdx.x) / kDeltaLanes;
+  // Every lane of a warp runs the same number of iterations (n * h groups, whole warps of them), so
+  // the shuffles below see all 32 lanes.
+  const int64_t items = n * h, rounds = (items + groups - 1) / groups;
+  for (int64_t k = 0; k < rounds; ++k) {
+    const int64_t w = first + k * groups;
     Acc sum = 0;
-    for (int c = lane; c < d; c += 32) sum += Converter<Acc, T>::run(g[c]) * Converter<Acc, T>::run(o[c]);
+    if (w < items) {
+      // [N, H, D] contiguous: (row, head) = (w / H, w % H) starts at w * D.
+      const Chunk<T, W>* o = reinterpret_cast<const Chunk<T, W>*>(out + w * d);
+      const Chunk<T, W>* g = reinterpret_cast<const Chunk<T, W>*>(dout + w * d);
+      for (int c = lane; c < chunks; c += kDeltaLanes) {
+        const Chunk<T, W> oc = o[c], gc = g[c];
 #pragma unroll
-    for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
-    if (lane == 0) delta[(w % h) * n + w / h] = sum;
+        for (int e = 0; e < W; ++e) sum += Converter<Acc, T>::run(gc.v[e]) * Converter<Acc, T>::run(oc.v[e]);
+      }
+    }
+#pragma unroll
+    for (int offset = kDeltaLanes / 2; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    if (w < items && lane == 0) delta[(w % h) * n + w / h] = sum;
   }
 }
 
@@ -206,11 +223,18 @@ __global__ void __launch_bounds__(kAttentionThreads)
 template <typename T>
 void launch_delta(const AttentionShape& shape, const T* out, const T* dout,
                   typename AccOf<T>::type* delta, cudaStream_t stream) {
-  constexpr int64_t kMaxBlocks = 8192;
-  const int64_t rows = shape.n * shape.h;
-  const int64_t blocks = std::min(kMaxBlocks, (rows + kAttentionWarps - 1) / kAttentionWarps);
-  attention_delta_kernel<T><<<static_cast<unsigned>(blocks), kAttentionThreads, 0, stream>>>(
-      out, dout, shape.n, shape.h, shape.d, delta);
+  constexpr int64_t kMaxBlocks = 8192, kGroupsPerBlock = kAttentionThreads / kDeltaLanes;
+  const int64_t items = shape.n * shape.h;
+  const unsigned blocks =
+      static_cast<unsigned>(std::min(kMaxBlocks, (items + kGroupsPerBlock - 1) / kGroupsPerBlock));
+  constexpr int W = kChunkElems<T>;
+  if (shape.d % W == 0 && rows_aligned16(out, shape.d, sizeof(T)) && rows_aligned16(dout, shape.d, sizeof(T))) {
+    attention_delta_kernel<T, W><<<blocks, kAttentionThreads, 0, stream>>>(out, dout, shape.n, shape.h,
+                                                                          shape.d, delta);
+  } else {
+    attention_delta_kernel<T, 1><<<blocks, kAttentionThreads, 0, stream>>>(out, dout, shape.n, shape.h,
+                                                                          shape.d, delta);
+  }
   CUDA_CHECK_LAUNCH();
 }
 

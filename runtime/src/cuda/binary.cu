@@ -49,6 +49,30 @@ __global__ void binary_dense_kernel(const T* a, const T* b, T* out, int64_t n) {
   for (int64_t i = chunks * W + first; i < n; i += step) out[i] = combine<Op>(a[i], b[i]);
 }
 
+// One operand dense [R, C], the other a row [C] broadcast over the R rows (a bias): W elements per
+// access when C is a multiple of W and every pointer is 16-byte aligned. kRowFirst: the row is the
+// left operand. The same per-element expression as the strided kernel, so the same bits.
+template <ElemOp Op, typename T, int W, bool kRowFirst>
+__global__ void binary_row_kernel(const T* full, const T* row, T* out, int64_t chunks, int64_t row_chunks) {
+  for (int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; c < chunks;
+       c += int64_t{gridDim.x} * blockDim.x) {
+    const Chunk<T, W> x = reinterpret_cast<const Chunk<T, W>*>(full)[c];
+    const Chunk<T, W> y = reinterpret_cast<const Chunk<T, W>*>(row)[c % row_chunks];
+    Chunk<T, W> z;
+#pragma unroll
+    for (int e = 0; e < W; ++e) z.v[e] = kRowFirst ? combine<Op>(y.v[e], x.v[e]) : combine<Op>(x.v[e], y.v[e]);
+    reinterpret_cast<Chunk<T, W>*>(out)[c] = z;
+  }
+}
+
+// True when operand i is a dense [R, C] matrix and the other a row broadcast over it (collapsed to
+// two dimensions).
+bool row_broadcast(const StridedIter<2>& iter, int dense) {
+  const int row = 1 - dense;
+  return iter.ndim == 2 && iter.strides[dense][0] == iter.shape[1] && iter.strides[dense][1] == 1 &&
+         iter.strides[row][0] == 0 && iter.strides[row][1] == 1;
+}
+
 template <ElemOp Op, typename T>
 __global__ void binary_strided_kernel(const T* a, const T* b, T* out, int64_t n, StridedIter<2> iter) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
@@ -72,6 +96,19 @@ void launch_typed(const T* a, const T* b, T* out, int64_t n, const StridedIter<2
     } else {
       binary_dense_kernel<Op, T, 1>
           <<<elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(a, b, out, n);
+    }
+    return;
+  }
+  constexpr int W = kChunkElems<T>;
+  const bool aligned = rows_aligned16(a, 0, 1) && rows_aligned16(b, 0, 1) && rows_aligned16(out, 0, 1);
+  const int64_t cols = iter.ndim == 2 ? iter.shape[1] : 0;
+  if (aligned && cols % W == 0 && (row_broadcast(iter, 0) || row_broadcast(iter, 1))) {
+    const int64_t chunks = n / W, row_chunks = cols / W;
+    const unsigned blocks = elementwise_blocks(chunks);
+    if (row_broadcast(iter, 0)) {
+      binary_row_kernel<Op, T, W, false><<<blocks, kElementwiseThreads, 0, stream>>>(a, b, out, chunks, row_chunks);
+    } else {
+      binary_row_kernel<Op, T, W, true><<<blocks, kElementwiseThreads, 0, stream>>>(b, a, out, chunks, row_chunks);
     }
   } else {
     binary_strided_kernel<Op, T><<<elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(a, b, out,

@@ -1,5 +1,10 @@
 // CudaBackend's normalisation, position, softmax and cross-entropy kernels. Each validates its tensors
 // (kernel_args.h) and calls the launcher (norm.h, softmax.h) on the tensors' device and stream.
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <tuple>
+
 #include "cuda/cuda_backend.h"
 #include "cuda/kernel_args.h"
 #include "cuda/norm.h"
@@ -35,6 +40,36 @@ cuda::CrossEntropyArgs cross_entropy_args(const char* kernel, const Tensor& logi
   args.targets = targets.raw_data();
   args.target_type = elem_type_of(targets.dtype());
   return args;
+}
+
+// RoPE's (cos, sin) tables by (device, theta's bits, D) (Note [RoPE's table] in rope.cu), grown to the
+// most rows a call has had. Leaked, like the product plans (cuda_context.h): tensors must not be freed
+// after the allocator at exit.
+struct RopeTables {
+  struct Entry {
+    Tensor table;  // f64 [rows, D / 2, 2]
+    int64_t rows = 0;
+  };
+  std::mutex mutex;
+  std::map<std::tuple<int, uint64_t, int64_t>, Entry> entries;
+};
+
+// The table for `device`, theta and D holding at least `rows` positions, built on `stream` if needed.
+std::pair<const void*, int64_t> rope_table(int device, double theta, int64_t dim, int64_t rows,
+                                           cudaStream_t stream) {
+  static RopeTables* tables = new RopeTables();
+  uint64_t theta_bits = 0;
+  std::memcpy(&theta_bits, &theta, sizeof theta_bits);
+  std::lock_guard<std::mutex> lock(tables->mutex);
+  RopeTables::Entry& e = tables->entries[{device, theta_bits, dim}];
+  if (e.rows < rows) {
+    // The old table may still be read by queued kernels: the allocator reuses its memory only in
+    // stream order.
+    e.table = Tensor::empty({rows, dim / 2, 2}, DType::kF64, Device::cuda(device));
+    e.rows = rows;
+    cuda::launch_rope_table(theta, rows, dim, e.table.raw_data(), stream);
+  }
+  return {e.table.raw_data(), e.rows};
 }
 
 }  // namespace
@@ -107,10 +142,15 @@ void CudaBackend::rope(const Tensor& x, const Tensor& positions, double theta, b
   DTRN_ASSERT(x.dim() == 3 && x.size(2) % 2 == 0 && out.shape() == x.shape() &&
                   positions.numel() == x.size(0),
               "rope: ", x.describe(), ", ", positions.describe(), " -> ", out.describe());
-  cuda::OnDevice on(cuda::device_of_all("rope", {&x, &positions, &out}));
+  // The kernel indexes within a row in int.
+  DTRN_CHECK(x.size(1) * x.size(2) <= INT32_MAX, "rope: rows of ", x.size(1), " x ", x.size(2),
+             " are beyond the CUDA kernel (heads x D < 2^31)");
+  const int device = cuda::device_of_all("rope", {&x, &positions, &out});
+  cuda::OnDevice on(device);
+  const auto [table, table_rows] = rope_table(device, theta, x.size(2), x.size(0), on.stream);
   cuda::launch_rope(elem_type_of(x.dtype()), x.raw_data(), positions.raw_data(),
-                    elem_type_of(positions.dtype()), theta, inverse, x.size(0), x.size(1), x.size(2),
-                    out.raw_data(), on.stream);
+                    elem_type_of(positions.dtype()), table, table_rows, theta, inverse, x.size(0),
+                    x.size(1), x.size(2), out.raw_data(), on.stream);
 }
 
 void CudaBackend::softmax(const Tensor& x, const Tensor& y) {

@@ -39,9 +39,15 @@ void launch_add_rmsnorm_backward(ElemType type, const void* h, const void* w, co
                                  const void* dy, const void* dh, int64_t rows, int64_t cols, void* dx,
                                  void* dw, void* scratch, cudaStream_t stream);
 
-// x, out [n, heads, dim] (dim even); positions [n] i32 or i64. inverse rotates by minus the angle.
+// table [positions, dim / 2] of double (cos, sin) pairs: row p holds position p's angles (Note
+// [RoPE's table] in rope.cu).
+void launch_rope_table(double theta, int64_t positions, int64_t dim, void* table, cudaStream_t stream);
+
+// x, out [n, heads, dim] (dim even); positions [n] i32 or i64, those below table_rows read from
+// `table` (launch_rope_table's for the same theta and dim; may be null), the others formed in place.
+// inverse rotates by minus the angle.
 void launch_rope(ElemType type, const void* x, const void* positions, ElemType position_type,
-                 double theta, bool inverse, int64_t n, int64_t heads, int64_t dim, void* out,
-                 cudaStream_t stream);
+                 const void* table, int64_t table_rows, double theta, bool inverse, int64_t n,
+                 int64_t heads, int64_t dim, void* out, cudaStream_t stream);
 
 }  // namespace dtrn::cuda

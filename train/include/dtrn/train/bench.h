@@ -42,6 +42,19 @@ struct BenchOptions {
   int64_t checkpoint_every = 0;  // > 0: save after every K-th timed step (parallel.tp must be 1)
   std::string checkpoint_dir;    // the run folder the saves go to (kept; it must hold no checkpoints/
                                  // yet); empty: a temporary folder, removed at the end
+  int64_t phase_steps = 0;  // > 0: that many more steps after the timed ones, split into phases (below)
+};
+
+// Where a step's time goes between the host and the device: steps run after the timed ones with the
+// device synchronised before and after each phase (forward, backward, optimizer). For each phase, the
+// mean time until the host had queued all its work (host_ms) and until the device had done it (ms).
+// host_ms near ms says the device waited on the host's launches in that phase (the forward's also
+// holds its D layers' reads of the routed count); host_ms well below ms says the device was the bound.
+struct BenchPhases {
+  int64_t steps = 0;
+  double forward_host_ms = 0, forward_ms = 0;
+  double backward_host_ms = 0, backward_ms = 0;
+  double optimizer_host_ms = 0, optimizer_ms = 0;
 };
 
 // MB are 1e6 bytes throughout.
@@ -91,6 +104,7 @@ struct BenchResult {
   std::vector<std::pair<int64_t, double>> routed_fraction;  // per D layer, mean over the timed steps
   double final_loss = 0;
   std::optional<BenchCheckpoints> checkpoints;  // with BenchOptions::checkpoint_every > 0
+  std::optional<BenchPhases> phases;            // with BenchOptions::phase_steps > 0
 };
 
 StatusOr<BenchResult> run_bench(const JobConfig& config, const BenchOptions& options);
