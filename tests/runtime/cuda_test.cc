@@ -357,6 +357,21 @@ TEST(CudaElementwise, BroadcastingAddSubMulMatchTheCpuBitForBit) {
   }
 }
 
+// Arithmetic kernels round to bf16 with the hardware's instruction, which writes NaN results as the
+// canonical NaN (Note [bf16 rounding in one instruction]): a NaN of either sign stays NaN through an
+// add, a product and SwiGLU, while finite results keep the CPU's bits (the tests above).
+TEST(CudaElementwise, NanResultsStayNanInBf16) {
+  REQUIRE_GPU();
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  Tensor x = Tensor::from_vector({nan, -nan, 1.0, -2.0}, {4}).to(DType::kBF16).to(kGpu);
+  Tensor one = Tensor::full({4}, 1.0, DType::kBF16, kGpu);
+  for (const Tensor& y : {add(x, one), mul(x, one), swiglu(x, one)}) {
+    const std::vector<double> v = y.to(DType::kF64).to(Device::cpu()).to_vector();
+    EXPECT_TRUE(std::isnan(v[0]) && std::isnan(v[1])) << v[0] << " " << v[1];
+    EXPECT_FALSE(std::isnan(v[2]) || std::isnan(v[3]));
+  }
+}
+
 TEST(CudaElementwise, StridedInputs) {
   REQUIRE_GPU();
   // A transposed and a narrowed operand reach the kernel as strided views.

@@ -204,10 +204,15 @@ __global__ void __launch_bounds__(kStagedThreads, 2)
   cp_async_commit();
   cp_async_wait<0>();
   MaxSum<M> st = empty_max_sum<M>();
+  const int64_t whole = num_classes / W;
   for (int64_t c = threadIdx.x; c < chunks; c += blockDim.x) {
     const C values = stage[c];
-    const int64_t valid = num_classes - c * W;
-    add_chunk<T, W>(st, values, valid > W ? W : static_cast<int>(valid));
+    if (c < whole) {
+      add_chunk<T, W>(st, values, W);  // inlined with a constant: no per-element test
+    } else {
+      const int64_t valid = num_classes - c * W;
+      add_chunk<T, W>(st, values, valid > 0 ? static_cast<int>(valid) : 0);
+    }
   }
   // block_reduce's barriers also publish the stage (the target's logit was staged by another thread).
   const double l = log_sum_exp(block_reduce(st, CombineMaxSum{}, empty_max_sum<M>()));
@@ -222,15 +227,23 @@ __global__ void __launch_bounds__(kStagedThreads, 2)
       const float shift = static_cast<float>((log(scale) - l) * static_cast<double>(kLog2e));
       const float target_shift = static_cast<float>(-l * static_cast<double>(kLog2e));
       const int64_t whole = num_classes / W;  // chunks with no padding
+      const int64_t target_chunk = t / W;
       for (int64_t c = threadIdx.x; c < chunks; c += blockDim.x) {
         const C values = stage[c];
         C result;
+        if (c < whole) {  // no per-element test: the padding is only in the last chunks
 #pragma unroll
-        for (int e = 0; e < W; ++e) {
-          const bool real = c < whole || c * W + e < num_classes;
-          result.v[e] = from_compute<T>(real ? exp2f(fmaf(to_compute(values.v[e]), kLog2e, shift)) : 0.0f);
+          for (int e = 0; e < W; ++e) {
+            result.v[e] = from_compute<T>(exp2f(fmaf(to_compute(values.v[e]), kLog2e, shift)));
+          }
+        } else {
+          const int real = static_cast<int>(num_classes - c * W);  // may be <= 0
+#pragma unroll
+          for (int e = 0; e < W; ++e) {
+            result.v[e] = from_compute<T>(e < real ? exp2f(fmaf(to_compute(values.v[e]), kLog2e, shift)) : 0.0f);
+          }
         }
-        if (c == t / W) {
+        if (c == target_chunk) {
           const int e = static_cast<int>(t % W);
           const float p = exp2f(fmaf(to_compute(values.v[e]), kLog2e, target_shift));
           result.v[e] = from_compute<T>(static_cast<float>(scale) * (p - 1.0f));

@@ -1,6 +1,7 @@
 // Device-side element types and conversions shared by the elementwise .cu files. bfloat16 is held as its
-// bit pattern; conversion from float follows bf16.h exactly (round to nearest even, NaN kept quiet with
-// its sign, never rounded into Inf), so a value rounded here has the same bits as one rounded on the CPU.
+// bit pattern; rounding from float is bf16.h's (round to nearest even), so a value rounded here has the
+// same bits as one rounded on the CPU, except that arithmetic kernels write NaN results as the
+// canonical NaN (Note [bf16 rounding in one instruction]).
 #pragma once
 
 #include <cstdint>
@@ -19,11 +20,18 @@ __device__ __forceinline__ float bf16_to_float(Bf16 x) {
 
 // Note [bf16 rounding in one instruction]: the element-wise kernels that write bf16 are bound by
 // instructions, not bytes (Nsight Compute on RMSNorm's forward: the integer pipe 64% busy, the DRAM
-// 26%), and rounding by bit arithmetic took about eight integer instructions an element. From sm_80
-// the hardware rounds to nearest even in one (cvt.rn.bf16.f32), with the same result for every
-// finite value, infinity and subnormal; only NaN differs (the hardware's is canonical), so NaN keeps
-// bf16.h's quiet payload through a select.
-__device__ __forceinline__ Bf16 float_to_bf16(float value) {
+// 26%; on the fused cross-entropy 66% and 39%), and rounding by bit arithmetic took about eight
+// integer instructions an element. From sm_80 the hardware rounds to nearest even in one
+// (cvt.rn.bf16.f32), with the same result for every finite value, infinity and subnormal. Only NaN
+// differs: the hardware writes the canonical NaN, where bf16.h keeps the sign and the top of the
+// payload. Keeping bf16.h's NaN costs a compare and a select an element, which on a throughput test
+// (sm_90) halved the conversions' rate. So there are two roundings:
+// - store_bf16, bf16.h to the bit, NaN included: copies and dtype conversions (fill_copy.cu, to()),
+//   whose contract is the CPU's storage format, and the optimizer's bf16 weight copy;
+// - round_bf16, the hardware's: arithmetic results (Converter<Bf16, ...>, from_compute, from_double).
+//   A NaN result stays NaN (canonical: sign and payload are not kept); every other value has the
+//   CPU's bits.
+__device__ __forceinline__ Bf16 store_bf16(float value) {
   const uint32_t u = __float_as_uint(value);
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   uint16_t bits;
@@ -35,6 +43,16 @@ __device__ __forceinline__ Bf16 float_to_bf16(float value) {
   }
   const uint32_t rounding = 0x7fffu + ((u >> 16) & 1u);
   return Bf16{static_cast<uint16_t>((u + rounding) >> 16)};
+#endif
+}
+
+__device__ __forceinline__ Bf16 round_bf16(float value) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  uint16_t bits;
+  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(bits) : "f"(value));
+  return Bf16{bits};
+#else
+  return store_bf16(value);
 #endif
 }
 
@@ -53,7 +71,7 @@ struct FromDouble {
 };
 template <>
 struct FromDouble<Bf16> {
-  __device__ __forceinline__ static Bf16 run(double v) { return float_to_bf16(static_cast<float>(v)); }
+  __device__ __forceinline__ static Bf16 run(double v) { return round_bf16(static_cast<float>(v)); }
 };
 
 template <typename To, typename From>
@@ -66,7 +84,7 @@ struct Converter<T, T> {
 };
 template <>
 struct Converter<Bf16, float> {
-  __device__ __forceinline__ static Bf16 run(float x) { return float_to_bf16(x); }
+  __device__ __forceinline__ static Bf16 run(float x) { return round_bf16(x); }
 };
 template <>
 struct Converter<float, Bf16> {

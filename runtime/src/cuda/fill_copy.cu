@@ -1,10 +1,23 @@
 // Fill and strided, converting copy: the memory kernels behind Tensor::full, contiguous(), to(DType) and
 // copy_. See elementwise.h for the launch contracts.
+#include <type_traits>
+
 #include "cuda/cuda_check.h"
 #include "cuda/device_types.cuh"
 
 namespace dtrn::cuda {
 namespace {
+
+// A copy converts as the CPU stores: into bf16 with bf16.h's NaN (store_bf16), every other pair as
+// Converter (Note [bf16 rounding in one instruction]).
+template <typename Dst, typename Src>
+__device__ __forceinline__ Dst stored(Src x) {
+  if constexpr (std::is_same_v<Dst, Bf16> && !std::is_same_v<Src, Bf16>) {
+    return store_bf16(static_cast<float>(to_double(x)));
+  } else {
+    return Converter<Dst, Src>::run(x);
+  }
+}
 
 template <typename Word>
 __global__ void fill_kernel(Word* data, int64_t n, Word value) {
@@ -19,7 +32,7 @@ template <typename Src, typename Dst>
 __global__ void copy_dense_kernel(const Src* src, Dst* dst, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
-    dst[i] = Converter<Dst, Src>::run(src[i]);
+    dst[i] = stored<Dst>(src[i]);
   }
 }
 
@@ -29,7 +42,7 @@ __global__ void copy_strided_kernel(const Src* src, Dst* dst, int64_t n, Strided
        i += int64_t{gridDim.x} * blockDim.x) {
     int64_t off[2];
     iter.offsets(i, off);
-    dst[off[1]] = Converter<Dst, Src>::run(src[off[0]]);
+    dst[off[1]] = stored<Dst>(src[off[0]]);
   }
 }
 

@@ -130,7 +130,7 @@ __device__ __forceinline__ void update_and_store_quad(const AdamWHyper& h, doubl
   *reinterpret_cast<float4*>(s.param + i) = q.p;
   if (s.compute != nullptr) {
     const auto pair = [](float lo, float hi) {
-      const uint32_t low = float_to_bf16(lo).bits, high = float_to_bf16(hi).bits;
+      const uint32_t low = store_bf16(lo).bits, high = store_bf16(hi).bits;
       return low | high << 16;
     };
     *reinterpret_cast<uint2*>(s.compute + i) = make_uint2(pair(q.p.x, q.p.y), pair(q.p.z, q.p.w));
@@ -144,7 +144,7 @@ __device__ __forceinline__ void update_one(const AdamWHyper& h, double scale, co
   s.m[i] = m;
   s.v[i] = v;
   s.param[i] = p;
-  if (s.compute != nullptr) s.compute[i] = float_to_bf16(p).bits;
+  if (s.compute != nullptr) s.compute[i] = store_bf16(p).bits;
 }
 
 // Each thread updates Quads kThreads apart, loading the next Quad before it computes the current one,

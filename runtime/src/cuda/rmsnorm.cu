@@ -124,7 +124,7 @@ __device__ __forceinline__ T normalized(double r, T xv, T wv) {
   return from_double<T>(r * product(xv, wv));
 }
 __device__ __forceinline__ Bf16 normalized(double r, Bf16 xv, Bf16 wv) {
-  return float_to_bf16(static_cast<float>(r) * (bf16_to_float(xv) * bf16_to_float(wv)));
+  return round_bf16(static_cast<float>(r) * (bf16_to_float(xv) * bf16_to_float(wv)));
 }
 
 template <typename T>

@@ -101,7 +101,7 @@ __device__ __forceinline__ float from_float<float>(float v) {
 }
 template <>
 __device__ __forceinline__ Bf16 from_float<Bf16>(float v) {
-  return float_to_bf16(v);
+  return round_bf16(v);
 }
 
 // alpha * acc + beta * old, as cuBLASLt's epilogue; callers do not read old when beta == 0 (C may hold
@@ -136,7 +136,7 @@ __device__ __forceinline__ void store_floats(Bf16* p, const float (&v)[W]) {
   Chunk<uint32_t, W / 2> chunk;
 #pragma unroll
   for (int e = 0; e < W / 2; ++e) {
-    chunk.v[e] = float_to_bf16(v[2 * e]).bits | static_cast<uint32_t>(float_to_bf16(v[2 * e + 1]).bits) << 16;
+    chunk.v[e] = round_bf16(v[2 * e]).bits | static_cast<uint32_t>(round_bf16(v[2 * e + 1]).bits) << 16;
   }
   *reinterpret_cast<Chunk<uint32_t, W / 2>*>(p) = chunk;
 }
