@@ -63,7 +63,6 @@
 
 #include "cuda/attention_backward_steps.cuh"
 #include "cuda/cuda_check.h"
-#include "cuda/cuda_context.h"
 #include "cuda/load_ring.cuh"
 
 namespace dtrn::cuda {
@@ -531,15 +530,11 @@ void launch_wgmma_backward(const BackwardOperands& in, Bf16* dq, Bf16* dk, Bf16*
   const unsigned blocks = attention_tile_blocks(in.shape, kRows);
   allow_shared_memory(reinterpret_cast<const void*>(&wgmma_dkdv_kernel<D>), kDkdvSmem);
   const long long lead = attention_lead_blocks(blocks);
-  allow_shared_memory(reinterpret_cast<const void*>(&wgmma_dq_kernel<D>), kDqSmem);
-  // The two kernels side by side (Note [The side stream]): dq's blocks take the SMs that dk/dv's tail
-  // leaves idle. Neither reads what the other writes.
-  const cudaStream_t side = fork_side_stream(stream);
   wgmma_dkdv_kernel<D><<<blocks * in.shape.g, kThreads, kDkdvSmem, stream>>>(in, lead, dk, dv);
   CUDA_CHECK_LAUNCH();
-  wgmma_dq_kernel<D><<<blocks * in.shape.h, kThreads, kDqSmem, side>>>(in, lead, dq);
+  allow_shared_memory(reinterpret_cast<const void*>(&wgmma_dq_kernel<D>), kDqSmem);
+  wgmma_dq_kernel<D><<<blocks * in.shape.h, kThreads, kDqSmem, stream>>>(in, lead, dq);
   CUDA_CHECK_LAUNCH();
-  join_side_stream(side, stream);
 }
 
 }  // namespace

@@ -29,7 +29,6 @@ std::unique_ptr<DeviceContext> create_context(int device) {
   auto ctx = std::make_unique<DeviceContext>();
   ctx->device = device;
   CUDA_CHECK(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking));
-  CUDA_CHECK(cudaStreamCreateWithFlags(&ctx->side_stream, cudaStreamNonBlocking));
   CUBLAS_CHECK(cublasLtCreate(&ctx->cublaslt));
   ctx->workspace_bytes = kCublasWorkspaceBytes;
   CUDA_CHECK(cudaMalloc(&ctx->workspace, ctx->workspace_bytes));
@@ -69,28 +68,6 @@ DeviceContext& device_context(int device) {
 
 cudaStream_t stream_for(int device) { return device_context(device).stream; }
 cudaStream_t current_stream() { return stream_for(current_device()); }
-
-namespace {
-
-// `waiter` waits for everything queued on `queued` so far. The event is released at once: CUDA keeps
-// what a recorded event needs until the wait is satisfied.
-void order_after(cudaStream_t waiter, cudaStream_t queued) {
-  cudaEvent_t event = nullptr;
-  CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
-  CUDA_CHECK(cudaEventRecord(event, queued));
-  CUDA_CHECK(cudaStreamWaitEvent(waiter, event, 0));
-  CUDA_CHECK(cudaEventDestroy(event));
-}
-
-}  // namespace
-
-cudaStream_t fork_side_stream(cudaStream_t main) {
-  const cudaStream_t side = device_context(current_device()).side_stream;
-  order_after(side, main);
-  return side;
-}
-
-void join_side_stream(cudaStream_t side, cudaStream_t main) { order_after(main, side); }
 
 DeviceGuard::DeviceGuard(int device) {
   CUDA_CHECK(cudaGetDevice(&previous_));

@@ -10,17 +10,6 @@
 // caching_allocator.h). Work on a second stream (communication, later) must order itself against this one
 // with events before it touches dtrn memory.
 //
-// Note [The side stream]
-// One launcher runs two independent kernels side by side: the attention backward's dk/dv and dq kernels,
-// which read the same inputs and write different outputs. Queued one after the other on the one stream,
-// the second starts only after the first's last block, and the first's tail (its longest blocks, or a
-// D layer's grid of fewer blocks than SMs) leaves SMs idle. fork_side_stream queues the second on the
-// device's side stream behind everything queued so far on the main one; join_side_stream makes the main
-// stream wait for it before anything queued later. Between the two calls the launcher queues nothing
-// else, and nothing it reads or writes is freed there, so Note [One stream per device]'s rule still
-// holds for every allocation: all work queued after the join, which is all that could reuse memory freed
-// since the fork, runs after the side stream's kernels.
-//
 // Thread-safety: all functions are safe to call from several threads; the device a call acts on is the
 // calling thread's current CUDA device unless a device index is passed.
 #pragma once
@@ -39,7 +28,6 @@ constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
 struct DeviceContext {
   int device = 0;
   cudaStream_t stream = nullptr;
-  cudaStream_t side_stream = nullptr;  // Note [The side stream]
   cublasLtHandle_t cublaslt = nullptr;
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
@@ -54,10 +42,6 @@ DeviceContext& device_context(int device);
 // The stream of the calling thread's current device (see Note [One stream per device]).
 cudaStream_t current_stream();
 cudaStream_t stream_for(int device);
-// Note [The side stream]: the current device's side stream, made to wait for everything queued on
-// `main` (that device's stream) so far; and `main` made to wait for everything queued on it so far.
-cudaStream_t fork_side_stream(cudaStream_t main);
-void join_side_stream(cudaStream_t side, cudaStream_t main);
 
 // Makes `device` current for the guard's lifetime, restoring the previous device after.
 class DeviceGuard {
