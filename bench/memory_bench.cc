@@ -17,6 +17,8 @@
 //   rmsnorm bwd     dy, x read, dx written            (3)
 //   ... with dh     dy, x, dh read, dx written        (4)
 //   rope            x read, out written               (2)
+//   swiglu          gate, up read, h written          (3 rows of N x F)
+//   swiglu bwd      gate, up, dh read, dgate, dup and the recomputed h written (6)
 //   cross-entropy   forward + backward: logits read twice, dlogits written (3 rows of N x V);
 //                   fused: logits read, dlogits written (2)
 // Exits 0 with a message where no GPU or no CUDA backend exists.
@@ -169,6 +171,23 @@ void bench_rope(int64_t rows, int64_t heads, int64_t dim) {
          2.0 * static_cast<double>(x.numel() * 2));
 }
 
+// SwiGLU over the 360m step's MLP activations ([16384, 2560] bf16): the forward, and the backward that
+// also writes the activation (activation_linear.cc's one pass).
+void bench_swiglu(int64_t rows, int64_t cols) {
+  const Shape shape{rows, cols};
+  const Tensor gate = Tensor::uniform(shape, -4, 4, 12, 1, 0, DType::kBF16, kGpu);
+  const Tensor up = Tensor::uniform(shape, -1, 1, 13, 1, 0, DType::kBF16, kGpu);
+  const Tensor grad = Tensor::uniform(shape, -1, 1, 14, 1, 0, DType::kBF16, kGpu);
+  const Tensor h = Tensor::empty(shape, DType::kBF16, kGpu), dgate = Tensor::empty(shape, DType::kBF16, kGpu),
+               dup = Tensor::empty(shape, DType::kBF16, kGpu);
+  dtrn::Backend& backend = dtrn::backend_for(kGpu);
+  const double bytes = static_cast<double>(gate.numel() * 2);
+  const std::string what = " [" + std::to_string(rows) + ", " + std::to_string(cols) + "] bf16";
+  report("swiglu" + what, median_ms([&] { backend.swiglu(gate, up, h); }), 3 * bytes);
+  report("swiglu backward + h" + what, median_ms([&] { backend.swiglu_backward(gate, up, grad, dgate, dup, h); }),
+         6 * bytes);
+}
+
 void bench_copy() {
   constexpr int64_t kElements = int64_t{1} << 28;  // 1 GiB of f32
   const Tensor src = Tensor::zeros({kElements}, DType::kF32, kGpu),
@@ -192,6 +211,7 @@ int run() {
   bench_cross_entropy(16384, 50304, 50257);
   bench_rope(16384, 15, 64);
   bench_rope(16384, 5, 64);
+  bench_swiglu(16384, 2560);
   return 0;
 }
 #endif
