@@ -2,9 +2,10 @@
 // optimizer (the gradient norm and AdamW over the 360m preset's parameters: f32 masters, moments
 // and gradients, bf16 compute copies) and RMSNorm at the 360m step's activations ([16384, 960]: 8 x
 // 2048 or 2 x 8192 tokens of d 960) in bf16 and f32: forward, the forward fused with the residual
-// add, the backward and the backward that adds the kept residual gradient (rmsnorm_keep's dh); and
-// cross-entropy over the padded vocabulary, unfused and fused. A device-to-device copy gives the
-// bandwidth this GPU reaches at all.
+// add, the backward and the backward that adds the kept residual gradient (rmsnorm_keep's dh);
+// cross-entropy over the padded vocabulary, unfused and fused; RoPE over the step's queries and keys;
+// and SwiGLU over its MLP activations. A device-to-device copy gives the bandwidth this GPU reaches at
+// all.
 //
 // The backend's kernels are called directly (white-box: no autograd bookkeeping is timed), median
 // of 20 runs after 3 warm-ups (cuda_timing.h). GB/s counts the bytes each kernel must move at
