@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -84,6 +86,34 @@ TEST(BenchTest, PhasesSplitAStepBetweenForwardBackwardAndOptimizer) {
   auto bad = run_bench(bench_config("TDTD"), o);
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("--phases"), std::string::npos) << bad.status().message();
+}
+
+// The command line: --phases N adds the split to the JSON; a value that is not an integer is a usage
+// error naming the flag (exit status 2).
+TEST(BenchTest, PhasesFlagReportsInJsonAndRefusesANonInteger) {
+  const std::string out = "/tmp/dtrn-bench-phases-" + std::to_string(getpid()) + ".out";
+  const std::string base = std::string(DTRN_BINARY) + " bench --config " + DTRN_SOURCE_DIR +
+                           "/deploy/configs/tiny.yaml --set train.micro_batch=2 --set train.global_batch=2 " +
+                           "--steps 1 --warmup 0 ";
+  auto run = [&](const std::string& flags, std::string* text) {
+    const int status = std::system((base + flags + " > " + out + " 2>&1").c_str());
+    std::ifstream in(out);
+    text->assign(std::istreambuf_iterator<char>(in), {});
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  };
+  std::string text;
+  ASSERT_EQ(run("--phases 2 --json", &text), 0) << text;
+  const auto j = nlohmann::json::parse(text);
+  ASSERT_TRUE(j.contains("phases")) << text;
+  EXPECT_EQ(j["phases"]["steps"], 2);
+  for (const char* phase : {"forward", "backward", "optimizer"}) {
+    const double host = j["phases"][std::string(phase) + "_host_ms"], done = j["phases"][std::string(phase) + "_ms"];
+    EXPECT_GT(host, 0) << phase;
+    EXPECT_LE(host, done) << phase;
+  }
+  EXPECT_EQ(run("--phases two", &text), 2) << text;
+  EXPECT_NE(text.find("--phases"), std::string::npos) << text;
+  std::remove(out.c_str());
 }
 
 // At learning rate 0 every step sees the same weights and tokens, so the split model's loss is the whole
