@@ -216,10 +216,11 @@ __device__ inline SeqTile locate_tile_major(const int32_t* cu, int num_seqs, int
 //     tile, then every second longest, ...);
 //   - the first `lead` blocks of each group (its longest) start before the rest of the group before
 //     it: L0, L1, R0, L2, R1, ..., L(G-1), R(G-2), R(G-1), L the leads and R the rests.
-// A list schedule of the blocks' step counts on 132 SMs (15 heads, 5 KV heads) keeps 84% of them
-// busy in the wgmma dk/dv kernel without leads (the last KV head's longest blocks start in the last
-// wave) and 93% with a lead of a third of a group, at 2 x 8192 and 8 x 2048 alike; dq and the
-// forward go from 93-94% to 98%; the groups of the blocks running together stay about two.
+// A list schedule of the blocks' step counts on 132 SMs (15 heads, 5 KV heads;
+// bench/attention_schedule.py) keeps 84% of them busy in the wgmma dk/dv kernel without leads (the
+// last KV head's longest blocks start in the last wave) and 93% with a lead of a third of a group, at
+// 2 x 8192 and 8 x 2048 alike; dq and the forward go from 93-94% to 98%; the groups of the blocks
+// running together stay about two.
 // Which block computes a tile changes no output bit.
 struct OrderedBlock {
   int group;
