@@ -16,6 +16,9 @@
 #   STAGES="build profile" bash bench/gpu_suite.sh      # Nsight Compute: a step's kernel time by kernel
 #   STAGES="build clocks" bash bench/gpu_suite.sh       # the SM clock and power while the bilayer trains at
 #                                                       # 2 x 8192 (ncu times kernels from idle, at boost)
+#   STAGES="variants" bash bench/gpu_suite.sh           # bench/variants/*.cu: standalone copies of kernels in
+#                                                       # the forms compared (RoPE's angles, bf16 rounding,
+#                                                       # SwiGLU's sigmoid); needs no build
 #   STAGES="build ckpt" bash bench/gpu_suite.sh         # what a checkpoint save costs 360m training;
 #     on a CPU: BUILD=build CKPT_CONFIG=deploy/configs/tiny.yaml CKPT_STEPS=12 CKPT_EVERY=4 STAGES=ckpt ...
 #   STAGES="build demo" bash bench/gpu_suite.sh         # `make demo`'s job as it runs on a GPU machine
@@ -129,6 +132,21 @@ if has profile; then
   step "profile: kernel time of a step by kernel (Nsight Compute; 360m, dense and bilayer r=0.1, 8 x 2048)"
   OUT="$OUT" BUILD="$BUILD" bash bench/ncu_step.sh
   status+=("profile done")
+fi
+
+if has variants; then
+  for src in bench/variants/*.cu; do
+    name=$(basename "$src" .cu)
+    step "variants: $name"
+    if nvcc -O3 -arch=sm_90 -std=c++17 "$src" -o "/tmp/$name" >"$OUT/variants-$name.log" 2>&1; then
+      timeout 120 "/tmp/$name" >>"$OUT/variants-$name.log" 2>&1
+      rc=$?
+    else
+      rc="build failed"
+    fi
+    cat "$OUT/variants-$name.log"
+    status+=("variants $name rc=$rc")
+  done
 fi
 
 if has clocks; then

@@ -25,7 +25,8 @@ __device__ __forceinline__ float bf16_to_float(Bf16 x) {
 // (cvt.rn.bf16.f32), with the same result for every finite value, infinity and subnormal. Only NaN
 // differs: the hardware writes the canonical NaN, where bf16.h keeps the sign and the top of the
 // payload. Keeping bf16.h's NaN costs a compare and a select an element, which on a throughput test
-// (sm_90) halved the conversions' rate. So there are two roundings:
+// (bench/variants/bf16_rounding.cu, H200) cut the conversions' rate from 38 to 14 a clock per SM (bit
+// arithmetic: 7). So there are two roundings:
 // - store_bf16, bf16.h to the bit, NaN included: copies and dtype conversions (fill_copy.cu, to()),
 //   whose contract is the CPU's storage format, and the optimizer's bf16 weight copy;
 // - round_bf16, the hardware's: arithmetic results (Converter<Bf16, ...>, from_compute, from_double).

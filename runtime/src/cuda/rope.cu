@@ -4,8 +4,8 @@
 //
 // Note [RoPE's table]: forming the angle's sine and cosine in double (angles reach ~1e5 radians at
 // long contexts, beyond f32's precision) costs a double pow and sincos per (row, frequency), which
-// bounded the kernel (0.039 ms for a 360m step's queries at 2 x 8192 where the same kernel without
-// them takes 0.028 ms). So the backend keeps, per device, theta and D, a table of (cos, sin) for the
+// bounded the kernel (bench/variants/rope_angles.cu: 0.039 ms for a 360m step's queries at 2 x 8192,
+// where the same kernel without them takes 0.028 ms). So the backend keeps, per device, theta and D, a table of (cos, sin) for the
 // positions 0 .. P-1 (P the most rows any call has had: the positions of packed sequences are below
 // their row count) and the kernel reads it; a position outside the table is formed in place, by the
 // same expressions, so every output is what the table-less kernel gives, bit for bit.
