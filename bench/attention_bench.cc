@@ -108,7 +108,8 @@ void run_case(const Case& c) {
 }
 
 // With a `shape` (B T H G D on the command line), only that shape, with the kernels training runs
-// (auto): the form that Nsight Compute and A/B runs time.
+// (auto; the backward DTRN_ATTENTION_BACKWARD's where the environment sets it): the form that Nsight
+// Compute and A/B runs time.
 int run(const Dims* shape) {
   cudaDeviceProp prop{};
   CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
@@ -121,7 +122,9 @@ int run(const Dims* shape) {
   if (!no_wgmma.empty()) std::printf("no wgmma rows: %s\n", no_wgmma.c_str());
   std::vector<Case> cases;
   if (shape != nullptr) {
-    cases.push_back({shape->b, shape->t, shape->h, shape->g, shape->d, DType::kBF16, "auto", "auto"});
+    const char* backward = std::getenv("DTRN_ATTENTION_BACKWARD");
+    cases.push_back({shape->b, shape->t, shape->h, shape->g, shape->d, DType::kBF16, "auto",
+                     backward != nullptr && *backward != '\0' ? backward : "auto"});
   }
   const std::vector<Dims> shapes = shape != nullptr ? std::vector<Dims>{}
                                              : std::vector<Dims>{{8, 2048, 15, 5, 64}, {2, 8192, 15, 5, 64},
@@ -131,7 +134,7 @@ int run(const Dims* shape) {
       cases.push_back({s.b, s.t, s.h, s.g, s.d, DType::kBF16, "mma", backward});
     }
     if (no_wgmma.empty()) {
-      for (const char* backward : {"split", "wgmma"}) {
+      for (const char* backward : {"split", "wgmma", "wgmma-fused"}) {
         cases.push_back({s.b, s.t, s.h, s.g, s.d, DType::kBF16, "wgmma", backward});
       }
     }

@@ -36,8 +36,10 @@
 // "wgmma" runs the forward on the wgmma kernel where it applies (the tensor cores elsewhere); unset,
 // empty or "auto" picks the tensor cores where they apply.
 // DTRN_ATTENTION_BACKWARD=fused runs the fused tensor-core backward, "wgmma" the split backward on the
-// wgmma kernels where they run (the mma.sync split kernels elsewhere); unset, empty or "split" the two
-// mma.sync kernels. cuda_backend_attention.cc reads both on every call and passes the choices in.
+// wgmma kernels where they run (the mma.sync split kernels elsewhere), "wgmma-fused" the fused wgmma
+// backward (Note [Deterministic dq in fixed point]) where it runs (D = 64; elsewhere as "wgmma");
+// "split" the two mma.sync kernels; unset, empty or "auto" as AttentionBackward::kAuto says.
+// cuda_backend_attention.cc reads both on every call and passes the choices in.
 //
 // C++17 and free of dtrn's Tensor, like elementwise.h.
 #pragma once
@@ -55,7 +57,9 @@ namespace dtrn::cuda {
 // the forward for sequences of 2048 rows or more on average, kWgmmaForwardMinRows), else the mma.sync
 // tensor-core kernels (kMma); kGeneric: the generic kernels.
 enum class AttentionKernel : uint8_t { kAuto, kMma, kGeneric, kWgmma };
-enum class AttentionBackward : uint8_t { kAuto, kSplit, kFused, kWgmma };
+// kAuto: the fused wgmma backward at D = 64 where the GPU runs the wgmma kernels, the split wgmma
+// backward at D = 128 there, else the split mma.sync one.
+enum class AttentionBackward : uint8_t { kAuto, kSplit, kFused, kWgmma, kWgmmaFused };
 
 // On one H200 (2026-11-29, bench/RESULTS.md), since its loads are visible as soon as they land (Note
 // [load ring protocol]), the warp-specialized wgmma forward is 1.23-1.40x the mma.sync one at
@@ -79,8 +83,10 @@ void launch_attention_forward(ElemType type, const AttentionShape& shape, Attent
                               const void* q, const void* k, const void* v, const int32_t* cu_seqlens,
                               void* out, void* lse, cudaStream_t stream);
 
-// Bytes of the workspace launch_attention_backward needs: the fused backward's (N * H * (4 D + 4) + 4)
-// where it may run (`backward` fused, bf16, D = 64 or 128, `kernel` not generic), else 0.
+// Bytes of the workspace launch_attention_backward needs: the fused mma.sync backward's
+// (N * H * (4 D + 4) + 4) where it may run (`backward` fused, bf16, D = 64 or 128, `kernel` not
+// generic), the fused wgmma backward's (dq_sums_workspace_bytes, attention_dq_sums.cuh) where that
+// may run, else 0.
 size_t attention_backward_workspace_bytes(ElemType type, const AttentionShape& shape,
                                           AttentionKernel kernel, AttentionBackward backward);
 

@@ -13,6 +13,7 @@
 // keys. Each recomputes P from the saved lse, so neither needs the other's results.
 #include <algorithm>
 
+#include "cuda/attention_dq_sums.cuh"
 #include "cuda/attention_generic.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_context.h"
@@ -25,13 +26,16 @@ namespace {
 // head), each taking W-element chunks lane, lane + kDeltaLanes, ... of the head (16-byte accesses where
 // D is a multiple of 16 / sizeof(T) and the rows are aligned: a 360m head of 64 bf16 is one chunk a
 // lane), then a butterfly over the group. A warp per (row, head) with 2-byte loads ran at a third of
-// the bandwidth.
+// the bandwidth. With `factor` (the fused wgmma backward) it also writes factor[head * N + row], the
+// fixed-point scale of Note [Deterministic dq in fixed point], from |dout_row|_2, delta and the K and V
+// bounds in `bound` (attention_kv_bound_kernel's).
 constexpr int kDeltaLanes = 8;
 
 template <typename T, int W>
 __global__ void __launch_bounds__(kAttentionThreads)
     attention_delta_kernel(const T* __restrict__ out, const T* __restrict__ dout, int64_t n, int h,
-                           int d, typename AccOf<T>::type* __restrict__ delta) {
+                           int d, typename AccOf<T>::type* __restrict__ delta,
+                           const float* __restrict__ bound, float* __restrict__ factor) {
   using Acc = typename AccOf<T>::type;
   const int lane = threadIdx.x % kDeltaLanes, chunks = d / W;
   const int64_t groups = int64_t{gridDim.x} * (kAttentionThreads / kDeltaLanes);
@@ -41,7 +45,7 @@ __global__ void __launch_bounds__(kAttentionThreads)
   const int64_t items = n * h, rounds = (items + groups - 1) / groups;
   for (int64_t k = 0; k < rounds; ++k) {
     const int64_t w = first + k * groups;
-    Acc sum = 0;
+    Acc sum = 0, norm2 = 0;
     if (w < items) {
       // [N, H, D] contiguous: (row, head) = (w / H, w % H) starts at w * D.
       const Chunk<T, W>* o = reinterpret_cast<const Chunk<T, W>*>(out + w * d);
@@ -49,12 +53,25 @@ __global__ void __launch_bounds__(kAttentionThreads)
       for (int c = lane; c < chunks; c += kDeltaLanes) {
         const Chunk<T, W> oc = o[c], gc = g[c];
 #pragma unroll
-        for (int e = 0; e < W; ++e) sum += Converter<Acc, T>::run(gc.v[e]) * Converter<Acc, T>::run(oc.v[e]);
+        for (int e = 0; e < W; ++e) {
+          const Acc gv = Converter<Acc, T>::run(gc.v[e]);
+          sum += gv * Converter<Acc, T>::run(oc.v[e]);
+          if (factor != nullptr) norm2 += gv * gv;
+        }
       }
     }
 #pragma unroll
-    for (int offset = kDeltaLanes / 2; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
-    if (w < items && lane == 0) delta[(w % h) * n + w / h] = sum;
+    for (int offset = kDeltaLanes / 2; offset > 0; offset /= 2) {
+      sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+      if (factor != nullptr) norm2 += __shfl_xor_sync(0xffffffffu, norm2, offset);
+    }
+    if (w < items && lane == 0) {
+      delta[(w % h) * n + w / h] = sum;
+      if (factor != nullptr) {
+        factor[(w % h) * n + w / h] = dq_fixed_point_factor(
+            bound[0], bound[1], static_cast<float>(norm2), static_cast<float>(sum));
+      }
+    }
   }
 }
 
@@ -222,18 +239,19 @@ __global__ void __launch_bounds__(kAttentionThreads)
 
 template <typename T>
 void launch_delta(const AttentionShape& shape, const T* out, const T* dout,
-                  typename AccOf<T>::type* delta, cudaStream_t stream) {
+                  typename AccOf<T>::type* delta, const float* bound, float* factor,
+                  cudaStream_t stream) {
   constexpr int64_t kMaxBlocks = 8192, kGroupsPerBlock = kAttentionThreads / kDeltaLanes;
   const int64_t items = shape.n * shape.h;
   const unsigned blocks =
       static_cast<unsigned>(std::min(kMaxBlocks, (items + kGroupsPerBlock - 1) / kGroupsPerBlock));
   constexpr int W = kChunkElems<T>;
   if (shape.d % W == 0 && rows_aligned16(out, shape.d, sizeof(T)) && rows_aligned16(dout, shape.d, sizeof(T))) {
-    attention_delta_kernel<T, W><<<blocks, kAttentionThreads, 0, stream>>>(out, dout, shape.n, shape.h,
-                                                                          shape.d, delta);
+    attention_delta_kernel<T, W><<<blocks, kAttentionThreads, 0, stream>>>(
+        out, dout, shape.n, shape.h, shape.d, delta, bound, factor);
   } else {
-    attention_delta_kernel<T, 1><<<blocks, kAttentionThreads, 0, stream>>>(out, dout, shape.n, shape.h,
-                                                                          shape.d, delta);
+    attention_delta_kernel<T, 1><<<blocks, kAttentionThreads, 0, stream>>>(
+        out, dout, shape.n, shape.h, shape.d, delta, bound, factor);
   }
   CUDA_CHECK_LAUNCH();
 }
@@ -276,12 +294,23 @@ void generic_attention_backward(ElemType type, const AttentionShape& shape, cons
   });
 }
 
+namespace {
+
+// Whether the fused wgmma backward runs (given the tensor cores apply): asked for, or auto, at D = 64
+// on a GPU that runs the wgmma kernels.
+bool wgmma_fused_backward(const AttentionShape& shape, AttentionBackward backward) {
+  return (backward == AttentionBackward::kWgmmaFused || backward == AttentionBackward::kAuto) &&
+         shape.d == 64 && wgmma_available(current_device());
+}
+
+}  // namespace
+
 size_t attention_backward_workspace_bytes(ElemType type, const AttentionShape& shape,
                                           AttentionKernel kernel, AttentionBackward backward) {
   // Without the pointers this is an upper bound: misaligned operands take the generic kernels later.
-  const bool fused = backward == AttentionBackward::kFused &&
-                     attention_uses_tensor_cores(type, shape, kernel, nullptr, 0);
-  return fused ? tensor_core_fused_workspace_bytes(shape) : 0;
+  if (!attention_uses_tensor_cores(type, shape, kernel, nullptr, 0)) return 0;
+  if (backward == AttentionBackward::kFused) return tensor_core_fused_workspace_bytes(shape);
+  return wgmma_fused_backward(shape, backward) ? dq_sums_workspace_bytes(shape) : 0;
 }
 
 void launch_attention_backward(ElemType type, const AttentionShape& shape, AttentionKernel kernel,
@@ -290,18 +319,30 @@ void launch_attention_backward(ElemType type, const AttentionShape& shape, Atten
                                const void* lse, const void* dout, void* delta, void* workspace,
                                void* dq, void* dk, void* dv, cudaStream_t stream) {
   if (shape.n == 0 || shape.num_seqs == 0) return;
+  const void* pointers[] = {q, k, v, dout, dq, dk, dv};
+  const bool tensor_cores = attention_uses_tensor_cores(type, shape, kernel, pointers, 7);
+  const bool fused_wgmma =
+      tensor_cores && workspace != nullptr && wgmma_fused_backward(shape, backward);
+  DqSumsWorkspace sums{};
+  if (fused_wgmma) {
+    sums = dq_sums_workspace(shape, workspace);
+    launch_attention_kv_bound(shape, k, v, sums, stream);
+  }
   dispatch_floating_elem(type, [&](auto tag) {
     using T = decltype(tag);
     using Acc = typename AccOf<T>::type;
     launch_delta(shape, static_cast<const T*>(out), static_cast<const T*>(dout),
-                 static_cast<Acc*>(delta), stream);
+                 static_cast<Acc*>(delta), fused_wgmma ? sums.bound : nullptr,
+                 fused_wgmma ? sums.factor : nullptr, stream);
   });
-  const void* pointers[] = {q, k, v, dout, dq, dk, dv};
-  if (attention_uses_tensor_cores(type, shape, kernel, pointers, 7)) {
-    const bool wgmma = backward == AttentionBackward::kWgmma || backward == AttentionBackward::kAuto;
+  if (tensor_cores) {
+    const bool wgmma = backward == AttentionBackward::kWgmma ||
+                       backward == AttentionBackward::kAuto || fused_wgmma;
     if (wgmma && wgmma_available(current_device())) {
       wgmma_attention_backward(shape, q, k, v, cu_seqlens, static_cast<const float*>(lse), dout,
-                               static_cast<const float*>(delta), dq, dk, dv, stream);
+                               static_cast<const float*>(delta), dq, dk, dv,
+                               fused_wgmma ? &sums : nullptr, stream);
+      if (fused_wgmma) launch_dq_from_sums(shape, cu_seqlens, sums, dq, stream);
       return;
     }
     void* fused_workspace = backward == AttentionBackward::kFused ? workspace : nullptr;

@@ -40,6 +40,7 @@ struct SeqTile {
   int len;        // rows of the sequence
   int tile;       // tile index within the sequence: rows [tile * R, min((tile + 1) * R, len))
   bool found;     // false for the surplus blocks
+  int seq;        // the sequence's index in cu_seqlens
 };
 
 // Sequence s's rows, its offsets clamped into [0, N] and made non-decreasing so that invalid offsets
@@ -62,6 +63,7 @@ struct SeqRank {
   SeqRows rows;
   long long rank;  // `target` minus the counts of the sequences before
   bool found;
+  int seq;         // the sequence's index
 };
 
 // The sequence where a running count over the sequences in order passes `target`: the s with
@@ -76,7 +78,7 @@ __device__ inline SeqRank find_sequence(const int32_t* cu, int num_seqs, int64_t
   __shared__ long long warp_totals[kWarps];
   __shared__ SeqRank found;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  if (threadIdx.x == 0) found = SeqRank{SeqRows{0, 0}, 0, false};
+  if (threadIdx.x == 0) found = SeqRank{SeqRows{0, 0}, 0, false, 0};
   __syncthreads();
   long long before = 0;  // counts of the sequences of earlier rounds
   for (int base = 0; base < num_seqs; base += kThreads) {
@@ -100,7 +102,9 @@ __device__ inline SeqRank find_sequence(const int32_t* cu, int num_seqs, int64_t
       round_total += warp_totals[w];
     }
     const long long first = before + inclusive - c;
-    if (c > 0 && target >= first && target < first + c) found = SeqRank{rows, target - first, true};
+    if (c > 0 && target >= first && target < first + c) {
+      found = SeqRank{rows, target - first, true, s};
+    }
     before += round_total;
     __syncthreads();  // publishes `found` and frees warp_totals for the next round
     if (found.found || before > target) break;
@@ -118,10 +122,10 @@ __device__ inline SeqTile locate_tile(const int32_t* cu, int num_seqs, int64_t n
       find_sequence<kThreads>(cu, num_seqs, n, block_tile, [&](const SeqRows& rows) {
         return static_cast<long long>(sequence_tiles(rows.len, tile_rows));
       });
-  if (!f.found) return SeqTile{0, 0, 0, false};
+  if (!f.found) return SeqTile{0, 0, 0, false, 0};
   const int local = static_cast<int>(f.rank);
   const int tile = reverse ? sequence_tiles(f.rows.len, tile_rows) - 1 - local : local;
-  return SeqTile{f.rows.start, f.rows.len, tile, true};
+  return SeqTile{f.rows.start, f.rows.len, tile, true, f.seq};
 }
 
 // The sum over the sequences of count(tiles of the sequence), computed by one warp (every lane gets
@@ -153,7 +157,7 @@ __device__ inline SeqTile locate_tile_major_in_warp(const int32_t* cu, int num_s
   };
   // C(lo) <= index < C(hi); no sequence has more than hi tiles, so C(hi) counts them all.
   long long lo = 0, preceding_lo = 0, hi = (n + tile_rows - 1) / tile_rows;
-  if (index < 0 || preceding(hi) <= index) return SeqTile{0, 0, 0, false};
+  if (index < 0 || preceding(hi) <= index) return SeqTile{0, 0, 0, false, 0};
   while (hi - lo > 1) {
     const long long mid = lo + (hi - lo) / 2, c = preceding(mid);
     if (c <= index) {
@@ -180,11 +184,11 @@ __device__ inline SeqTile locate_tile_major_in_warp(const int32_t* cu, int num_s
       const int64_t start = __shfl_sync(0xffffffffu, rows.start, src);
       const int len = __shfl_sync(0xffffffffu, rows.len, src);
       const int last = sequence_tiles(len, tile_rows) - 1;
-      return SeqTile{start, len, static_cast<int>(reverse ? last - lo : lo), true};
+      return SeqTile{start, len, static_cast<int>(reverse ? last - lo : lo), true, base + src};
     }
     before += count;
   }
-  return SeqTile{0, 0, 0, false};
+  return SeqTile{0, 0, 0, false, 0};
 }
 
 // locate_tile_major_in_warp for a whole block: the first warp searches and every thread reads the
@@ -271,11 +275,15 @@ void tensor_core_attention_forward(const AttentionShape& shape, const void* q, c
 void wgmma_attention_forward(const AttentionShape& shape, const void* q, const void* k,
                              const void* v, const int32_t* cu_seqlens, void* out, float* lse,
                              cudaStream_t stream);
-// The split backward on wgmma; runs only where wgmma_available, like wgmma_attention_forward.
+struct DqSumsWorkspace;
+// The backward on wgmma; runs only where wgmma_available, like wgmma_attention_forward. With
+// `fused_dq` null the split kernels (dk/dv, then dq); else (D = 64 only) the fused one, which adds
+// dq's pieces to fused_dq's sums (Note [Deterministic dq in fixed point]) and leaves dq unwritten:
+// the caller runs the kernels around it (attention_dq_sums.cuh).
 void wgmma_attention_backward(const AttentionShape& shape, const void* q, const void* k,
                               const void* v, const int32_t* cu_seqlens, const float* lse,
                               const void* dout, const float* delta, void* dq, void* dk, void* dv,
-                              cudaStream_t stream);
+                              const DqSumsWorkspace* fused_dq, cudaStream_t stream);
 // fused_workspace: null for the split kernels, else tensor_core_fused_workspace_bytes of scratch for
 // the fused one.
 void tensor_core_attention_backward(const AttentionShape& shape, const void* q, const void* k,

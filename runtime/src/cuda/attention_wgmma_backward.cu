@@ -1,7 +1,8 @@
 // The bf16 attention backward on Hopper's warpgroup MMA (wgmma.cuh; sm_90a only, wgmma_support.h): the
 // split backward of attention_tc_backward.cu, a dk/dv kernel and a dq kernel, with the same inputs (the
 // forward's lse, delta from attention_backward.cu's preprocess) and outputs, and as deterministic (each
-// output element accumulated in registers in a fixed order; no atomics). Per-tile steps:
+// output element accumulated in registers in a fixed order; no atomics); and at D = 64 the fused
+// backward, the dk/dv kernel computing dq's pieces too (Note [wgmma fused dq]). Per-tile steps:
 // attention_backward_steps.cuh.
 //
 // Both kernels are warp-specialized as the forward is (FlashAttention-3; attention_wgmma_forward.cu):
@@ -55,6 +56,29 @@
 // interleave freely and the kernels use no named barrier. Which warpgroup runs first changes no
 // output bit.
 //
+// Note [wgmma fused dq]
+// The split backward computes S and dP twice, once per kernel: 7 products per tile pair where 5 do. The
+// fused dk/dv kernel (kFusedDq, D = 64) also computes, per step, the dq piece dS K of the step's 64
+// queries over the block's 128 keys, and adds it to fixed-point sums that every block reaching those
+// queries adds to (Note [Deterministic dq in fixed point], attention_dq_sums.cuh); a kernel after it
+// turns the sums into dq. dS^T lives in two warpgroups' registers (each its 64 keys), and the piece
+// needs all 128 keys: each warpgroup stores its dS^T, already rounded to bf16 for dK, to shared memory
+// (a 128 x 64 tile in the layout of Note [wgmma operand layout: 128-byte swizzle], two of them by step
+// parity), and in the next step, once the other warpgroup's half is there (a named barrier per
+// warpgroup and parity: one arrives, the other syncs), computes its 32 of the 64 head dims:
+// m64n32k16 over the 128 keys, A = dS from the stored dS^T (MN-major, the transpose flag), B = the K
+// tile (MN-major, 64 bytes into its lines for the second half). The piece is issued beside the step
+// before's dK (Note [wgmma backward overlap]), converted to fixed point with its rows' factors (loaded
+// with lse and delta) into one of three staging buffers of the warpgroup, and one thread adds the 8 KB
+// to the sums by a bulk reduction (cp.reduce.async.bulk .add.s32), then waits until the one before has
+// read its buffer: three buffers keep a buffer's next stores behind that wait and a barrier. Why the
+// two waits are safe: a warpgroup stores dS^T of step s + 2 into the buffer of step s only after it
+// synced on the other's dS^T of step s + 1, which the other published after its own piece of step s
+// had landed; and it arrives at the barrier of parity p again (step s + 2) only after the other synced
+// there for step s. dk and dv are the split kernel's, bit for bit (the same products in the same
+// order). At 2 x 8192 (15 heads, 5 KV heads) the backward took 1.89-1.93 ms against the split kernels'
+// 2.07-2.10 (bench/RESULTS.md).
+//
 // Registers: ptxas gives every warpgroup of the 384-thread block the same count at launch, at most
 // 65536 / 384 -> 168, under the accumulators above. The producer needs few (addresses, the step
 // walk), so it releases all but kProducerRegisters and the consumers claim kConsumerRegisters
@@ -62,6 +86,7 @@
 #include <type_traits>
 
 #include "cuda/attention_backward_steps.cuh"
+#include "cuda/attention_dq_sums.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/load_ring.cuh"
 
@@ -90,7 +115,9 @@ static_assert(kProducerThreads * kProducerRegisters + kConsumerThreads * kConsum
                   kThreads * kLaunchRegisters,
               "the consumers claim only what the producer released");
 
-// The kernels' global operands (attention.h): q, dout [N, H, D], k, v [N, G, D], lse, delta [H, N].
+// The kernels' global operands (attention.h): q, dout [N, H, D], k, v [N, G, D], lse, delta [H, N];
+// for the fused dk/dv kernel also the fixed-point factors [H, N] and sums of Note [Deterministic dq
+// in fixed point] (null otherwise).
 struct BackwardOperands {
   const Bf16* q;
   const Bf16* k;
@@ -100,19 +127,35 @@ struct BackwardOperands {
   const float* lse;
   const Bf16* dout;
   const float* delta;
+  const float* dq_factor;
+  int32_t* dq_sums;
 };
 
-// The dk/dv block's shared memory: K, V, then the stages' Q tiles, dO tiles, lse and delta rows (tiles
-// first, multiples of the 1024-byte swizzle atom), then the full and empty barriers.
-template <int D>
+// Named barriers of the fused dk/dv kernel (Note [wgmma fused dq]): warpgroup wg's dS^T of steps of
+// parity p is in shared memory (1 + 2 wg + p), and warpgroup wg's dq staging is written (5 + wg).
+__device__ __forceinline__ int ds_written_barrier(int wg, int step) { return 1 + 2 * wg + (step & 1); }
+__device__ __forceinline__ int dq_staged_barrier(int wg) { return 5 + wg; }
+constexpr int kDqStagingBuffers = 3;
+
+// The dk/dv block's shared memory: K, V, then the stages' Q tiles and dO tiles, for the fused kernel
+// two dS^T tiles and each consumer warpgroup's kDqStagingBuffers half tiles of dq sums (tiles first,
+// multiples of the 1024-byte swizzle atom), then the stages' lse, delta (and dq factor) rows, then the
+// full and empty barriers.
+template <int D, bool kFusedDq>
 struct DkdvSmem {
   static constexpr int kKeys = kRows * D * 2;    // bytes of the K or the V tile
   static constexpr int kQTile = kDkdvQ * D * 2;  // bytes of one Q or dO tile
-  static constexpr int kStats = kDkdvQ * 4;      // bytes of one lse or delta row
+  static constexpr int kStats = kDkdvQ * 4;      // bytes of one lse, delta or factor row
+  static constexpr int kStatRows = kFusedDq ? 3 : 2;
+  static constexpr int kDsT = kFusedDq ? kRows * kDkdvQ * 2 : 0;  // one dS^T, 128 keys x 64 queries
+  static constexpr int kDqStage = kDqSumHalfInts * 4;
+  static constexpr int kDqStaging = kFusedDq ? 2 * kDqStagingBuffers * kDqStage : 0;
+  static constexpr int kTileBytes = 2 * kKeys + 2 * kStages * kQTile + 2 * kDsT + kDqStaging;
   static constexpr int kBarriers = 2 * kStages * 8;
   static constexpr int kBytes =
-      2 * kKeys + kStages * (2 * kQTile + 2 * kStats) + kBarriers + kSwizzleAtomBytes;
+      kTileBytes + kStages * kStatRows * kStats + kBarriers + kSwizzleAtomBytes;
   static_assert(kBytes <= kMaxBlockSharedBytes, "the dk/dv block's shared memory");
+  static_assert(kDsT % kSwizzleAtomBytes == 0, "dS^T tiles on the swizzle atom");
 
   unsigned char* tiles;
   uint64_t* full;   // kStages
@@ -120,17 +163,24 @@ struct DkdvSmem {
 
   __device__ explicit DkdvSmem(unsigned char* smem_raw)
       : tiles(align_to_swizzle_atom(smem_raw)),
-        full(reinterpret_cast<uint64_t*>(tiles + 2 * kKeys + kStages * (2 * kQTile + 2 * kStats))),
+        full(reinterpret_cast<uint64_t*>(tiles + kTileBytes + kStages * kStatRows * kStats)),
         empty(full + kStages) {}
   __device__ unsigned char* k() const { return tiles; }
   __device__ unsigned char* v() const { return tiles + kKeys; }
   __device__ unsigned char* q(int step) const { return tiles + 2 * kKeys + step % kStages * kQTile; }
   __device__ unsigned char* dout(int step) const { return q(step) + kStages * kQTile; }
+  __device__ unsigned char* ds(int step) const {
+    return tiles + 2 * kKeys + 2 * kStages * kQTile + step % 2 * kDsT;
+  }
+  __device__ unsigned char* dq_staging(int wg, int step) const {
+    return tiles + 2 * kKeys + 2 * kStages * kQTile + 2 * kDsT +
+           (wg * kDqStagingBuffers + step % kDqStagingBuffers) * kDqStage;
+  }
   __device__ float* lse(int step) const {
-    return reinterpret_cast<float*>(tiles + 2 * kKeys + 2 * kStages * kQTile) +
-           step % kStages * kDkdvQ;
+    return reinterpret_cast<float*>(tiles + kTileBytes) + step % kStages * kDkdvQ;
   }
   __device__ float* delta(int step) const { return lse(step) + kStages * kDkdvQ; }
+  __device__ float* dq_factor(int step) const { return delta(step) + kStages * kDkdvQ; }
 };
 
 // The dk/dv block's walk: steps (query head, query tile), heads outermost, tiles ascending from the
@@ -150,6 +200,18 @@ struct DkdvWalk {
   __device__ int q_lo(int step) const { return (q_first + step % q_tiles) * kDkdvQ; }
 };
 
+// A consumer's position in the walk, advanced step by step (head and q_lo without a division a step).
+struct DkdvStepAt {
+  int head, q_lo;
+  __device__ void advance(const DkdvWalk& walk) {
+    q_lo += kDkdvQ;
+    if (q_lo == (walk.q_first + walk.q_tiles) * kDkdvQ) {
+      q_lo = walk.q_first * kDkdvQ;
+      ++head;
+    }
+  }
+};
+
 // A producer thread's share of the copies of one tile (stage_swizzled over kProducerThreads).
 template <int D, int kTileRows>
 __device__ __forceinline__ void produce_tile(unsigned char* tile, const Bf16* gmem, int64_t gstride,
@@ -159,8 +221,8 @@ __device__ __forceinline__ void produce_tile(unsigned char* tile, const Bf16* gm
 
 // The dk/dv producer (thread `tid` of kProducerThreads): K and V with step 0's load, then every step's
 // Q, dO, lse and delta (Note [load ring protocol]).
-template <int D>
-__device__ __forceinline__ void produce_dkdv(const DkdvSmem<D>& sm, const BackwardOperands& in,
+template <int D, bool kFusedDq>
+__device__ __forceinline__ void produce_dkdv(const DkdvSmem<D, kFusedDq>& sm, const BackwardOperands& in,
                                              const SeqTile& tile, int k_lo, int kv,
                                              const DkdvWalk& walk, int tid) {
   const AttentionShape& shape = in.shape;
@@ -184,16 +246,24 @@ __device__ __forceinline__ void produce_dkdv(const DkdvSmem<D>& sm, const Backwa
     const bool lse_thread = tid < kDkdvQ;
     cp_async_4((lse_thread ? sm.lse(step) : sm.delta(step)) + t,
                (lse_thread ? in.lse : in.delta) + stat + (t < q_rows ? t : 0), t < q_rows);
+    if constexpr (kFusedDq) {
+      if (lse_thread) {
+        cp_async_4(sm.dq_factor(step) + t, in.dq_factor + stat + (t < q_rows ? t : 0), t < q_rows);
+      }
+    }
     loads.commit();
   }
 }
 
-// Consumer warpgroup `wg`'s dk/dv steps (Note [wgmma backward overlap]) and its 64 rows of dk and dv.
-template <int D>
-__device__ __forceinline__ void consume_dkdv(const DkdvSmem<D>& sm, const BackwardOperands& in,
-                                             const SeqTile& tile, int k_lo, int kv,
-                                             const DkdvWalk& walk, int wg, Bf16* dk, Bf16* dv) {
+// Consumer warpgroup `wg`'s dk/dv steps (Note [wgmma backward overlap]) and its 64 rows of dk and dv;
+// with kFusedDq also its half of each step's dq piece (Note [wgmma fused dq]).
+template <int D, bool kFusedDq>
+__device__ __forceinline__ void consume_dkdv(const DkdvSmem<D, kFusedDq>& sm,
+                                             const BackwardOperands& in, const SeqTile& tile,
+                                             int k_lo, int kv, const DkdvWalk& walk, int wg,
+                                             Bf16* dk, Bf16* dv) {
   constexpr int kQ = kDkdvQ;
+  static_assert(!kFusedDq || D == 2 * kDqSumCols, "the fused dq splits D = 64 between warpgroups");
   const AttentionShape& shape = in.shape;
   const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
   const int wg_k_first = k_lo + 64 * wg;               // the warpgroup's first key
@@ -202,6 +272,9 @@ __device__ __forceinline__ void consume_dkdv(const DkdvSmem<D>& sm, const Backwa
   const uint32_t k_tiles = shared_address(sm.k()), v_tiles = shared_address(sm.v());
   float dk_acc[D / 8][4] = {}, dv_acc[D / 8][4] = {};
   uint32_t ds_a[kQ / 16][4];  // dS^T of the step before in bf16: the A operand of its dK
+  // Fused: this warpgroup's kDqSumCols columns of the step before's dS K, and its rows' factors.
+  float dq_acc[kDqSumCols / 8][4] = {};
+  float dq_factor[2];
   // dK += dS^T Q with step `step`'s Q tile; one commit group.
   const auto issue_dk = [&](int step) {
     const uint32_t q_tile = shared_address(sm.q(step));
@@ -211,12 +284,65 @@ __device__ __forceinline__ void consume_dkdv(const DkdvSmem<D>& sm, const Backwa
     }
     wgmma_commit();
   };
+  // Fused: dq piece = dS K over both warpgroups' 128 keys, this warpgroup's columns; one commit group.
+  // A is step `step`'s dS^T from shared memory (its rows keys: MN-major), B the K tile (MN-major).
+  const auto issue_dq = [&](int step, uint32_t k_tile) {
+    const uint32_t ds_tile = shared_address(sm.ds(step));
+#pragma unroll
+    for (int ks = 0; ks < kRows / 16; ++ks) {
+      wgmma_ss_mn_n32(dq_acc, mn_major_descriptor(ds_tile, kRows, 16 * ks),
+                      mn_major_descriptor(k_tile, kRows, 16 * ks, kDqSumCols * wg), ks > 0);
+    }
+    wgmma_commit();
+  };
+  // Fused: step `step`'s dq piece (landed) in fixed point to this warpgroup's staging buffer, then
+  // one thread adds it to the sums (Note [Deterministic dq in fixed point]).
+  DkdvStepAt at{walk.first_head, walk.q_first * kQ}, before = at;  // this step's, the step before's
+  const auto reduce_dq = [&](int step, const DkdvStepAt& pos) {
+    const int tid = threadIdx.x % 128;
+    unsigned char* staging = sm.dq_staging(wg, step);
+#pragma unroll
+    for (int j = 0; j < kDqSumCols / 8; ++j) {
+      const int4 fixed{__float2int_rn(dq_acc[j][0] * dq_factor[0]),
+                       __float2int_rn(dq_acc[j][1] * dq_factor[0]),
+                       __float2int_rn(dq_acc[j][2] * dq_factor[1]),
+                       __float2int_rn(dq_acc[j][3] * dq_factor[1])};
+      *reinterpret_cast<int4*>(staging + (j * 128 + tid) * 16) = fixed;
+    }
+    fence_proxy_async();
+    named_barrier_sync(dq_staged_barrier(wg), 128);
+    if (tid == 0) {
+      bulk_reduce_add_s32(dq_sum_half_tile(in.dq_sums, shape.h, tile.start, tile.seq, pos.q_lo,
+                                           pos.head, wg),
+                          shared_address(staging), kDqSumHalfInts * 4);
+      bulk_commit();
+      bulk_wait_read<1>();  // the reduction before this one has read its buffer
+    }
+  };
+  // Fused: step `step`'s dS^T (in ds_a) to shared memory, its rows' factors to registers; then the
+  // other warpgroup may read it.
+  const auto publish_ds = [&](int step) {
+    unsigned char* ds_tile = sm.ds(step);
+    const int row0 = 64 * wg + 16 * warp + lane / 4;
+#pragma unroll
+    for (int ks = 0; ks < kQ / 16; ++ks) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = row0 + 8 * (e & 1), col = 16 * ks + 8 * (e >> 1) + 2 * (lane % 4);
+        *reinterpret_cast<uint32_t*>(ds_tile + swizzled_offset(kRows, row, col)) = ds_a[ks][e];
+      }
+    }
+    dq_factor[0] = sm.dq_factor(step)[16 * warp + lane / 4];
+    dq_factor[1] = sm.dq_factor(step)[16 * warp + lane / 4 + 8];
+    fence_proxy_async();
+    named_barrier_arrive(ds_written_barrier(wg, step), 256);
+  };
   // Step `step` up to its dS^T, which it leaves in ds_a for the next step to issue the dK of (not the
   // first step: `first` is std::true_type there, so that no wgmma sits under a branch).
   const auto compute_step = [&](int step, auto first) {
     constexpr bool kFirst = decltype(first)::value;
     wait_loaded(sm.full + step % kStages, step / kStages);
-    const int q_lo = walk.q_lo(step), q_rows = min(kQ, tile.len - q_lo);
+    const int q_lo = at.q_lo, q_rows = min(kQ, tile.len - q_lo);
     const uint32_t q_tile = shared_address(sm.q(step)), g_tile = shared_address(sm.dout(step));
     float p[kQ / 8][4], ds[kQ / 8][4];  // S^T, then P^T; dP^T, then dS^T
     // K's and V's addresses hidden from the compiler per step, so that it rebuilds their descriptors
@@ -224,10 +350,17 @@ __device__ __forceinline__ void consume_dkdv(const DkdvSmem<D>& sm, const Backwa
     // spilled).
     uint32_t k_tile = k_tiles, v_tile = v_tiles;
     asm volatile("" : "+r"(k_tile), "+r"(v_tile));
+    // Fused: the other warpgroup's dS^T of the step before is in shared memory. (Issuing the dq piece
+    // after S^T and dP^T instead, to wait here while they run, measured 5% slower.)
+    if constexpr (kFusedDq && !kFirst) named_barrier_sync(ds_written_barrier(1 - wg, step - 1), 256);
     wgmma_fence_operands(dk_acc);
     wgmma_fence_operands(ds_a);
+    if constexpr (kFusedDq) wgmma_fence_operands(dq_acc);
     wgmma_fence();
-    if constexpr (!kFirst) issue_dk(step - 1);
+    if constexpr (!kFirst) {
+      issue_dk(step - 1);
+      if constexpr (kFusedDq) issue_dq(step - 1, k_tile);
+    }
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       wgmma_ss<kQ, WgmmaMajor::kK>(p, k_major_descriptor(k_tile, kRows, 64 * wg, 16 * kk),
@@ -240,11 +373,15 @@ __device__ __forceinline__ void consume_dkdv(const DkdvSmem<D>& sm, const Backwa
                                    k_major_descriptor(g_tile, kQ, 0, 16 * kk), kk > 0);
     }
     wgmma_commit();
-    wgmma_wait<1>();  // the step before's dK and S^T landed; dP^T may still run
+    wgmma_wait<1>();  // the step before's dK (and dq piece) and S^T landed; dP^T may still run
     wgmma_fence_operands(p);
     wgmma_fence_operands(dk_acc);
     wgmma_fence_operands(ds_a);
     if constexpr (!kFirst) mbarrier_arrive(sm.empty + (step - 1) % kStages);
+    if constexpr (kFusedDq && !kFirst) {
+      wgmma_fence_operands(dq_acc);
+      reduce_dq(step - 1, before);
+    }
 
     // Only a step with a query before the warpgroup's last key or past the sequence end needs the mask.
     if (q_lo < wg_k_first + 63 || q_rows < kQ) mask_queries_before_keys(p, key0, q_lo, q_rows);
@@ -269,21 +406,32 @@ __device__ __forceinline__ void consume_dkdv(const DkdvSmem<D>& sm, const Backwa
     score_gradients_by_column(p, ds, sm.delta(step));
 #pragma unroll
     for (int ks = 0; ks < kQ / 16; ++ks) c_pair_to_a(ds[2 * ks], ds[2 * ks + 1], ds_a[ks]);
+    if constexpr (kFusedDq) publish_ds(step);
     wgmma_wait<0>();  // dV landed: nothing of this warpgroup runs across the step's end
     wgmma_fence_operands(dv_acc);
     wgmma_fence_operands(p_a);
+    before = at;
+    at.advance(walk);
   };
   compute_step(0, std::true_type{});
   for (int step = 1; step < walk.steps; ++step) compute_step(step, std::false_type{});
   const int last = walk.steps - 1;
+  if constexpr (kFusedDq) named_barrier_sync(ds_written_barrier(1 - wg, last), 256);
   wgmma_fence_operands(dk_acc);
   wgmma_fence_operands(ds_a);
+  if constexpr (kFusedDq) wgmma_fence_operands(dq_acc);
   wgmma_fence();
   issue_dk(last);
+  if constexpr (kFusedDq) issue_dq(last, k_tiles);
   wgmma_wait<0>();
   wgmma_fence_operands(dk_acc);
   wgmma_fence_operands(ds_a);
   mbarrier_arrive(sm.empty + last % kStages);
+  if constexpr (kFusedDq) {
+    wgmma_fence_operands(dq_acc);
+    reduce_dq(last, before);
+    if (threadIdx.x % 128 == 0) bulk_wait_all();  // the sums are complete when the kernel is
+  }
 
   const float scale = static_cast<float>(shape.scale);
   const float dk_factor[2] = {scale, scale}, dv_factor[2] = {1.f, 1.f};
@@ -303,13 +451,13 @@ __device__ __forceinline__ void consume_dkdv(const DkdvSmem<D>& sm, const Backwa
   store_rows<D>(dv_acc, dv_factor, dv_dst, valid);
 }
 
-template <int D>
+template <int D, bool kFusedDq>
 __global__ void __launch_bounds__(kThreads, 1)
     wgmma_dkdv_kernel(BackwardOperands in, long long lead, Bf16* __restrict__ dk,
                       Bf16* __restrict__ dv) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ unsigned char smem_raw[];
-  const DkdvSmem<D> sm(smem_raw);
+  const DkdvSmem<D, kFusedDq> sm(smem_raw);
   // The warp index through a shuffle from lane 0: ptxas then sees the role branch as warp-uniform
   // and does not serialise the wgmmas behind it.
   const int warp = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x / 32), 0);
@@ -327,11 +475,11 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (warp >= kConsumerWarps) {
     release_registers<kProducerRegisters>();
-    produce_dkdv<D>(sm, in, tile, k_lo, kv, walk, threadIdx.x - kConsumerThreads);
+    produce_dkdv<D, kFusedDq>(sm, in, tile, k_lo, kv, walk, threadIdx.x - kConsumerThreads);
     return;
   }
   claim_registers<kConsumerRegisters>();
-  consume_dkdv<D>(sm, in, tile, k_lo, kv, walk, warp / 4, dk, dv);
+  consume_dkdv<D, kFusedDq>(sm, in, tile, k_lo, kv, walk, warp / 4, dk, dv);
 #endif
 }
 
@@ -523,15 +671,24 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
+template <int D, bool kFusedDq>
+void launch_wgmma_dkdv(const BackwardOperands& in, Bf16* dk, Bf16* dv, cudaStream_t stream) {
+  constexpr int kDkdvSmem = DkdvSmem<D, kFusedDq>::kBytes;
+  const unsigned blocks = attention_tile_blocks(in.shape, kRows);
+  allow_shared_memory(reinterpret_cast<const void*>(&wgmma_dkdv_kernel<D, kFusedDq>), kDkdvSmem);
+  const long long lead = attention_lead_blocks(blocks);
+  wgmma_dkdv_kernel<D, kFusedDq>
+      <<<blocks * in.shape.g, kThreads, kDkdvSmem, stream>>>(in, lead, dk, dv);
+  CUDA_CHECK_LAUNCH();
+}
+
 template <int D>
 void launch_wgmma_backward(const BackwardOperands& in, Bf16* dq, Bf16* dk, Bf16* dv,
                            cudaStream_t stream) {
-  constexpr int kDkdvSmem = DkdvSmem<D>::kBytes, kDqSmem = DqSmem<D>::kBytes;
+  constexpr int kDqSmem = DqSmem<D>::kBytes;
   const unsigned blocks = attention_tile_blocks(in.shape, kRows);
-  allow_shared_memory(reinterpret_cast<const void*>(&wgmma_dkdv_kernel<D>), kDkdvSmem);
+  launch_wgmma_dkdv<D, false>(in, dk, dv, stream);
   const long long lead = attention_lead_blocks(blocks);
-  wgmma_dkdv_kernel<D><<<blocks * in.shape.g, kThreads, kDkdvSmem, stream>>>(in, lead, dk, dv);
-  CUDA_CHECK_LAUNCH();
   allow_shared_memory(reinterpret_cast<const void*>(&wgmma_dq_kernel<D>), kDqSmem);
   wgmma_dq_kernel<D><<<blocks * in.shape.h, kThreads, kDqSmem, stream>>>(in, lead, dq);
   CUDA_CHECK_LAUNCH();
@@ -542,15 +699,23 @@ void launch_wgmma_backward(const BackwardOperands& in, Bf16* dq, Bf16* dk, Bf16*
 void wgmma_attention_backward(const AttentionShape& shape, const void* q, const void* k,
                               const void* v, const int32_t* cu_seqlens, const float* lse,
                               const void* dout, const float* delta, void* dq, void* dk, void* dv,
-                              cudaStream_t stream) {
-  const BackwardOperands in{static_cast<const Bf16*>(q),    static_cast<const Bf16*>(k),
-                            static_cast<const Bf16*>(v),    cu_seqlens,
-                            shape,                          lse,
-                            static_cast<const Bf16*>(dout), delta};
+                              const DqSumsWorkspace* fused_dq, cudaStream_t stream) {
+  const BackwardOperands in{static_cast<const Bf16*>(q),
+                            static_cast<const Bf16*>(k),
+                            static_cast<const Bf16*>(v),
+                            cu_seqlens,
+                            shape,
+                            lse,
+                            static_cast<const Bf16*>(dout),
+                            delta,
+                            fused_dq != nullptr ? fused_dq->factor : nullptr,
+                            fused_dq != nullptr ? fused_dq->sums : nullptr};
   auto* dqb = static_cast<Bf16*>(dq);
   auto* dkb = static_cast<Bf16*>(dk);
   auto* dvb = static_cast<Bf16*>(dv);
-  if (shape.d == 64) {
+  if (fused_dq != nullptr) {  // D = 64 (attention_backward.cu chooses it only there)
+    launch_wgmma_dkdv<64, true>(in, dkb, dvb, stream);
+  } else if (shape.d == 64) {
     launch_wgmma_backward<64>(in, dqb, dkb, dvb, stream);
   } else {
     launch_wgmma_backward<128>(in, dqb, dkb, dvb, stream);

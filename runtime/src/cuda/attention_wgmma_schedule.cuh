@@ -53,11 +53,12 @@ __device__ inline SeqTile locate_tile_in_warp(const int32_t* cu, int num_seqs, i
       const int64_t start = __shfl_sync(0xffffffffu, rows.start, src);
       const int len = __shfl_sync(0xffffffffu, rows.len, src);
       const long long rank = __shfl_sync(0xffffffffu, tile_index - first, src);
-      return SeqTile{start, len, sequence_tiles(len, tile_rows) - 1 - static_cast<int>(rank), true};
+      return SeqTile{start, len, sequence_tiles(len, tile_rows) - 1 - static_cast<int>(rank), true,
+                     base + src};
     }
     before += __shfl_sync(0xffffffffu, inclusive, 31);
   }
-  return SeqTile{0, 0, 0, false};
+  return SeqTile{0, 0, 0, false, 0};
 }
 
 }  // namespace dtrn::cuda

@@ -35,8 +35,10 @@ cuda::AttentionBackward attention_backward_choice() {
   }
   if (std::strcmp(value, "split") == 0) return cuda::AttentionBackward::kSplit;
   if (std::strcmp(value, "wgmma") == 0) return cuda::AttentionBackward::kWgmma;
+  if (std::strcmp(value, "wgmma-fused") == 0) return cuda::AttentionBackward::kWgmmaFused;
   DTRN_CHECK(std::strcmp(value, "fused") == 0,
-             "DTRN_ATTENTION_BACKWARD must be auto, split, fused or wgmma, got '", value, "'");
+             "DTRN_ATTENTION_BACKWARD must be auto, split, fused, wgmma or wgmma-fused, got '", value,
+             "'");
   return cuda::AttentionBackward::kFused;
 }
 

@@ -23,10 +23,12 @@
 //     ((8, m), (T, 2)) : ((8T, SBO), (1, T)) with SBO = 1024 (8 rows of 128 bytes) and LBO unused (the
 //     16 columns never leave one 128-byte line). A start 32, 64 or 96 bytes into the line is legal: the
 //     hardware swizzles the addresses it forms, and bits [7, 10) of the start are still 0.
-//   MN-major (B only, with the transpose flag): rows are K, columns are N, as V in O = P V (keys by head
-//     dims). The k step at row k0 starts at row k0 (k0 * 128 bytes); canonical
+//   MN-major (with the transpose flag): rows are K, columns are N (or M), as V in O = P V (keys by
+//     head dims). The k step at row k0 starts at row k0 (k0 * 128 bytes); canonical
 //     ((T, 8, n), (8, k)) : ((1, T, LBO), (8T, SBO)) with SBO = 1024 (the next 8 rows of K) and
-//     LBO = R * 128 (the next block of 64 columns of N, used when N = 128).
+//     LBO = R * 128 (the next block of 64 columns of N, used when N = 128). An operand of N = 32
+//     columns starting at column 32 starts 64 bytes into the line, by the reasoning of the K-major
+//     start above. A is stored this way only by the fused backward (dS^T as dQ's A, A's rows keys).
 //
 // Note [wgmma m64nNk16 fragments]
 // Thread t of the warpgroup is lane l = t % 32 of warp w = t / 32; g = l / 4, q = l % 4. Warp w owns rows
@@ -76,22 +78,31 @@ __device__ __forceinline__ uint32_t swizzled_offset(int rows, int r, int c) {
 }
 
 // The 64-bit matrix descriptor: start address, leading and stride byte offsets (each >> 4, 14 bits) and
-// swizzle mode 1 (128 bytes) in bits 62-63; base offset (bits 49-51) 0, as the Note explains.
-__device__ __forceinline__ uint64_t wgmma_descriptor(uint32_t start, uint32_t lbo, uint32_t sbo) {
-  return static_cast<uint64_t>((start & 0x3ffffu) >> 4) |
-         static_cast<uint64_t>((lbo & 0x3ffffu) >> 4) << 16 |
-         static_cast<uint64_t>((sbo & 0x3ffffu) >> 4) << 32 | uint64_t{1} << 62;
+// swizzle mode 1 (128 bytes) in bits 62-63; base offset (bits 49-51) 0, as the Note explains. `offset`
+// (bytes, a multiple of 16) is added to the start field after the tile's own: the kernels pass the tile
+// (a runtime address, one per operand) and the step's offset (a constant once their loops unroll), so
+// that ptxas builds the tile's fields once and each step's descriptor with one add. Nsight Compute had
+// the masks and shifts of a descriptor built whole per wgmma (six uniform-datapath instructions, two
+// descriptors an SS product) as a third of the consumer warps' stall samples in the fused backward.
+// The sum cannot carry out of the 14 bits: shared addresses stay below 2^18 bytes.
+__device__ __forceinline__ uint64_t wgmma_descriptor(uint32_t tile, uint32_t offset, uint32_t lbo,
+                                                     uint32_t sbo) {
+  const uint32_t lo = (((tile & 0x3ffffu) >> 4) | ((lbo & 0x3ffffu) >> 4) << 16) + (offset >> 4);
+  const uint32_t hi = ((sbo & 0x3ffffu) >> 4) | 1u << 30;
+  return static_cast<uint64_t>(hi) << 32 | lo;
 }
 
 // K-major operand: rows row0 .. of the tile at shared address `tile` (`rows` rows), columns k0 .. k0+15
 // (k0 a multiple of 16, row0 of 8).
 __device__ __forceinline__ uint64_t k_major_descriptor(uint32_t tile, int rows, int row0, int k0) {
-  return wgmma_descriptor(tile + (k0 / 64) * rows * 128 + row0 * 128 + (k0 % 64) * 2, 16, 1024);
+  return wgmma_descriptor(tile, (k0 / 64) * rows * 128 + row0 * 128 + (k0 % 64) * 2, 16, 1024);
 }
 
-// MN-major B: rows (K) k0 .. k0 + 15 of the tile at shared address `tile` (`rows` rows), all its columns.
-__device__ __forceinline__ uint64_t mn_major_descriptor(uint32_t tile, int rows, int k0) {
-  return wgmma_descriptor(tile + k0 * 128, rows * 128, 1024);
+// MN-major operand: rows (K) k0 .. k0 + 15 of the tile at shared address `tile` (`rows` rows), its
+// columns from col0 (0, or 32 for an operand 32 columns wide) on.
+__device__ __forceinline__ uint64_t mn_major_descriptor(uint32_t tile, int rows, int k0,
+                                                        int col0 = 0) {
+  return wgmma_descriptor(tile, k0 * 128 + col0 * 2, rows * 128, 1024);
 }
 
 // Queues cp.async copies, spread over kThreads threads (thread index `tid`), of rows [0, kRows) of a
@@ -231,6 +242,20 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[N / 8][4], const uint32_t (&
           "n"(kTransB)
         : "memory");
   }
+}
+
+// d (64 x 32) = A B + (accumulate ? d : 0), A (64 x 16) and B (16 x 32) both MN-major in shared memory
+// (the fused backward's dQ = dS K, A read from dS^T).
+__device__ __forceinline__ void wgmma_ss_mn_n32(float (&d)[4][4], uint64_t a, uint64_t b,
+                                                bool accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}"
+      ", %16, %17, p, 1, 1, 1, 1;\n}\n"
+      : DTRN_WGMMA_F4(0), DTRN_WGMMA_F4(1), DTRN_WGMMA_F4(2), DTRN_WGMMA_F4(3)
+      : "l"(a), "l"(b), "r"(static_cast<int>(accumulate))
+      : "memory");
 }
 
 #undef DTRN_WGMMA_D32
