@@ -77,7 +77,8 @@
 // had landed; and it arrives at the barrier of parity p again (step s + 2) only after the other synced
 // there for step s. dk and dv are the split kernel's, bit for bit (the same products in the same
 // order). At 2 x 8192 (15 heads, 5 KV heads) the backward took 1.89-1.93 ms against the split kernels'
-// 2.07-2.10 (bench/RESULTS.md).
+// 2.05-2.10 (bench/RESULTS.md). Measured and not kept: each warpgroup's piece over its own 64 keys
+// and all 64 head dims (no barrier between the warpgroups, twice the bulk reductions): 2.06 ms.
 //
 // Registers: ptxas gives every warpgroup of the 384-thread block the same count at launch, at most
 // 65536 / 384 -> 168, under the accumulators above. The producer needs few (addresses, the step
