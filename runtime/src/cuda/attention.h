@@ -24,13 +24,15 @@
 //                warp-specialized (a producer warpgroup loads, two consumer warpgroups compute)
 //                (attention_wgmma_forward.cu, and the split backward in attention_wgmma_backward.cu),
 //                each chosen on its own; every forward's lse feeds every backward.
-// The backward of all is deterministic (no float atomics; every sum in a fixed order): a preprocess
+// The backward of all is deterministic (no float atomics; every float sum in a fixed order): a preprocess
 // delta = rowsum(dout * out), then one kernel per (KV head, key tile) writing dk and dv, summing over
 // the H/G query heads of its group in order and, within each, over the query tiles in order, and one
 // per (query head, query tile) writing dq. Both reuse the forward's lse; neither recomputes it. The
 // tensor cores also have a fused backward: the dk/dv kernel adds each query tile's dq in KV-tile order
 // through f32 sums and per-tile counters in a workspace (attention_tc_backward.cu), 5 matrix products
-// per tile pair instead of 7.
+// per tile pair instead of 7; and so has wgmma at D = 64, adding dq's pieces as 32-bit integers in
+// whatever order they come (integer sums commute; Note [Deterministic dq in fixed point] in
+// attention_dq_sums.cuh).
 //
 // Environment: DTRN_ATTENTION_KERNEL=generic forces the generic kernels for bf16 too (A/B checks);
 // "wgmma" runs the forward on the wgmma kernel where it applies (the tensor cores elsewhere); unset,
