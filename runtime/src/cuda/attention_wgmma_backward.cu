@@ -134,7 +134,9 @@ struct BackwardOperands {
 
 // Named barriers of the fused dk/dv kernel (Note [wgmma fused dq]): warpgroup wg's dS^T of steps of
 // parity p is in shared memory (1 + 2 wg + p), and warpgroup wg's dq staging is written (5 + wg).
-__device__ __forceinline__ int ds_written_barrier(int wg, int step) { return 1 + 2 * wg + (step & 1); }
+__device__ __forceinline__ int ds_written_barrier(int wg, int step) {
+  return 1 + 2 * wg + (step & 1);
+}
 __device__ __forceinline__ int dq_staged_barrier(int wg) { return 5 + wg; }
 constexpr int kDqStagingBuffers = 3;
 
@@ -223,9 +225,9 @@ __device__ __forceinline__ void produce_tile(unsigned char* tile, const Bf16* gm
 // The dk/dv producer (thread `tid` of kProducerThreads): K and V with step 0's load, then every step's
 // Q, dO, lse and delta (Note [load ring protocol]).
 template <int D, bool kFusedDq>
-__device__ __forceinline__ void produce_dkdv(const DkdvSmem<D, kFusedDq>& sm, const BackwardOperands& in,
-                                             const SeqTile& tile, int k_lo, int kv,
-                                             const DkdvWalk& walk, int tid) {
+__device__ __forceinline__ void produce_dkdv(const DkdvSmem<D, kFusedDq>& sm,
+                                             const BackwardOperands& in, const SeqTile& tile,
+                                             int k_lo, int kv, const DkdvWalk& walk, int tid) {
   const AttentionShape& shape = in.shape;
   const int64_t kv_stride = int64_t{shape.g} * D, q_stride = int64_t{shape.h} * D;
   LoadRingProducer<kStages> loads{sm.full, sm.empty};
