@@ -27,8 +27,8 @@ using namespace attention_fixtures;  // NOLINT(build/namespaces): the suite's sh
 // Every layout the wgmma tests cover, at D = 64: edges around the 64-row step and the 128-key
 // block, empty and one-row sequences, grouped and plain heads, the load ring's step counts, 70
 // sequences (several ballot rounds in the block search, sums tiles of many sequences side by side),
-// with the mma.sync and the wgmma forwards feeding it. D = 128 takes the split wgmma kernels under
-// the same choice, checked too.
+// with the mma.sync and the wgmma forwards feeding it. D = 128 takes the mma.sync split kernels
+// under the same choice (attention.h), checked too.
 TEST(CudaAttentionFused, MatchesCpuF64) {
   REQUIRE_WGMMA();
   const BackwardChoice fused("wgmma-fused");

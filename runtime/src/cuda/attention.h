@@ -39,7 +39,8 @@
 // empty or "auto" picks the tensor cores where they apply.
 // DTRN_ATTENTION_BACKWARD=fused runs the fused tensor-core backward, "wgmma" the split backward on the
 // wgmma kernels where they run (the mma.sync split kernels elsewhere), "wgmma-fused" the fused wgmma
-// backward (Note [Deterministic dq in fixed point]) where it runs (D = 64; elsewhere as "wgmma");
+// backward (Note [Deterministic dq in fixed point]) where it runs (D = 64 on sm_90a; elsewhere, D = 128
+// included, the mma.sync split kernels as "split" does: "wgmma" or auto pick the split wgmma ones);
 // "split" the two mma.sync kernels; unset, empty or "auto" as AttentionBackward::kAuto says.
 // cuda_backend_attention.cc reads both on every call and passes the choices in.
 //
